@@ -1,0 +1,291 @@
+"""XVLAConfig: every knob of the policy in one dataclass, validated with messages that say what to fix.
+
+Field names follow LeRobot's ``xvla`` policy config, so a LeRobot ``config.json`` maps one to one.
+``florence_config`` is stored in the native ``transformers`` Florence-2 form
+(``{"vision_config": {...}, "text_config": {...}}``); the Microsoft remote-code form used by the
+official and older LeRobot releases is converted on load (see :mod:`xvla.checkpoints`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .actions import ACTION_REGISTRY, registered_action_modes
+
+DTYPES = ("float32", "bfloat16")
+
+
+def florence2_large_config() -> dict[str, Any]:
+    """The Florence-2-large encoder used by the released 0.9B X-VLA checkpoints (native form)."""
+    return {
+        "vision_config": {
+            "embed_dim": [256, 512, 1024, 2048],
+            "num_heads": [8, 16, 32, 64],
+            "num_groups": [8, 16, 32, 64],
+            "depths": [1, 1, 9, 1],
+            "patch_size": [7, 3, 3, 3],
+            "patch_stride": [4, 2, 2, 2],
+            "patch_padding": [3, 1, 1, 1],
+            "patch_prenorm": [False, True, True, True],
+            "window_size": 12,
+            "projection_dim": 1024,
+            "max_position_embeddings": 50,
+            "max_temporal_embeddings": 100,
+            "drop_path_rate": 0.1,
+        },
+        "text_config": {
+            "vocab_size": 51289,
+            "d_model": 1024,
+            "encoder_layers": 12,
+            "decoder_layers": 12,
+            "encoder_attention_heads": 16,
+            "decoder_attention_heads": 16,
+            "encoder_ffn_dim": 4096,
+            "decoder_ffn_dim": 4096,
+            "max_position_embeddings": 4096,
+            "activation_function": "gelu",
+            "dropout": 0.1,
+            "attention_dropout": 0.1,
+            "activation_dropout": 0.1,
+            "scale_embedding": False,
+            "pad_token_id": 1,
+            "bos_token_id": 0,
+            "eos_token_id": 2,
+        },
+    }
+
+
+def tiny_florence_config(width: int = 32, vocab_size: int = 1024, max_positions: int = 256) -> dict[str, Any]:
+    """A two-stage Florence-2 small enough for tests and CPU demos (trained from scratch)."""
+    return {
+        "vision_config": {
+            "embed_dim": [16, width],
+            "num_heads": [2, 4],
+            "num_groups": [2, 4],
+            "depths": [1, 1],
+            "patch_size": [7, 3],
+            "patch_stride": [4, 2],
+            "patch_padding": [3, 1],
+            "patch_prenorm": [False, True],
+            "window_size": 4,
+            "projection_dim": width,
+            "max_position_embeddings": 32,
+            "max_temporal_embeddings": 16,
+            "drop_path_rate": 0.0,
+        },
+        "text_config": {
+            "vocab_size": vocab_size,
+            "d_model": width,
+            "encoder_layers": 1,
+            "decoder_layers": 1,
+            "encoder_attention_heads": 2,
+            "decoder_attention_heads": 2,
+            "encoder_ffn_dim": 2 * width,
+            "decoder_ffn_dim": 2 * width,
+            "max_position_embeddings": max_positions,
+            "dropout": 0.0,
+            "attention_dropout": 0.0,
+            "activation_dropout": 0.0,
+            "scale_embedding": False,
+            "pad_token_id": 1,
+            "bos_token_id": 0,
+            "eos_token_id": 2,
+        },
+    }
+
+
+@dataclass
+class XVLAConfig:
+    # Input / output structure
+    n_obs_steps: int = 1
+    chunk_size: int = 32
+    n_action_steps: int = 32
+
+    # Soft-prompted transformer
+    hidden_size: int = 1024
+    depth: int = 24
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    num_domains: int = 30
+    len_soft_prompts: int = 32
+    dim_time: int = 32
+    max_len_seq: int = 512
+    use_hetero_proj: bool = False
+
+    # Actions and proprioception
+    action_mode: str = "ee6d"
+    use_proprio: bool = True
+    max_state_dim: int = 32
+    max_action_dim: int = 20
+    real_action_dim: int | None = None  # robot action width for padded modes ("auto"); None = model width
+    auto_loss_weight: float = 1.0  # MSE weight of the "auto" space (LeRobot 1.0, official code 100.0)
+    num_denoising_steps: int = 10
+
+    # Cameras and images
+    num_image_views: int | None = None
+    empty_cameras: int = 0
+    image_keys: list[str] | None = None  # camera order, e.g. ["observation.images.front", ...]
+    image_size: tuple[int, int] | None = None  # raw frames are resized (bicubic) to this (H, W)
+    resize_imgs_with_padding: tuple[int, int] | None = None
+
+    # Language
+    tokenizer_name: str = "facebook/bart-large"
+    tokenizer_max_length: int = 64
+
+    # Florence-2 encoder (native transformers form)
+    florence_config: dict[str, Any] = field(default_factory=florence2_large_config)
+
+    # Numerics and embodiment
+    dtype: str = "float32"
+    domain_id: int = 0
+
+    # Training switches
+    freeze_vision_encoder: bool = False
+    freeze_language_encoder: bool = False
+    train_policy_transformer: bool = True
+    train_soft_prompts: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.image_size, list):
+            self.image_size = tuple(self.image_size)
+        if isinstance(self.resize_imgs_with_padding, list):
+            self.resize_imgs_with_padding = tuple(self.resize_imgs_with_padding)
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        def positive(name: str) -> None:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name}={value!r} is invalid: it must be a positive integer (>= 1)")
+
+        def non_negative(name: str) -> None:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name}={value!r} is invalid: it must be an integer >= 0")
+
+        for name in ("n_obs_steps", "chunk_size", "n_action_steps", "hidden_size", "depth", "num_heads",
+                     "num_domains", "dim_time", "max_len_seq", "max_action_dim", "num_denoising_steps",
+                     "tokenizer_max_length"):  # fmt: skip
+            positive(name)
+        for name in ("len_soft_prompts", "max_state_dim", "empty_cameras"):
+            non_negative(name)
+        if self.n_action_steps > self.chunk_size:
+            raise ValueError(
+                f"n_action_steps={self.n_action_steps} is invalid: it must be in [1, chunk_size={self.chunk_size}]"
+            )
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is invalid: it must be divisible by num_heads={self.num_heads}"
+            )
+        if self.dim_time % 2:
+            raise ValueError(f"dim_time={self.dim_time} is invalid: it must be even (cos and sin halves)")
+        if not (isinstance(self.mlp_ratio, (int, float)) and self.mlp_ratio > 0):
+            raise ValueError(f"mlp_ratio={self.mlp_ratio!r} is invalid: it must be a number > 0")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r} is invalid: allowed values are {list(DTYPES)}")
+        if str(self.action_mode).lower() not in ACTION_REGISTRY:
+            raise ValueError(
+                f"action_mode={self.action_mode!r} is not registered. Registered action modes: "
+                f"{registered_action_modes()}. Register your own with @register_action('name') before "
+                "building the config."
+            )
+        if not isinstance(self.domain_id, int) or not 0 <= self.domain_id < self.num_domains:
+            raise ValueError(
+                f"domain_id={self.domain_id!r} is out of range: this model has num_domains={self.num_domains}, "
+                f"so domain_id must be in [0, {self.num_domains - 1}]"
+            )
+        if self.num_image_views is not None:
+            positive("num_image_views")
+            if self.image_keys is not None and self.num_image_views < len(self.image_keys) + self.empty_cameras:
+                raise ValueError(
+                    f"num_image_views={self.num_image_views} is too small for {len(self.image_keys)} cameras "
+                    f"+ empty_cameras={self.empty_cameras}; set it to at least "
+                    f"{len(self.image_keys) + self.empty_cameras} or leave it None"
+                )
+        if self.real_action_dim is not None:
+            positive("real_action_dim")
+            if str(self.action_mode).lower() == "auto" and self.real_action_dim > self.max_action_dim:
+                raise ValueError(
+                    f"real_action_dim={self.real_action_dim} is invalid: action_mode 'auto' pads the action to "
+                    f"max_action_dim={self.max_action_dim}; set max_action_dim >= {self.real_action_dim}"
+                )
+        for name in ("image_size", "resize_imgs_with_padding"):
+            value = getattr(self, name)
+            if value is not None and (
+                len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+            ):
+                raise ValueError(f"{name}={value!r} is invalid: it must be None or (height, width) positive ints")
+        self._validate_florence()
+
+    def _validate_florence(self) -> None:
+        fc = self.florence_config
+        if not isinstance(fc, dict) or "vision_config" not in fc or "text_config" not in fc:
+            raise ValueError(
+                "florence_config is invalid: it must be a dict with 'vision_config' and 'text_config' "
+                "(e.g. xvla.config.florence2_large_config())"
+            )
+        vision, text = fc["vision_config"], fc["text_config"]
+        stages = len(vision.get("embed_dim", []))
+        for key in ("num_heads", "num_groups", "depths", "patch_size", "patch_stride", "patch_padding", "patch_prenorm"):
+            if key in vision and len(vision[key]) != stages:
+                raise ValueError(
+                    f"florence_config.vision_config.{key} has {len(vision[key])} entries but embed_dim has "
+                    f"{stages} stages; give one entry per stage"
+                )
+        proj = vision.get("projection_dim", 1024)
+        d_model = text.get("d_model", 1024)
+        if proj != d_model:
+            raise ValueError(
+                f"florence_config is inconsistent: vision projection_dim={proj} must equal text d_model={d_model} "
+                "(image tokens are fed to the text encoder)"
+            )
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def projection_dim(self) -> int:
+        return int(self.florence_config["vision_config"].get("projection_dim", 1024))
+
+    @property
+    def proprio_dim(self) -> int:
+        return self.max_state_dim if self.use_proprio else 0
+
+    @property
+    def total_image_views(self) -> int:
+        known = len(self.image_keys) if self.image_keys else 1
+        return max(self.num_image_views or 0, known + self.empty_cameras)
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key in ("image_size", "resize_imgs_with_padding"):
+            if out[key] is not None:
+                out[key] = list(out[key])
+        return {"type": "xvla", "format": "xvla", **out}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> XVLAConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: copy.deepcopy(v) for k, v in data.items() if k in names}
+        unknown = set(overrides) - names
+        if unknown:
+            raise ValueError(f"unknown XVLAConfig field(s) {sorted(unknown)}; valid fields: {sorted(names)}")
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> XVLAConfig:
+        return self.from_dict(self.to_dict(), **changes)
+
+    def save(self, path: str | Path) -> None:
+        from .utils import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> XVLAConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))

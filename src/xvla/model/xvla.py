@@ -1,0 +1,191 @@
+"""XVLAModel: Florence-2 encoder + soft-prompted transformer, trained and sampled with flow matching.
+
+The network predicts the *clean* action chunk from a noisy one (not a velocity):
+
+- training: ``t = (u + arange(B)/B) mod (1 - 1e-5)`` with one ``u ~ U(0, 1)`` per batch,
+  ``x_t = t * eps + (1 - t) * a``, loss = ``action_space.compute_loss(net(x_t, t), a)``;
+- sampling: ``x1 ~ N(0, I)``, ``a_hat = 0``; for ``i = steps..1``: ``t = i / steps``,
+  ``a_hat = net(t * x1 + (1 - t) * a_hat, t)``; return ``action_space.postprocess(a_hat)``.
+
+Image and text encoding, and the projections of their tokens, run once per chunk (:meth:`encode`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..actions import BaseActionSpace, build_action_space
+from ..config import XVLAConfig
+from ..utils import torch_dtype
+from .transformer import Context, SoftPromptedTransformer
+from .vlm import FlorenceEncoder
+
+
+def build_action_space_for(config: XVLAConfig) -> BaseActionSpace:
+    mode = config.action_mode.lower()
+    if mode == "auto":
+        return build_action_space(
+            mode, real_dim=config.real_action_dim, max_dim=config.max_action_dim, loss_weight=config.auto_loss_weight
+        )
+    return build_action_space(mode)
+
+
+class XVLAModel(nn.Module):
+    def __init__(self, config: XVLAConfig):
+        super().__init__()
+        self.config = config
+        self.chunk_size = config.chunk_size
+        self.action_space = build_action_space_for(config)
+        self.dim_action = int(self.action_space.dim_action)
+        self.dim_proprio = config.proprio_dim
+        self.vlm = FlorenceEncoder(config.florence_config)
+        self.transformer = SoftPromptedTransformer(
+            hidden_size=config.hidden_size,
+            multi_modal_input_size=config.projection_dim,
+            depth=config.depth,
+            num_heads=config.num_heads,
+            mlp_ratio=config.mlp_ratio,
+            num_domains=config.num_domains,
+            dim_action=self.dim_action,
+            dim_proprio=self.dim_proprio,
+            dim_time=config.dim_time,
+            len_soft_prompts=config.len_soft_prompts,
+            max_len_seq=config.max_len_seq,
+            use_hetero_proj=config.use_hetero_proj,
+        )
+        self.apply_trainable_flags()
+        self.to(self.dtype)
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch_dtype(self.config.dtype)
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.pos_emb.device
+
+    @property
+    def real_action_dim(self) -> int:
+        return int(self.action_space.real_dim)
+
+    def apply_trainable_flags(self) -> None:
+        """Set requires_grad from the config's freeze/train switches (a real freeze, not a zero LR)."""
+        cfg = self.config
+        for p in self.vlm.vision_tower.parameters():
+            p.requires_grad_(not cfg.freeze_vision_encoder)
+        for p in self.vlm.language_model.parameters():
+            p.requires_grad_(not cfg.freeze_language_encoder)
+        for name, p in self.transformer.named_parameters():
+            if name.startswith("soft_prompt_hub"):
+                p.requires_grad_(cfg.train_soft_prompts)
+            else:
+                p.requires_grad_(cfg.train_policy_transformer)
+
+    # ------------------------------------------------------------------ input checks
+    def _check_inputs(self, input_ids, image_input, image_mask, domain_id, proprio) -> None:
+        if image_input.dim() != 5:
+            raise ValueError(f"image_input must be [B, V, 3, H, W], got shape {tuple(image_input.shape)}")
+        batch = image_input.shape[0]
+        if input_ids.dim() != 2 or input_ids.shape[0] != batch:
+            raise ValueError(f"input_ids must be [B={batch}, L], got shape {tuple(input_ids.shape)}")
+        if tuple(image_mask.shape) != tuple(image_input.shape[:2]):
+            raise ValueError(f"image_mask must be [B, V]={tuple(image_input.shape[:2])}, got {tuple(image_mask.shape)}")
+        if domain_id.shape != (batch,):
+            raise ValueError(f"domain_id must be [B={batch}] (one id per sample), got shape {tuple(domain_id.shape)}")
+        n = self.config.num_domains
+        bad = domain_id[(domain_id < 0) | (domain_id >= n)]
+        if bad.numel():
+            raise ValueError(
+                f"domain_id {int(bad[0])} is out of range: this checkpoint has num_domains={n}, "
+                f"so ids must be in [0, {n - 1}]"
+            )
+        if proprio.dim() != 2 or proprio.shape[0] != batch or proprio.shape[1] != self.dim_proprio:
+            raise ValueError(
+                f"proprio must be [B={batch}, {self.dim_proprio}] for this model "
+                f"(use_proprio={self.config.use_proprio}, max_state_dim={self.config.max_state_dim}), "
+                f"got shape {tuple(proprio.shape)}; zero-pad the state to {self.dim_proprio} dims"
+            )
+
+    # ------------------------------------------------------------------ encoding (once per chunk)
+    def encode(self, input_ids, image_input, image_mask, domain_id, num_actions: int | None = None) -> Context:
+        enc = self.vlm(input_ids, image_input.to(self.dtype), image_mask)
+        return self.transformer.encode_context(
+            enc["vlm_features"], enc["aux_visual_inputs"], domain_id, num_actions or self.chunk_size
+        )
+
+    def denoise_step(self, context: Context, x_t: torch.Tensor, proprio: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        proprio_m, x_t_m = self.action_space.preprocess(proprio, x_t)
+        return self.transformer.denoise(context, x_t_m, proprio_m, t)
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def generate_actions(
+        self,
+        input_ids: torch.Tensor,
+        image_input: torch.Tensor,
+        image_mask: torch.Tensor,
+        domain_id: torch.Tensor,
+        proprio: torch.Tensor,
+        steps: int | None = None,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Denoise an action chunk: returns [B, chunk, real_action_dim] after the space's postprocess."""
+        was_training = self.training
+        self.eval()
+        try:
+            self._check_inputs(input_ids, image_input, image_mask, domain_id, proprio)
+            proprio = proprio.to(self.dtype)
+            batch = image_input.shape[0]
+            shape = (batch, self.chunk_size, self.dim_action)
+            if noise is None:
+                noise = torch.randn(shape, generator=generator, device=self.device, dtype=torch.float32)
+            elif tuple(noise.shape) != shape:
+                raise ValueError(f"noise must have shape {shape} = [B, chunk_size, model action dim], got {tuple(noise.shape)}")
+            x1 = noise.to(device=self.device, dtype=self.dtype)
+            context = self.encode(input_ids, image_input, image_mask, domain_id)
+            steps = max(1, int(steps if steps is not None else self.config.num_denoising_steps))
+            action = torch.zeros_like(x1)
+            for i in range(steps, 0, -1):
+                t = torch.full((batch,), i / steps, device=self.device, dtype=self.dtype)
+                x_t = x1 * t.view(-1, 1, 1) + action * (1 - t).view(-1, 1, 1)
+                action = self.denoise_step(context, x_t, proprio, t)
+            return self.action_space.postprocess(action)
+        finally:
+            self.train(was_training)
+
+    # ------------------------------------------------------------------ training
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        image_input: torch.Tensor,
+        image_mask: torch.Tensor,
+        domain_id: torch.Tensor,
+        proprio: torch.Tensor,
+        action: torch.Tensor,
+        t: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Flow-matching loss terms (a dict; the training loss is their sum)."""
+        self._check_inputs(input_ids, image_input, image_mask, domain_id, proprio)
+        if action.dim() != 3 or action.shape[0] != image_input.shape[0]:
+            raise ValueError(f"action must be [B, chunk, action_dim], got shape {tuple(action.shape)}")
+        batch = action.shape[0]
+        proprio = proprio.to(self.dtype)
+        action = action.to(device=self.device, dtype=self.dtype)
+        if t is None:
+            u = torch.rand(1, generator=generator, device=self.device, dtype=torch.float32)
+            t = (u + torch.arange(batch, device=self.device, dtype=torch.float32) / batch) % (1 - 1e-5)
+        t = t.to(device=self.device, dtype=self.dtype).reshape(batch)
+        if noise is None:
+            noise = torch.randn(action.shape, generator=generator, device=self.device, dtype=torch.float32)
+        elif noise.shape != action.shape:
+            raise ValueError(f"noise must have the action's shape {tuple(action.shape)}, got {tuple(noise.shape)}")
+        noise = noise.to(device=self.device, dtype=self.dtype)
+        x_t = noise * t.view(-1, 1, 1) + action * (1 - t).view(-1, 1, 1)
+        context = self.encode(input_ids, image_input, image_mask, domain_id, num_actions=action.shape[1])
+        pred = self.denoise_step(context, x_t, proprio, t)
+        return self.action_space.compute_loss(pred, action)
