@@ -36,6 +36,8 @@ TOKENIZER_FILES = (
     "added_tokens.json",
 )  # fmt: skip
 EMPTY_CAMERA_PREFIX = "observation.images.empty_camera_"
+SIDECAR_NAME = "xvla.json"
+LEROBOT_EXTRA_FIELDS = ("image_keys", "image_size", "real_action_dim", "auto_loss_weight", "domain_id")
 
 # ------------------------------------------------------------------------------------------- detection
 
@@ -194,7 +196,16 @@ def config_from_lerobot(data: dict[str, Any], folder: Path | None = None) -> XVL
     domain = _lerobot_domain_id(folder)
     if domain is not None:
         kwargs["domain_id"] = domain
+    # Fields LeRobot's config has no place for, written by `xvla convert --to lerobot`.
+    if folder is not None and (Path(folder) / SIDECAR_NAME).exists():
+        extras = json.loads((Path(folder) / SIDECAR_NAME).read_text())
+        kwargs.update({k: v for k, v in extras.items() if k in names})
     return XVLAConfig(**kwargs)
+
+
+def lerobot_sidecar(config: XVLAConfig) -> dict[str, Any]:
+    data = config.to_dict()
+    return {k: data[k] for k in LEROBOT_EXTRA_FIELDS}
 
 
 def _read_preprocessor_size(folder: Path | None) -> tuple[int, int] | None:
@@ -259,7 +270,7 @@ def config_from_json(data: dict[str, Any], folder: Path | None = None) -> tuple[
 
 def config_to_lerobot(config: XVLAConfig) -> dict[str, Any]:
     data = config.to_dict()
-    for key in ("format", "image_keys", "image_size", "real_action_dim", "auto_loss_weight", "domain_id"):
+    for key in ("format",) + LEROBOT_EXTRA_FIELDS:
         data.pop(key, None)
     data["type"] = "xvla"
     data["florence_config"] = florence_config_to_remote(config.florence_config)
@@ -442,8 +453,12 @@ def save_weights_file(state_dict: dict[str, torch.Tensor], folder: Path, metadat
     atomic_write(Path(folder) / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata=metadata or {}))
 
 
+def write_json(data: dict[str, Any], path: Path) -> None:
+    atomic_write_text(Path(path), json.dumps(data, indent=2))
+
+
 def write_config(data: dict[str, Any], folder: Path) -> None:
-    atomic_write_text(Path(folder) / CONFIG_NAME, json.dumps(data, indent=2))
+    write_json(data, Path(folder) / CONFIG_NAME)
 
 
 def export_config(config: XVLAConfig, fmt: str) -> dict[str, Any]:

@@ -117,6 +117,8 @@ class XVLAPolicy(nn.Module):
         state = ckpt.from_internal_state_dict(self.model.state_dict(), format)
         ckpt.save_weights_file(state, directory, metadata={"format": format, "producer": "xvla"})
         ckpt.write_config(ckpt.export_config(self.config, format), directory)
+        if format == "lerobot":
+            ckpt.write_json(ckpt.lerobot_sidecar(self.config), directory / ckpt.SIDECAR_NAME)
         self._save_tokenizer(directory)
         return directory
 
@@ -235,11 +237,14 @@ class XVLAPolicy(nn.Module):
                 f"'{self.config.action_mode}' expects {sorted(allowed)}. Use action_mode='auto' (pads any width up "
                 f"to max_action_dim={self.config.max_action_dim}) or register a custom action space."
             )
+        if width < space.dim_action:
+            # As LeRobot does: the target is zero-padded to the model width before noise is drawn.
+            action = torch.nn.functional.pad(action, (0, space.dim_action - width))
         chunk = self.config.chunk_size
         if action.shape[1] > chunk:
             action = action[:, :chunk]
         elif action.shape[1] < chunk:
-            action = torch.cat([action, action.new_zeros(action.shape[0], chunk - action.shape[1], width)], 1)
+            action = torch.cat([action, action.new_zeros(action.shape[0], chunk - action.shape[1], action.shape[2])], 1)
         return action.to(self.device)
 
     # ------------------------------------------------------------------ inference

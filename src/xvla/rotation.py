@@ -42,9 +42,9 @@ def rot6d_to_matrix(rot6d: torch.Tensor, convention: str = "columns", eps: float
     else:
         pairs = rot6d.reshape(*rot6d.shape[:-1], 3, 2)
         a1, a2 = pairs[..., 0], pairs[..., 1]
-    b1 = a1 / (a1.norm(dim=-1, keepdim=True) + eps)
+    b1 = a1 / a1.norm(dim=-1, keepdim=True).clamp_min(eps)
     b2 = a2 - (b1 * a2).sum(-1, keepdim=True) * b1
-    b2 = b2 / (b2.norm(dim=-1, keepdim=True) + eps)
+    b2 = b2 / b2.norm(dim=-1, keepdim=True).clamp_min(eps)
     b3 = torch.linalg.cross(b1, b2, dim=-1)
     return torch.stack([b1, b2, b3], dim=-1)
 
