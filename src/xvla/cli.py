@@ -99,7 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--output", default="outputs/smoke_checkpoint")
         p.add_argument("--seed", type=int, default=0)
         p.set_defaults(func=cmd_smoke)
+    _register_optional(sub)
     return parser
+
+
+def _register_optional(sub) -> None:
+    """Sub-commands that live with their feature (each module exposes ``register(subparsers)``)."""
+    import importlib
+
+    for module in ("xvla.serve.cli", "xvla.train.cli", "xvla.sim.cli"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and module.startswith(exc.name):
+                continue  # feature not present in this install
+            raise
+        mod.register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

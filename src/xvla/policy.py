@@ -178,7 +178,7 @@ class XVLAPolicy(nn.Module):
             for k in keys
         ]
         batch_size = images[0].shape[0]
-        for key, image in zip(keys, images):
+        for key, image in zip(keys, images, strict=True):
             if image.shape[0] != batch_size:
                 raise ValueError(f"camera '{key}' has batch size {image.shape[0]}, expected {batch_size}")
         total_views = max(cfg.total_image_views, len(images) + cfg.empty_cameras)
