@@ -165,3 +165,18 @@ def test_registering_a_taken_name_fails():
         @register_action("ee6d")
         class Other(BaseActionSpace):
             dim_action = 3
+
+
+def test_redefining_the_same_class_replaces_it():
+    def define():
+        @register_action("tmp_redefined_space")
+        class TmpSpace(BaseActionSpace):
+            dim_action = 3
+
+        return TmpSpace
+
+    try:
+        first, second = define(), define()
+        assert ACTION_REGISTRY["tmp_redefined_space"] is second and first is not second
+    finally:
+        ACTION_REGISTRY.pop("tmp_redefined_space", None)

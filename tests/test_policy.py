@@ -229,3 +229,14 @@ def test_training_step_updates_weights(policy):
     opt.step()
     assert set(logs) == {"position_loss", "rotate6D_loss", "gripper_loss", "loss"}
     assert not torch.equal(before, policy.model.transformer.soft_prompt_hub.weight)
+
+
+def test_unused_florence_parts_in_a_file_are_ignored(tokenizer, tmp_path):
+    policy = XVLAPolicy(tiny_config(max_state_dim=20), tokenizer=tokenizer)
+    policy.save_pretrained(tmp_path / "off", format="official")
+    weights = load_file(str(tmp_path / "off" / "model.safetensors"))
+    weights["vlm.language_model.model.decoder.layers.0.fc1.weight"] = torch.zeros(2, 2)
+    weights["vlm.language_model.lm_head.weight"] = torch.zeros(2, 2)
+    weights["vlm.language_model.final_logits_bias"] = torch.zeros(1, 300)
+    save_file(weights, str(tmp_path / "off" / "model.safetensors"))
+    XVLAPolicy.from_pretrained(tmp_path / "off")

@@ -28,7 +28,12 @@ def register_action(name: str):
 
     def wrap(cls):
         key = name.lower()
-        if key in ACTION_REGISTRY and ACTION_REGISTRY[key] is not cls:
+        previous = ACTION_REGISTRY.get(key)
+        redefined = previous is not None and (previous.__module__, previous.__qualname__) == (
+            cls.__module__,
+            cls.__qualname__,
+        )  # the same class defined again (a re-run notebook cell or re-imported module) replaces it
+        if previous is not None and previous is not cls and not redefined:
             raise KeyError(
                 f"action space '{key}' is already registered ({ACTION_REGISTRY[key].__qualname__}); "
                 "pick another name for your space"

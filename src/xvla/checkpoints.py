@@ -400,10 +400,18 @@ def restore_tied_embeddings(state_dict: dict[str, torch.Tensor]) -> dict[str, to
     return state_dict
 
 
+# Parts of Florence-2 that X-VLA never runs (text decoder, LM head); some exports still carry them.
+UNUSED_KEY_PATTERN = re.compile(
+    r"^vlm\.(?:language_model\.(?:model\.)?decoder\.|language_model\.lm_head\.|lm_head\.|"
+    r"language_model\.final_logits_bias$|language_model\.model\.final_logits_bias$)"
+)
+
+
 def to_internal_state_dict(state_dict: dict[str, torch.Tensor], fmt: str) -> dict[str, torch.Tensor]:
     """Any supported file layout -> our module's keys (native Florence, no ``model.`` prefix)."""
-    if fmt == "lerobot":
+    if fmt == "lerobot" or all(k.startswith("model.") for k in state_dict):
         state_dict = {k[len("model."):] if k.startswith("model.") else k: v for k, v in state_dict.items()}
+    state_dict = {k: v for k, v in state_dict.items() if not UNUSED_KEY_PATTERN.match(k)}
     if is_remote_layout(state_dict):
         state_dict = remote_to_native(state_dict)
     return restore_tied_embeddings(dict(state_dict))

@@ -135,6 +135,8 @@ class XVLAModel(nn.Module):
         """Denoise an action chunk: returns [B, chunk, real_action_dim] after the space's postprocess."""
         was_training = self.training
         self.eval()
+        domain_id = torch.as_tensor(domain_id, device=self.device).long()
+        image_mask = torch.as_tensor(image_mask, device=self.device).bool()
         try:
             self._check_inputs(input_ids, image_input, image_mask, domain_id, proprio)
             proprio = proprio.to(self.dtype)
@@ -170,6 +172,8 @@ class XVLAModel(nn.Module):
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
         """Flow-matching loss terms (a dict; the training loss is their sum)."""
+        domain_id = torch.as_tensor(domain_id, device=self.device).long()
+        image_mask = torch.as_tensor(image_mask, device=self.device).bool()
         self._check_inputs(input_ids, image_input, image_mask, domain_id, proprio)
         if action.dim() != 3 or action.shape[0] != image_input.shape[0]:
             raise ValueError(f"action must be [B, chunk, action_dim], got shape {tuple(action.shape)}")
