@@ -1,0 +1,260 @@
+"""Clients for the xvla policy server: :class:`Client` (blocking) and :class:`AsyncClient` (asyncio).
+
+    from xvla.serve import Client
+
+    with Client("http://127.0.0.1:8010") as client:
+        chunk = client.act({
+            "observation.images.front": frame,          # HxWx3 uint8 (or 3xHxW, or float in [0, 1])
+            "observation.state": state,                 # 1-D, at most max_state_dim values
+            "task": "pick up the red block",
+            "domain_id": 3,
+        }, seed=0)                                      # -> np.ndarray [chunk_size, action_dim]
+
+Arrays travel in the ``json_numpy`` wire form (base64 of the raw bytes + dtype + shape); frames can
+be sent as PNG or JPEG instead (``image_format="png"|"jpeg"``) to cut the upload size.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+IMAGE_PREFIX = "observation.images."
+STATE_KEY = "observation.state"
+DEFAULT_URL = "http://127.0.0.1:8010"
+# Send small requests at once (as requests/urllib3 do) instead of waiting on Nagle + delayed ACKs.
+NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+
+
+class ServerError(RuntimeError):
+    """The server answered with an error status; ``detail`` says why, ``request_id`` finds it in the log."""
+
+    def __init__(self, status: int, detail: str, field: str | None = None, request_id: str | None = None):
+        super().__init__(f"HTTP {status}: {detail}" + (f" (request id {request_id})" if request_id else ""))
+        self.status = status
+        self.detail = detail
+        self.field = field
+        self.request_id = request_id
+
+
+# ------------------------------------------------------------------------------------------ encoding
+def encode_array(array: Any) -> dict[str, Any]:
+    """A numpy array (or tensor) -> the ``json_numpy`` dict form: {"__numpy__", "dtype", "shape"}."""
+    array = _to_numpy(array)
+    data = np.ascontiguousarray(array)
+    return {
+        "__numpy__": base64.b64encode(data.tobytes()).decode("ascii"),
+        "dtype": np.lib.format.dtype_to_descr(data.dtype),
+        "shape": list(data.shape),
+    }
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor, without importing torch
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        value = value.numpy()
+    return np.asarray(value)
+
+
+def frame_to_uint8_hwc(image: Any) -> np.ndarray:
+    """CHW or HWC, uint8 or float in [0, 1], with or without a batch dim of 1 -> HxWx3 uint8."""
+    array = _to_numpy(image)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 3:
+        raise ValueError(f"an image must be HxWx3 or 3xHxW (one frame), got shape {array.shape}")
+    if array.shape[-1] != 3 and array.shape[0] == 3:
+        array = array.transpose(1, 2, 0)
+    if array.dtype != np.uint8:
+        array = array.astype(np.float32)
+        if not np.isfinite(array).all():
+            raise ValueError("the image contains NaN or infinite values")
+        if array.max(initial=0.0) <= 1.0:
+            array = array * 255.0
+        array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(array)
+
+
+def encode_image(image: Any, image_format: str = "raw", jpeg_quality: int = 95) -> dict[str, Any]:
+    frame = frame_to_uint8_hwc(image)
+    if image_format == "raw":
+        return encode_array(frame)
+    if image_format not in ("png", "jpeg"):
+        raise ValueError(f"image_format={image_format!r} is invalid: choose 'raw', 'png' or 'jpeg'")
+    from PIL import Image
+
+    buf = io.BytesIO()
+    options = {"quality": int(jpeg_quality)} if image_format == "jpeg" else {}
+    Image.fromarray(frame).save(buf, format=image_format.upper(), **options)
+    return encode_array(np.frombuffer(buf.getvalue(), dtype=np.uint8))
+
+
+def observation_to_wire(observation: Mapping[str, Any], image_format: str = "raw", jpeg_quality: int = 95) -> dict:
+    """One LeRobot-style observation (unbatched, or batch of 1) -> the /v1/act JSON form."""
+    out: dict[str, Any] = {}
+    for key, value in observation.items():
+        if key.startswith(IMAGE_PREFIX):
+            out[key] = encode_image(value, image_format, jpeg_quality)
+        elif key == STATE_KEY:
+            state = _to_numpy(value).astype(np.float32)
+            out[key] = encode_array(state.reshape(-1) if state.ndim == 2 and state.shape[0] == 1 else state)
+        elif key == "task":
+            if isinstance(value, (list, tuple)) and len(value) == 1:
+                value = value[0]
+            out[key] = str(value)
+        elif key == "domain_id":
+            out[key] = int(_to_numpy(value).reshape(-1)[0])
+        elif key in ("seed",):
+            out[key] = int(value)
+        elif key == "noise":
+            out[key] = encode_array(_to_numpy(value).astype(np.float32))
+    return out
+
+
+def _act_body(observations: Sequence[Mapping[str, Any]], seed: int | None, noise: Any, steps: int | None,
+              image_format: str, jpeg_quality: int) -> dict[str, Any]:  # fmt: skip
+    body: dict[str, Any] = {"observations": [observation_to_wire(o, image_format, jpeg_quality) for o in observations]}
+    if seed is not None:
+        body["seed"] = int(seed)
+    if noise is not None:
+        body["noise"] = encode_array(_to_numpy(noise).astype(np.float32))
+    if steps is not None:
+        body["steps"] = int(steps)
+    return body
+
+
+def _official_body(images: Sequence[Any], proprio: Any, instruction: str, domain_id: int,
+                   steps: int | None) -> dict[str, Any]:  # fmt: skip
+    import json
+
+    body: dict[str, Any] = {
+        "proprio": json.dumps(encode_array(_to_numpy(proprio).astype(np.float32))),
+        "language_instruction": instruction,
+        "domain_id": int(domain_id),
+    }
+    for i, image in enumerate(images):
+        body[f"image{i}"] = json.dumps(encode_array(frame_to_uint8_hwc(image)))
+    if steps is not None:
+        body["steps"] = int(steps)
+    return body
+
+
+def _check(response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"detail": response.text[:500]}
+    if response.status_code >= 400:
+        body = body if isinstance(body, dict) else {"detail": str(body)}
+        raise ServerError(response.status_code, str(body.get("detail", body)), body.get("field"),
+                          body.get("request_id") or response.headers.get("x-request-id"))  # fmt: skip
+    return body
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+# ------------------------------------------------------------------------------------------ clients
+class Client:
+    """Blocking client (httpx). ``act`` returns one chunk [chunk_size, action_dim] as float32."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float = 30.0,
+                 image_format: str = "raw", jpeg_quality: int = 95, **httpx_kwargs: Any):  # fmt: skip
+        import httpx
+
+        self.url = url.rstrip("/")
+        self.image_format = image_format
+        self.jpeg_quality = jpeg_quality
+        self.last_timing: dict[str, Any] | None = None
+        httpx_kwargs.setdefault("transport", httpx.HTTPTransport(socket_options=NODELAY))
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=_headers(api_key), **httpx_kwargs)
+
+    def act(self, observation: Mapping[str, Any], *, seed: int | None = None, noise: Any = None,
+            steps: int | None = None) -> np.ndarray:  # fmt: skip
+        noise = None if noise is None else _to_numpy(noise).reshape(1, *_to_numpy(noise).shape[-2:])
+        return self.act_batch([observation], seed=seed, noise=noise, steps=steps)[0]
+
+    def act_batch(self, observations: Sequence[Mapping[str, Any]], *, seed: int | None = None, noise: Any = None,
+                  steps: int | None = None) -> np.ndarray:  # fmt: skip
+        """Several observations (each its own robot / domain) in one request -> [B, chunk, action_dim]."""
+        body = _act_body(observations, seed, noise, steps, self.image_format, self.jpeg_quality)
+        out = _check(self._http.post("/v1/act", json=body))
+        self.last_timing = out.get("timing")
+        return np.asarray(out["actions"], dtype=np.float32)
+
+    def act_official(self, images: Sequence[Any], proprio: Any, instruction: str, domain_id: int,
+                     steps: int | None = None) -> np.ndarray:  # fmt: skip
+        """The official ``/act`` call (image0..2, proprio, language_instruction, domain_id) -> [chunk, dim]."""
+        out = _check(self._http.post("/act", json=_official_body(images, proprio, instruction, domain_id, steps)))
+        return np.asarray(out["action"], dtype=np.float32)
+
+    def health(self) -> dict[str, Any]:
+        return _check(self._http.get("/health"))
+
+    def info(self) -> dict[str, Any]:
+        return _check(self._http.get("/info"))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """The asyncio twin of :class:`Client` (``await client.act(...)``)."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float = 30.0,
+                 image_format: str = "raw", jpeg_quality: int = 95, **httpx_kwargs: Any):  # fmt: skip
+        import httpx
+
+        self.url = url.rstrip("/")
+        self.image_format = image_format
+        self.jpeg_quality = jpeg_quality
+        self.last_timing: dict[str, Any] | None = None
+        httpx_kwargs.setdefault("transport", httpx.AsyncHTTPTransport(socket_options=NODELAY))
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=_headers(api_key), **httpx_kwargs)
+
+    async def act(self, observation: Mapping[str, Any], *, seed: int | None = None, noise: Any = None,
+                  steps: int | None = None) -> np.ndarray:  # fmt: skip
+        noise = None if noise is None else _to_numpy(noise).reshape(1, *_to_numpy(noise).shape[-2:])
+        return (await self.act_batch([observation], seed=seed, noise=noise, steps=steps))[0]
+
+    async def act_batch(self, observations: Sequence[Mapping[str, Any]], *, seed: int | None = None,
+                        noise: Any = None, steps: int | None = None) -> np.ndarray:  # fmt: skip
+        body = _act_body(observations, seed, noise, steps, self.image_format, self.jpeg_quality)
+        out = _check(await self._http.post("/v1/act", json=body))
+        self.last_timing = out.get("timing")
+        return np.asarray(out["actions"], dtype=np.float32)
+
+    async def act_official(self, images: Sequence[Any], proprio: Any, instruction: str, domain_id: int,
+                           steps: int | None = None) -> np.ndarray:  # fmt: skip
+        body = _official_body(images, proprio, instruction, domain_id, steps)
+        out = _check(await self._http.post("/act", json=body))
+        return np.asarray(out["action"], dtype=np.float32)
+
+    async def health(self) -> dict[str, Any]:
+        return _check(await self._http.get("/health"))
+
+    async def info(self) -> dict[str, Any]:
+        return _check(await self._http.get("/info"))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()

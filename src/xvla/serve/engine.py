@@ -1,0 +1,313 @@
+"""ServeEngine: one loaded policy, validated observations -> model tensors -> batched action chunks.
+
+The engine owns everything model-side of the server and nothing HTTP-side:
+
+- :meth:`ServeEngine.prepare` turns one validated :class:`~xvla.serve.protocol.Observation` into
+  per-sample tensors with the library's own processing steps (the same ones
+  :meth:`XVLAPolicy.prepare_inputs` uses), and draws that sample's initial noise;
+- :meth:`ServeEngine.run` concatenates samples that share a batch key (denoising steps and view
+  count) and calls :meth:`XVLAModel.generate_actions` once.
+
+Because every sample carries its own noise and the model has no cross-sample interaction, a
+sample's actions do not depend on what it was batched with (up to float rounding).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import processing
+from ..policy import XVLAPolicy
+from .protocol import Limits, ModelSpec, Observation, RequestError
+
+logger = logging.getLogger("xvla.serve")
+
+DEFAULT_IMAGE_SIZE = (224, 224)  # for checkpoints whose config has no image_size (the released models' size)
+MIN_IMAGE_SIDE = 32
+NON_FINITE = RequestError(
+    "observation",
+    "the model produced NaN or infinite actions for this observation; check that the state and images are in "
+    "the ranges the checkpoint was trained on",
+)
+MAX_VIEWS = 8  # hard cap on views per sample, whatever the sequence length would allow
+
+
+@dataclass
+class Sample:
+    """Model inputs of one observation (batch dimension 1, on the CPU)."""
+
+    input_ids: torch.Tensor  # [1, L]
+    image_input: torch.Tensor  # [1, V, 3, H, W]
+    image_mask: torch.Tensor  # [1, V]
+    domain_id: torch.Tensor  # [1]
+    proprio: torch.Tensor  # [1, P]
+    noise: torch.Tensor  # [1, chunk, model action dim] float32
+    steps: int
+
+    @property
+    def batch_key(self) -> tuple[int, int]:
+        """Samples with equal keys can share one forward pass."""
+        return (self.steps, int(self.image_input.shape[1]))
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device} was requested but CUDA is not available here; use --device cpu")
+    return dev
+
+
+class ServeEngine:
+    def __init__(
+        self,
+        policy: XVLAPolicy,
+        *,
+        checkpoint: str | None = None,
+        default_steps: int | None = None,
+        domain_ids: list[int] | None = None,
+        seed: int | None = None,
+        limits: Limits | None = None,
+        encoded_channel_order: str = "rgb",
+    ):
+        self.policy = policy.eval()
+        self.model = policy.model
+        self.config = policy.config
+        self.checkpoint = checkpoint
+        cfg = self.config
+        if encoded_channel_order not in ("rgb", "bgr"):
+            raise ValueError(f"encoded_channel_order={encoded_channel_order!r} is invalid: choose 'rgb' or 'bgr'")
+        self.limits = limits or Limits()
+        steps = int(default_steps or cfg.num_denoising_steps)
+        if not 1 <= steps <= self.limits.max_steps:
+            raise ValueError(f"steps={steps} is invalid: it must be in [1, max_steps={self.limits.max_steps}]")
+        allowed = sorted(set(domain_ids)) if domain_ids else list(range(cfg.num_domains))
+        bad = [d for d in allowed if not 0 <= d < cfg.num_domains]
+        if bad:
+            raise ValueError(
+                f"domain ids {bad} are out of range: this checkpoint has num_domains={cfg.num_domains}, "
+                f"so ids must be in [0, {cfg.num_domains - 1}]"
+            )
+        self.image_size: tuple[int, int] | None = None
+        self._tokenizer_lock = threading.Lock()  # fast tokenizers are not safe to call from many threads
+        self._noise_lock = threading.Lock()
+        self._generator = torch.Generator()
+        if seed is None:
+            self._generator.seed()
+        else:
+            self._generator.manual_seed(int(seed))
+        self.tokenizer = policy.tokenizer  # load now: a missing tokenizer fails at start-up, not per request
+        self.image_size, self.image_tokens = self._choose_image_size()
+        capacity = self._free_tokens() // self.image_tokens
+        if capacity < cfg.total_image_views:
+            raise ValueError(
+                f"this checkpoint cannot run: its {cfg.total_image_views} camera views of "
+                f"{self.processed_image_size[0]}x{self.processed_image_size[1]} ({self.image_tokens} tokens each) plus "
+                f"chunk_size={cfg.chunk_size} and tokenizer_max_length={cfg.tokenizer_max_length} exceed "
+                f"max_len_seq={self.model.transformer.max_len_seq}"
+            )
+        max_views = min(MAX_VIEWS, capacity) - cfg.empty_cameras
+        self.spec = ModelSpec(
+            proprio_dim=cfg.proprio_dim,
+            use_proprio=cfg.use_proprio,
+            num_domains=cfg.num_domains,
+            allowed_domains=frozenset(allowed),
+            default_domain_id=cfg.domain_id,
+            max_views=max_views,
+            chunk_size=cfg.chunk_size,
+            model_action_dim=self.model.dim_action,
+            default_steps=steps,
+            image_keys=tuple(cfg.image_keys) if cfg.image_keys else None,
+            encoded_channel_order=encoded_channel_order,
+            limits=self.limits,
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, *, device: str | None = "auto", dtype: str | None = None, **kwargs: Any
+    ) -> ServeEngine:
+        dev = resolve_device(device)
+        overrides = {"dtype": dtype} if dtype else {}
+        policy = XVLAPolicy.from_pretrained(path, device=dev, **overrides)
+        return cls(policy, checkpoint=str(path), **kwargs)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def processed_image_size(self) -> tuple[int, int]:
+        if self.image_size is not None:
+            return self.image_size
+        return tuple(self.config.resize_imgs_with_padding)
+
+    def _free_tokens(self) -> int:
+        """Sequence positions left for image tokens once the action chunk and the text are placed."""
+        cfg = self.config
+        return self.model.transformer.max_len_seq - cfg.chunk_size - cfg.tokenizer_max_length
+
+    def _choose_image_size(self) -> tuple[tuple[int, int] | None, int]:
+        """(resize target, tokens per view). Raw frames of any size must become one size so views stack.
+
+        The config's ``image_size`` wins; else ``resize_imgs_with_padding`` (which gives a fixed size);
+        else the largest of 224, 192, ..., 32 at which the configured views fit in ``max_len_seq``
+        (224, the size the Florence-2 encoders were trained at, for any released checkpoint).
+        """
+        cfg = self.config
+        if cfg.image_size is not None:
+            size = tuple(cfg.image_size)
+            return size, self._count_image_tokens(size)
+        if cfg.resize_imgs_with_padding is not None:
+            return None, self._count_image_tokens(tuple(cfg.resize_imgs_with_padding))
+        for side in range(DEFAULT_IMAGE_SIZE[0], MIN_IMAGE_SIDE - 1, -32):
+            try:
+                tokens = self._count_image_tokens((side, side))
+            except (IndexError, RuntimeError, ValueError):
+                continue  # more image tokens than the encoder's position tables hold
+            if tokens * cfg.total_image_views <= self._free_tokens():
+                if side != DEFAULT_IMAGE_SIZE[0]:
+                    logger.warning("the checkpoint sets no image_size and %d views of 224x224 do not fit in "
+                                   "max_len_seq=%d: frames are resized to %dx%d", cfg.total_image_views,
+                                   self.model.transformer.max_len_seq, side, side)  # fmt: skip
+                return (side, side), tokens
+        return DEFAULT_IMAGE_SIZE, self._count_image_tokens(DEFAULT_IMAGE_SIZE)
+
+    def _count_image_tokens(self, size: tuple[int, int]) -> int:
+        height, width = size
+        cfg = self.config
+        with torch.inference_mode():
+            enc = self.model.vlm(
+                torch.ones(1, cfg.tokenizer_max_length, dtype=torch.long, device=self.device),
+                torch.zeros(1, 1, 3, height, width, device=self.device, dtype=self.model.dtype),
+                torch.ones(1, 1, dtype=torch.bool, device=self.device),
+            )
+        return int(enc["vlm_features"].shape[1]) - cfg.tokenizer_max_length
+
+    # ------------------------------------------------------------------ per-sample preparation
+    def prepare(self, obs: Observation) -> Sample:
+        """Validated observation -> model inputs (CPU tensors), mirroring ``XVLAPolicy.prepare_inputs``."""
+        cfg = self.config
+        images = [
+            processing.prepare_image(img, f"image{i}", self.image_size, cfg.resize_imgs_with_padding)
+            for i, img in enumerate(obs.images)
+        ]
+        total_views = max(cfg.total_image_views, len(images) + cfg.empty_cameras)
+        image_input, image_mask = processing.stack_cameras(images, total_views)
+        if cfg.use_proprio:
+            proprio = processing.pad_state(torch.from_numpy(obs.state).unsqueeze(0), cfg.max_state_dim, "proprio")
+        else:
+            proprio = torch.zeros(1, 0)
+        with self._tokenizer_lock:
+            input_ids = processing.tokenize(self.tokenizer, [obs.task], cfg.tokenizer_max_length)
+        return Sample(
+            input_ids=input_ids,
+            image_input=image_input,
+            image_mask=image_mask,
+            domain_id=torch.tensor([obs.domain_id], dtype=torch.long),
+            proprio=proprio,
+            noise=self.draw_noise(obs),
+            steps=obs.steps,
+        )
+
+    def noise_shape(self, batch: int = 1) -> tuple[int, int, int]:
+        return (batch, self.config.chunk_size, self.model.dim_action)
+
+    def draw_noise(self, obs: Observation) -> torch.Tensor:
+        """Explicit noise, else ``randn`` from a CPU generator seeded with the request's seed, else the server's."""
+        if obs.noise is not None:
+            return torch.from_numpy(np.ascontiguousarray(obs.noise, dtype=np.float32)).reshape(self.noise_shape())
+        if obs.seed is not None:
+            return torch.randn(self.noise_shape(), generator=torch.Generator().manual_seed(obs.seed))
+        with self._noise_lock:
+            return torch.randn(self.noise_shape(), generator=self._generator)
+
+    # ------------------------------------------------------------------ batched inference
+    def run(self, samples: list[Sample]) -> list[np.ndarray | RequestError]:
+        """One forward pass over samples sharing a batch key -> one [chunk, action dim] array each.
+
+        A sample whose chunk is not finite (an input far outside what the model knows) gets a
+        :class:`RequestError` instead; samples do not interact, so the others are unaffected.
+        """
+        keys = {s.batch_key for s in samples}
+        if len(keys) != 1:
+            raise ValueError(f"samples with different batch keys {sorted(keys)} cannot share a forward pass")
+        dev = self.device
+
+        def cat(name: str) -> torch.Tensor:
+            return torch.cat([getattr(s, name) for s in samples]).to(dev, non_blocking=True)
+
+        with torch.inference_mode():
+            actions = self.model.generate_actions(
+                input_ids=cat("input_ids"),
+                image_input=cat("image_input"),
+                image_mask=cat("image_mask"),
+                domain_id=cat("domain_id"),
+                proprio=cat("proprio"),
+                steps=samples[0].steps,
+                noise=cat("noise"),
+            )
+        out = actions.float().cpu().numpy()
+        finite = np.isfinite(out.reshape(out.shape[0], -1)).all(axis=1)
+        return [out[i] if finite[i] else NON_FINITE for i in range(out.shape[0])]
+
+    def warmup(self) -> float:
+        """Run one dummy chunk (compiles kernels, checks the model end to end); returns seconds taken."""
+        height, width = self.processed_image_size
+        cfg = self.config
+        obs = Observation(
+            images=[np.zeros((height, width, 3), dtype=np.uint8)],
+            state=np.zeros(cfg.proprio_dim, dtype=np.float32) if cfg.use_proprio else None,
+            task="warm up",
+            domain_id=min(self.spec.allowed_domains),
+            steps=1,
+            seed=0,
+        )
+        start = time.perf_counter()
+        (result,) = self.run([self.prepare(obs)])
+        if not isinstance(result, np.ndarray):
+            raise RuntimeError("the warm-up chunk is NaN or infinite: the checkpoint's weights look broken")
+        return time.perf_counter() - start
+
+    # ------------------------------------------------------------------ description
+    def describe(self) -> dict[str, Any]:
+        from .. import __version__
+
+        cfg = self.config
+        return {
+            "name": "xvla",
+            "version": __version__,
+            "checkpoint": self.checkpoint,
+            "checkpoint_format": getattr(self.policy, "checkpoint_format", None),
+            "action_mode": cfg.action_mode,
+            "action_dim": self.model.real_action_dim,
+            "model_action_dim": self.model.dim_action,
+            "chunk_size": cfg.chunk_size,
+            "proprio_dim": cfg.proprio_dim,
+            "use_proprio": cfg.use_proprio,
+            "num_domains": cfg.num_domains,
+            "domain_ids": sorted(self.spec.allowed_domains),
+            "default_domain_id": cfg.domain_id,
+            "views": {
+                "configured": cfg.total_image_views,
+                "max_images": self.spec.max_views,
+                "image_keys": list(cfg.image_keys) if cfg.image_keys else None,
+                "empty_cameras": cfg.empty_cameras,
+                "image_size": list(self.processed_image_size),
+            },
+            "denoising_steps": self.spec.default_steps,
+            "max_steps": self.limits.max_steps,
+            "tokenizer_max_length": cfg.tokenizer_max_length,
+            "device": str(self.device),
+            "dtype": cfg.dtype,
+            "encoded_image_channel_order": self.spec.encoded_channel_order,
+        }

@@ -1,0 +1,177 @@
+"""Running the app: ``serve()`` for the command line, :class:`BackgroundServer` for tests and scripts.
+
+Both use uvicorn. On SIGINT/SIGTERM uvicorn stops accepting connections, lets in-flight requests
+finish (up to ``graceful_timeout_s``), then the app's shutdown drains the batcher.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .app import AppSettings, create_app
+from .engine import ServeEngine
+from .protocol import Limits
+
+logger = logging.getLogger("xvla.serve")
+
+
+@dataclass
+class ServeConfig:
+    """Everything ``xvla serve`` takes (one field per flag)."""
+
+    policy_path: str
+    host: str = "127.0.0.1"
+    port: int = 8010
+    device: str = "auto"
+    dtype: str | None = None
+    api_key: str | None = None
+    max_batch_size: int = 8
+    batch_timeout_ms: float = 5.0
+    max_body_mb: float = 20.0
+    max_queue: int = 256
+    steps: int | None = None
+    max_steps: int = 100
+    seed: int | None = None
+    domain_ids: list[int] | None = None
+    threads: int | None = None
+    encoded_channel_order: str = "rgb"
+    limits: Limits = field(default_factory=Limits)
+    graceful_timeout_s: float = 30.0
+    log_level: str = "info"
+    access_log: bool = False
+
+
+def build_engine(cfg: ServeConfig) -> ServeEngine:
+    import torch
+
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    limits = cfg.limits
+    if limits.max_steps != cfg.max_steps:
+        limits = Limits(**{**limits.__dict__, "max_steps": cfg.max_steps})
+    return ServeEngine.from_pretrained(
+        cfg.policy_path,
+        device=cfg.device,
+        dtype=cfg.dtype,
+        default_steps=cfg.steps,
+        domain_ids=cfg.domain_ids,
+        seed=cfg.seed,
+        limits=limits,
+        encoded_channel_order=cfg.encoded_channel_order,
+    )
+
+
+def build_app(cfg: ServeConfig, engine: ServeEngine | None = None):
+    engine = engine or build_engine(cfg)
+    settings = AppSettings(
+        api_key=cfg.api_key or None,
+        max_body_bytes=int(cfg.max_body_mb * 1024 * 1024),
+        max_batch_size=cfg.max_batch_size,
+        batch_timeout_ms=cfg.batch_timeout_ms,
+        max_queue=cfg.max_queue,
+    )
+    return create_app(engine, settings)
+
+
+def _uvicorn_config(app, cfg: ServeConfig, **extra: Any):
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=cfg.host,
+        port=cfg.port,
+        log_level=cfg.log_level,
+        access_log=cfg.access_log,
+        timeout_graceful_shutdown=cfg.graceful_timeout_s,
+        limit_concurrency=max(64, 4 * cfg.max_queue),
+        server_header=False,
+        **extra,
+    )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(cfg: ServeConfig) -> None:
+    """Load the checkpoint, warm it up and serve until interrupted (blocking)."""
+    import uvicorn
+
+    if not is_loopback(cfg.host) and not cfg.api_key:
+        logger.warning("binding to %s without an API key: anyone who can reach this address can drive the "
+                       "policy; set --api-key (or XVLA_API_KEY)", cfg.host)  # fmt: skip
+    engine = build_engine(cfg)
+    seconds = engine.warmup()
+    logger.info("loaded %s: %s, chunk %d x %d, %d domains, up to %d views; warm-up chunk %.2fs",
+                cfg.policy_path, engine.config.action_mode, engine.config.chunk_size, engine.model.real_action_dim,
+                engine.config.num_domains, engine.spec.max_views, seconds)  # fmt: skip
+    uvicorn.Server(_uvicorn_config(build_app(cfg, engine), cfg)).run()
+
+
+class BackgroundServer:
+    """A real uvicorn server on a free loopback port, in a daemon thread of this process.
+
+        with BackgroundServer(ServeConfig(policy_path=...)) as server:
+            requests.post(server.url + "/act", json=...)
+    """
+
+    def __init__(self, cfg: ServeConfig, engine: ServeEngine | None = None, warmup: bool = True):
+        import uvicorn
+
+        self.cfg = cfg
+        self.engine = engine or build_engine(cfg)
+        if warmup:
+            self.engine.warmup()
+        self.app = build_app(cfg, self.engine)
+        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only when the listening
+        # socket says TCP explicitly; without it every keep-alive answer waits ~40 ms for a delayed ACK.
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((cfg.host, cfg.port))
+        self.port = self._sock.getsockname()[1]
+        self.server = uvicorn.Server(_uvicorn_config(self.app, cfg))
+        self._thread = threading.Thread(target=self._run, name="xvla-serve", daemon=True)
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.cfg.host}:{self.port}"
+
+    def _run(self) -> None:
+        try:
+            self.server.run(sockets=[self._sock])
+        except BaseException as exc:  # noqa: BLE001 - surfaced by start()
+            self._error = exc
+
+    def start(self, timeout: float = 30.0) -> BackgroundServer:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if self._error is not None or not self._thread.is_alive():
+                raise RuntimeError(f"the server failed to start: {self._error!r}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server did not start within {timeout}s")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout)
+        self._sock.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""Serving tests (a package, so this folder's conftest does not shadow tests/conftest.py)."""
