@@ -55,6 +55,7 @@ DEFAULT_FEATURES = {
 }
 CAMERA_DTYPES = ("video", "image")
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
+TMP_SUFFIX = ".tmp"
 QUANTILE_KEYS = tuple(f"q{int(round(q * 100)):02d}" for q in QUANTILES)
 
 
@@ -67,7 +68,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    # The temporary name is hidden and does not end in the real suffix, so globs such as
+    # "data/*/*.parquet" never pick up a half-written (or abandoned) file.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))

@@ -63,12 +63,7 @@ class VideoEncoder:
         threads: int | None = None,
         name: str = "video",
     ):
-        av = _import_av()
-        if codec not in av.codecs_available:
-            raise ValueError(
-                f"video codec {codec!r} is not available in this PyAV build; available H.264/AV1 encoders: "
-                f"{sorted(c for c in ('libx264', 'h264', 'libsvtav1', 'libaom-av1', 'mpeg4') if c in av.codecs_available)}"
-            )
+        self.check_codec(codec)
         self.path = Path(path)
         self.fps = int(fps)
         self.codec, self.pix_fmt, self.crf, self.gop, self.preset = codec, pix_fmt, crf, gop, preset
@@ -78,9 +73,19 @@ class VideoEncoder:
         self._container = None
         self._stream = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".tmp.mp4", dir=self.path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
         self._tmp = Path(tmp)
+
+    @staticmethod
+    def check_codec(codec: str) -> None:
+        av = _import_av()
+        if codec not in av.codecs_available:
+            common = ("libx264", "h264", "libsvtav1", "libaom-av1", "mpeg4")
+            raise ValueError(
+                f"video codec {codec!r} is not available in this PyAV build; usable ones here include "
+                f"{sorted(c for c in common if c in av.codecs_available)}"
+            )
 
     def _open(self, height: int, width: int) -> None:
         av = _import_av()
@@ -178,7 +183,7 @@ def probe_video(path: str | Path) -> dict:
             info = {
                 "video.height": stream.codec_context.height,
                 "video.width": stream.codec_context.width,
-                "video.codec": stream.codec_context.name,
+                "video.codec": stream.codec_context.codec.canonical_name,
                 "video.pix_fmt": pix_fmt,
                 "video.is_depth_map": False,
                 "video.fps": int(round(float(stream.average_rate or stream.base_rate))),
@@ -207,6 +212,9 @@ class VideoDecoder:
             if not self._container.streams.video:
                 raise VideoDecodeError(f"{self.path} has no video stream")
             self._stream = self._container.streams.video[0]
+            # One decoding thread: parallelism comes from DataLoader workers, and a process that forks
+            # while FFmpeg threads exist must never free their state in the child (see DecoderCache).
+            self._stream.codec_context.thread_count = 1
         except av.error.FFmpegError as e:
             raise self._corrupt(e) from e
         self._time_base = float(self._stream.time_base)
@@ -272,6 +280,9 @@ class VideoDecoder:
             pass
 
 
+_INHERITED_DECODERS: list[VideoDecoder] = []
+
+
 class DecoderCache:
     """A small LRU of open decoders, owned by one process (it is emptied, never shared, across forks)."""
 
@@ -281,7 +292,11 @@ class DecoderCache:
         self._decoders: OrderedDict[Path, VideoDecoder] = OrderedDict()
 
     def get(self, path: Path, name: str) -> VideoDecoder:
-        if self._pid != os.getpid():  # a forked DataLoader worker must not reuse the parent's file handles
+        if self._pid != os.getpid():
+            # A forked DataLoader worker inherits the parent's open decoders. It must neither use them
+            # (shared file offsets) nor close them (freeing FFmpeg state that belongs to threads which
+            # do not exist in the child can hang forever), so they are parked, untouched, for good.
+            _INHERITED_DECODERS.extend(self._decoders.values())
             self._decoders = OrderedDict()
             self._pid = os.getpid()
         decoder = self._decoders.get(path)
