@@ -27,7 +27,7 @@ CONFIGS = {
     # name: (XVLAConfig overrides, image size, views, text length)
     "tiny": (dict(hidden_size=64, depth=2, num_heads=4, len_soft_prompts=4, dim_time=16, chunk_size=8,
                   n_action_steps=8, florence=dict(width=32)), 64, 2, 16),
-    "mid": (dict(hidden_size=512, depth=8, num_heads=8, florence=dict(width=128)), 224, 2, 64),
+    "mid": (dict(hidden_size=512, depth=8, num_heads=8, florence=dict(width=128, stages=4)), 224, 2, 64),
     "full": (dict(), 224, 2, 64),  # XVLAConfig() defaults: Florence-2-large + 24x1024 transformer (0.9B)
 }  # fmt: skip
 
@@ -43,7 +43,7 @@ def run_case(name: str, batch: int, dtype: str, device: str, steps: int, repeats
     overrides = dict(overrides)
     florence = overrides.pop("florence", None)
     if florence:
-        overrides["florence_config"] = tiny_florence_config(width=florence["width"], max_positions=512)
+        overrides["florence_config"] = tiny_florence_config(max_positions=512, **florence)
     config = XVLAConfig(dtype=dtype, tokenizer_max_length=length, **overrides)
     torch.manual_seed(0)
     model = XVLAModel(config).to(device).eval()

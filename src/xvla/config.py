@@ -60,18 +60,28 @@ def florence2_large_config() -> dict[str, Any]:
     }
 
 
-def tiny_florence_config(width: int = 32, vocab_size: int = 1024, max_positions: int = 256) -> dict[str, Any]:
-    """A two-stage Florence-2 small enough for tests and CPU demos (trained from scratch)."""
+def tiny_florence_config(
+    width: int = 32, vocab_size: int = 1024, max_positions: int = 256, stages: int = 2
+) -> dict[str, Any]:
+    """A small Florence-2 for tests and CPU demos (trained from scratch).
+
+    ``stages=2`` downsamples images 8x (64x64 -> 8x8 tokens); ``stages=4`` downsamples 32x like
+    Florence-2-large (224x224 -> 7x7 tokens + 1 pooled).
+    """
+    if stages not in (2, 3, 4):
+        raise ValueError(f"stages={stages} is invalid: use 2, 3 or 4")
+    dims = {2: [16, width], 3: [16, 32, width], 4: [16, 32, 64, width]}[stages]
+    heads = [max(1, d // 8) for d in dims]
     return {
         "vision_config": {
-            "embed_dim": [16, width],
-            "num_heads": [2, 4],
-            "num_groups": [2, 4],
-            "depths": [1, 1],
-            "patch_size": [7, 3],
-            "patch_stride": [4, 2],
-            "patch_padding": [3, 1],
-            "patch_prenorm": [False, True],
+            "embed_dim": dims,
+            "num_heads": heads,
+            "num_groups": heads,
+            "depths": [1] * stages,
+            "patch_size": [7] + [3] * (stages - 1),
+            "patch_stride": [4] + [2] * (stages - 1),
+            "patch_padding": [3] + [1] * (stages - 1),
+            "patch_prenorm": [False] + [True] * (stages - 1),
             "window_size": 4,
             "projection_dim": width,
             "max_position_embeddings": 32,
