@@ -1,0 +1,480 @@
+"""Training configuration: one dataclass tree, named recipes, config files and dotted CLI overrides.
+
+Precedence, lowest first: dataclass defaults < the recipe's values < the config file < command-line
+flags. Every field can be set from a file (YAML or JSON, nested like the dataclasses) or from a
+flag spelled like its path (``--optimizer.lr=3e-5``, ``--dataset.root=data/pick``).
+``policy`` is special: ``policy.path`` names a checkpoint to start from and every other
+``policy.<field>`` is an :class:`xvla.XVLAConfig` field (an override of the checkpoint's config, or
+the architecture of a model trained from scratch).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RECIPES = ("official", "lerobot", "prompt", "lora")
+PARAM_GROUPS = ("vlm", "soft_prompts", "action_heads", "transformer_core")
+
+
+@dataclass
+class ColorJitterConfig:
+    """Random brightness / contrast / saturation / hue changes, applied in a random order per sample."""
+
+    enable: bool = False
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.0
+
+
+@dataclass
+class DatasetConfig:
+    """One LeRobot dataset: where it is, its weight and domain, and how its keys map to the model's."""
+
+    root: str | None = None  # local folder (takes precedence over repo_id)
+    repo_id: str | None = None  # Hugging Face dataset id, fetched when root is not given
+    revision: str | None = None
+    weight: float = 1.0  # relative sampling weight inside a mixture
+    domain_id: int | None = None  # None: the policy's domain_id
+    # model key -> dataset key, e.g. {"observation.images.image": "observation.images.front"};
+    # keys not listed map to themselves ("observation.state", "action", the cameras)
+    keys: dict[str, str] = field(default_factory=dict)
+    episodes: list[int] | None = None  # episode indices to use (default: all)
+    task: str | None = None  # replaces every frame's instruction
+    action_horizon_s: float | None = None  # overrides mixture.action_horizon_s for this dataset
+    name: str | None = None  # label in logs (default: the folder name)
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        return Path(self.root).name if self.root else str(self.repo_id)
+
+
+@dataclass
+class MixtureConfig:
+    """Several datasets sampled by weight; settings here apply to every dataset (and to ``dataset``)."""
+
+    datasets: list[DatasetConfig] = field(default_factory=list)
+    # Resample each action chunk to chunk_size points over this many seconds (linear interpolation,
+    # "intention abstraction"); None keeps chunk_size consecutive frames.
+    action_horizon_s: float | None = None
+    color_jitter: ColorJitterConfig = field(default_factory=ColorJitterConfig)
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW over the four named parameter groups; each group's LR = lr x its scale x the schedule."""
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip_norm: float = 1.0  # <= 0: no clipping (the norm is still logged)
+    vlm_lr_scale: float = 0.1
+    soft_prompt_lr_scale: float = 0.1
+    action_heads_lr_scale: float = 1.0
+    transformer_core_lr_scale: float = 1.0
+
+    def scale(self, group: str) -> float:
+        return {
+            "vlm": self.vlm_lr_scale,
+            "soft_prompts": self.soft_prompt_lr_scale,
+            "action_heads": self.action_heads_lr_scale,
+            "transformer_core": self.transformer_core_lr_scale,
+        }[group]
+
+
+@dataclass
+class SchedulerConfig:
+    """Per-group LR multiplier: 0 while frozen, linear warm-up, then cosine (or constant) to min_lr_ratio."""
+
+    type: str = "cosine"  # "cosine" | "constant"
+    warmup_steps: int = 1000
+    soft_prompt_warmup_steps: int | None = None  # the soft-prompt group's own warm-up (None: warmup_steps)
+    # For the first freeze_steps only the soft prompts and the action heads train (requires_grad=False
+    # elsewhere); the other groups then warm up over warmup_steps starting at freeze_steps.
+    freeze_steps: int = 0
+    decay_steps: int | None = None  # the cosine reaches min_lr_ratio at this step (None: --steps)
+    min_lr_ratio: float = 0.1
+    # lerobot-train's rule: if --steps < decay_steps, shrink warm-up and decay by steps / decay_steps.
+    auto_scale: bool = False
+
+
+@dataclass
+class LoraConfig:
+    """peft LoRA adapters on every nn.Linear of the model (the VLM and the action transformer)."""
+
+    enable: bool = False
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    exclude: list[str] = field(default_factory=list)  # substrings of module names to leave without adapters
+
+
+@dataclass
+class NewDomainConfig:
+    """Phase II: give the new robot its own domain id (fresh soft prompt and domain heads)."""
+
+    id: int | str | None = None  # None: keep the policy's domain; "auto": the first free id; or an id
+    init_from: int | None = None  # copy prompt + heads from this existing domain instead of fresh ones
+
+
+@dataclass
+class TrainConfig:
+    recipe: str = "official"
+    policy: dict[str, Any] = field(default_factory=dict)  # {"path": ..., <XVLAConfig field>: value}
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    new_domain: NewDomainConfig = field(default_factory=NewDomainConfig)
+    # Only the rows of the domain-indexed tables (soft prompts, domain-aware heads) that belong to
+    # the trained domains change; every other domain's rows stay bit-identical.
+    train_domain_rows_only: bool = False
+    # Which parameters train: "config" follows the policy's freeze/train switches, "domain" only
+    # soft prompts + domain-aware layers, "lora" adapters + soft prompts + action heads.
+    trainable: str = "config"
+
+    steps: int = 10_000
+    batch_size: int = 8  # per process, per micro-step
+    grad_accum_steps: int = 1
+    num_workers: int = 4
+    prefetch_factor: int = 2
+    seed: int = 1000
+    output_dir: str | None = None
+    resume: bool = False
+    save_freq: int = 1000
+    keep_last: int = 3  # checkpoints kept on disk (0: keep all)
+    save_final: bool = True
+    log_freq: int = 10
+    mixed_precision: str = (
+        "auto"  # "auto" (bf16 when policy.dtype is bfloat16 or on a bf16 GPU) | "no" | "bf16"
+    )
+    gradient_checkpointing: bool = False
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    fsdp: bool = False  # shard parameters / grads / optimizer state (FSDP2) instead of DDP
+    tokenizer: str | None = (
+        None  # tokenizer folder or Hub id (default: the checkpoint's, else policy.tokenizer_name)
+    )
+    plot: bool = True
+    tensorboard: bool = True
+    dry_run: bool = False  # build everything, print parameter counts and the LR schedule, do not train
+    diagnostics: bool = False  # write per-rank sample ids and parameter checksums (tests, debugging)
+
+    # ------------------------------------------------------------------ helpers
+    def datasets(self) -> list[DatasetConfig]:
+        if self.mixture.datasets:
+            return list(self.mixture.datasets)
+        return [self.dataset]
+
+    def validate(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe={self.recipe!r} is unknown: choose one of {list(RECIPES)}")
+        if self.trainable not in ("config", "domain", "lora"):
+            raise ValueError(f"trainable={self.trainable!r} is invalid: use 'config', 'domain' or 'lora'")
+        for name in ("steps", "batch_size", "grad_accum_steps", "save_freq", "log_freq"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}={value!r} is invalid: it must be an integer >= 1")
+        for name in ("num_workers", "keep_last"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}={value!r} is invalid: it must be an integer >= 0")
+        if self.mixed_precision not in ("auto", "no", "bf16"):
+            raise ValueError(
+                f"mixed_precision={self.mixed_precision!r} is invalid: use 'auto', 'no' or 'bf16'"
+            )
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"device={self.device!r} is invalid: use 'auto', 'cpu' or 'cuda'")
+        if self.scheduler.type not in ("cosine", "constant"):
+            raise ValueError(f"scheduler.type={self.scheduler.type!r} is invalid: use 'cosine' or 'constant'")
+        for name in ("warmup_steps", "freeze_steps"):
+            if getattr(self.scheduler, name) < 0:
+                raise ValueError(f"scheduler.{name} must be >= 0")
+        if not 0.0 <= self.scheduler.min_lr_ratio <= 1.0:
+            raise ValueError(f"scheduler.min_lr_ratio={self.scheduler.min_lr_ratio} must be in [0, 1]")
+        if self.mixture.datasets and (self.dataset.root or self.dataset.repo_id):
+            raise ValueError(
+                "both dataset.* and mixture.datasets are set: put the single dataset into mixture.datasets, "
+                "or drop the mixture"
+            )
+        for i, ds in enumerate(self.datasets()):
+            where = f"mixture.datasets[{i}]" if self.mixture.datasets else "dataset"
+            if not ds.root and not ds.repo_id:
+                raise ValueError(f"{where}: give a local folder (root) or a Hugging Face id (repo_id)")
+            if not ds.weight > 0:
+                raise ValueError(f"{where}.weight={ds.weight} is invalid: weights must be > 0")
+            if not isinstance(ds.keys, dict):
+                raise ValueError(f"{where}.keys must map model keys to dataset keys, got {ds.keys!r}")
+        if isinstance(self.new_domain.id, str) and self.new_domain.id not in ("auto",):
+            raise ValueError(
+                f"new_domain.id={self.new_domain.id!r} is invalid: use 'auto', an integer, or none"
+            )
+        if self.lora.enable and self.fsdp:
+            raise ValueError(
+                "lora.enable with fsdp is not supported: LoRA trains ~1% of the weights, use DDP"
+            )
+        if self.train_domain_rows_only and self.fsdp:
+            raise ValueError("train_domain_rows_only with fsdp is not supported: use DDP (the default)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        from ..utils import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, default=str))
+
+
+# ---------------------------------------------------------------------------------------------- recipes
+RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    # SPEC section 5, the official Phase II fine-tuning recipe.
+    "official": {
+        "optimizer": dict(lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, grad_clip_norm=1.0,
+                          vlm_lr_scale=0.1, soft_prompt_lr_scale=0.1),
+        "scheduler": dict(type="cosine", warmup_steps=1000, soft_prompt_warmup_steps=1000, freeze_steps=1000,
+                          min_lr_ratio=0.1, decay_steps=None, auto_scale=False),
+        "trainable": "config",
+    },
+    # LeRobot's xvla defaults (SPEC section 5), VLM at 0.1x as LeRobot's X-VLA optimizer does.
+    "lerobot": {
+        "optimizer": dict(lr=1e-4, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, grad_clip_norm=10.0,
+                          vlm_lr_scale=0.1, soft_prompt_lr_scale=1.0),
+        "scheduler": dict(type="cosine", warmup_steps=1000, soft_prompt_warmup_steps=None, freeze_steps=0,
+                          min_lr_ratio=2.5e-6 / 1e-4, decay_steps=30_000, auto_scale=True),
+        "trainable": "config",
+    },
+    # Phase II, prompt only: a new domain's soft prompt and domain-aware heads; nothing else moves.
+    "prompt": {
+        "optimizer": dict(lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, grad_clip_norm=1.0,
+                          vlm_lr_scale=0.1, soft_prompt_lr_scale=1.0),
+        "scheduler": dict(type="cosine", warmup_steps=200, soft_prompt_warmup_steps=None, freeze_steps=0,
+                          min_lr_ratio=0.1, decay_steps=None, auto_scale=False),
+        "trainable": "domain",
+        "train_domain_rows_only": True,
+        "new_domain": dict(id="auto"),
+    },
+    # The paper's parameter-efficient variant: LoRA r=8 on all linear layers + soft prompts + heads.
+    "lora": {
+        "optimizer": dict(lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, grad_clip_norm=1.0,
+                          vlm_lr_scale=1.0, soft_prompt_lr_scale=1.0),
+        "scheduler": dict(type="cosine", warmup_steps=500, soft_prompt_warmup_steps=None, freeze_steps=0,
+                          min_lr_ratio=0.1, decay_steps=None, auto_scale=False),
+        "trainable": "lora",
+        "lora": dict(enable=True, r=8, alpha=16.0, dropout=0.0),
+        "train_domain_rows_only": True,
+    },
+}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- building
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("keys",):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training config file not found: {path}")
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    elif path.suffix.lower() == ".json":
+        data = json.loads(text)
+    else:
+        raise ValueError(f"config file {path} must end in .yaml, .yml or .json")
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"config file {path} must hold a mapping at the top level, got {type(data).__name__}"
+        )
+    return nest_dotted(data)
+
+
+def nest_dotted(flat: dict[str, Any]) -> dict[str, Any]:
+    """{"optimizer.lr": 1e-4} -> {"optimizer": {"lr": 1e-4}} (nested dicts pass through)."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = str(key).split(".")
+        # policy fields may contain no dots, so "policy.x" always nests one level
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"config key {key!r} conflicts with a non-mapping value")
+        leaf = parts[-1]
+        if isinstance(value, dict) and isinstance(node.get(leaf), dict):
+            node[leaf] = deep_merge(node[leaf], nest_dotted(value) if leaf != "keys" else value)
+        elif isinstance(value, dict) and leaf != "keys":
+            node[leaf] = nest_dotted(value)
+        else:
+            node[leaf] = value
+    return out
+
+
+def build_train_config(
+    file_values: dict[str, Any] | None = None, cli_values: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Defaults < recipe < file < CLI, then typed and validated."""
+    file_values = nest_dotted(file_values or {})
+    cli_values = nest_dotted(cli_values or {})
+    recipe = cli_values.get("recipe", file_values.get("recipe", TrainConfig.recipe))
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe={recipe!r} is unknown: choose one of {list(RECIPES)}")
+    merged = deep_merge(RECIPE_DEFAULTS[recipe], file_values)
+    merged = deep_merge(merged, cli_values)
+    merged["recipe"] = recipe
+    cfg = from_dict(TrainConfig, merged)
+    cfg.validate()
+    return cfg
+
+
+def from_dict(cls, data: dict[str, Any], where: str = ""):
+    """Build dataclass ``cls`` from nested dicts, converting values to the annotated types."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or cls.__name__} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(
+            f"unknown training option(s) {[f'{where}{k}' for k in unknown]}; valid options here: "
+            f"{sorted(f'{where}{n}' for n in names)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = convert(value, hints[name], f"{where}{name}")
+    return cls(**kwargs)
+
+
+def convert(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (
+            isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args
+        ):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return convert(value, arg, where)
+            except (ValueError, TypeError) as exc:
+                errors.append(str(exc))
+        raise ValueError(f"{where}={value!r} is invalid: {'; '.join(errors)}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return from_dict(tp, value, where + ".")
+    if origin is list:
+        if isinstance(value, str):
+            value = parse_literal(value, where)
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}={value!r} is invalid: expected a list")
+        if args and dataclasses.is_dataclass(args[0]):
+            return [convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+        return [convert(v, args[0], where) for v in value] if args else list(value)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = parse_literal(value, where)
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}={value!r} is invalid: expected a list like [0.9, 0.95]")
+        if args and args[-1] is not Ellipsis and len(args) != len(value):
+            raise ValueError(f"{where}={value!r} is invalid: expected {len(args)} values")
+        return tuple(convert(v, args[0] if args else Any, where) for v in value)
+    if origin is dict or tp is dict:
+        if isinstance(value, str):
+            value = parse_literal(value, where)
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}={value!r} is invalid: expected a mapping (JSON object)")
+        return dict(value)
+    if tp is bool:
+        return parse_bool(value, where)
+    if tp is int:
+        if isinstance(value, bool):
+            raise ValueError(f"{where}={value!r} is invalid: expected an integer")
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}={value!r} is invalid: expected an integer") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{where}={value!r} is invalid: expected a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}={value!r} is invalid: expected a number") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"{where}={value!r} is invalid: expected a string")
+        return str(value)
+    return value
+
+
+def parse_bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on", "y"):
+        return True
+    if text in ("0", "false", "no", "off", "n"):
+        return False
+    raise ValueError(f"{where}={value!r} is invalid: expected true or false")
+
+
+def parse_literal(text: str, where: str) -> Any:
+    """A flag value: JSON first ([0.9, 0.95], {"a": "b"}), then a comma-separated list."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        import yaml
+
+        value = yaml.safe_load(text)
+        if isinstance(value, (list, dict)):
+            return value
+    except Exception:  # noqa: BLE001 - fall through to the comma form
+        pass
+    if "," in text:
+        return [part.strip() for part in text.split(",") if part.strip()]
+    raise ValueError(f'{where}={text!r} is invalid: give JSON, e.g. [1, 2] or {{"key": "value"}}')
+
+
+def flat_fields(cls=TrainConfig, prefix: str = "") -> dict[str, Any]:
+    """Dotted option name -> annotated type for every leaf field (used by the CLI)."""
+    out: dict[str, Any] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        name = prefix + f.name
+        if dataclasses.is_dataclass(tp):
+            out.update(flat_fields(tp, name + "."))
+        else:
+            out[name] = tp
+    return out

@@ -1,0 +1,470 @@
+"""Dataset mixtures: weighted, infinite, sharded, reproducible sampling over LeRobot datasets.
+
+The draw stream
+    Global draw ``g = 0, 1, 2, ...`` picks a dataset with probability proportional to its weight
+    (i.i.d., from a generator seeded by ``(seed, g // 4096)``). The k-th draw that lands on dataset
+    ``d`` takes position ``k mod n_d`` of that dataset's epoch ``k // n_d`` permutation (seeded by
+    ``(seed, d, epoch)``). So within one pass over a dataset no frame repeats, whoever draws it.
+
+Sharding
+    Micro-batch ``b`` of the whole job holds draws ``[b*B*W, (b+1)*B*W)``; rank ``r`` takes the
+    slice ``[(b*W + r)*B, (b*W + r + 1)*B)``. Ranks therefore never share a draw, and DataLoader
+    workers receive whole batches from the sampler, so they never share one either. A sample's
+    augmentation is seeded by its global draw number, so the data do not depend on the worker count.
+
+Resume
+    The stream is a pure function of the seed and the position: the sampler restarts at the next
+    unconsumed micro-batch (``start_batch``) and yields exactly what an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import default_collate
+
+from .. import processing
+from ..config import XVLAConfig
+from .config import ColorJitterConfig, DatasetConfig, TrainConfig
+from .transforms import color_jitter, frames_for_horizon, resample_chunk
+
+logger = logging.getLogger(__name__)
+
+STATE_KEY = processing.STATE_KEY
+ACTION_KEY = "action"
+BLOCK = 4096
+
+
+# ---------------------------------------------------------------------------------------------- sources
+@dataclass
+class Source:
+    """One dataset of the mixture, opened and resolved against the model."""
+
+    dataset: Any  # xvla.data.LeRobotDataset
+    config: DatasetConfig
+    domain_id: int
+    camera_map: dict[str, str]  # model camera key -> dataset camera key (only those the dataset has)
+    state_key: str | None
+    action_key: str
+    horizon_s: float | None
+    label: str
+
+    @property
+    def size(self) -> int:
+        return len(self.dataset)
+
+
+def _dataset_api():
+    try:
+        from ..data import LeRobotDataset, LeRobotDatasetMeta, resolve_dataset_root
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "training needs the dataset reader: install the data extras (`pip install 'xvla[train]'`)"
+        ) from exc
+    return LeRobotDataset, LeRobotDatasetMeta, resolve_dataset_root
+
+
+def dataset_camera_keys(meta) -> list[str]:
+    return list(meta.camera_keys)
+
+
+def model_camera_keys(
+    policy_config: XVLAConfig, dataset_cfgs: list[DatasetConfig], metas: list[Any]
+) -> list[str]:
+    """Camera slots of the model, in order: the config's ``image_keys``, else the datasets' cameras."""
+    if policy_config.image_keys:
+        return list(policy_config.image_keys)
+    keys: list[str] = []
+    for cfg, meta in zip(dataset_cfgs, metas, strict=True):
+        inverse = {v: k for k, v in cfg.keys.items()}
+        for cam in dataset_camera_keys(meta):
+            model_key = inverse.get(cam, cam)
+            if model_key not in keys:
+                keys.append(model_key)
+    if not keys:
+        raise ValueError("none of the datasets has a camera: X-VLA needs at least one image per sample")
+    return keys
+
+
+def open_sources(train_cfg: TrainConfig, policy_config: XVLAConfig, camera_keys: list[str]) -> list[Source]:
+    LeRobotDataset, LeRobotDatasetMeta, resolve_dataset_root = _dataset_api()
+    sources = []
+    chunk = policy_config.chunk_size
+    for cfg in train_cfg.datasets():
+        root = resolve_dataset_root(cfg.root or cfg.repo_id, revision=cfg.revision)
+        meta = LeRobotDatasetMeta(root)
+        features = meta.features
+        camera_map = {}
+        for cam in camera_keys:
+            src = cfg.keys.get(cam, cam)
+            if src in meta.camera_keys:
+                camera_map[cam] = src
+            elif cam in cfg.keys:
+                raise ValueError(
+                    f"dataset {cfg.label}: keys maps {cam!r} to {src!r}, but the dataset's cameras are "
+                    f"{meta.camera_keys}"
+                )
+        if camera_keys[0] not in camera_map:
+            raise ValueError(
+                f"dataset {cfg.label} has no camera for the model's main view {camera_keys[0]!r} (its cameras: "
+                f"{meta.camera_keys}). Map one with keys: {{{camera_keys[0]!r}: '<dataset camera>'}}"
+            )
+        action_key = cfg.keys.get(ACTION_KEY, ACTION_KEY)
+        if action_key not in features:
+            raise ValueError(
+                f"dataset {cfg.label} has no {action_key!r} feature (features: {sorted(features)}); map the "
+                f"action with keys: {{'action': '<dataset key>'}}"
+            )
+        state_key = None
+        if policy_config.use_proprio:
+            state_key = cfg.keys.get(STATE_KEY, STATE_KEY)
+            if state_key not in features:
+                raise ValueError(
+                    f"dataset {cfg.label} has no {state_key!r} feature but the policy uses proprioception; map "
+                    f"the state with keys: {{'observation.state': '<dataset key>'}} (features: {sorted(features)})"
+                )
+            width = int(np.prod(features[state_key]["shape"]))
+            if width > policy_config.max_state_dim:
+                raise ValueError(
+                    f"dataset {cfg.label}: {state_key!r} has {width} dims but the policy's max_state_dim is "
+                    f"{policy_config.max_state_dim}; set --policy.max_state_dim >= {width} (from scratch) or "
+                    "reduce the state"
+                )
+        horizon = (
+            cfg.action_horizon_s if cfg.action_horizon_s is not None else train_cfg.mixture.action_horizon_s
+        )
+        frames = frames_for_horizon(horizon, meta.fps, chunk) if horizon else chunk
+        dataset = LeRobotDataset(
+            root,
+            chunk_size=frames,
+            episodes=cfg.episodes,
+            camera_keys=sorted(set(camera_map.values())),
+            action_key=action_key,
+        )
+        domain = cfg.domain_id if cfg.domain_id is not None else policy_config.domain_id
+        if not 0 <= int(domain) < policy_config.num_domains:
+            raise ValueError(
+                f"dataset {cfg.label}: domain_id {domain} is out of range: this model has num_domains="
+                f"{policy_config.num_domains}"
+            )
+        if len(dataset) == 0:
+            raise ValueError(f"dataset {cfg.label} has no frames (episodes={cfg.episodes})")
+        sources.append(
+            Source(dataset, cfg, int(domain), camera_map, state_key, action_key, horizon, cfg.label)
+        )
+    return sources
+
+
+# ---------------------------------------------------------------------------------------------- dataset
+def _draw_seed(seed: int, draw: int) -> int:
+    return int(
+        np.random.SeedSequence([seed & 0xFFFFFFFF, 0xC010, draw]).generate_state(1, dtype=np.uint64)[0] >> 1
+    )
+
+
+class MixtureDataset(torch.utils.data.Dataset):
+    """Map-style dataset indexed by ``(dataset index, frame index, global draw)`` triples.
+
+    A sample has the model's keys: every camera slot (float [3, H, W] in [0, 1]; zeros for a camera
+    the dataset lacks), ``image_mask`` [V] (False for those), ``observation.state`` zero-padded to
+    ``state_dim``, ``action`` [chunk, action_dim] zero-padded to the model width, ``action_is_pad``,
+    ``task``, ``domain_id`` and ``mixture_index`` / ``sample_index`` / ``draw`` (bookkeeping).
+    """
+
+    def __init__(
+        self,
+        sources: list[Source],
+        camera_keys: list[str],
+        chunk_size: int,
+        action_dim: int,
+        state_dim: int,
+        image_size: tuple[int, int] | None = None,
+        color_jitter_cfg: ColorJitterConfig | None = None,
+        seed: int = 0,
+    ):
+        self.sources = sources
+        self.camera_keys = list(camera_keys)
+        self.chunk_size = int(chunk_size)
+        self.action_dim = int(action_dim)
+        self.state_dim = int(state_dim)
+        self.image_size = tuple(image_size) if image_size else None
+        self.jitter = color_jitter_cfg if color_jitter_cfg is not None and color_jitter_cfg.enable else None
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return sum(s.size for s in self.sources)
+
+    @property
+    def sizes(self) -> list[int]:
+        return [s.size for s in self.sources]
+
+    def __getitem__(self, key) -> dict[str, Any]:
+        d, idx, draw = (int(k) for k in key)
+        source = self.sources[d]
+        raw = source.dataset[idx]
+        gen = torch.Generator().manual_seed(_draw_seed(self.seed, draw)) if self.jitter else None
+        item: dict[str, Any] = {}
+        mask = []
+        reference = None
+        for cam in self.camera_keys:
+            src = source.camera_map.get(cam)
+            if src is None:
+                item[cam] = None
+                mask.append(False)
+                continue
+            img = raw[src]
+            if self.image_size is not None and tuple(img.shape[-2:]) != self.image_size:
+                img = processing.resize_image(img.unsqueeze(0), self.image_size)[0]
+            if gen is not None:
+                j = self.jitter
+                img = color_jitter(img, gen, j.brightness, j.contrast, j.saturation, j.hue)
+            item[cam] = img.float().contiguous()
+            reference = item[cam] if reference is None else reference
+            mask.append(True)
+        for cam in self.camera_keys:
+            if item[cam] is None:
+                item[cam] = torch.zeros_like(reference)
+        item["image_mask"] = torch.tensor(mask, dtype=torch.bool)
+
+        if source.state_key is not None:
+            state = torch.as_tensor(raw[source.state_key]).float().reshape(-1)
+            item[STATE_KEY] = torch.nn.functional.pad(state, (0, self.state_dim - state.shape[0]))
+
+        actions = torch.as_tensor(raw[source.action_key]).float()
+        if actions.dim() == 1:
+            actions = actions.unsqueeze(-1)
+        is_pad = raw.get(f"{source.action_key}_is_pad")
+        if source.horizon_s:
+            actions, is_pad = resample_chunk(
+                actions, is_pad, source.dataset.fps, source.horizon_s, self.chunk_size
+            )
+        else:
+            actions = actions[: self.chunk_size]
+            is_pad = (
+                is_pad[: self.chunk_size]
+                if is_pad is not None
+                else torch.zeros(len(actions), dtype=torch.bool)
+            )
+        if actions.shape[-1] > self.action_dim:
+            raise ValueError(
+                f"dataset {source.label}: action has {actions.shape[-1]} dims but the model's action space is "
+                f"{self.action_dim} wide; use --policy.action_mode=auto with --policy.max_action_dim >= "
+                f"{actions.shape[-1]}"
+            )
+        item[ACTION_KEY] = torch.nn.functional.pad(actions, (0, self.action_dim - actions.shape[-1]))
+        item["action_is_pad"] = torch.as_tensor(is_pad, dtype=torch.bool)
+        item["task"] = source.config.task if source.config.task is not None else raw.get("task", "")
+        item["domain_id"] = torch.tensor(source.domain_id, dtype=torch.long)
+        item["mixture_index"] = torch.tensor(d, dtype=torch.long)
+        item["sample_index"] = torch.tensor(idx, dtype=torch.long)
+        item["draw"] = torch.tensor(draw, dtype=torch.long)
+        return item
+
+
+# ---------------------------------------------------------------------------------------------- sampling
+class DrawStream:
+    """The global sequence of (dataset, frame) draws; sequential access is O(1) per draw."""
+
+    def __init__(self, sizes: list[int], weights: list[float], seed: int):
+        if len(sizes) != len(weights) or not sizes:
+            raise ValueError("a mixture needs one weight per dataset and at least one dataset")
+        if any(n <= 0 for n in sizes):
+            raise ValueError(f"every dataset of the mixture must have frames, got sizes {sizes}")
+        w = np.asarray(weights, dtype=np.float64)
+        if not np.all(w > 0):
+            raise ValueError(f"mixture weights must be > 0, got {list(weights)}")
+        self.sizes = [int(n) for n in sizes]
+        self.probs = w / w.sum()
+        self.seed = int(seed)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._block = -1
+        self._counts = np.zeros(len(self.sizes), dtype=np.int64)  # draws per dataset before the block
+        self._choices = np.zeros(0, dtype=np.int64)
+        self._ks = np.zeros(0, dtype=np.int64)
+        self._perms: dict[int, tuple[int, np.ndarray]] = {}
+
+    def _choices_for(self, block: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, 0xB10C, block])
+        if len(self.sizes) == 1:
+            return np.zeros(BLOCK, dtype=np.int64)
+        return rng.choice(len(self.sizes), size=BLOCK, p=self.probs).astype(np.int64)
+
+    def _goto(self, block: int) -> None:
+        if block < self._block:
+            self._reset()
+        while self._block < block:
+            if self._block >= 0:
+                self._counts += np.bincount(self._choices, minlength=len(self.sizes))
+            self._block += 1
+            self._choices = self._choices_for(self._block)
+            ks = np.empty(BLOCK, dtype=np.int64)
+            for d in range(len(self.sizes)):
+                m = self._choices == d
+                ks[m] = self._counts[d] + np.arange(int(m.sum()))
+            self._ks = ks
+
+    def _perm(self, d: int, epoch: int) -> np.ndarray:
+        cached = self._perms.get(d)
+        if cached is None or cached[0] != epoch:
+            rng = np.random.default_rng([self.seed & 0xFFFFFFFF, 0xDA7A, d, epoch])
+            cached = (epoch, rng.permutation(self.sizes[d]))
+            self._perms[d] = cached
+        return cached[1]
+
+    def draw(self, g: int) -> tuple[int, int]:
+        self._goto(g // BLOCK)
+        off = g % BLOCK
+        d = int(self._choices[off])
+        epoch, pos = divmod(int(self._ks[off]), self.sizes[d])
+        return d, int(self._perm(d, epoch)[pos])
+
+    def counts_before(self, g: int) -> list[int]:
+        """Draws per dataset among the first ``g`` global draws."""
+        self._goto(g // BLOCK)
+        counts = self._counts + np.bincount(self._choices[: g % BLOCK], minlength=len(self.sizes))
+        return counts.tolist()
+
+
+class MixtureBatchSampler(torch.utils.data.Sampler):
+    """Infinite batch sampler for one rank: lists of ``(dataset, frame, draw)`` triples."""
+
+    def __init__(
+        self,
+        sizes: list[int],
+        weights: list[float],
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start_batch: int = 0,
+    ):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is invalid for world_size {world_size}")
+        self.sizes = list(sizes)
+        self.weights = list(weights)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.start_batch = int(start_batch)
+
+    def batch(self, b: int, stream: DrawStream | None = None) -> list[tuple[int, int, int]]:
+        stream = stream or DrawStream(self.sizes, self.weights, self.seed)
+        first = (b * self.world_size + self.rank) * self.batch_size
+        return [(*stream.draw(g), g) for g in range(first, first + self.batch_size)]
+
+    def __iter__(self):
+        stream = DrawStream(self.sizes, self.weights, self.seed)
+        b = self.start_batch
+        while True:
+            yield self.batch(b, stream)
+            b += 1
+
+    def __len__(self) -> int:  # infinite; DataLoader only needs it for len(loader)
+        return 2**62
+
+    # The state of a run is "how many micro-batches were consumed"; the rest is configuration.
+    def state_dict(self, consumed_batches: int) -> dict[str, Any]:
+        next_draw = consumed_batches * self.batch_size * self.world_size
+        stream = DrawStream(self.sizes, self.weights, self.seed)
+        return {
+            "seed": self.seed,
+            "sizes": self.sizes,
+            "weights": self.weights,
+            "batch_size": self.batch_size,
+            "world_size": self.world_size,
+            "next_batch": int(consumed_batches),
+            "next_draw": int(next_draw),
+            "draws_per_dataset": stream.counts_before(next_draw),
+        }
+
+    @staticmethod
+    def start_batch_from_state(
+        state: dict[str, Any], batch_size: int, world_size: int, sizes, weights, seed
+    ) -> int:
+        if list(state["sizes"]) != list(sizes) or [float(w) for w in state["weights"]] != [
+            float(w) for w in weights
+        ]:
+            logger.warning(
+                "the datasets or weights changed since the checkpoint (sizes %s -> %s, weights %s -> %s): the "
+                "sample stream continues at the same position but differs from the interrupted run",
+                state["sizes"],
+                list(sizes),
+                state["weights"],
+                list(weights),
+            )
+        if int(state["seed"]) != int(seed):
+            logger.warning("the seed changed since the checkpoint (%s -> %s)", state["seed"], seed)
+        if int(state["batch_size"]) == batch_size and int(state["world_size"]) == world_size:
+            return int(state["next_batch"])
+        logger.warning(
+            "batch size x processes changed since the checkpoint (%s x %s -> %s x %s): continuing at draw %s",
+            state["batch_size"],
+            state["world_size"],
+            batch_size,
+            world_size,
+            state["next_draw"],
+        )
+        return math.ceil(int(state["next_draw"]) / (batch_size * world_size))
+
+
+# ---------------------------------------------------------------------------------------------- collate
+class Collator:
+    """Stack samples; tokenize the instructions (in the loader workers) when a tokenizer is given."""
+
+    def __init__(self, tokenizer=None, max_length: int = 64):
+        self.tokenizer = tokenizer
+        self.max_length = int(max_length)
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = default_collate(items)
+        if self.tokenizer is not None:
+            batch[processing.TOKENS_KEY] = processing.tokenize(
+                self.tokenizer, list(batch["task"]), self.max_length
+            )
+        return batch
+
+
+def build_loader(
+    dataset: MixtureDataset,
+    sampler: MixtureBatchSampler,
+    collate: Collator,
+    num_workers: int,
+    prefetch_factor: int = 2,
+    pin_memory: bool = False,
+    seed: int = 0,
+) -> torch.utils.data.DataLoader:
+    kwargs: dict[str, Any] = {}
+    if num_workers > 0:
+        kwargs.update(prefetch_factor=prefetch_factor, persistent_workers=False)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        # A private generator: creating the loader iterator must not consume the global torch RNG
+        # (the model's noise and dropout draw from it, and resume restores it).
+        generator=torch.Generator().manual_seed(seed),
+        **kwargs,
+    )
+
+
+def describe(sources: list[Source], camera_keys: list[str]) -> str:
+    total_w = sum(s.config.weight for s in sources)
+    lines = [f"{'dataset':<28}{'frames':>10}{'episodes':>10}{'weight':>9}{'domain':>8}  cameras"]
+    for s in sources:
+        cams = ", ".join(f"{m.split('.')[-1]}<-{d.split('.')[-1]}" for m, d in s.camera_map.items())
+        lines.append(
+            f"{s.label[:27]:<28}{s.size:>10,}{s.dataset.num_episodes:>10}{s.config.weight / total_w:>9.3f}"
+            f"{s.domain_id:>8}  {cams}" + (f"  horizon {s.horizon_s}s" if s.horizon_s else "")
+        )
+    lines.append(f"model cameras: {camera_keys}")
+    return "\n".join(lines)

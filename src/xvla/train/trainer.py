@@ -1,0 +1,694 @@
+"""The training loop: datasets -> batches -> flow-matching loss -> AdamW over named groups.
+
+``train(TrainConfig)`` runs single-process or under ``torchrun`` / ``accelerate launch`` (DDP or
+FSDP2), and resumes from ``output_dir`` so that the loss curve equals an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import checkpoints as ckpt
+from .. import processing
+from ..config import XVLAConfig
+from ..policy import XVLAPolicy
+from . import distributed as dist_utils
+from . import state as st
+from .config import PARAM_GROUPS, TrainConfig, from_dict
+from .embodiment import copy_domain, pick_domain, read_domains, used_domains
+from .lora import adapter_state_dict, apply_lora, merged_state_dict
+from .mixture import (
+    Collator,
+    MixtureBatchSampler,
+    MixtureDataset,
+    build_loader,
+    describe,
+    model_camera_keys,
+    open_sources,
+)
+from .optim import GroupLRScheduler, build_optimizer, build_schedules
+from .params import DomainRowKeeper, apply_requires_grad, count_table, select_trainable
+from .tracking import METRICS_CSV, PLOT_NAME, MetricsLogger, plot_metrics
+
+logger = logging.getLogger(__name__)
+TRAIN_CONFIG = "train_config.json"
+
+
+class TrainingModule(nn.Module):
+    """What DDP/FSDP wrap: batch -> (total loss, {term: loss}). Honours per-sample camera masks."""
+
+    def __init__(self, policy: XVLAPolicy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        policy = self.policy
+        inputs = policy.prepare_inputs(batch)
+        if "image_mask" in batch:
+            sample_mask = torch.as_tensor(batch["image_mask"], device=inputs["image_mask"].device).bool()
+            inputs["image_mask"][:, : sample_mask.shape[1]] &= sample_mask
+        targets = policy.prepare_action_targets(batch["action"])
+        losses = policy.model(action=targets, **inputs)
+        total = sum(losses.values())
+        return total, losses
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    final_model_dir: Path | None
+    steps: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    trainable: dict[str, dict[str, int]] = field(default_factory=dict)
+    is_main: bool = True
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _default_output_dir(recipe: str) -> Path:
+    return Path("outputs/train") / f"{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}_{recipe}"
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _use_bf16(cfg: TrainConfig, save_dtype: str, device: torch.device) -> bool:
+    if cfg.mixed_precision == "bf16":
+        return True
+    if cfg.mixed_precision == "no":
+        return False
+    if save_dtype == "bfloat16":
+        return True
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")  # `accelerate launch --mixed_precision ...`
+    if launcher in ("bf16", "no"):
+        return launcher == "bf16"
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def _move(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    non_blocking = device.type == "cuda"
+    return {
+        k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }
+
+
+def _scratch_config(policy_args: dict[str, Any], metas: list[Any], dataset_cfgs) -> XVLAConfig:
+    """A from-scratch config: the given fields, with cameras and the action width read from the data."""
+    args = dict(policy_args)
+    config = XVLAConfig.from_dict(args)
+    if config.image_keys is None:
+        config = config.replace(image_keys=model_camera_keys(config, dataset_cfgs, metas))
+    if config.action_mode.lower() == "auto" and config.real_action_dim is None:
+        widths = []
+        for cfg, meta in zip(dataset_cfgs, metas, strict=True):
+            key = cfg.keys.get("action", "action")
+            if key in meta.features:
+                widths.append(int(math.prod(meta.features[key]["shape"])))
+        if widths:
+            width = max(widths)
+            config = config.replace(real_action_dim=width, max_action_dim=max(config.max_action_dim, width))
+    return config
+
+
+def _read_metas(cfg: TrainConfig):
+    from ..data import LeRobotDatasetMeta, resolve_dataset_root
+
+    return [
+        LeRobotDatasetMeta(resolve_dataset_root(d.root or d.repo_id, revision=d.revision))
+        for d in cfg.datasets()
+    ]
+
+
+def _checksum(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+class Trainer:
+    def __init__(self, cfg: TrainConfig, tokenizer: Any = None, stop_at: int | None = None):
+        cfg.validate()
+        self.cfg = cfg
+        self.stop_at = stop_at  # stop after this step without a final save (simulates an interruption)
+        self.env = dist_utils.setup(cfg.device)
+        self.tokenizer = tokenizer
+        self.history: list[dict[str, float]] = []
+        self.samples_seen: list[tuple[int, int]] = []
+
+    # -------------------------------------------------------------- set-up
+    def _prepare_output(self) -> tuple[Path, Path | None]:
+        cfg, env = self.cfg, self.env
+        out = Path(cfg.output_dir) if cfg.output_dir else None
+        if out is None:
+            out = dist_utils.broadcast_object(env, _default_output_dir(cfg.recipe))
+            cfg.output_dir = str(out)
+        resume_from = None
+        if cfg.resume:
+            resume_from = st.latest_checkpoint(out)
+            if resume_from is None:
+                raise FileNotFoundError(
+                    f"--resume: no checkpoint under {out / st.CHECKPOINTS} to resume from; drop --resume to start "
+                    "a new run"
+                )
+        elif st.list_checkpoints(out):
+            raise FileExistsError(
+                f"output_dir {out} already holds checkpoints: pass --resume to continue that run, or choose another "
+                "--output_dir"
+            )
+        dist_utils.barrier(env)
+        if env.is_main and not cfg.dry_run:
+            out.mkdir(parents=True, exist_ok=True)
+            st.clean_stale_tmp(out)
+        dist_utils.barrier(env)
+        return out, resume_from
+
+    def _build_policy(self, metas, resume_from: Path | None) -> tuple[XVLAPolicy, str, Path | None]:
+        cfg = self.cfg
+        args = dict(cfg.policy)
+        path = args.pop("path", None)
+        kind = args.pop("type", "xvla")
+        if kind != "xvla":
+            raise ValueError(
+                f"policy.type={kind!r} is not supported here: this trainer trains 'xvla' policies"
+            )
+        save_dtype = args.pop("dtype", None)
+        lora = cfg.lora.enable or cfg.trainable == "lora"
+        if lora and not path:
+            raise ValueError("the lora recipe adapts a pretrained model: give --policy.path=<checkpoint>")
+        if resume_from is not None and not lora:
+            source = resume_from / st.PRETRAINED
+            policy = XVLAPolicy.from_pretrained(source, tokenizer=self.tokenizer, dtype="float32")
+            save_dtype = save_dtype or st.read_json(source / ckpt.CONFIG_NAME).get("dtype", "float32")
+            return policy, save_dtype, source
+        if path:
+            policy = XVLAPolicy.from_pretrained(
+                path, tokenizer=self.tokenizer, **{**args, "dtype": "float32"}
+            )
+            source = policy._source_dir
+            if save_dtype is None:
+                save_dtype = st.read_json(Path(source) / ckpt.CONFIG_NAME).get("dtype", "float32")
+                save_dtype = save_dtype if save_dtype in ("float32", "bfloat16") else "float32"
+            return policy, save_dtype, source
+        config = _scratch_config({**args, "dtype": "float32"}, metas, cfg.datasets())
+        return XVLAPolicy(config, tokenizer=self.tokenizer), save_dtype or "float32", None
+
+    def _tokenizer(self, policy: XVLAPolicy, source: Path | None):
+        if self.tokenizer is not None:
+            return self.tokenizer
+        if self.cfg.tokenizer:
+            tok = processing.load_tokenizer(self.cfg.tokenizer)
+        else:
+            tok = processing.load_tokenizer(policy.config.tokenizer_name, local_dir=source)
+        policy.tokenizer = tok
+        self.tokenizer = tok
+        return tok
+
+    def _apply_new_domain(self, policy: XVLAPolicy, source: Path | None) -> dict[int, str]:
+        cfg = self.cfg
+        config = policy.config
+        domains = used_domains(config.num_domains, config.domain_id, source) if source else {}
+        requested = cfg.new_domain.id
+        if requested is None:
+            return domains
+        new_id = pick_domain(requested, config.num_domains, domains)
+        if cfg.new_domain.init_from is not None:
+            copied = copy_domain(policy.model, int(cfg.new_domain.init_from), new_id)
+            self._log(
+                f"new domain {new_id}: initialised from domain {cfg.new_domain.init_from} ({len(copied)} tables)"
+            )
+        else:
+            self._log(f"new domain {new_id}: fresh soft prompt and heads")
+        config.domain_id = new_id
+        cfg.new_domain.id = new_id  # the resolved id is what the saved train config records
+        return domains
+
+    def _log(self, message: str) -> None:
+        if self.env.is_main:
+            print(message, flush=True)
+
+    # -------------------------------------------------------------- run
+    def run(self) -> TrainResult:
+        try:
+            return self._run()
+        finally:
+            dist_utils.teardown(self.env)
+
+    def _run(self) -> TrainResult:
+        cfg, env = self.cfg, self.env
+        out, resume_from = self._prepare_output()
+        trainer_state = (
+            st.read_json(resume_from / st.TRAINING_STATE / "trainer_state.json") if resume_from else None
+        )
+        start_step = int(trainer_state["step"]) if trainer_state else 0
+        if start_step >= cfg.steps:
+            raise ValueError(
+                f"the checkpoint is at step {start_step} >= --steps={cfg.steps}: raise --steps to go on"
+            )
+
+        st.seed_everything(cfg.seed)
+        metas = _read_metas(cfg)
+        policy, save_dtype, source = self._build_policy(metas, resume_from)
+        lora = cfg.lora.enable or cfg.trainable == "lora"
+        if resume_from is None or lora:
+            domains = self._apply_new_domain(policy, source)
+        else:
+            domains = read_domains(source)
+        config = policy.config
+        if config.image_keys is None:
+            # Checkpoints without image_keys take the batch's cameras in sorted order; make it explicit.
+            config.image_keys = sorted(model_camera_keys(config, cfg.datasets(), metas))
+        tokenizer = self._tokenizer(policy, source)
+        if config.action_mode.lower() == "auto" and config.real_action_dim is None:
+            widths = {int(math.prod(m.features[d.keys.get("action", "action")]["shape"]))
+                      for d, m in zip(cfg.datasets(), metas, strict=True) if d.keys.get("action", "action") in m.features}  # fmt: skip
+            if widths and max(widths) < config.max_action_dim:
+                self._log(
+                    f"warning: action_mode 'auto' without real_action_dim: the loss also covers the "
+                    f"{config.max_action_dim - max(widths)} zero-padded action dims; pass "
+                    f"--policy.real_action_dim={max(widths)} to train (and serve) {max(widths)}-dim actions"
+                )
+
+        sources = open_sources(cfg, config, list(config.image_keys))
+        for s in sources:
+            domains.setdefault(s.domain_id, s.label)
+        views = len(config.image_keys) + config.empty_cameras
+        if views > config.total_image_views:
+            raise ValueError(f"{views} cameras do not fit the model's {config.total_image_views} view slots")
+        self._log(describe(sources, list(config.image_keys)))
+
+        # What trains.
+        if lora:
+            n_layers = apply_lora(policy.model, cfg.lora)
+            self._log(f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} on {n_layers} linear layers")
+        trainable = select_trainable(policy.model, "lora" if lora else cfg.trainable)
+        if lora and resume_from is not None:
+            tensors = st.load_tensors(resume_from / st.TRAINING_STATE / "trainable.safetensors")
+            named = dict(policy.model.named_parameters())
+            missing = [n for n in tensors if n not in named]
+            if missing:
+                raise ValueError(
+                    f"the checkpoint's LoRA state does not match the model: unknown tensors {missing[:5]}"
+                )
+            with torch.no_grad():
+                for n, t in tensors.items():
+                    named[n].copy_(t)
+        if cfg.gradient_checkpointing:
+            policy.model.transformer.gradient_checkpointing = True
+            encoder = policy.model.vlm.language_model.encoder
+            if hasattr(encoder, "activation_checkpointing_enable"):  # transformers >= 5
+                encoder.activation_checkpointing_enable(
+                    activation_checkpointing_kwargs={"use_reentrant": False}
+                )
+            else:
+                encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        device = env.device
+        policy.to(device)
+        policy.train()
+        train_domains = sorted({s.domain_id for s in sources})
+        keeper = DomainRowKeeper(policy.model, train_domains) if cfg.train_domain_rows_only else None
+        freeze_steps = cfg.scheduler.freeze_steps
+        table, counts = count_table(
+            policy.model, trainable, freeze_steps, keeper, {g: cfg.optimizer.scale(g) for g in PARAM_GROUPS}
+        )
+        self._log(f"recipe '{cfg.recipe}': trainable parameters per group\n{table}")
+        if 0 < freeze_steps >= cfg.steps:
+            self._log(
+                f"warning: scheduler.freeze_steps={freeze_steps} >= steps={cfg.steps}: only the soft prompts and the "
+                "action heads will train (lower --scheduler.freeze_steps or raise --steps)"
+            )
+        bf16 = _use_bf16(cfg, save_dtype, device)
+        global_batch = cfg.batch_size * cfg.grad_accum_steps * env.world_size
+        self._log(
+            f"device {device} x {env.world_size} process(es), {'FSDP' if cfg.fsdp else 'DDP' if env.distributed else 'single'}"
+            f", {'bf16 autocast' if bf16 else 'fp32'}; batch {cfg.batch_size} x accum {cfg.grad_accum_steps} x "
+            f"{env.world_size} = {global_batch} samples/step; steps {start_step} -> {cfg.steps}; output {out}"
+        )
+
+        # Model wrapping, optimizer, schedule.
+        apply_requires_grad(policy.model, trainable, start_step, freeze_steps)
+        module = TrainingModule(policy)
+        if cfg.fsdp and env.distributed:
+            dist_utils.shard_fsdp(policy, env, bf16=False)
+            self._wrapped = module
+        else:
+            self._wrapped = dist_utils.wrap_ddp(module, env)
+        self._trainable = trainable
+        optimizer = build_optimizer(policy.model, trainable, cfg.optimizer)
+        schedules = build_schedules(cfg.optimizer, cfg.scheduler, cfg.steps)
+        scheduler = GroupLRScheduler(optimizer, schedules, step=start_step)
+        if resume_from is not None:
+            self._load_training_state(resume_from, optimizer, scheduler, policy)
+        if cfg.dry_run:
+            self._log(lr_table(schedules, cfg, [g["name"] for g in optimizer.param_groups]))
+            return TrainResult(out, None, start_step, [], counts, env.is_main)
+
+        # Data.
+        dataset = MixtureDataset(
+            sources,
+            list(config.image_keys),
+            chunk_size=config.chunk_size,
+            action_dim=policy.model.dim_action,
+            state_dim=config.max_state_dim if config.use_proprio else 0,
+            image_size=config.image_size,
+            color_jitter_cfg=cfg.mixture.color_jitter,
+            seed=cfg.seed,
+        )
+        sizes, weights = dataset.sizes, [s.config.weight for s in sources]
+        start_batch = start_step * cfg.grad_accum_steps
+        if resume_from is not None:
+            sampler_state = st.read_json(resume_from / st.TRAINING_STATE / "sampler.json")
+            start_batch = MixtureBatchSampler.start_batch_from_state(
+                sampler_state, cfg.batch_size, env.world_size, sizes, weights, cfg.seed
+            )
+        sampler = MixtureBatchSampler(
+            sizes, weights, cfg.batch_size, cfg.seed, env.rank, env.world_size, start_batch
+        )
+        loader = build_loader(
+            dataset, sampler, Collator(tokenizer, config.tokenizer_max_length), cfg.num_workers,
+            cfg.prefetch_factor, pin_memory=device.type == "cuda", seed=cfg.seed,
+        )  # fmt: skip
+
+        if resume_from is not None:
+            self._load_rng(resume_from)
+        else:
+            # Ranks draw different noise / times / dropout; the weights came from one seed.
+            torch.manual_seed(cfg.seed + env.rank)
+
+        if env.is_main:
+            cfg.save(out / TRAIN_CONFIG)
+        metrics = MetricsLogger(
+            out, env.is_main, cfg.tensorboard, resume_step=start_step if resume_from else None
+        )
+        self._log_setup = {"counts": counts}
+        try:
+            final_dir = self._loop(
+                policy, module, optimizer, scheduler, keeper, trainable, loader, sampler, metrics,
+                start_step, bf16, save_dtype, source, domains,
+            )  # fmt: skip
+        finally:
+            metrics.close()
+        if env.is_main and cfg.plot:
+            plot_metrics(out / METRICS_CSV, out / PLOT_NAME)
+        if cfg.diagnostics:
+            self._write_diagnostics(out, policy)
+        return TrainResult(out, final_dir, cfg.steps, self.history, counts, env.is_main)
+
+    # -------------------------------------------------------------- loop
+    def _loop(self, policy, module, optimizer, scheduler, keeper, trainable, loader, sampler, metrics,
+              start_step, bf16, save_dtype, source, domains):  # fmt: skip
+        cfg, env = self.cfg, self.env
+        device = env.device
+        freeze_steps = cfg.scheduler.freeze_steps
+        accum = cfg.grad_accum_steps
+        fsdp = cfg.fsdp and env.distributed
+        progress = _progress(cfg.steps, start_step, env.is_main)
+        data_iter = iter(loader)
+        step = start_step
+        interval: dict[str, float] = {}
+        interval_steps = 0
+        interval_start = time.perf_counter()
+        final_dir = None
+        trainable_params = [p for n, p in policy.model.named_parameters() if trainable.get(n, False)]
+        while step < cfg.steps:
+            if freeze_steps > 0 and step == freeze_steps:
+                if apply_requires_grad(policy.model, trainable, step, freeze_steps):
+                    self._log(f"step {step}: freeze period over, unfreezing the backbone groups")
+                    if not fsdp and env.distributed:
+                        # DDP registers the parameters that require grad when it is built: rebuild it
+                        # (dropping the old wrapper first, so its gradient hooks go with it).
+                        self._wrapped = None
+                        self._wrapped = dist_utils.wrap_ddp(module, env)
+            lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+            sums: dict[str, torch.Tensor] = {}
+            for micro in range(accum):
+                batch = next(data_iter)
+                if cfg.diagnostics:
+                    self.samples_seen += list(
+                        zip(batch["mixture_index"].tolist(), batch["sample_index"].tolist(), strict=True)
+                    )
+                batch = _move(batch, device)
+                with dist_utils.no_sync(self._wrapped, env.distributed and not fsdp and micro < accum - 1):
+                    with _autocast(device, bf16):
+                        total, terms = self._wrapped(batch)
+                    (total / accum).backward()
+                for k, v in terms.items():
+                    sums[f"loss/{k}"] = sums.get(f"loss/{k}", 0.0) + v.detach().float() / accum
+                sums["loss"] = sums.get("loss", 0.0) + total.detach().float() / accum
+            if keeper is not None:
+                keeper.mask_gradients()
+            with_grad = [p for p in trainable_params if p.grad is not None]
+            max_norm = cfg.optimizer.grad_clip_norm if cfg.optimizer.grad_clip_norm > 0 else float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(with_grad, max_norm) if with_grad else torch.zeros(())
+            if hasattr(grad_norm, "full_tensor"):
+                grad_norm = grad_norm.full_tensor()
+            optimizer.step()
+            if keeper is not None:
+                keeper.restore()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            interval_steps += 1
+            for k, v in sums.items():
+                interval[k] = interval.get(k, 0.0) + v
+            interval["grad_norm"] = interval.get("grad_norm", 0.0) + grad_norm.detach().float()
+            progress.update(1)
+
+            if step % cfg.log_freq == 0 or step == cfg.steps:
+                keys = sorted(interval)
+                values = (
+                    torch.stack([torch.as_tensor(interval[k], device=device).float() for k in keys])
+                    / interval_steps
+                )
+                values = dist_utils.all_reduce_mean(env, values).tolist()
+                elapsed = time.perf_counter() - interval_start
+                row = dict(zip(keys, values, strict=True))
+                row["samples_per_s"] = (
+                    interval_steps * cfg.batch_size * accum * env.world_size / max(elapsed, 1e-9)
+                )
+                for name, lr in lrs.items():
+                    row[f"lr/{name}"] = lr
+                if not math.isfinite(row["loss"]):
+                    raise FloatingPointError(
+                        f"the loss is {row['loss']} at step {step}: lower --optimizer.lr, check the data for NaNs, or "
+                        "use --mixed_precision=no"
+                    )
+                metrics.log(step, row)
+                self.history.append({"step": step, **row})
+                progress.set_postfix(
+                    loss=f"{row['loss']:.4f}",
+                    lr=f"{max(lrs.values()):.2e}",
+                    sps=f"{row['samples_per_s']:.1f}",
+                )
+                interval, interval_steps, interval_start = {}, 0, time.perf_counter()
+
+            last = step == cfg.steps
+            if step % cfg.save_freq == 0 or (last and cfg.save_final):
+                final_dir = self._save(
+                    step, policy, optimizer, scheduler, sampler, save_dtype, source, domains, final=last
+                )
+            if self.stop_at is not None and step >= self.stop_at and not last:
+                break
+        progress.close()
+        return final_dir
+
+    # -------------------------------------------------------------- checkpoints
+    def _model_state(self, policy: XVLAPolicy) -> dict[str, torch.Tensor]:
+        cfg, env = self.cfg, self.env
+        if cfg.fsdp and env.distributed:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            return get_model_state_dict(
+                policy.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+            )
+        if cfg.lora.enable or cfg.trainable == "lora":
+            return merged_state_dict(policy.model)
+        return policy.model.state_dict()
+
+    def _optimizer_state(self, policy: XVLAPolicy, optimizer) -> dict[str, Any]:
+        if self.cfg.fsdp and self.env.distributed:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            return get_optimizer_state_dict(
+                policy.model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+            )
+        return optimizer.state_dict()
+
+    def _save(
+        self, step, policy, optimizer, scheduler, sampler, save_dtype, source, domains, final: bool
+    ) -> Path:
+        cfg, env = self.cfg, self.env
+        out = Path(cfg.output_dir)
+        model_state = self._model_state(policy)  # collective under FSDP
+        optim_state = self._optimizer_state(policy, optimizer)
+        tmp = st.tmp_dir(out, step)
+        if env.is_main:
+            if tmp.exists():
+                import shutil
+
+                shutil.rmtree(tmp)
+            save_config = policy.config.replace(dtype=save_dtype)
+            st.export_pretrained(
+                tmp / st.PRETRAINED, model_state, save_config, policy._tokenizer, source, domains
+            )
+            ts = tmp / st.TRAINING_STATE
+            ts.mkdir(parents=True, exist_ok=True)
+            tensors, meta = st.flatten_optimizer_state(optim_state)
+            st.save_tensors(ts / "optimizer.safetensors", tensors)
+            st.write_json(ts / "optimizer.json", meta)
+            st.write_json(ts / "scheduler.json", scheduler.state_dict())
+            st.write_json(ts / "sampler.json", sampler.state_dict(step * cfg.grad_accum_steps))
+            if cfg.lora.enable or cfg.trainable == "lora":
+                trainable = {
+                    n: p for n, p in policy.model.named_parameters() if self._trainable.get(n, False)
+                }
+                trainable.update(adapter_state_dict(policy.model))
+                st.save_tensors(ts / "trainable.safetensors", trainable)
+            st.write_json(
+                ts / "trainer_state.json",
+                {"step": step, "consumed_batches": step * cfg.grad_accum_steps, "world_size": env.world_size,
+                 "recipe": cfg.recipe, "save_dtype": save_dtype, "time": datetime.datetime.now().isoformat()},
+            )  # fmt: skip
+        dist_utils.barrier(env)
+        tensors, meta = st.rng_state()
+        ts = tmp / st.TRAINING_STATE
+        ts.mkdir(parents=True, exist_ok=True)
+        st.save_tensors(ts / f"rng_state_rank{env.rank}.safetensors", tensors)
+        st.write_json(ts / f"rng_state_rank{env.rank}.json", meta)
+        dist_utils.barrier(env)
+        dest = st.step_dir(out, step)
+        if env.is_main:
+            dest = st.publish(out, step, cfg.keep_last, final=final)
+            self._log(f"step {step}: checkpoint {dest}")
+        dist_utils.barrier(env)
+        return dest / st.PRETRAINED
+
+    def _load_training_state(self, resume_from: Path, optimizer, scheduler, policy) -> None:
+        ts = resume_from / st.TRAINING_STATE
+        tensors = st.load_tensors(ts / "optimizer.safetensors")
+        state = st.unflatten_optimizer_state(tensors, st.read_json(ts / "optimizer.json"))
+        if self.cfg.fsdp and self.env.distributed:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(
+                policy.model, optimizer, state, options=StateDictOptions(full_state_dict=True)
+            )
+        else:
+            saved = [len(g["params"]) for g in state["param_groups"]]
+            have = [len(g["params"]) for g in optimizer.param_groups]
+            if saved != have:
+                raise ValueError(
+                    f"the checkpoint's optimizer has parameter groups of sizes {saved} but this run has {have}: "
+                    "resume with the same recipe and freeze switches as the interrupted run"
+                )
+            optimizer.load_state_dict(state)
+        scheduler.load_state_dict(st.read_json(ts / "scheduler.json"))
+        self._log(f"resumed from {resume_from} (step {scheduler.step_count})")
+
+    def _load_rng(self, resume_from: Path) -> None:
+        ts = resume_from / st.TRAINING_STATE
+        rank = self.env.rank
+        path = ts / f"rng_state_rank{rank}.safetensors"
+        if not path.is_file():
+            logger.warning("no RNG state for rank %d in %s: the noise stream will differ from the interrupted run",
+                           rank, ts)  # fmt: skip
+            torch.manual_seed(self.cfg.seed + rank + 7919 * int(resume_from.name))
+            return
+        st.set_rng_state(st.load_tensors(path), st.read_json(ts / f"rng_state_rank{rank}.json"))
+
+    def _write_diagnostics(self, out: Path, policy: XVLAPolicy) -> None:
+        cfg, env = self.cfg, self.env
+        if cfg.fsdp and env.distributed:
+            state = self._model_state(policy)  # collective: every rank takes part; rank 0 gets the weights
+            checksum = _checksum_state(state) if state else None
+        else:
+            checksum = _checksum(policy.model)
+        data = {
+            "rank": env.rank,
+            "world_size": env.world_size,
+            "checksum": checksum,
+            "samples": self.samples_seen,
+        }
+        st.write_json(out / f"diagnostics_rank{env.rank}.json", data)
+
+
+def _checksum_state(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(state.items()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def lr_table(schedules, cfg: TrainConfig, present: list[str]) -> str:
+    """The learning rate of each group at the steps where the schedule changes shape."""
+    sc = cfg.scheduler
+    marks = {0, 1, cfg.steps // 2, cfg.steps - 1}
+    for s in schedules.values():
+        marks |= {s.start, s.start + s.warmup - 1, s.start + s.warmup}
+    steps = sorted(m for m in marks if 0 <= m < cfg.steps)
+    lines = [f"learning rate per group (freeze_steps={sc.freeze_steps}, warm-up={sc.warmup_steps}, "
+             f"{sc.type} to {sc.min_lr_ratio:g}x); '-' = group has nothing to train",
+             f"{'step':>8}" + "".join(f"{g:>18}" for g in PARAM_GROUPS)]  # fmt: skip
+    for step in steps:
+        cells = [f"{schedules[g].lr(step):>18.3e}" if g in present else f"{'-':>18}" for g in PARAM_GROUPS]
+        lines.append(f"{step:>8}" + "".join(cells))
+    return "\n".join(lines)
+
+
+class _NoProgress:
+    def update(self, n: int) -> None:
+        pass
+
+    def set_postfix(self, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return _NoProgress()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoProgress()
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+
+
+def train(cfg: TrainConfig, tokenizer: Any = None, stop_at: int | None = None) -> TrainResult:
+    """Run training as configured; returns where the checkpoints went and the logged metrics.
+
+    ``stop_at`` ends the run after that step without a final checkpoint, as an interruption would.
+    """
+    return Trainer(cfg, tokenizer=tokenizer, stop_at=stop_at).run()
+
+
+def load_train_config(output_dir: str | Path) -> dict[str, Any]:
+    path = Path(output_dir) / TRAIN_CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {output_dir} the output_dir of an `xvla train` run?")
+    return json.loads(path.read_text())
+
+
+def train_config_from_saved(output_dir: str | Path) -> TrainConfig:
+    return from_dict(TrainConfig, load_train_config(output_dir))
