@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-EXTRAS ?= data,train,serve,dev
+EXTRAS ?= data,train,serve,sim,dev
 
 .PHONY: install demo test test-slow lint bench clean
 
@@ -29,6 +29,7 @@ lint: install
 
 bench: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/inference.py
+	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/train.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

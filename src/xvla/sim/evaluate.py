@@ -1,0 +1,224 @@
+"""``xvla eval``: closed-loop success rates of a checkpoint on Meta-World tasks, as one embodiment variant.
+
+Writes to ``output``::
+
+    results.json     per task: successes, episodes, success rate with a 95% Wilson interval, mean
+                     episode length (all episodes and successful ones); the overall numbers; settings
+    results.md       the same as a markdown table
+    videos/*.mp4     a few episodes (all cameras side by side)
+
+The policy sees exactly what a dataset made by ``xvla gen-demos`` holds for the same variant (the
+same cameras, state and instruction) and goes through ``XVLAPolicy``'s own processing, so training
+and evaluation preprocess identically. Layouts come from ``episode_seed(seed, task, i)``; the
+default evaluation seed (1000) differs from the demonstration seed (0), so evaluation layouts are
+not the training layouts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .instructions import instruction, resolve_tasks
+from .rollout import EpisodeResult, EpisodeSpec, run_rollouts
+from .variants import EmbodimentVariant, get_variant
+
+logger = logging.getLogger(__name__)
+
+EXPERT = "expert"
+
+
+@dataclass
+class EvalConfig:
+    policy: str  # checkpoint folder or Hub id, or "expert" for Meta-World's scripted experts
+    tasks: list[str] = field(default_factory=lambda: resolve_tasks("mt10"))
+    variant: str | EmbodimentVariant = "sawyer"
+    episodes_per_task: int = 10
+    seed: int = 1000
+    num_envs: int = 2
+    max_steps: int = 200
+    videos: int = 3
+    output: str = "outputs/eval"
+    device: str = "cpu"
+    domain_id: int | None = None  # default: the variant's
+    n_action_steps: int | None = None  # default: the policy's config.n_action_steps
+    denoising_steps: int | None = None  # default: the policy's config.num_denoising_steps
+    action_horizon_s: float | None = None  # set when the policy was trained with mixture.action_horizon_s
+    image_size: int | None = None  # default: the variant's camera size
+    key_map: dict[str, str] = field(default_factory=dict)
+    privileged_state: bool = False
+    start_method: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tasks, str):
+            self.tasks = resolve_tasks(self.tasks)
+        self.variant = get_variant(self.variant).with_image_size(self.image_size)
+        if self.episodes_per_task < 1:
+            raise ValueError(f"episodes_per_task={self.episodes_per_task} must be >= 1")
+        if self.num_envs < 1:
+            raise ValueError(f"num_envs={self.num_envs} must be >= 1")
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps={self.max_steps} must be >= 1")
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (95% for the default z); (0, 1) when n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1.0 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if successes == 0 else max(0.0, center - half)
+    hi = 1.0 if successes == n else min(1.0, center + half)
+    return lo, hi
+
+
+def load_policy(config: EvalConfig):
+    if config.policy == EXPERT:
+        from .experts import ScriptedExpertPolicy
+
+        return ScriptedExpertPolicy(config.variant)
+    from ..policy import XVLAPolicy
+
+    return XVLAPolicy.from_pretrained(config.policy, device=config.device)
+
+
+def episode_specs(tasks: list[str], episodes_per_task: int, seed: int, videos: int) -> list[EpisodeSpec]:
+    """Episodes task by task; the first episodes of successive tasks are the recorded ones."""
+    from .metaworld_env import episode_seed
+
+    record = set()
+    for i in range(episodes_per_task):
+        for task in tasks:
+            if len(record) < videos:
+                record.add((task, i))
+    return [
+        EpisodeSpec(task, i, episode_seed(seed, task, i), (task, i) in record)
+        for task in tasks
+        for i in range(episodes_per_task)
+    ]
+
+
+def summarize(results: list[EpisodeResult], tasks: list[str]) -> dict[str, Any]:
+    per_task = {}
+    for task in tasks:
+        eps = [r for r in results if r.task == task]
+        per_task[task] = _stats(eps)
+        per_task[task]["instruction"] = instruction(task)
+    overall = _stats(results)
+    overall["mean_task_success_rate"] = float(np.mean([per_task[t]["success_rate"] for t in tasks]))
+    return {"per_task": per_task, "overall": overall}
+
+
+def _stats(eps: list[EpisodeResult]) -> dict[str, Any]:
+    n = len(eps)
+    k = sum(r.success for r in eps)
+    lo, hi = wilson_interval(k, n)
+    ok = [r.length for r in eps if r.success]
+    return {
+        "episodes": n,
+        "successes": k,
+        "success_rate": k / n if n else 0.0,
+        "ci95": [round(lo, 4), round(hi, 4)],
+        "mean_length": float(np.mean([r.length for r in eps])) if eps else None,
+        "mean_length_success": float(np.mean(ok)) if ok else None,
+    }
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int, min_height: int = 192) -> Path:
+    """An mp4 of HxWx3 uint8 frames, enlarged by an integer factor (nearest) to at least ``min_height``."""
+    from ..data.video import VideoEncoder
+
+    factor = max(1, math.ceil(min_height / frames[0].shape[0]))
+    encoder = VideoEncoder(path, fps=fps, crf=20, gop=None, name=path.stem)
+    try:
+        for frame in frames:
+            if factor > 1:
+                frame = frame.repeat(factor, axis=0).repeat(factor, axis=1)
+            encoder.add(np.ascontiguousarray(frame))
+    except BaseException:
+        encoder.abort()
+        raise
+    return encoder.close()
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    lines = [
+        f"# Evaluation: {s['policy']} on variant `{s['variant']['name']}` (domain {s['domain_id']})",
+        "",
+        f"{s['episodes_per_task']} episodes per task, seed {s['seed']}, at most {s['max_steps']} steps; "
+        "success rate with a 95% Wilson interval.",
+        "",
+        "| task | success | 95% CI | mean length | mean length (success) |",
+        "|---|---|---|---|---|",
+    ]
+
+    def row(name: str, st: dict) -> str:
+        lo, hi = st["ci95"]
+        ml = f"{st['mean_length']:.1f}" if st["mean_length"] is not None else "-"
+        mls = f"{st['mean_length_success']:.1f}" if st["mean_length_success"] is not None else "-"
+        return (
+            f"| {name} | {st['successes']}/{st['episodes']} ({100 * st['success_rate']:.0f}%) | "
+            f"{100 * lo:.0f}-{100 * hi:.0f}% | {ml} | {mls} |"
+        )
+
+    for task, st in report["per_task"].items():
+        lines.append(row(task, st))
+    lines.append(row("**all**", report["overall"]))
+    if report.get("videos"):
+        lines += ["", "Videos: " + ", ".join(f"[{Path(v).name}]({v})" for v in report["videos"])]
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(config: EvalConfig, policy: Any = None) -> dict[str, Any]:
+    """Run the evaluation and write the report; ``policy`` overrides loading ``config.policy``."""
+    start = time.perf_counter()
+    policy = load_policy(config) if policy is None else policy
+    variant = config.variant
+    specs = episode_specs(config.tasks, config.episodes_per_task, config.seed, config.videos)
+    results, timings = run_rollouts(
+        policy, specs, variant,
+        num_envs=config.num_envs, max_steps=config.max_steps, domain_id=config.domain_id,
+        n_action_steps=config.n_action_steps, denoising_steps=config.denoising_steps,
+        action_horizon_s=config.action_horizon_s, noise_seed=config.seed, privileged_state=config.privileged_state,
+        start_method=config.start_method, progress=config.progress, key_map=config.key_map,
+    )  # fmt: skip
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    videos = []
+    for r in results:
+        if r.frames:
+            name = f"{r.task}_ep{r.index:03d}_{'success' if r.success else 'failure'}.mp4"
+            write_video(out / "videos" / name, r.frames, variant.fps)
+            videos.append(f"videos/{name}")
+    settings = {k: v for k, v in asdict(config).items() if k not in ("variant", "progress")}
+    settings["variant"] = variant.to_dict()
+    settings["domain_id"] = variant.domain_id if config.domain_id is None else config.domain_id
+    report = {
+        "settings": settings,
+        **summarize(results, config.tasks),
+        "episodes": [
+            {"task": r.task, "index": r.index, "seed": r.seed, "success": r.success, "length": r.length}
+            for r in results
+        ],
+        "videos": videos,
+        "timing": {
+            "wall_s": round(time.perf_counter() - start, 2),
+            "policy_s": round(timings["policy_s"], 2),
+            "env_steps": int(timings["env_steps"]),
+            "env_steps_per_s": round(timings["env_steps"] / max(timings["wall_s"], 1e-9), 1),
+        },
+    }
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    (out / "results.md").write_text(markdown_table(report))
+    return report

@@ -1,0 +1,406 @@
+"""Closed-loop rollouts: one policy in this process, a pool of simulators in worker processes.
+
+Every simulator runs one episode at a time from a shared list of episodes (task, layout seed). At
+each step the environments whose action queue is empty are batched into one
+``policy.predict_action_chunk`` call; the first ``n_action_steps`` actions of each chunk are then
+executed one per step (receding horizon, as ``XVLAPolicy.select_action`` does). Finished
+environments immediately start the next episode from the list.
+
+Results do not depend on the number of environments: layouts come from ``episode_seed`` and the
+flow-matching noise of every chunk from a generator seeded by (noise seed, episode seed, chunk
+number).
+
+A policy is any object with ``predict_action_chunk(batch) -> [B, T, A]`` (torch tensor or numpy)
+that reads the LeRobot keys ``observation.images.<slot>``, ``observation.state``, ``task`` and
+``domain_id``. Its actions are in the variant's action space and are mapped back to the simulator
+by the variant's ``ActionTransform.to_env``. A scripted policy that sets ``uses_environment_state
+= True`` also receives ``observation.environment_state`` (Meta-World's 39-D observation) and
+``task_name``; learned policies never see them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .instructions import canonical_task, instruction
+from .variants import EmbodimentVariant, get_variant
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EpisodeSpec:
+    task: str
+    index: int  # layout index within the task
+    seed: int  # layout seed (episode_seed(base, task, index))
+    record: bool = False  # keep the frames for a video
+
+
+@dataclass
+class EpisodeResult:
+    task: str
+    index: int
+    seed: int
+    success: bool
+    length: int  # variant actions executed
+    reward: float
+    frames: list[np.ndarray] | None = None  # cameras side by side, when recorded
+    final_state: np.ndarray | None = None  # observation.state after the last action
+
+
+@dataclass
+class _Slot:
+    conn: Any
+    spec: EpisodeSpec | None = None
+    number: int = -1
+    obs: dict | None = None
+    raw: np.ndarray | None = None
+    queue: deque = field(default_factory=deque)
+    length: int = 0
+    reward: float = 0.0
+    chunks: int = 0
+    frames: list | None = None
+
+
+# ---------------------------------------------------------------------------------------------- env servers
+def _serve_envs(conn, variant_dict: dict, max_steps: int, privileged: bool) -> None:
+    """Worker loop: ('reset', task, seed) | ('step', action) | ('close',) -> replies over ``conn``."""
+    import warnings
+
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from .metaworld_env import MetaWorldEnv
+
+    warnings.filterwarnings("ignore", message="Constant\\(s\\) may be too high")
+    variant = EmbodimentVariant.from_dict(variant_dict)
+    envs: dict[str, MetaWorldEnv] = {}
+    env = None
+    try:
+        while True:
+            message = conn.recv()
+            cmd = message[0]
+            try:
+                if cmd == "reset":
+                    _, task, seed = message
+                    if task not in envs:
+                        if len(envs) >= 4:  # bound memory and GL contexts on long task lists
+                            envs.pop(next(iter(envs))).close()
+                        envs[task] = MetaWorldEnv(
+                            task, variant, privileged_state=privileged, max_episode_steps=max_steps
+                        )
+                    env = envs[task]
+                    obs, _ = env.reset(seed=seed)
+                    conn.send(("ok", obs, env.raw_observation, 0.0, False, False))
+                elif cmd == "step":
+                    obs, reward, terminated, truncated, _ = env.step(message[1])
+                    conn.send(
+                        ("ok", obs, env.raw_observation, float(reward), bool(terminated), bool(truncated))
+                    )
+                elif cmd == "close":
+                    break
+                else:
+                    raise ValueError(f"unknown command {cmd!r}")
+            except Exception as exc:  # noqa: BLE001 - sent back to the main process
+                import traceback
+
+                conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+    except (EOFError, KeyboardInterrupt):
+        pass
+    finally:
+        for e in envs.values():
+            e.close()
+        conn.close()
+
+
+class _InlineConn:
+    """A worker in this process behind the same send/recv interface (num_envs=1, tests, debugging)."""
+
+    def __init__(self, variant: EmbodimentVariant, max_steps: int, privileged: bool):
+        from .metaworld_env import MetaWorldEnv
+
+        self._make = lambda task: MetaWorldEnv(
+            task, variant, privileged_state=privileged, max_episode_steps=max_steps
+        )
+        self._envs: dict[str, Any] = {}
+        self._env = None
+        self._reply = None
+
+    def send(self, message) -> None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Constant\\(s\\) may be too high")
+            if message[0] == "reset":
+                _, task, seed = message
+                if task not in self._envs:
+                    self._envs[task] = self._make(task)
+                self._env = self._envs[task]
+                obs, _ = self._env.reset(seed=seed)
+                self._reply = ("ok", obs, self._env.raw_observation, 0.0, False, False)
+            elif message[0] == "step":
+                obs, reward, term, trunc, _ = self._env.step(message[1])
+                self._reply = ("ok", obs, self._env.raw_observation, float(reward), bool(term), bool(trunc))
+            elif message[0] == "close":
+                for env in self._envs.values():
+                    env.close()
+                self._envs.clear()
+
+    def recv(self):
+        return self._reply
+
+    def close(self) -> None:
+        pass
+
+
+class EnvPool:
+    """``num_envs`` simulators of one variant, each in its own process (or in this one when num_envs=1)."""
+
+    def __init__(self, variant: EmbodimentVariant, num_envs: int, max_steps: int, privileged: bool = False,
+                 start_method: str | None = None, inline: bool | None = None):  # fmt: skip
+        self.variant = variant
+        self.procs = []
+        self.conns = []
+        inline = num_envs == 1 if inline is None else inline
+        if inline:
+            self.conns = [_InlineConn(variant, max_steps, privileged) for _ in range(num_envs)]
+            return
+        from .demos import mp_context
+
+        ctx = mp_context(start_method)
+        for _ in range(num_envs):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(
+                target=_serve_envs, args=(child, variant.to_dict(), max_steps, privileged), daemon=True
+            )
+            proc.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(proc)
+
+    def close(self) -> None:
+        for conn in self.conns:
+            try:
+                conn.send(("close",))
+            except (BrokenPipeError, OSError):
+                pass
+        for proc in self.procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+        for conn in self.conns:
+            conn.close()
+
+    def __enter__(self) -> EnvPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _receive(conn) -> tuple:
+    reply = conn.recv()
+    if reply[0] == "error":
+        raise RuntimeError(f"a simulator worker failed: {reply[1]}")
+    return reply
+
+
+# ---------------------------------------------------------------------------------------------- policy glue
+def _chunk_noise(policy: Any, seeds: list[int]) -> Any:
+    """Per-episode flow-matching noise for an X-VLA policy (None for other policies)."""
+    model = getattr(policy, "model", None)
+    if model is None or not hasattr(model, "dim_action") or not hasattr(model, "chunk_size"):
+        return None
+    import torch
+
+    noise = [
+        torch.randn((model.chunk_size, model.dim_action), generator=torch.Generator().manual_seed(int(s)))
+        for s in seeds
+    ]
+    return torch.stack(noise)
+
+
+def chunk_to_control_rate(chunk: np.ndarray, fps: float, horizon_s: float | None) -> np.ndarray:
+    """A chunk of N points at times k * horizon_s / N (``action_horizon_s`` training) -> actions at 1/fps.
+
+    ``horizon_s=None``: the chunk is already at the control rate.
+    """
+    if horizon_s is None:
+        return chunk
+    n = chunk.shape[0]
+    last = (n - 1) * horizon_s / n
+    times = np.arange(0.0, last + 1e-9, 1.0 / fps)
+    pos = times * n / horizon_s
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, n - 1)
+    w = (pos - lo)[:, None]
+    return chunk[lo] * (1 - w) + chunk[hi] * w
+
+
+def _predict(policy: Any, batch: dict, seeds: list[int], steps: int | None) -> np.ndarray:
+    kwargs: dict[str, Any] = {}
+    noise = _chunk_noise(policy, seeds)
+    if noise is not None:
+        kwargs["noise"] = noise.to(getattr(policy, "device", "cpu"))
+        if steps is not None:
+            kwargs["steps"] = steps
+    chunk = policy.predict_action_chunk(batch, **kwargs)
+    if hasattr(chunk, "detach"):
+        chunk = chunk.detach().float().cpu().numpy()
+    chunk = np.asarray(chunk, dtype=np.float32)
+    if chunk.ndim == 2:
+        chunk = chunk[:, None]
+    if chunk.ndim != 3 or chunk.shape[0] != len(seeds):
+        raise ValueError(f"predict_action_chunk returned shape {chunk.shape}; expected [{len(seeds)}, T, A]")
+    return chunk
+
+
+def _batch(
+    slots: list[_Slot], domain_id: int, env_state: bool, key_map: dict[str, str] | None
+) -> dict[str, Any]:
+    key_map = key_map or {}
+    batch: dict[str, Any] = {key_map.get(k, k): np.stack([s.obs[k] for s in slots]) for k in slots[0].obs}
+    batch["task"] = [instruction(s.spec.task) for s in slots]
+    batch["domain_id"] = domain_id
+    if env_state:
+        batch["observation.environment_state"] = np.stack([s.raw for s in slots])
+        batch["task_name"] = [s.spec.task for s in slots]
+    return batch
+
+
+def _side_by_side(obs: dict, keys: list[str]) -> np.ndarray:
+    return np.concatenate([obs[k] for k in keys], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------- main loop
+def run_rollouts(
+    policy: Any,
+    episodes: list[EpisodeSpec],
+    variant: str | EmbodimentVariant,
+    *,
+    num_envs: int = 2,
+    max_steps: int = 200,
+    domain_id: int | None = None,
+    n_action_steps: int | None = None,
+    denoising_steps: int | None = None,
+    action_horizon_s: float | None = None,
+    noise_seed: int = 0,
+    privileged_state: bool = False,
+    start_method: str | None = None,
+    progress: bool = True,
+    inline: bool | None = None,
+    key_map: dict[str, str] | None = None,
+) -> tuple[list[EpisodeResult], dict[str, float]]:
+    """Run every episode of ``episodes`` with ``policy``; return the results (in the order given) and timings.
+
+    ``key_map`` renames observation keys for the policy (e.g. ``{"observation.images.main":
+    "observation.images.front"}``) when its cameras were named differently in training.
+    """
+    variant = get_variant(variant)
+    if not episodes:
+        raise ValueError("no episodes to run")
+    episodes = [EpisodeSpec(canonical_task(e.task), e.index, e.seed, e.record) for e in episodes]
+    domain_id = variant.domain_id if domain_id is None else int(domain_id)
+    if n_action_steps is None:
+        n_action_steps = getattr(getattr(policy, "config", None), "n_action_steps", None)
+    env_state = bool(getattr(policy, "uses_environment_state", False))
+    if hasattr(policy, "reset"):
+        policy.reset()
+    if hasattr(policy, "eval"):
+        policy.eval()
+    from .demos import progress_bar
+
+    results: dict[int, EpisodeResult] = {}
+    pending = deque(enumerate(episodes))
+    camera_keys = variant.camera_keys
+    bar = progress_bar(len(episodes), f"eval {variant.name}", progress)
+    timings = {"policy_s": 0.0, "env_s": 0.0, "env_steps": 0, "chunks": 0}
+    start = time.perf_counter()
+    successes = 0
+    with EnvPool(
+        variant, min(num_envs, len(episodes)), max_steps, privileged_state, start_method, inline
+    ) as pool:
+        slots = [_Slot(conn) for conn in pool.conns]
+
+        def start_episode(slot: _Slot) -> bool:
+            if not pending:
+                slot.spec = None
+                return False
+            # Prefer an episode of the task this simulator already has (building an env costs ~0.3 s);
+            # outcomes do not depend on which simulator runs an episode.
+            last = slot.spec.task if slot.spec is not None else None
+            pick = next((i for i, (_, sp) in enumerate(pending) if sp.task == last), 0)
+            number, spec = pending[pick]
+            del pending[pick]
+            slot.spec, slot.number = spec, number
+            slot.queue.clear()
+            slot.length, slot.reward, slot.chunks = 0, 0.0, 0
+            slot.conn.send(("reset", spec.task, spec.seed))
+            return True
+
+        def receive_reset(slot: _Slot) -> None:
+            _, slot.obs, slot.raw, _, _, _ = _receive(slot.conn)
+            slot.frames = [_side_by_side(slot.obs, camera_keys)] if slot.spec.record else None
+
+        for slot in slots:
+            start_episode(slot)
+        for slot in slots:
+            if slot.spec is not None:
+                receive_reset(slot)
+        while any(s.spec is not None for s in slots):
+            active = [s for s in slots if s.spec is not None]
+            need = [s for s in active if not s.queue]
+            if need:
+                t0 = time.perf_counter()
+                seeds = [_noise_seed(noise_seed, s.spec.seed, s.chunks) for s in need]
+                chunk = _predict(policy, _batch(need, domain_id, env_state, key_map), seeds, denoising_steps)
+                timings["policy_s"] += time.perf_counter() - t0
+                timings["chunks"] += 1
+                for s, c in zip(need, chunk, strict=True):
+                    actions = chunk_to_control_rate(c, variant.fps, action_horizon_s)
+                    s.queue.extend(actions[: n_action_steps or len(actions)])
+                    s.chunks += 1
+            t0 = time.perf_counter()
+            for s in active:
+                s.conn.send(("step", s.queue.popleft()))
+            finished = []
+            for s in active:
+                _, s.obs, s.raw, reward, terminated, truncated = _receive(s.conn)
+                s.length += 1
+                s.reward += reward
+                if s.frames is not None:
+                    s.frames.append(_side_by_side(s.obs, camera_keys))
+                if terminated or truncated or s.length >= max_steps:
+                    results[s.number] = EpisodeResult(
+                        s.spec.task,
+                        s.spec.index,
+                        s.spec.seed,
+                        bool(terminated),
+                        s.length,
+                        s.reward,
+                        s.frames,
+                        np.asarray(s.obs["observation.state"]).copy(),
+                    )
+                    successes += bool(terminated)
+                    finished.append(s)
+            timings["env_s"] += time.perf_counter() - t0
+            timings["env_steps"] += len(active)
+            for s in finished:
+                bar.update(1)
+                bar.set_postfix_str(f"success {successes}/{len(results)}")
+                start_episode(s)
+            for s in finished:
+                if s.spec is not None:
+                    receive_reset(s)
+    bar.close()
+    timings["wall_s"] = time.perf_counter() - start
+    return [results[i] for i in range(len(episodes))], timings
+
+
+def _noise_seed(base: int, episode: int, chunk: int) -> int:
+    return int(np.random.SeedSequence([int(base), int(episode), int(chunk)]).generate_state(1)[0])
