@@ -19,15 +19,31 @@ def torch_dtype(name: str) -> torch.dtype:
         raise ValueError(f"dtype={name!r} is invalid: allowed values are {list(TORCH_DTYPES)}") from None
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file."""
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_file(tmp: str | Path, path: str | Path) -> None:
+    """Rename a finished temporary file onto ``path`` with normal permissions (mkstemp makes 0600)."""
+    os.chmod(tmp, 0o666 & ~_current_umask())
+    os.replace(tmp, path)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None], suffix: str = ".tmp") -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file.
+
+    The temporary name is hidden and does not end in the real suffix, so globs such as
+    ``data/*/*.parquet`` never pick up a half-written (or abandoned) file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
-        os.replace(tmp, path)
+        publish_file(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -19,12 +19,12 @@ or meta/stats.json (v2.0).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from ..utils import atomic_write as _atomic_write
 
 CODEBASE_VERSION = "v3.0"
 SUPPORTED_VERSIONS = ("v2.0", "v2.1", "v3.0")
@@ -66,19 +66,7 @@ def chunk_and_file(n: int, chunks_size: int) -> tuple[int, int]:
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary name is hidden and does not end in the real suffix, so globs such as
-    # "data/*/*.parquet" never pick up a half-written (or abandoned) file.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic_write(path, write, suffix=TMP_SUFFIX)
 
 
 def to_jsonable(obj):

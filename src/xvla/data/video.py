@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils import publish_file
+
 DEFAULT_CODEC = "libx264"
 DEFAULT_PIX_FMT = "yuv420p"
 
@@ -138,7 +140,7 @@ class VideoEncoder:
                 self._container.mux(packet)
             self._container.close()
             self._container = None
-            os.replace(self._tmp, self.path)
+            publish_file(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise
