@@ -61,17 +61,12 @@ class XVLAPolicy(nn.Module):
         config, fmt = ckpt.config_from_json(raw, folder)
         if config_overrides:
             config = config.replace(**config_overrides)
-        # Build in float32 and cast after loading so bf16 copies come from the exact fp32 values.
-        target_dtype = config.dtype
+        # Build in float32 and cast after loading, so bf16 weights are rounded once from the file's values.
         policy = cls(config.replace(dtype="float32"), tokenizer=tokenizer)
         state_dict = ckpt.to_internal_state_dict(ckpt.load_weights_file(folder), fmt)
         policy.load_model_state_dict(state_dict, strict=strict, source=str(folder))
-        if target_dtype != "float32":
-            policy.config = config
-            policy.model.config = config
-            policy.model.to(policy.model.dtype)
-        policy.config = config
-        policy.model.config = config
+        policy.config = policy.model.config = config
+        policy.model.to(policy.model.dtype)
         policy._source_dir = folder
         policy.checkpoint_format = fmt
         if device is not None:
@@ -105,8 +100,7 @@ class XVLAPolicy(nn.Module):
             if strict or mismatched:
                 raise ValueError(message)
             logger.warning(message)
-        load = {k: v for k, v in state_dict.items() if k in expected and not mismatched}
-        self.model.load_state_dict(load, strict=False)
+        self.model.load_state_dict({k: v for k, v in state_dict.items() if k in expected}, strict=False)
 
     def save_pretrained(self, directory: str | os.PathLike, format: str = "xvla") -> Path:
         """Write config.json + model.safetensors (+ tokenizer files when available) to ``directory``."""
