@@ -84,6 +84,13 @@ class XVLAModel(nn.Module):
                 p.requires_grad_(cfg.train_policy_transformer)
 
     # ------------------------------------------------------------------ input checks
+    def _index_tensors(self, domain_id, image_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """Accept ints/lists and any integer or 0/1 dtype for the ids and the camera mask."""
+        return (
+            torch.as_tensor(domain_id, device=self.device).long(),
+            torch.as_tensor(image_mask, device=self.device).bool(),
+        )
+
     def _check_inputs(self, input_ids, image_input, image_mask, domain_id, proprio) -> None:
         if image_input.dim() != 5:
             raise ValueError(f"image_input must be [B, V, 3, H, W], got shape {tuple(image_input.shape)}")
@@ -135,8 +142,7 @@ class XVLAModel(nn.Module):
         """Denoise an action chunk: returns [B, chunk, real_action_dim] after the space's postprocess."""
         was_training = self.training
         self.eval()
-        domain_id = torch.as_tensor(domain_id, device=self.device).long()
-        image_mask = torch.as_tensor(image_mask, device=self.device).bool()
+        domain_id, image_mask = self._index_tensors(domain_id, image_mask)
         try:
             self._check_inputs(input_ids, image_input, image_mask, domain_id, proprio)
             proprio = proprio.to(self.dtype)
@@ -172,8 +178,7 @@ class XVLAModel(nn.Module):
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
         """Flow-matching loss terms (a dict; the training loss is their sum)."""
-        domain_id = torch.as_tensor(domain_id, device=self.device).long()
-        image_mask = torch.as_tensor(image_mask, device=self.device).bool()
+        domain_id, image_mask = self._index_tensors(domain_id, image_mask)
         self._check_inputs(input_ids, image_input, image_mask, domain_id, proprio)
         if action.dim() != 3 or action.shape[0] != image_input.shape[0]:
             raise ValueError(f"action must be [B, chunk, action_dim], got shape {tuple(action.shape)}")
