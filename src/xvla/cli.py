@@ -1,4 +1,4 @@
-"""The `xvla` command: `xvla convert`, `xvla info`, `xvla smoke` (and `xvla demo`)."""
+"""The `xvla` command: `xvla convert`, `xvla info`, `xvla smoke` (`xvla demo` and the rest live with their feature)."""
 
 from __future__ import annotations
 
@@ -94,11 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.set_defaults(func=cmd_info)
 
-    for name in ("smoke", "demo"):
-        p = sub.add_parser(name, help="end-to-end smoke run: build, save, load, predict (offline, CPU)")
-        p.add_argument("--output", default="outputs/smoke_checkpoint")
-        p.add_argument("--seed", type=int, default=0)
-        p.set_defaults(func=cmd_smoke)
+    p = sub.add_parser("smoke", help="end-to-end smoke run: build, save, load, predict (offline, CPU)")
+    p.add_argument("--output", default="outputs/smoke_checkpoint")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_smoke)
     _register_optional(sub)
     return parser
 

@@ -1,4 +1,4 @@
-"""`xvla gen-demos` and `xvla eval` (the simulator is imported only when a command runs)."""
+"""`xvla gen-demos`, `xvla eval`, `xvla eval-offline` and `xvla demo` (the simulator is imported only when a command runs)."""
 
 from __future__ import annotations
 
@@ -69,6 +69,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    from .demo import register_demo
+    from .offline import register_eval_offline
+
+    register_demo(sub)
+    register_eval_offline(sub)
     p = sub.add_parser(
         "gen-demos",
         help="generate scripted Meta-World demonstrations into LeRobot v3.0 datasets (one per embodiment variant)",

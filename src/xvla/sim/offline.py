@@ -1,0 +1,217 @@
+"""``xvla eval-offline``: per-dimension action error of a checkpoint on a (held-out) LeRobot dataset.
+
+For every selected episode the policy predicts an action chunk at frames 0, stride, 2*stride, ...;
+the chunk is compared with the recorded actions of the same frames (padding past the episode end is
+left out). Writes to ``output``::
+
+    metrics.json      per dimension: MAE, RMSE (over all chunk steps and over the first step); overall
+    metrics.md        the same as a markdown table
+    plots/episode_<e>_dim_<d>.png   predicted (first n steps of each chunk) vs. recorded trajectory
+
+No simulator is needed: this measures imitation error, not task success (see ``xvla eval``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class OfflineEvalConfig:
+    policy: str  # checkpoint folder or Hub id
+    dataset: str  # LeRobot dataset folder or Hub id
+    output: str = "outputs/eval_offline"
+    episodes: list[int] | None = None  # default: all episodes
+    stride: int | None = None  # frames between predictions (default: the policy's n_action_steps)
+    domain_id: int | None = None  # default: the dataset's xvla_sim domain id, else the policy's
+    key_map: dict[str, str] = field(default_factory=dict)  # model key -> dataset key
+    plot_episodes: int = 3
+    device: str = "cpu"
+    seed: int = 0
+    batch_size: int = 16
+
+
+def _dataset_domain(root: Path) -> int | None:
+    from .demos import read_sim_meta
+
+    meta = read_sim_meta(root)
+    return int(meta["domain_id"]) if meta and "domain_id" in meta else None
+
+
+def evaluate_offline(config: OfflineEvalConfig, policy: Any = None, tokenizer: Any = None) -> dict[str, Any]:
+    import torch
+
+    from ..data import LeRobotDataset, resolve_dataset_root
+    from ..policy import XVLAPolicy
+
+    if policy is None:
+        policy = XVLAPolicy.from_pretrained(config.policy, device=config.device, tokenizer=tokenizer)
+    pcfg = policy.config
+    root = resolve_dataset_root(config.dataset)
+    key = dict(config.key_map)
+    action_key = key.get("action", "action")
+    model_cams = list(pcfg.image_keys or [])
+    cams = [key.get(c, c) for c in model_cams]
+    ds = LeRobotDataset(root, chunk_size=pcfg.chunk_size, episodes=config.episodes, action_key=action_key,
+                        camera_keys=cams or None)  # fmt: skip
+    if not model_cams:
+        model_cams = cams = list(ds.camera_keys)
+    domain = config.domain_id if config.domain_id is not None else _dataset_domain(root)
+    domain = pcfg.domain_id if domain is None else domain
+    stride = config.stride or pcfg.n_action_steps
+    width = int(math.prod(ds.meta.features[action_key]["shape"]))
+    state_key = key.get("observation.state", "observation.state")
+
+    # (slot, frame) of every prediction
+    queries = []
+    for slot in range(len(ds.episodes)):
+        start, stop = ds.episode_range(slot)
+        queries += [(slot, start + f) for f in range(0, stop - start, stride)]
+    gen = torch.Generator().manual_seed(config.seed)
+    preds, targets, pads = [], [], []
+    for i in range(0, len(queries), config.batch_size):
+        items = [ds[idx] for _, idx in queries[i : i + config.batch_size]]
+        batch: dict[str, Any] = {m: torch.stack([it[c] for it in items]) for m, c in zip(model_cams, cams, strict=True)}
+        if state_key in items[0]:
+            batch["observation.state"] = torch.stack([torch.as_tensor(it[state_key]).float() for it in items])
+        batch["task"] = [it["task"] for it in items]
+        batch["domain_id"] = int(domain)
+        chunk = policy.predict_action_chunk(batch, generator=gen).cpu().numpy()
+        preds.append(chunk[..., :width])
+        targets.append(np.stack([np.asarray(it[action_key], np.float32) for it in items]))
+        pads.append(np.stack([np.asarray(it[f"{action_key}_is_pad"], bool) for it in items]))
+    pred, target, pad = np.concatenate(preds), np.concatenate(targets), np.concatenate(pads)
+    if pred.shape[-1] < width:
+        raise ValueError(f"the policy predicts {pred.shape[-1]} action dims but the dataset's {action_key!r} has {width}")
+    valid = ~pad
+    err = pred - target
+    per_dim = []
+    for d in range(width):
+        e_all = err[..., d][valid]
+        e_first = err[:, 0, d]
+        per_dim.append({
+            "dim": d, "mae": float(np.abs(e_all).mean()), "rmse": float(np.sqrt((e_all**2).mean())),
+            "mae_first_step": float(np.abs(e_first).mean()), "target_std": float(target[..., d][valid].std()),
+        })  # fmt: skip
+    e = err[valid]
+    report = {
+        "settings": {**asdict(config), "dataset_root": str(root), "domain_id": int(domain), "stride": stride,
+                     "chunk_size": pcfg.chunk_size},  # fmt: skip
+        "predictions": len(queries),
+        "episodes": [int(e) for e in ds.episodes],
+        "per_dim": per_dim,
+        "overall": {"mae": float(np.abs(e).mean()), "rmse": float(np.sqrt((e**2).mean()))},
+    }
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    report["plots"] = _plots(out / "plots", ds, queries, pred, target, stride, width, config.plot_episodes)
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    (out / "metrics.md").write_text(markdown(report))
+    return report
+
+
+def _plots(folder: Path, ds, queries, pred, target, stride: int, width: int, episodes: int) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for slot in range(min(episodes, len(ds.episodes))):
+        start, stop = ds.episode_range(slot)
+        rows = [i for i, (s, _) in enumerate(queries) if s == slot]
+        recorded = _recorded(ds, slot)[:, :width]
+        for d in range(width):
+            fig, ax = plt.subplots(figsize=(7, 2.6))
+            ax.plot(np.arange(len(recorded)), recorded[:, d], color="black", linewidth=1.5, label="recorded")
+            for n, i in enumerate(rows):
+                f0 = queries[i][1] - start
+                steps = min(pred.shape[1], len(recorded) - f0)
+                ax.plot(np.arange(f0, f0 + steps), pred[i, :steps, d], color="tab:orange", linewidth=0.8,
+                        alpha=0.7, label="predicted chunks" if n == 0 else None)  # fmt: skip
+                ax.scatter([f0], [pred[i, 0, d]], color="tab:orange", s=6)
+            ax.set_xlabel("frame")
+            ax.set_ylabel(f"action[{d}]")
+            ax.set_title(f"episode {ds.episodes[slot]}, action dim {d} (chunks every {stride} frames)", fontsize=9)
+            ax.legend(fontsize=7)
+            fig.tight_layout()
+            path = folder / f"episode_{ds.episodes[slot]}_dim_{d}.png"
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            paths.append(str(path.relative_to(folder.parent)))
+    return paths
+
+
+def _recorded(ds, slot: int) -> np.ndarray:
+    """The recorded actions of the ``slot``-th selected episode, [length, width]."""
+    row, length = int(ds._ep_start[slot]), int(ds._ep_length[slot])
+    return np.asarray(ds._arrays[ds.action_key][row : row + length], np.float32).reshape(length, -1)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    lines = [
+        f"# Offline evaluation: {s['policy']} on {s['dataset']}",
+        "",
+        f"{report['predictions']} chunk predictions (every {s['stride']} frames, chunk {s['chunk_size']}) on "
+        f"episodes {report['episodes'][:10]}{' ...' if len(report['episodes']) > 10 else ''}; domain {s['domain_id']}.",
+        "",
+        "| action dim | MAE | RMSE | MAE (first step) | recorded std |",
+        "|---|---|---|---|---|",
+    ]
+    for r in report["per_dim"]:
+        lines.append(f"| {r['dim']} | {r['mae']:.4f} | {r['rmse']:.4f} | {r['mae_first_step']:.4f} | {r['target_std']:.4f} |")
+    o = report["overall"]
+    lines.append(f"| **all** | {o['mae']:.4f} | {o['rmse']:.4f} | | |")
+    return "\n".join(lines) + "\n"
+
+
+def _episodes(text: str) -> list[int]:
+    out: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out += list(range(int(a), int(b) + 1))
+        else:
+            out.append(int(part))
+    return out
+
+
+def cmd_eval_offline(args) -> int:
+    from .cli import _key_map
+
+    report = evaluate_offline(OfflineEvalConfig(
+        policy=args.policy, dataset=args.dataset, output=args.output, episodes=args.episodes, stride=args.stride,
+        domain_id=args.domain_id, key_map=_key_map(args.key_map) if args.key_map else {},
+        plot_episodes=args.plot_episodes, device=args.device, seed=args.seed,
+    ))  # fmt: skip
+    print(markdown(report))
+    print(f"results: {args.output}/metrics.json, {args.output}/metrics.md, {len(report['plots'])} plots in {args.output}/plots")
+    return 0
+
+
+def register_eval_offline(sub) -> None:
+    p = sub.add_parser(
+        "eval-offline",
+        help="per-dimension action error of a checkpoint on a held-out dataset split, with trajectory plots",
+        description="Predict action chunks along recorded episodes and compare them with the recorded actions: "
+        "MAE / RMSE per action dimension (JSON + markdown) and predicted-vs-recorded plots.",
+    )
+    p.add_argument("policy", help="checkpoint folder or Hub id")
+    p.add_argument("dataset", help="LeRobot dataset folder or Hub id")
+    p.add_argument("--episodes", type=_episodes, default=None, help="e.g. 15-19 or 3,7,9 (default: all)")
+    p.add_argument("--stride", type=int, default=None, help="frames between predictions (default: n_action_steps)")
+    p.add_argument("--domain-id", type=int, default=None, help="default: the dataset's variant, else the policy's")
+    p.add_argument("--key-map", default="", help="model key=dataset key pairs, comma-separated")
+    p.add_argument("--plot-episodes", type=int, default=3, help="episodes to plot (default: %(default)s)")
+    p.add_argument("--output", "-o", default="outputs/eval_offline")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_eval_offline)
