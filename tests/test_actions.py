@@ -180,3 +180,9 @@ def test_redefining_the_same_class_replaces_it():
         assert ACTION_REGISTRY["tmp_redefined_space"] is second and first is not second
     finally:
         ACTION_REGISTRY.pop("tmp_redefined_space", None)
+
+
+def test_action_hub_alias_for_ported_code():
+    from xvla import action_hub
+
+    assert action_hub.register_action is register_action and action_hub.BaseActionSpace is BaseActionSpace
