@@ -94,6 +94,36 @@ class BaseActionSpace(nn.Module):
     def postprocess(self, action: torch.Tensor) -> torch.Tensor:
         return action
 
+    def invert_postprocess(self, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Robot action(s) [..., real_dim] -> (model-space action [..., dim_action], channel mask [dim_action]).
+
+        The inverse of :meth:`postprocess`, used to constrain sampling to actions the robot has already
+        committed to (real-time chunking). The mask is False for model channels the robot never sees
+        (padding), which therefore cannot be constrained.
+        """
+        if type(self).postprocess is not BaseActionSpace.postprocess:
+            raise NotImplementedError(
+                f"action space '{self.name}' overrides postprocess() but not invert_postprocess(): implement "
+                "invert_postprocess(action) -> (model action, channel mask) to use a committed action prefix"
+            )
+        _check_width(self, action)
+        return action, torch.ones(self.dim_action, dtype=torch.bool, device=action.device)
+
+
+def _check_width(space: BaseActionSpace, action: torch.Tensor) -> None:
+    if action.shape[-1] != space.real_dim:
+        raise ValueError(
+            f"the action prefix has {action.shape[-1]} channels but action_mode '{space.name}' gives the robot "
+            f"{space.real_dim}: pass the actions exactly as the policy returned them"
+        )
+
+
+def _logit_channels(x: torch.Tensor, idx: Sequence[int], eps: float = 1e-4) -> torch.Tensor:
+    """Inverse of the sigmoid on gripper channels; 0 and 1 are clamped to finite logits (about +-9.2)."""
+    x = x.clone()
+    x[..., list(idx)] = torch.logit(x[..., list(idx)].clamp(eps, 1 - eps))
+    return x
+
 
 def _check_shapes(space: BaseActionSpace, pred: torch.Tensor, target: torch.Tensor) -> None:
     if pred.shape != target.shape:
@@ -170,6 +200,10 @@ class EE6DActionSpace(_EndEffector6D):
     def postprocess(self, action):
         return _sigmoid_channels(action, self.gripper_idx)
 
+    def invert_postprocess(self, action):
+        _check_width(self, action)
+        return _logit_channels(action, self.gripper_idx), torch.ones(self.dim_action, dtype=torch.bool, device=action.device)
+
 
 @register_action("agibot_ee6d")
 class AgibotEE6DActionSpace(_EndEffector6D):
@@ -213,6 +247,10 @@ class JointActionSpace(BaseActionSpace):
     def postprocess(self, action):
         return _sigmoid_channels(action, self.gripper_idx)
 
+    def invert_postprocess(self, action):
+        _check_width(self, action)
+        return _logit_channels(action, self.gripper_idx), torch.ones(self.dim_action, dtype=torch.bool, device=action.device)
+
 
 class _PaddedActionSpace(BaseActionSpace):
     """A robot action of ``real_dim`` channels predicted inside a wider model action."""
@@ -244,6 +282,15 @@ class _PaddedActionSpace(BaseActionSpace):
 
     def postprocess(self, action):
         return self.to_real_dim(action)
+
+    def invert_postprocess(self, action):
+        _check_width(self, action)
+        return _pad_last(action, self.dim_action), self._real_channels(action.device)
+
+    def _real_channels(self, device) -> torch.Tensor:
+        mask = torch.zeros(self.dim_action, dtype=torch.bool, device=device)
+        mask[: self.real_dim] = True
+        return mask
 
 
 @register_action("franka_joint7")
@@ -285,6 +332,10 @@ class SO101BimanualActionSpace(_PaddedActionSpace):
         if action.shape[-1] < self.real_dim:
             raise ValueError(f"so101_bimanual expects at least 12 action channels, got {action.shape[-1]}")
         return self.to_real_dim(_sigmoid_channels(action, self.gripper_idx))
+
+    def invert_postprocess(self, action):
+        _check_width(self, action)
+        return _pad_last(_logit_channels(action, self.gripper_idx), self.dim_action), self._real_channels(action.device)
 
 
 @register_action("auto")

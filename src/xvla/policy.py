@@ -253,12 +253,20 @@ class XVLAPolicy(nn.Module):
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         steps: int | None = None,
+        prefix: torch.Tensor | None = None,
+        prefix_weights: torch.Tensor | None = None,
+        guidance: str = "inpaint",
     ) -> torch.Tensor:
-        """A full action chunk [B, chunk_size, real_action_dim] (float32)."""
+        """A full action chunk [B, chunk_size, real_action_dim] (float32).
+
+        ``prefix`` [B, d, real_action_dim]: actions the robot has committed to (real-time chunking),
+        weighted by ``prefix_weights`` ([d] or [B, d]); see ``XVLAModel.generate_actions``.
+        """
         self.eval()
         inputs = self.prepare_inputs(batch)
+        constraint = {} if prefix is None else {"prefix": prefix, "prefix_weights": prefix_weights, "guidance": guidance}
         actions = self.model.generate_actions(
-            **inputs, steps=steps or self.config.num_denoising_steps, noise=noise, generator=generator
+            **inputs, steps=steps or self.config.num_denoising_steps, noise=noise, generator=generator, **constraint
         )
         return actions.float()
 

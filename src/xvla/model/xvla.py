@@ -18,6 +18,7 @@ from torch import nn
 from ..actions import BaseActionSpace, build_action_space
 from ..config import XVLAConfig
 from ..utils import torch_dtype
+from .prefix import DEFAULT_MAX_GUIDANCE, PrefixConstraint, build_prefix_constraint
 from .transformer import Context, SoftPromptedTransformer
 from .vlm import FlorenceEncoder
 
@@ -138,8 +139,18 @@ class XVLAModel(nn.Module):
         steps: int | None = None,
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        prefix: torch.Tensor | None = None,
+        prefix_weights: torch.Tensor | None = None,
+        guidance: str = "inpaint",
+        max_guidance: float = DEFAULT_MAX_GUIDANCE,
     ) -> torch.Tensor:
-        """Denoise an action chunk: returns [B, chunk, real_action_dim] after the space's postprocess."""
+        """Denoise an action chunk: returns [B, chunk, real_action_dim] after the space's postprocess.
+
+        ``prefix`` [B, d, real_action_dim] (robot space, as this method returns actions) constrains the
+        first d actions, each with a weight in ``prefix_weights`` ([d] or [B, d], default 1): real-time
+        chunking. ``guidance`` is ``"inpaint"`` (exact where the weight is 1) or ``"guided"`` (a
+        vector-Jacobian correction, clipped at ``max_guidance``); see :mod:`xvla.model.prefix`.
+        """
         was_training = self.training
         self.eval()
         domain_id, image_mask = self._index_tensors(domain_id, image_mask)
@@ -153,16 +164,38 @@ class XVLAModel(nn.Module):
             elif tuple(noise.shape) != shape:
                 raise ValueError(f"noise must have shape {shape} = [B, chunk_size, model action dim], got {tuple(noise.shape)}")
             x1 = noise.to(device=self.device, dtype=self.dtype)
+            constraint = None
+            if prefix is not None:
+                constraint = build_prefix_constraint(
+                    self.action_space, prefix, prefix_weights, shape, mode=guidance, max_guidance=max_guidance,
+                    dtype=self.dtype, device=self.device,
+                )  # fmt: skip
             context = self.encode(input_ids, image_input, image_mask, domain_id)
             steps = max(1, int(steps if steps is not None else self.config.num_denoising_steps))
             action = torch.zeros_like(x1)
             for i in range(steps, 0, -1):
                 t = torch.full((batch,), i / steps, device=self.device, dtype=self.dtype)
                 x_t = x1 * t.view(-1, 1, 1) + action * (1 - t).view(-1, 1, 1)
-                action = self.denoise_step(context, x_t, proprio, t)
+                if constraint is None:
+                    action = self.denoise_step(context, x_t, proprio, t)
+                else:
+                    action = self._constrained_step(context, x_t, proprio, t, i / steps, constraint)
             return self.action_space.postprocess(action)
         finally:
             self.train(was_training)
+
+    def _constrained_step(
+        self, context: Context, x_t: torch.Tensor, proprio: torch.Tensor, t: torch.Tensor, level: float,
+        constraint: PrefixConstraint,
+    ) -> torch.Tensor:  # fmt: skip
+        """One denoising step whose clean estimate is pulled towards the committed prefix."""
+        if constraint.mode == "inpaint":
+            return constraint.inpaint(self.denoise_step(context, x_t, proprio, t))
+        # Guidance differentiates through the network; tensors made under inference_mode cannot be saved.
+        with torch.inference_mode(False):
+            context = Context(tokens=context.tokens.clone(), domain_id=context.domain_id.clone())
+            proprio, t = proprio.clone(), t.clone()
+        return constraint.guide(lambda x: self.denoise_step(context, x, proprio, t), x_t, level)
 
     # ------------------------------------------------------------------ training
     def forward(

@@ -1,0 +1,126 @@
+"""Where chunks come from: an in-process policy, a remote ``xvla serve``, or any callable.
+
+A *chunk function* takes ``(observation, request)`` and returns one chunk [T, A] (numpy) in the robot's
+action space. ``request`` is a :class:`~xvla.execution.scheduler.ChunkRequest`; for ``rtc`` it
+carries the committed prefix, its weights and the expected delay.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from .scheduler import ChunkRequest
+
+ChunkFn = Callable[[Mapping[str, Any], ChunkRequest], np.ndarray]
+
+
+def chunk_seed(base: int, episode: int, chunk: int) -> int:
+    """The seed of one chunk's flow-matching noise (the same rule as simulator rollouts)."""
+    return int(np.random.SeedSequence([int(base), int(episode), int(chunk)]).generate_state(1)[0])
+
+
+class PolicySource:
+    """An in-process policy with ``predict_action_chunk`` (an :class:`~xvla.XVLAPolicy`).
+
+    ``seed`` makes every chunk's noise reproducible (``chunk_seed(seed, episode, chunk number)``);
+    ``observation`` is one unbatched LeRobot-style observation (HxWx3 frames, a 1-D state, ``task``).
+    """
+
+    def __init__(self, policy: Any, *, seed: int | None = None, steps: int | None = None, guidance: str = "inpaint"):
+        self.policy = policy
+        self.seed = seed
+        self.steps = steps
+        self.guidance = guidance
+        self.episode = 0
+        self.accepts_prefix = _accepts(policy.predict_action_chunk, "prefix")
+
+    def __call__(self, observation: Mapping[str, Any], request: ChunkRequest) -> np.ndarray:
+        import torch
+
+        kwargs: dict[str, Any] = {}
+        model = getattr(self.policy, "model", None)
+        if self.seed is not None and model is not None and hasattr(model, "dim_action"):
+            generator = torch.Generator().manual_seed(chunk_seed(self.seed, self.episode, request.number))
+            kwargs["noise"] = torch.randn((1, model.chunk_size, model.dim_action), generator=generator)
+        if self.steps is not None:
+            kwargs["steps"] = self.steps
+        if request.prefix is not None and self.accepts_prefix:
+            kwargs["prefix"] = torch.from_numpy(request.prefix).unsqueeze(0)
+            kwargs["prefix_weights"] = torch.from_numpy(request.prefix_weights).unsqueeze(0)
+            kwargs["guidance"] = self.guidance
+        chunk = self.policy.predict_action_chunk(batch_of_one(observation), **kwargs)
+        return as_chunk(chunk)
+
+
+class ClientSource:
+    """A remote policy server through :class:`xvla.serve.Client` (``act`` with prefix and delay)."""
+
+    def __init__(self, client: Any, *, seed: int | None = None, steps: int | None = None, guidance: str = "inpaint"):
+        self.client = client
+        self.seed = seed
+        self.steps = steps
+        self.guidance = guidance
+        self.episode = 0
+        self.accepts_prefix = True
+
+    def __call__(self, observation: Mapping[str, Any], request: ChunkRequest) -> np.ndarray:
+        kwargs: dict[str, Any] = {"steps": self.steps}
+        if self.seed is not None:
+            kwargs["seed"] = chunk_seed(self.seed, self.episode, request.number) % (2**63)
+        if request.prefix is not None:
+            kwargs.update(prefix=request.prefix, delay=request.delay, guidance=self.guidance)
+        return as_chunk(self.client.act(observation, **kwargs))
+
+
+def as_source(policy: Any, **kwargs: Any) -> ChunkFn:
+    """A chunk function for ``policy``: an ``XVLAPolicy``-like object, a ``Client``, or a callable."""
+    if hasattr(policy, "predict_action_chunk"):
+        return PolicySource(policy, **kwargs)
+    if hasattr(policy, "act") and hasattr(policy, "info"):
+        return ClientSource(policy, **kwargs)
+    if callable(policy):
+        return policy
+    raise TypeError(
+        f"cannot get action chunks from a {type(policy).__name__}: pass an XVLAPolicy, an xvla.serve.Client, "
+        "or a callable (observation, request) -> chunk [T, action_dim]"
+    )
+
+
+def accepts_prefix(source: Any) -> bool:
+    """Whether a chunk function uses rtc's prefix (else the executor applies the mask after sampling)."""
+    flag = getattr(source, "accepts_prefix", None)
+    return bool(flag) if flag is not None else False
+
+
+def batch_of_one(observation: Mapping[str, Any]) -> dict[str, Any]:
+    """One observation -> a batch of one (1-D state -> [1, S]; frames and strings as the policy takes them)."""
+    out = dict(observation)
+    state = out.get("observation.state")
+    if state is not None and np.ndim(state) == 1:
+        out["observation.state"] = np.asarray(state, dtype=np.float32)[None]
+    if isinstance(out.get("task"), str):
+        out["task"] = [out["task"]]
+    return out
+
+
+def as_chunk(chunk: Any) -> np.ndarray:
+    if hasattr(chunk, "detach"):
+        chunk = chunk.detach().float().cpu().numpy()
+    chunk = np.asarray(chunk, dtype=np.float32)
+    if chunk.ndim == 3 and chunk.shape[0] == 1:
+        chunk = chunk[0]
+    if chunk.ndim != 2:
+        raise ValueError(f"the policy returned a chunk of shape {chunk.shape}; expected [T, action_dim]")
+    return chunk
+
+
+def _accepts(fn: Callable, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
