@@ -113,9 +113,28 @@ def observation_to_wire(observation: Mapping[str, Any], image_format: str = "raw
             out[key] = int(_to_numpy(value).reshape(-1)[0])
         elif key in ("seed",):
             out[key] = int(value)
-        elif key == "noise":
+        elif key in ("noise", "prefix", "prefix_weights"):
             out[key] = encode_array(_to_numpy(value).astype(np.float32))
+        elif key == "delay":
+            out[key] = int(value)
+        elif key == "guidance":
+            out[key] = str(value)
     return out
+
+
+def with_prefix(observation: Mapping[str, Any], prefix: Any = None, delay: int | None = None,
+                prefix_weights: Any = None, guidance: str | None = None) -> Mapping[str, Any]:  # fmt: skip
+    """Attach a committed action prefix (real-time chunking) to one observation for /v1/act.
+
+    ``prefix`` [d, action_dim]: the actions the robot will execute from this observation on;
+    ``delay``: control steps until the new chunk arrives (those actions get weight 1, the rest of the
+    prefix a decaying weight), or explicit ``prefix_weights`` [d]; ``guidance``: "inpaint" or "guided".
+    """
+    extra = {k: v for k, v in (("prefix", prefix), ("delay", delay), ("prefix_weights", prefix_weights),
+                               ("guidance", guidance)) if v is not None}  # fmt: skip
+    if extra and prefix is None:
+        raise ValueError("delay, prefix_weights and guidance only apply to a prefix: pass prefix=the committed actions")
+    return {**observation, **extra} if extra else observation
 
 
 def _act_body(observations: Sequence[Mapping[str, Any]], seed: int | None, noise: Any, steps: int | None,
@@ -178,8 +197,11 @@ class Client:
         self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=_headers(api_key), **httpx_kwargs)
 
     def act(self, observation: Mapping[str, Any], *, seed: int | None = None, noise: Any = None,
-            steps: int | None = None) -> np.ndarray:  # fmt: skip
+            steps: int | None = None, prefix: Any = None, delay: int | None = None, prefix_weights: Any = None,
+            guidance: str | None = None) -> np.ndarray:  # fmt: skip
+        """One chunk; ``prefix``/``delay``/``prefix_weights``/``guidance``: see :func:`with_prefix`."""
         noise = None if noise is None else _to_numpy(noise).reshape(1, *_to_numpy(noise).shape[-2:])
+        observation = with_prefix(observation, prefix, delay, prefix_weights, guidance)
         return self.act_batch([observation], seed=seed, noise=noise, steps=steps)[0]
 
     def act_batch(self, observations: Sequence[Mapping[str, Any]], *, seed: int | None = None, noise: Any = None,
@@ -227,8 +249,10 @@ class AsyncClient:
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=_headers(api_key), **httpx_kwargs)
 
     async def act(self, observation: Mapping[str, Any], *, seed: int | None = None, noise: Any = None,
-                  steps: int | None = None) -> np.ndarray:  # fmt: skip
+                  steps: int | None = None, prefix: Any = None, delay: int | None = None,
+                  prefix_weights: Any = None, guidance: str | None = None) -> np.ndarray:  # fmt: skip
         noise = None if noise is None else _to_numpy(noise).reshape(1, *_to_numpy(noise).shape[-2:])
+        observation = with_prefix(observation, prefix, delay, prefix_weights, guidance)
         return (await self.act_batch([observation], seed=seed, noise=noise, steps=steps))[0]
 
     async def act_batch(self, observations: Sequence[Mapping[str, Any]], *, seed: int | None = None,

@@ -51,11 +51,15 @@ class Sample:
     proprio: torch.Tensor  # [1, P]
     noise: torch.Tensor  # [1, chunk, model action dim] float32
     steps: int
+    prefix: torch.Tensor | None = None  # [1, chunk, action dim]: committed actions, zero-padded to the chunk
+    prefix_weights: torch.Tensor | None = None  # [1, chunk]: zero beyond the committed actions
+    guidance: str = "inpaint"
 
     @property
-    def batch_key(self) -> tuple[int, int]:
-        """Samples with equal keys can share one forward pass."""
-        return (self.steps, int(self.image_input.shape[1]))
+    def batch_key(self) -> tuple:
+        """Samples with equal keys can share one forward pass (a committed prefix adds its guidance mode)."""
+        base = (self.steps, int(self.image_input.shape[1]))
+        return base if self.prefix is None else (*base, self.guidance)
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -129,6 +133,7 @@ class ServeEngine:
             image_keys=tuple(cfg.image_keys) if cfg.image_keys else None,
             encoded_channel_order=encoded_channel_order,
             limits=self.limits,
+            action_dim=self.model.real_action_dim,
         )
 
     @classmethod
@@ -217,7 +222,19 @@ class ServeEngine:
             proprio=proprio,
             noise=self.draw_noise(obs),
             steps=obs.steps,
+            **self.prefix_fields(obs),
         )
+
+    def prefix_fields(self, obs: Observation) -> dict[str, Any]:
+        """A committed prefix as fixed-size tensors, so samples with different prefix lengths batch together."""
+        if obs.prefix is None:
+            return {}
+        length, width = obs.prefix.shape
+        prefix = torch.zeros(1, self.config.chunk_size, width)
+        weights = torch.zeros(1, self.config.chunk_size)
+        prefix[0, :length] = torch.from_numpy(obs.prefix)
+        weights[0, :length] = torch.from_numpy(obs.prefix_weights)
+        return {"prefix": prefix, "prefix_weights": weights, "guidance": obs.guidance}
 
     def noise_shape(self, batch: int = 1) -> tuple[int, int, int]:
         return (batch, self.config.chunk_size, self.model.dim_action)
@@ -255,7 +272,10 @@ class ServeEngine:
                 proprio=cat("proprio"),
                 steps=samples[0].steps,
                 noise=cat("noise"),
-            )
+                **({} if samples[0].prefix is None else {
+                    "prefix": cat("prefix"), "prefix_weights": cat("prefix_weights"), "guidance": samples[0].guidance,
+                }),
+            )  # fmt: skip
         out = actions.float().cpu().numpy()
         finite = np.isfinite(out.reshape(out.shape[0], -1)).all(axis=1)
         return [out[i] if finite[i] else NON_FINITE for i in range(out.shape[0])]

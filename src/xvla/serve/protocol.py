@@ -79,6 +79,7 @@ class ModelSpec:
     image_keys: tuple[str, ...] | None = None
     encoded_channel_order: str = "rgb"  # "bgr" reproduces the official server's cv2.imdecode
     limits: Limits = field(default_factory=Limits)
+    action_dim: int | None = None  # the robot's action width (a committed prefix has it); None = model width
 
 
 @dataclass
@@ -92,6 +93,9 @@ class Observation:
     steps: int
     seed: int | None = None
     noise: np.ndarray | None = None  # [chunk, model action dim] float32
+    prefix: np.ndarray | None = None  # [d, action dim] float32: actions the robot committed to (real-time chunking)
+    prefix_weights: np.ndarray | None = None  # [d] float32 in [0, 1]
+    guidance: str = "inpaint"
 
 
 # ------------------------------------------------------------------------------------------ JSON body
@@ -470,7 +474,8 @@ def parse_official(payload: dict[str, Any], spec: ModelSpec) -> Observation:
 
 def parse_native(payload: dict[str, Any], spec: ModelSpec) -> list[Observation]:
     """The native ``/v1/act`` body: ``{"observations": [...]}`` (or ``"observation": {...}``), ``seed``,
-    ``noise``, ``steps``."""
+    ``noise``, ``steps``. An observation may carry a committed action ``prefix`` with its ``delay``
+    (or ``prefix_weights``) and ``guidance`` (real-time chunking)."""
     if "observations" in payload:
         raw = payload["observations"]
         if not isinstance(raw, list):
@@ -520,7 +525,55 @@ def _parse_native_observation(obs: dict[str, Any], name: str, spec: ModelSpec, s
         raise RequestError(f"{name}.domain_id", f"missing: this server needs one of {sorted(spec.allowed_domains)}")
     seed = parse_seed(obs.get("seed"), f"{name}.seed")
     noise = parse_noise(obs["noise"], f"{name}.noise", spec) if obs.get("noise") is not None else None
-    return Observation(images=images, state=state, task=task, domain_id=domain, steps=steps, seed=seed, noise=noise)
+    item = Observation(images=images, state=state, task=task, domain_id=domain, steps=steps, seed=seed, noise=noise)
+    if obs.get("prefix") is not None:
+        item.prefix, item.prefix_weights, item.guidance = parse_prefix(obs, name, spec)
+    elif any(obs.get(k) is not None for k in PREFIX_OPTIONS):
+        raise RequestError(f"{name}.prefix", f"missing: {[k for k in PREFIX_OPTIONS if obs.get(k) is not None]} "
+                           "only apply to a committed 'prefix' of actions")  # fmt: skip
+    return item
+
+
+# ------------------------------------------------------------------------------------------ real-time chunking
+PREFIX_OPTIONS = ("delay", "prefix_weights", "guidance")
+GUIDANCE_MODES = ("inpaint", "guided")
+
+
+def parse_prefix(obs: dict[str, Any], name: str, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray, str]:
+    """``prefix`` [d, action dim] + ``delay`` (or explicit ``prefix_weights`` [d]) + ``guidance``.
+
+    Without explicit weights, real-time chunking's mask is used: weight 1 for the ``delay`` actions
+    executed while the chunk is computed, then decaying to 0 over the rest of the prefix.
+    """
+    from ..execution.strategies import rtc_prefix_weights
+
+    width = spec.action_dim or spec.model_action_dim
+    array = decode_array(obs["prefix"], f"{name}.prefix", kinds="uif", max_elements=spec.chunk_size * width, max_ndim=2)
+    if array.ndim != 2 or not 1 <= array.shape[0] <= spec.chunk_size or array.shape[1] != width:
+        raise RequestError(f"{name}.prefix", f"expected [d, {width}] committed actions with 1 <= d <= "
+                           f"chunk_size={spec.chunk_size}, got shape {list(array.shape)}")  # fmt: skip
+    prefix = array.astype(np.float64)
+    if not np.isfinite(prefix).all():
+        raise RequestError(f"{name}.prefix", "contains NaN or infinite values; expected finite numbers")
+    _check_magnitude(prefix, f"{name}.prefix", spec)
+    length = prefix.shape[0]
+    if obs.get("prefix_weights") is not None:
+        weights = decode_array(obs["prefix_weights"], f"{name}.prefix_weights", kinds="uif", max_elements=length,
+                               max_ndim=1).astype(np.float64)  # fmt: skip
+        if weights.shape != (length,) or not np.isfinite(weights).all() or weights.min() < 0 or weights.max() > 1:
+            raise RequestError(f"{name}.prefix_weights", f"expected {length} numbers in [0, 1], one per prefix action")
+    elif obs.get("delay") is not None:
+        delay = parse_int(obs["delay"], f"{name}.delay", f"an integer number of control steps in [0, {length}]")
+        if not 0 <= delay <= length:
+            raise RequestError(f"{name}.delay", f"delay={delay} is out of range: expected [0, {length}] (the prefix length)")
+        weights = rtc_prefix_weights(delay, length)
+    else:
+        raise RequestError(f"{name}.delay", "missing: a prefix needs the inference delay in control steps "
+                           "(or explicit prefix_weights)")  # fmt: skip
+    guidance = obs.get("guidance", "inpaint")
+    if guidance not in GUIDANCE_MODES:
+        raise RequestError(f"{name}.guidance", f"{guidance!r:.40} is unknown: choose one of {list(GUIDANCE_MODES)}")
+    return prefix.astype(np.float32), weights.astype(np.float32), guidance
 
 
 def _camera_keys(obs: dict[str, Any], name: str, spec: ModelSpec) -> Sequence[str]:
