@@ -57,6 +57,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         n_action_steps=args.n_action_steps, denoising_steps=args.denoising_steps,
         action_horizon_s=args.action_horizon_s, image_size=args.image_size, key_map=args.key_map,
         privileged_state=args.privileged_state, progress=not args.no_progress,
+        execution=args.execution, delay_steps=args.delay_steps,
     )  # fmt: skip
     report = evaluate(config)
     from .evaluate import markdown_table
@@ -137,6 +138,10 @@ def register(sub) -> None:
     p.add_argument("--key-map", type=_key_map, default={},
                    help="rename observation keys for the policy, e.g. observation.images.main=observation.images.front")  # fmt: skip
     p.add_argument("--privileged-state", action="store_true")
+    p.add_argument("--execution", default="sync", choices=["sync", "replace", "blend", "ensemble", "rtc"],
+                   help="how chunks are executed while the next one is computed (default: %(default)s)")  # fmt: skip
+    p.add_argument("--delay-steps", type=int, default=0,
+                   help="simulated inference delay in control steps (default: %(default)s)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="also print the overall numbers as JSON")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)

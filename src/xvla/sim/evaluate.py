@@ -56,6 +56,8 @@ class EvalConfig:
     privileged_state: bool = False
     start_method: str | None = None
     progress: bool = True
+    execution: str = "sync"  # sync | replace | blend | ensemble | rtc (see xvla.execution)
+    delay_steps: int = 0  # simulated inference delay, in control steps
 
     def __post_init__(self) -> None:
         if isinstance(self.tasks, str):
@@ -192,6 +194,7 @@ def evaluate(config: EvalConfig, policy: Any = None) -> dict[str, Any]:
         n_action_steps=config.n_action_steps, denoising_steps=config.denoising_steps,
         action_horizon_s=config.action_horizon_s, noise_seed=config.seed, privileged_state=config.privileged_state,
         start_method=config.start_method, progress=config.progress, key_map=config.key_map,
+        execution=config.execution, delay_steps=config.delay_steps,
     )  # fmt: skip
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -208,9 +211,10 @@ def evaluate(config: EvalConfig, policy: Any = None) -> dict[str, Any]:
         "settings": settings,
         **summarize(results, config.tasks),
         "episodes": [
-            {"task": r.task, "index": r.index, "seed": r.seed, "success": r.success, "length": r.length}
+            {"task": r.task, "index": r.index, "seed": r.seed, "success": r.success, "length": r.length,
+             "motion": r.motion}
             for r in results
-        ],
+        ],  # fmt: skip
         "videos": videos,
         "timing": {
             "wall_s": round(time.perf_counter() - start, 2),

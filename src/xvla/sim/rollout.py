@@ -1,14 +1,19 @@
 """Closed-loop rollouts: one policy in this process, a pool of simulators in worker processes.
 
-Every simulator runs one episode at a time from a shared list of episodes (task, layout seed). At
-each step the environments whose action queue is empty are batched into one
-``policy.predict_action_chunk`` call; the first ``n_action_steps`` actions of each chunk are then
-executed one per step (receding horizon, as ``XVLAPolicy.select_action`` does). Finished
-environments immediately start the next episode from the list.
+Every simulator runs one episode at a time from a shared list of episodes (task, layout seed). Each
+robot's chunks are executed by its own :class:`~xvla.execution.ChunkScheduler`: at each step the
+robots that should ask for a chunk are batched into one ``policy.predict_action_chunk`` call, and
+every robot executes one action of its plan. With the default execution (``sync``, no delay) the
+first ``n_action_steps`` actions of each chunk are executed one per step and the robot asks again
+when they are used up (receding horizon, as ``XVLAPolicy.select_action`` does). With
+``delay_steps=N`` an inference takes N control steps of simulated time: the chunk is merged N steps
+after its observation, by the chosen strategy (``replace``, ``blend``, ``ensemble``, ``rtc``), or
+the robot holds still while it waits (``sync``). Finished environments immediately start the next
+episode from the list.
 
-Results do not depend on the number of environments: layouts come from ``episode_seed`` and the
-flow-matching noise of every chunk from a generator seeded by (noise seed, episode seed, chunk
-number).
+Results do not depend on the number of environments or on this machine's speed: layouts come from
+``episode_seed`` and the flow-matching noise of every chunk from a generator seeded by (noise seed,
+episode seed, chunk number).
 
 A policy is any object with ``predict_action_chunk(batch) -> [B, T, A]`` (torch tensor or numpy)
 that reads the LeRobot keys ``observation.images.<slot>``, ``observation.state``, ``task`` and
@@ -20,6 +25,7 @@ by the variant's ``ActionTransform.to_env``. A scripted policy that sets ``uses_
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -29,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from ..execution import ChunkRequest, ChunkScheduler, ExecutionConfig, motion_metrics
 from .instructions import canonical_task, instruction
 from .variants import EmbodimentVariant, get_variant
 
@@ -53,6 +60,7 @@ class EpisodeResult:
     reward: float
     frames: list[np.ndarray] | None = None  # cameras side by side, when recorded
     final_state: np.ndarray | None = None  # observation.state after the last action
+    motion: dict[str, float] | None = None  # jerk, jumps at chunk switches, idle steps (xvla.execution.motion_metrics)
 
 
 @dataclass
@@ -62,10 +70,11 @@ class _Slot:
     number: int = -1
     obs: dict | None = None
     raw: np.ndarray | None = None
-    queue: deque = field(default_factory=deque)
+    scheduler: ChunkScheduler | None = None
+    arrivals: list = field(default_factory=list)  # (tick, request, chunk) not yet merged
+    env_actions: list = field(default_factory=list)  # simulator actions executed (for the motion metrics)
     length: int = 0
     reward: float = 0.0
-    chunks: int = 0
     frames: list | None = None
 
 
@@ -242,13 +251,15 @@ def chunk_to_control_rate(chunk: np.ndarray, fps: float, horizon_s: float | None
     return chunk[lo] * (1 - w) + chunk[hi] * w
 
 
-def _predict(policy: Any, batch: dict, seeds: list[int], steps: int | None) -> np.ndarray:
+def _predict(policy: Any, batch: dict, seeds: list[int], steps: int | None, constraint: dict | None = None) -> np.ndarray:
     kwargs: dict[str, Any] = {}
     noise = _chunk_noise(policy, seeds)
     if noise is not None:
         kwargs["noise"] = noise.to(getattr(policy, "device", "cpu"))
         if steps is not None:
             kwargs["steps"] = steps
+    if constraint:
+        kwargs.update(constraint)
     chunk = policy.predict_action_chunk(batch, **kwargs)
     if hasattr(chunk, "detach"):
         chunk = chunk.detach().float().cpu().numpy()
@@ -258,6 +269,32 @@ def _predict(policy: Any, batch: dict, seeds: list[int], steps: int | None) -> n
     if chunk.ndim != 3 or chunk.shape[0] != len(seeds):
         raise ValueError(f"predict_action_chunk returned shape {chunk.shape}; expected [{len(seeds)}, T, A]")
     return chunk
+
+
+def _prefix_kwargs(requests: list[ChunkRequest], guidance: str) -> dict[str, Any]:
+    """rtc's committed prefixes of several robots, zero-padded (weight 0) to one length."""
+    import torch
+
+    length = max(len(r.prefix) for r in requests)
+    width = requests[0].prefix.shape[-1]
+    prefix = torch.zeros(len(requests), length, width)
+    weights = torch.zeros(len(requests), length)
+    for i, r in enumerate(requests):
+        prefix[i, : len(r.prefix)] = torch.from_numpy(r.prefix)
+        weights[i, : len(r.prefix)] = torch.from_numpy(r.prefix_weights)
+    return {"prefix": prefix, "prefix_weights": weights, "guidance": guidance}
+
+
+def _hold_action(variant: EmbodimentVariant):
+    """What a Meta-World arm does while it has nothing planned: no motion, the gripper as it was."""
+    transform = variant.action
+
+    def hold(last: np.ndarray | None) -> np.ndarray:
+        out = np.zeros(transform.action_dim if last is None else len(last), dtype=np.float32)
+        out[transform.gripper_index] = transform.gripper_offset if last is None else last[transform.gripper_index]
+        return out
+
+    return hold
 
 
 def _batch(
@@ -278,6 +315,20 @@ def _side_by_side(obs: dict, keys: list[str]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- main loop
+@dataclass
+class _Settings:
+    max_steps: int
+    domain_id: int
+    denoising_steps: int | None
+    action_horizon_s: float | None
+    noise_seed: int
+    env_state: bool
+    key_map: dict[str, str] | None
+    execution: ExecutionConfig
+    delay_steps: int
+    honours_prefix: bool
+
+
 def run_rollouts(
     policy: Any,
     episodes: list[EpisodeSpec],
@@ -295,111 +346,185 @@ def run_rollouts(
     progress: bool = True,
     inline: bool | None = None,
     key_map: dict[str, str] | None = None,
+    execution: str | ExecutionConfig = "sync",
+    delay_steps: int = 0,
 ) -> tuple[list[EpisodeResult], dict[str, float]]:
     """Run every episode of ``episodes`` with ``policy``; return the results (in the order given) and timings.
 
     ``key_map`` renames observation keys for the policy (e.g. ``{"observation.images.main":
     "observation.images.front"}``) when its cameras were named differently in training.
+    ``execution`` (a strategy name or an :class:`~xvla.execution.ExecutionConfig`) and ``delay_steps``
+    choose how chunks are executed while inference takes ``delay_steps`` control steps of simulated
+    time; the default (``sync``, 0) executes ``n_action_steps`` of each chunk and then asks again.
     """
     variant = get_variant(variant)
     if not episodes:
         raise ValueError("no episodes to run")
-    episodes = [EpisodeSpec(canonical_task(e.task), e.index, e.seed, e.record) for e in episodes]
-    domain_id = variant.domain_id if domain_id is None else int(domain_id)
     if n_action_steps is None:
         n_action_steps = getattr(getattr(policy, "config", None), "n_action_steps", None)
-    env_state = bool(getattr(policy, "uses_environment_state", False))
+    settings = _settings(policy, variant, execution, delay_steps, n_action_steps, action_horizon_s, max_steps,
+                         domain_id, denoising_steps, noise_seed, key_map)  # fmt: skip
+    episodes = [EpisodeSpec(canonical_task(e.task), e.index, e.seed, e.record) for e in episodes]
     if hasattr(policy, "reset"):
         policy.reset()
     if hasattr(policy, "eval"):
         policy.eval()
     from .demos import progress_bar
 
-    results: dict[int, EpisodeResult] = {}
-    pending = deque(enumerate(episodes))
-    camera_keys = variant.camera_keys
     bar = progress_bar(len(episodes), f"eval {variant.name}", progress)
-    timings = {"policy_s": 0.0, "env_s": 0.0, "env_steps": 0, "chunks": 0}
     start = time.perf_counter()
-    successes = 0
     with EnvPool(
         variant, min(num_envs, len(episodes)), max_steps, privileged_state, start_method, inline
     ) as pool:
-        slots = [_Slot(conn) for conn in pool.conns]
+        runner = _Rollout(policy, episodes, variant, settings, pool, bar)
+        results = runner.run()
+    bar.close()
+    runner.timings["wall_s"] = time.perf_counter() - start
+    return [results[i] for i in range(len(episodes))], runner.timings
 
-        def start_episode(slot: _Slot) -> bool:
-            if not pending:
-                slot.spec = None
-                return False
-            # Prefer an episode of the task this simulator already has (building an env costs ~0.3 s);
-            # outcomes do not depend on which simulator runs an episode.
-            last = slot.spec.task if slot.spec is not None else None
-            pick = next((i for i, (_, sp) in enumerate(pending) if sp.task == last), 0)
-            number, spec = pending[pick]
-            del pending[pick]
-            slot.spec, slot.number = spec, number
-            slot.queue.clear()
-            slot.length, slot.reward, slot.chunks = 0, 0.0, 0
-            slot.conn.send(("reset", spec.task, spec.seed))
-            return True
 
-        def receive_reset(slot: _Slot) -> None:
-            _, slot.obs, slot.raw, _, _, _ = _receive(slot.conn)
-            slot.frames = [_side_by_side(slot.obs, camera_keys)] if slot.spec.record else None
+def _settings(policy, variant, execution, delay_steps, n_action_steps, action_horizon_s, max_steps, domain_id,
+              denoising_steps, noise_seed, key_map) -> _Settings:  # fmt: skip
+    if isinstance(execution, str):
+        execution = ExecutionConfig(execution, execute_steps=n_action_steps)
+    if int(delay_steps) < 0:
+        raise ValueError(f"delay_steps={delay_steps} is invalid: it must be >= 0 control steps")
+    if execution.strategy == "rtc" and action_horizon_s is not None:
+        raise ValueError(
+            "execution 'rtc' needs chunks at the control rate, but action_horizon_s is set (the chunk is "
+            "resampled): use 'blend' or 'ensemble' with this policy"
+        )
+    predict = getattr(policy, "predict_action_chunk", None)
+    honours = predict is not None and "prefix" in inspect.signature(predict).parameters
+    return _Settings(
+        max_steps=max_steps, domain_id=variant.domain_id if domain_id is None else int(domain_id),
+        denoising_steps=denoising_steps, action_horizon_s=action_horizon_s, noise_seed=noise_seed,
+        env_state=bool(getattr(policy, "uses_environment_state", False)), key_map=key_map, execution=execution,
+        delay_steps=int(delay_steps), honours_prefix=honours,
+    )  # fmt: skip
 
-        for slot in slots:
-            start_episode(slot)
-        for slot in slots:
+
+class _Rollout:
+    """One batched closed loop over a pool of simulators, each robot with its own chunk scheduler.
+
+    Each tick: chunks whose simulated inference time is over are merged, the robots that should ask
+    for a chunk are batched into one policy call (results wait ``delay_steps`` ticks before they are
+    merged), then every robot executes one action.
+    """
+
+    def __init__(self, policy, episodes, variant, settings: _Settings, pool: EnvPool, bar):
+        self.policy, self.variant, self.s, self.bar = policy, variant, settings, bar
+        self.pending = deque(enumerate(episodes))
+        self.results: dict[int, EpisodeResult] = {}
+        self.slots = [_Slot(conn) for conn in pool.conns]
+        self.hold = _hold_action(variant)
+        self.timings = {"policy_s": 0.0, "env_s": 0.0, "env_steps": 0, "chunks": 0}
+        self.successes = 0
+
+    def run(self) -> dict[int, EpisodeResult]:
+        for slot in self.slots:
+            self.start_episode(slot)
+        for slot in self.slots:
             if slot.spec is not None:
-                receive_reset(slot)
-        while any(s.spec is not None for s in slots):
-            active = [s for s in slots if s.spec is not None]
-            need = [s for s in active if not s.queue]
-            if need:
-                t0 = time.perf_counter()
-                seeds = [_noise_seed(noise_seed, s.spec.seed, s.chunks) for s in need]
-                chunk = _predict(policy, _batch(need, domain_id, env_state, key_map), seeds, denoising_steps)
-                timings["policy_s"] += time.perf_counter() - t0
-                timings["chunks"] += 1
-                for s, c in zip(need, chunk, strict=True):
-                    actions = chunk_to_control_rate(c, variant.fps, action_horizon_s)
-                    s.queue.extend(actions[: n_action_steps or len(actions)])
-                    s.chunks += 1
-            t0 = time.perf_counter()
+                self.receive_reset(slot)
+        while any(s.spec is not None for s in self.slots):
+            active = [s for s in self.slots if s.spec is not None]
             for s in active:
-                s.conn.send(("step", s.queue.popleft()))
-            finished = []
-            for s in active:
-                _, s.obs, s.raw, reward, terminated, truncated = _receive(s.conn)
-                s.length += 1
-                s.reward += reward
-                if s.frames is not None:
-                    s.frames.append(_side_by_side(s.obs, camera_keys))
-                if terminated or truncated or s.length >= max_steps:
-                    results[s.number] = EpisodeResult(
-                        s.spec.task,
-                        s.spec.index,
-                        s.spec.seed,
-                        bool(terminated),
-                        s.length,
-                        s.reward,
-                        s.frames,
-                        np.asarray(s.obs["observation.state"]).copy(),
-                    )
-                    successes += bool(terminated)
-                    finished.append(s)
-            timings["env_s"] += time.perf_counter() - t0
-            timings["env_steps"] += len(active)
+                self.merge_arrivals(s)
+            self.request_chunks(active)
+            finished = self.step_envs(active)
             for s in finished:
-                bar.update(1)
-                bar.set_postfix_str(f"success {successes}/{len(results)}")
-                start_episode(s)
+                self.bar.update(1)
+                self.bar.set_postfix_str(f"success {self.successes}/{len(self.results)}")
+                self.start_episode(s)
             for s in finished:
                 if s.spec is not None:
-                    receive_reset(s)
-    bar.close()
-    timings["wall_s"] = time.perf_counter() - start
-    return [results[i] for i in range(len(episodes))], timings
+                    self.receive_reset(s)
+        return self.results
+
+    def start_episode(self, slot: _Slot) -> bool:
+        if not self.pending:
+            slot.spec = None
+            return False
+        # Prefer an episode of the task this simulator already has (building an env costs ~0.3 s);
+        # outcomes do not depend on which simulator runs an episode.
+        last = slot.spec.task if slot.spec is not None else None
+        pick = next((i for i, (_, sp) in enumerate(self.pending) if sp.task == last), 0)
+        number, spec = self.pending[pick]
+        del self.pending[pick]
+        slot.spec, slot.number = spec, number
+        slot.scheduler = ChunkScheduler(self.s.execution, self.hold)
+        slot.arrivals, slot.env_actions = [], []
+        slot.length, slot.reward = 0, 0.0
+        slot.conn.send(("reset", spec.task, spec.seed))
+        return True
+
+    def receive_reset(self, slot: _Slot) -> None:
+        _, slot.obs, slot.raw, _, _, _ = _receive(slot.conn)
+        slot.frames = [_side_by_side(slot.obs, self.variant.camera_keys)] if slot.spec.record else None
+
+    def merge_arrivals(self, slot: _Slot) -> None:
+        due = [a for a in slot.arrivals if a[0] <= slot.scheduler.tick]
+        slot.arrivals = [a for a in slot.arrivals if a[0] > slot.scheduler.tick]
+        for _, request, chunk in due:
+            slot.scheduler.receive(request, chunk, honours_prefix=self.s.honours_prefix)
+
+    def request_chunks(self, active: list[_Slot]) -> None:
+        asks = [(s, s.scheduler.request(self.s.delay_steps)) for s in active]
+        asks = [(s, r) for s, r in asks if r is not None]
+        # Robots with a committed prefix (rtc) and without one are separate calls: the plain call stays
+        # exactly the sampler without constraint.
+        for group in ([a for a in asks if a[1].prefix is None], [a for a in asks if a[1].prefix is not None]):
+            if group:
+                self.predict(group)
+
+    def predict(self, group: list[tuple[_Slot, ChunkRequest]]) -> None:
+        slots = [s for s, _ in group]
+        requests = [r for _, r in group]
+        t0 = time.perf_counter()
+        seeds = [_noise_seed(self.s.noise_seed, s.spec.seed, r.number) for s, r in group]
+        constraint = None
+        if requests[0].prefix is not None and self.s.honours_prefix:
+            constraint = _prefix_kwargs(requests, self.s.execution.guidance)
+        batch = _batch(slots, self.s.domain_id, self.s.env_state, self.s.key_map)
+        chunks = _predict(self.policy, batch, seeds, self.s.denoising_steps, constraint)
+        self.timings["policy_s"] += time.perf_counter() - t0
+        self.timings["chunks"] += 1
+        for s, r, c in zip(slots, requests, chunks, strict=True):
+            actions = chunk_to_control_rate(c, self.variant.fps, self.s.action_horizon_s)
+            if self.s.delay_steps == 0:
+                s.scheduler.receive(r, actions, honours_prefix=self.s.honours_prefix)
+            else:
+                s.arrivals.append((r.tick + self.s.delay_steps, r, actions))
+
+    def step_envs(self, active: list[_Slot]) -> list[_Slot]:
+        t0 = time.perf_counter()
+        for s in active:
+            action = s.scheduler.next_action().action
+            s.env_actions.append(self.variant.action.to_env(action))
+            s.conn.send(("step", action))
+        finished = []
+        for s in active:
+            _, s.obs, s.raw, reward, terminated, truncated = _receive(s.conn)
+            s.length += 1
+            s.reward += reward
+            if s.frames is not None:
+                s.frames.append(_side_by_side(s.obs, self.variant.camera_keys))
+            if terminated or truncated or s.length >= self.s.max_steps:
+                self.finish(s, bool(terminated))
+                finished.append(s)
+        self.timings["env_s"] += time.perf_counter() - t0
+        self.timings["env_steps"] += len(active)
+        return finished
+
+    def finish(self, s: _Slot, success: bool) -> None:
+        trace = s.scheduler.trace
+        motion = motion_metrics(np.stack(s.env_actions)[:, :3], [r.idle for r in trace], [r.switch for r in trace])
+        self.results[s.number] = EpisodeResult(
+            s.spec.task, s.spec.index, s.spec.seed, success, s.length, s.reward, s.frames,
+            np.asarray(s.obs["observation.state"]).copy(), motion,
+        )  # fmt: skip
+        self.successes += success
 
 
 def _noise_seed(base: int, episode: int, chunk: int) -> int:
