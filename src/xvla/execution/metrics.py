@@ -22,15 +22,19 @@ def motion_metrics(actions: np.ndarray, idle: Sequence[bool], switch: Sequence[b
         a = a[:, list(dims)]
     jerk = np.linalg.norm(np.diff(a, n=jerk_order, axis=0), axis=-1) if len(a) > jerk_order else np.zeros(0)
     steps = np.linalg.norm(np.diff(a, axis=0), axis=-1) if len(a) > 1 else np.zeros(0)
-    switch = np.asarray(switch, dtype=bool)
-    # A jump is the change of action at a tick where a new chunk takes over (not at the very first action).
+    switch = np.asarray(switch, dtype=bool).copy()
+    # A jump is the change of action at a tick where a new chunk takes over from an earlier one. The
+    # first chunk starts the motion from rest, the same for every strategy: it is not a switch.
+    first = np.flatnonzero(switch)
+    if first.size:
+        switch[first[0]] = False
     jumps = steps[switch[1:]] if len(switch) > 1 else np.zeros(0)
     return {
         "mean_jerk": float(jerk.mean()) if jerk.size else 0.0,
         "max_jerk": float(jerk.max()) if jerk.size else 0.0,
         "mean_switch_jump": float(jumps.mean()) if jumps.size else 0.0,
         "max_switch_jump": float(jumps.max()) if jumps.size else 0.0,
-        "switches": int(switch.sum()),
+        "switches": int(switch.sum()),  # chunk-to-chunk switches (the first chunk not counted)
         "idle_steps": int(np.sum(np.asarray(idle, dtype=bool))),
     }
 
