@@ -33,7 +33,7 @@ class ExecutionConfig:
 
     strategy: str = "sync"
     execute_steps: int | None = None
-    blend_steps: int | None = None  # blend: cross-fade length (None: the whole overlap)
+    blend_steps: int | None = None  # blend: cross-fade length (None: execute_steps, or the whole overlap)
     ensemble_decay: float = 0.01  # ensemble: weight exp(-decay * i), i = 0 for the oldest chunk (ACT's m)
     guidance: str = "inpaint"  # rtc: "inpaint" (exact committed prefix) or "guided" (vector-Jacobian)
     margin_steps: int = 0  # extra control steps of slack when deciding how early to ask
@@ -178,7 +178,9 @@ class ChunkScheduler:
             horizon = self.config.execute_steps or len(chunk)
             return new[: max(1, horizon - (len(chunk) - len(new)))]
         if strategy == "blend":
-            return st.blend(old, new, self.config.blend_steps)
+            # By default the fade ends when the next chunk is due, so every chunk fully takes over once.
+            steps = self.config.blend_steps if self.config.blend_steps is not None else self.config.execute_steps
+            return st.blend(old, new, steps)
         if strategy == "ensemble":
             self._chunks = [(s, c) for s, c in self._chunks if s + len(c) > self.position]
             self._chunks.append((request.position, chunk))
