@@ -173,6 +173,22 @@ def test_rtc_prefix_honouring_policy_is_used_as_is():
     assert all(float(r.action[0]) == 1.0 for r in records if not r.idle)
 
 
+def test_other_policy_forms():
+    """An object with predict_action_chunk (batched, torch) and a one-argument callable both work."""
+    import torch
+
+    class Fake:
+        def predict_action_chunk(self, batch, **kwargs):
+            assert batch["observation.state"].shape == (1, 3) and batch["task"] == ["go"]
+            return torch.arange(T, dtype=torch.float32).view(1, T, 1).repeat(1, 1, 2)
+
+    for policy in (Fake(), lambda observation: np.arange(T, dtype=np.float32)[:, None].repeat(2, 1)):
+        executor = ActionExecutor(policy, ExecutionConfig("rtc", execute_steps=4), delay_steps=2)
+        with executor:
+            records = [executor.step({"observation.state": np.zeros(3), "task": "go"}) for _ in range(14)]
+        assert [r.index for r in records if not r.idle][:8] == [0, 1, 2, 3, 4, 5, 2, 3]
+
+
 def test_rtc_weights():
     w = rtc_prefix_weights(2, 6)
     assert w[:2].tolist() == [1.0, 1.0]

@@ -77,13 +77,14 @@ class ClientSource:
 
 
 def as_source(policy: Any, **kwargs: Any) -> ChunkFn:
-    """A chunk function for ``policy``: an ``XVLAPolicy``-like object, a ``Client``, or a callable."""
+    """A chunk function for ``policy``: an ``XVLAPolicy``-like object, a ``Client``, or a callable
+    ``(observation, request) -> chunk`` (or ``observation -> chunk``)."""
     if hasattr(policy, "predict_action_chunk"):
         return PolicySource(policy, **kwargs)
     if hasattr(policy, "act") and hasattr(policy, "info"):
         return ClientSource(policy, **kwargs)
     if callable(policy):
-        return policy
+        return policy if _positional_count(policy) != 1 else _ObservationOnly(policy)
     raise TypeError(
         f"cannot get action chunks from a {type(policy).__name__}: pass an XVLAPolicy, an xvla.serve.Client, "
         "or a callable (observation, request) -> chunk [T, action_dim]"
@@ -116,6 +117,29 @@ def as_chunk(chunk: Any) -> np.ndarray:
     if chunk.ndim != 2:
         raise ValueError(f"the policy returned a chunk of shape {chunk.shape}; expected [T, action_dim]")
     return chunk
+
+
+class _ObservationOnly:
+    """A callable ``observation -> chunk`` (no request): it cannot take rtc's prefix."""
+
+    accepts_prefix = False
+
+    def __init__(self, fn: Callable[[Mapping[str, Any]], Any]):
+        self.fn = fn
+
+    def __call__(self, observation: Mapping[str, Any], request: ChunkRequest) -> np.ndarray:
+        return as_chunk(self.fn(observation))
+
+
+def _positional_count(fn: Callable) -> int:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return -1
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return -1
+    return sum(p.kind in kinds and p.default is inspect.Parameter.empty for p in params)
 
 
 def _accepts(fn: Callable, name: str) -> bool:
