@@ -9,7 +9,8 @@ on the simulator's xyz commands (x 1 cm per step).
     # 1. the policy: demonstrations + Phase I of the demo recipe, with 32-action chunks (~20-60 min on 2 cores)
     python benchmarks/realtime.py train --output outputs/realtime_policy
     # 2. the grid (resumable: each finished cell is appended to OUTPUT/cells.jsonl and skipped on a re-run)
-    python benchmarks/realtime.py run --policy outputs/realtime_policy/phase1/final --output outputs/realtime
+    python benchmarks/realtime.py run --policy outputs/realtime_policy/phase1/checkpoints/001200/pretrained_model \
+        --output outputs/realtime --guided-delays 5,10
     # 3. table, plot and side-by-side video
     python benchmarks/realtime.py report --output outputs/realtime --docs docs
 """
@@ -167,7 +168,7 @@ def summarize(cell: dict[str, Any]) -> dict[str, Any]:
 def load_cells(out: Path) -> list[dict[str, Any]]:
     cells = [json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines() if line.strip()]
     order = {name: i for i, name in enumerate(STRATEGIES)}
-    return sorted(cells, key=lambda c: (c["delay"], order[c["strategy"]], c["guidance"]))
+    return sorted(cells, key=lambda c: (c["delay"], order[c["strategy"]], c["guidance"] != "inpaint"))
 
 
 def table(cells: list[dict[str, Any]]) -> str:
