@@ -47,6 +47,13 @@ def cmd_gen_demos(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.env == "libero":  # everything LIBERO lives in libero_eval
+        from .libero_eval import cli_main
+
+        return cli_main(args)
+    args.policy = args.policy or args.policy_path
+    if args.policy is None:
+        raise SystemExit("xvla eval: give the checkpoint (a folder, a Hub id or 'expert') as the first argument")
     from .evaluate import EvalConfig, evaluate
     from .instructions import resolve_tasks
 
@@ -112,7 +119,7 @@ def register(sub) -> None:
         description="Roll out a checkpoint (or 'expert', Meta-World's scripted policies) on Meta-World tasks as "
         "one embodiment variant, in parallel simulators, with deterministic seeds.",
     )
-    p.add_argument("policy", help="checkpoint folder or Hub id, or 'expert'")
+    p.add_argument("policy", nargs="?", default=None, help="checkpoint folder or Hub id, or 'expert'")
     p.add_argument(
         "--tasks", default="mt10", help="task set (mt10, mt50, easy) or comma-separated task names"
     )
@@ -139,4 +146,7 @@ def register(sub) -> None:
     p.add_argument("--privileged-state", action="store_true")
     p.add_argument("--json", action="store_true", help="also print the overall numbers as JSON")
     p.add_argument("--no-progress", action="store_true")
+    from .libero_eval import add_arguments as add_libero_arguments
+
+    add_libero_arguments(p)  # --env, --suite, --state-source, --policy.path, --policy.url, --overwrite
     p.set_defaults(func=cmd_eval)

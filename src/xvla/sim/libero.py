@@ -305,8 +305,8 @@ class LiberoEnv(gym.Env):
     def render_cameras(self) -> tuple[np.ndarray, np.ndarray]:
         """The raw agentview and wrist frames, exactly as LIBERO's camera observables render them."""
         env = self._sim_env().env
+        import robosuite.macros as macros
         from robosuite.utils.mjcf_utils import IMAGE_CONVENTION_MAPPING
-        from robosuite.utils import macros
 
         flip = IMAGE_CONVENTION_MAPPING[macros.IMAGE_CONVENTION]
         size = self.camera_size
