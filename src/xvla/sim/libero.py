@@ -114,8 +114,8 @@ def chunk_to_env_actions(chunk: Any) -> np.ndarray:
     gripper as +1 (close) when the model's probability exceeds 0.5, else -1. Only the first arm
     (dims 0-9) is used; the second half of a 20-D output is ignored.
     """
-    if hasattr(chunk, "detach"):
-        chunk = chunk.detach().float().cpu().numpy()
+    if hasattr(chunk, "detach"):  # a torch tensor (any dtype, any device)
+        chunk = chunk.detach().cpu().double().numpy()
     arr = np.asarray(chunk, dtype=np.float64)
     if arr.ndim < 1 or arr.shape[-1] < 10:
         raise ValueError(

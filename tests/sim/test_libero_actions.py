@@ -1,0 +1,196 @@
+"""LIBERO conversions against hand-computed values (no simulator needed), the domain table, the CLI flags."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from xvla import processing as P
+from xvla.domains import RELEASED_DOMAINS, free_domain_ids, released_domain_id, released_domain_name
+from xvla.sim.libero import (
+    axis_angle_to_matrix,
+    chunk_to_env_actions,
+    matrix_to_quat_xyzw,
+    pose_to_state,
+    rot6d_to_axis_angle,
+)
+from xvla.sim.libero_eval import check_domain_id, episode_specs, noise_seed
+
+
+def row(xyz=(0.1, -0.2, 0.9), rot6d=(1, 0, 0, 0, 1, 0), gripper=0.0, width=20) -> np.ndarray:
+    out = np.zeros(width)
+    out[0:3], out[3:9], out[9] = xyz, rot6d, gripper
+    return out
+
+
+def rot6d_of(matrix: np.ndarray) -> np.ndarray:
+    return np.concatenate([matrix[:, 0], matrix[:, 1]])
+
+
+def rotation(axis, angle: float) -> np.ndarray:
+    axis = np.asarray(axis, dtype=np.float64)
+    return axis_angle_to_matrix(axis / np.linalg.norm(axis) * angle)
+
+
+def test_identity_pose_and_gripper_threshold():
+    chunk = np.stack([row(gripper=g) for g in (0.0, 0.3, 0.5, 0.51, 1.0)])
+    out = chunk_to_env_actions(chunk)
+    assert out.shape == (5, 7)
+    np.testing.assert_allclose(out[:, :3], np.tile([0.1, -0.2, 0.9], (5, 1)))
+    np.testing.assert_allclose(out[:, 3:6], 0.0, atol=1e-6)
+    assert out[:, 6].tolist() == [-1, -1, -1, 1, 1]  # +1 closes only strictly above 0.5
+
+
+def test_quarter_turn_about_z():
+    # R = Rz(90deg): first column (0, 1, 0), second column (-1, 0, 0)
+    out = chunk_to_env_actions(row(rot6d=(0, 1, 0, -1, 0, 0))[None])
+    np.testing.assert_allclose(out[0, 3:6], [0, 0, math.pi / 2], atol=1e-6)
+
+
+def test_non_orthogonal_rot6d_is_gram_schmidt():
+    # a1 = (0, 0, 3) -> b1 = z; a2 = (0, 2, 1) -> b2 = y; b3 = z x y = -x: R = Ry(-90deg)
+    out = chunk_to_env_actions(row(rot6d=(0, 0, 3, 0, 2, 1))[None])
+    np.testing.assert_allclose(out[0, 3:6], [0, -math.pi / 2, 0], atol=1e-5)
+    # scaled and skewed identity: still the identity
+    out = chunk_to_env_actions(row(rot6d=(2, 0, 0, 5, 0.5, 0))[None])
+    np.testing.assert_allclose(out[0, 3:6], 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("angle", [math.pi - 1e-3, math.pi - 1e-5, math.pi])
+@pytest.mark.parametrize("axis", [(1, 0, 0), (0, 1, 0), (1, 1, 0), (0.3, -0.5, 0.8)])
+def test_rotations_near_180_degrees(axis, angle):
+    target = rotation(axis, angle)
+    aa = chunk_to_env_actions(row(rot6d=rot6d_of(target))[None])[0, 3:6]
+    # Near 180 degrees +axis and -axis are the same rotation: check the rotation and the angle.
+    np.testing.assert_allclose(axis_angle_to_matrix(aa), target, atol=2e-3)
+    assert np.linalg.norm(aa) == pytest.approx(angle, abs=2e-3)
+    if angle < math.pi - 1e-4:  # far enough from 180 for the axis sign to be defined (w > 0)
+        unit = np.asarray(axis) / np.linalg.norm(axis)
+        np.testing.assert_allclose(aa, unit * angle, atol=2e-3)
+
+
+def test_random_rotations_round_trip_and_batch_shape():
+    rng = np.random.default_rng(0)
+    chunk = rng.normal(size=(2, 3, 30, 20))
+    chunk[..., 9] = rng.uniform(size=(2, 3, 30))
+    out = chunk_to_env_actions(chunk)
+    assert out.shape == (2, 3, 30, 7)
+    flat = chunk.reshape(-1, 20)
+    for i in range(0, flat.shape[0], 17):
+        a1, a2 = flat[i, 3:6], flat[i, 6:9]
+        b1 = a1 / np.linalg.norm(a1)
+        b2 = a2 - (b1 @ a2) * b1
+        b2 /= np.linalg.norm(b2)
+        expected = np.stack([b1, b2, np.cross(b1, b2)], axis=-1)
+        np.testing.assert_allclose(axis_angle_to_matrix(out.reshape(-1, 7)[i, 3:6]), expected, atol=1e-5)
+    np.testing.assert_array_equal(chunk_to_env_actions(torch.from_numpy(chunk)), out)
+
+
+def test_matches_robosuite_math():
+    T = pytest.importorskip("robosuite.utils.transform_utils")
+    rng = np.random.default_rng(1)
+    rot6d = np.concatenate([rng.normal(size=(300, 6)), [rot6d_of(rotation((1, 1, 0), math.pi - 1e-4))]])
+    ours = rot6d_to_axis_angle(rot6d)
+    for r6, mine in zip(rot6d, ours, strict=True):
+        a1, a2 = r6[:3], r6[3:]
+        b1 = a1 / (np.linalg.norm(a1) + 1e-6)
+        b2 = a2 - (b1 @ a2) * b1
+        b2 = b2 / (np.linalg.norm(b2) + 1e-6)
+        ref = T.quat2axisangle(T.mat2quat(np.stack([b1, b2, np.cross(b1, b2)], axis=-1)))
+        np.testing.assert_allclose(mine, ref, atol=1e-5)
+    quat = matrix_to_quat_xyzw(np.eye(3))
+    np.testing.assert_allclose(quat, [0, 0, 0, 1], atol=1e-7)
+
+
+def test_bad_chunks_are_clear_errors():
+    with pytest.raises(ValueError, match=">=10"):
+        chunk_to_env_actions(np.zeros((30, 7)))
+    bad = np.zeros((2, 20))
+    bad[0, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        chunk_to_env_actions(bad)
+
+
+def test_pose_to_state_uses_columns():
+    rot = rotation((0, 0, 1), math.pi / 2)
+    state = pose_to_state([1, 2, 3], rot)
+    assert state.shape == (20,) and state.dtype == np.float32
+    np.testing.assert_allclose(state[:9], [1, 2, 3, 0, 1, 0, -1, 0, 0], atol=1e-7)
+    assert not state[9:].any()
+
+
+def test_libero_observation_numpy_frames():
+    frame = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    wrist = frame.copy()
+    rot = rotation((1, 0, 0), math.pi)
+    out = P.libero_observation({
+        "observation.images.image": frame, "observation.images.image2": wrist,
+        "observation.robot_state": {"eef": {"pos": np.array([0.1, 0.2, 0.3]), "mat": rot}},
+    })  # fmt: skip
+    img = out["observation.images.image"]
+    assert isinstance(img, np.ndarray) and img.shape == (4, 5, 3)
+    assert img[0, 0].tolist() == frame[3, 4].tolist()  # turned by 180 degrees, channels untouched
+    np.testing.assert_array_equal(img, np.rot90(frame, 2))
+    np.testing.assert_array_equal(out["observation.images.image2"], wrist)  # the wrist is not flipped
+    state = out["observation.state"][0]
+    np.testing.assert_allclose(state[:10].numpy(), [0.1, 0.2, 0.3, 1, 0, 0, 0, -1, 0, 0], atol=1e-6)
+    with pytest.raises(ValueError, match="HxWx3"):
+        P.libero_observation({"observation.images.image": np.zeros((4, 5))})
+
+
+def test_released_domain_table():
+    assert released_domain_name(3) == "libero"
+    assert released_domain_name(0) == "Bridge" and released_domain_name(18) == "AIRBOT"
+    assert released_domain_name(25) is None
+    assert {RELEASED_DOMAINS[i] for i in range(11, 18)} >= {"Droid-Left", "AGIBOT", "robomind-franka"}
+    assert released_domain_id("LIBERO") == 3
+    assert free_domain_ids(30) == list(range(19, 30))
+    with pytest.raises(ValueError, match="unknown released domain"):
+        released_domain_id("mars-rover")
+
+
+def test_domain_warning_only_for_libero_checkpoints():
+    with pytest.warns(UserWarning, match="domain id 3"):
+        assert check_domain_id(0, '{"repo_id": "lerobot/libero", "type": "xvla"}')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_domain_id(3, "libero") is None
+        assert check_domain_id(0, "bridge widowx") is None
+
+
+def test_episode_specs_and_noise_seeds():
+    specs = episode_specs([2, 5], 3, videos=3)
+    assert [(s.task_id, s.episode) for s in specs] == [(2, 0), (2, 1), (2, 2), (5, 0), (5, 1), (5, 2)]
+    assert {(s.task_id, s.episode) for s in specs if s.record} == {(2, 0), (5, 0), (2, 1)}
+    seeds = {noise_seed(0, t, e, c) for t in range(3) for e in range(3) for c in range(3)}
+    assert len(seeds) == 27 and noise_seed(0, 1, 2, 3) == noise_seed(0, 1, 2, 3)
+
+
+def test_cli_defaults_follow_the_protocol():
+    import argparse
+
+    from xvla.sim.cli import register
+    from xvla.sim.libero_eval import config_from_args
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["eval", "--env", "libero", "--policy.path", "ckpt"])
+    cfg = config_from_args(args)
+    assert (cfg.policy, cfg.suite, cfg.tasks, cfg.episodes_per_task, cfg.max_steps) == ("ckpt", "libero_spatial", None, 50, 800)
+    assert (cfg.state_source, cfg.domain_id, cfg.seed, cfg.output) == ("open_loop", 3, 0, "outputs/libero/libero_spatial")
+    args = parser.parse_args(["eval", "--env", "libero", "--suite", "libero_10", "--policy.url", "http://h:1",
+                              "--tasks", "0,3", "--episodes-per-task", "10", "--max-steps", "100",
+                              "--state-source", "measured", "--domain-id", "0"])  # fmt: skip
+    cfg = config_from_args(args)
+    assert (cfg.policy, cfg.policy_url, cfg.tasks, cfg.episodes_per_task) == (None, "http://h:1", [0, 3], 10)
+    assert (cfg.max_steps, cfg.state_source, cfg.domain_id) == (100, "measured", 0)
+    assert config_from_args(parser.parse_args(["eval", "--env", "libero", "--suite", "libero_10",
+                                               "--policy.path", "c"])).max_steps == 900  # fmt: skip
+    with pytest.raises(ValueError, match="exactly one"):
+        config_from_args(parser.parse_args(["eval", "--env", "libero"]))
+    meta = parser.parse_args(["eval", "expert"])
+    assert (meta.env, meta.tasks, meta.episodes_per_task, meta.max_steps) == ("metaworld", "mt10", 10, 200)
