@@ -77,6 +77,29 @@ def test_state_is_the_grip_site_pose_not_the_hand_body(env):
     assert not state[9:].any()
 
 
+def test_observation_matches_the_official_client_math(env):
+    """Frames from LIBERO's own camera observables, processed as the official client does, equal ours."""
+    from xvla.sim.libero import libero_env_observation
+
+    sim = env.sim_env.env
+    for name in ("agentview_image", "robot0_eye_in_hand_image"):
+        sim.modify_observable(name, "enabled", True)
+    try:
+        raw = sim._get_observations(force_update=True)
+    finally:
+        for name in ("agentview_image", "robot0_eye_in_hand_image"):
+            sim.modify_observable(name, "enabled", False)
+    ctrl = env.controller
+    main_view = np.flip(np.flip(raw["agentview_image"], 0), 1)
+    arm = np.concatenate([ctrl.ee_pos, ctrl.ee_ori_mat[:3, 0], ctrl.ee_ori_mat[:3, 1], [0.0]])
+    proprio = np.concatenate([arm, np.zeros_like(arm)])
+    for ours in (libero_env_observation(raw, ctrl.ee_pos, ctrl.ee_ori_mat), env.observe(images=True)):
+        np.testing.assert_array_equal(ours[IMAGE_KEY], main_view)
+        np.testing.assert_array_equal(ours[WRIST_KEY], raw["robot0_eye_in_hand_image"])
+        np.testing.assert_allclose(ours["observation.state"], proprio, atol=1e-6)
+        assert ours["observation.state"].dtype == np.float32
+
+
 def test_absolute_control_moves_the_gripper_to_the_target(env):
     env.reset(options={"episode": 1})
     ctrl = env.controller

@@ -174,19 +174,22 @@ def _check_state_source(value: str) -> str:
     return value
 
 
-def libero_env_observation(agentview: np.ndarray, wrist: np.ndarray, ee_pos: Any, ee_ori_mat: Any) -> dict[str, Any]:
-    """Raw LIBERO frames (as rendered: upside down) + the grip-site pose -> LeRobot-form X-VLA inputs.
+def libero_env_observation(raw: dict[str, Any], ee_pos: Any, ee_ori_mat: Any) -> dict[str, Any]:
+    """LIBERO's raw observation + the grip-site pose -> LeRobot-form X-VLA inputs (one sample).
 
-    A thin adapter: ``xvla.processing.libero_observation`` owns the flips and the 20-D state.
+    ``raw`` holds LIBERO's frames as rendered (upside down): ``agentview_image`` and
+    ``robot0_eye_in_hand_image``; ``ee_pos`` / ``ee_ori_mat`` are robosuite's
+    ``controller.ee_pos`` / ``controller.ee_ori_mat``. A thin adapter: the flips and the 20-D state
+    are ``xvla.processing.libero_observation``'s.
     """
     from ..processing import libero_observation
 
-    raw = {
-        IMAGE_KEY: agentview,
-        WRIST_KEY: wrist,
+    lerobot_form = {
+        IMAGE_KEY: np.asarray(raw[f"{MAIN_CAMERA}_image"]),
+        WRIST_KEY: np.asarray(raw[f"{WRIST_CAMERA}_image"]),
         "observation.robot_state": {"eef": {"pos": np.asarray(ee_pos), "mat": np.asarray(ee_ori_mat)}},
     }
-    out = libero_observation(raw, main_camera=IMAGE_KEY)
+    out = libero_observation(lerobot_form, main_camera=IMAGE_KEY)
     out["observation.state"] = np.asarray(out["observation.state"], dtype=np.float32).reshape(STATE_DIM)
     return out
 
@@ -345,7 +348,8 @@ class LiberoEnv(gym.Env):
         ctrl = self.controller
         if self.render_images if images is None else images:
             agent, wrist = self.render_cameras()
-            obs = libero_env_observation(agent, wrist, ctrl.ee_pos, ctrl.ee_ori_mat)
+            raw = {f"{MAIN_CAMERA}_image": agent, f"{WRIST_CAMERA}_image": wrist}
+            obs = libero_env_observation(raw, ctrl.ee_pos, ctrl.ee_ori_mat)
         else:
             obs = {"observation.state": pose_to_state(ctrl.ee_pos, ctrl.ee_ori_mat)}
         obs["observation.state"] = self.state()

@@ -26,7 +26,7 @@ import logging
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +70,7 @@ class LiberoEvalConfig:
     device: str = "cpu"
     overwrite: bool = False  # start again instead of resuming
     progress: bool = True
-    start_method: str = "spawn"
-    extra: dict[str, Any] = field(default_factory=dict)
+    start_method: str = "spawn"  # workers never inherit this process's torch threads or GL state
 
     def __post_init__(self) -> None:
         check_suite(self.suite)
@@ -82,6 +81,8 @@ class LiberoEvalConfig:
         for name in ("episodes_per_task", "num_envs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.n_action_steps is not None and self.n_action_steps < 1:
+            raise ValueError(f"n_action_steps={self.n_action_steps} must be >= 1 (or None: the whole chunk)")
         if self.max_steps is None:
             self.max_steps = MAX_STEPS[self.suite]
         if self.max_steps < 1:
@@ -106,7 +107,6 @@ class SimWorker:
         self.suite, self.video_dir = suite, video_dir
         self.env = None
         self.encoder = None
-        self.video_path: str | None = None
 
     def handle(self, message: tuple) -> tuple:
         if message[0] == "reset":
@@ -125,34 +125,34 @@ class SimWorker:
         self._finish_video()
         if record and self.video_dir:
             self._start_video(task_id, episode)
-        obs = env_obs = self.env.observe(images=True)
+        obs = self.env.observe(images=True)
         if self.encoder is not None:
-            self._frame(env_obs)
+            self._frame(obs)
         return ("ok", obs, False, False, 0)
 
     def run_chunk(self, rows: np.ndarray) -> tuple:
         """Execute every row (stopping at success or the step limit); reply with the next query's observation."""
-        env = self.env
+        env, recording = self.env, self.encoder is not None
         success = truncated = False
-        for row in rows:
-            env.render_images = self.encoder is not None  # frames only for a recorded episode
-            obs, _, success, truncated, _ = env.step(row)
+        env.render_images = recording  # every frame of a recorded episode; otherwise none until the query
+        try:
+            for row in rows:
+                obs, _, success, truncated, _ = env.step(row)
+                if recording:
+                    self._frame(obs)
+                if success or truncated:
+                    self._finish_video()
+                    return ("ok", obs, success, truncated, env.elapsed_steps)
+        finally:
             env.render_images = False
-            if self.encoder is not None:
-                self._frame(obs)
-            if success or truncated:
-                break
-        if success or truncated:
-            self._finish_video()
-            return ("ok", env.observe(images=False), success, truncated, env.elapsed_steps)
-        return ("ok", env.observe(images=True), success, truncated, env.elapsed_steps)
+        return ("ok", obs if recording else env.observe(images=True), False, False, env.elapsed_steps)
 
     def _start_video(self, task_id: int, episode: int) -> None:
         from ..data.video import VideoEncoder
 
         path = Path(self.video_dir) / f"task{task_id:02d}_ep{episode:03d}.mp4"
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.encoder, self.video_path = VideoEncoder(path, fps=VIDEO_FPS, crf=20, gop=None, name=path.stem), str(path)
+        self.encoder = VideoEncoder(path, fps=VIDEO_FPS, crf=20, gop=None, name=path.stem)
 
     def _frame(self, obs: dict) -> None:
         self.encoder.add(video_frame(obs))
@@ -352,8 +352,10 @@ def policy_description(policy: Any) -> str:
         return json.dumps(policy.info.get("checkpoint", "")) + json.dumps(policy.info)
     parts = [repr(getattr(policy, "config", ""))]
     source = getattr(policy, "_source_dir", None)
-    if source is not None and (Path(source) / "config.json").exists():
-        parts.append((Path(source) / "config.json").read_text())
+    if source is not None:  # a Hub download's folder names the repository (e.g. X-VLA-Libero)
+        parts.append(str(source))
+        if (Path(source) / "config.json").exists():
+            parts.append((Path(source) / "config.json").read_text())
     return " ".join(parts)
 
 
@@ -606,7 +608,7 @@ def evaluate_libero(cfg: LiberoEvalConfig, policy: Any = None) -> dict[str, Any]
     todo = [s for s in specs if (s.task_id, s.episode) not in store.records]
     own_policy = policy is None
     policy = load_policy(cfg) if own_policy else policy
-    domain_warning = check_domain_id(cfg.domain_id, policy_description(policy))
+    domain_warning = check_domain_id(cfg.domain_id, f"{cfg.policy or ''} {policy_description(policy)}")
     bar = progress_bar(len(specs), f"LIBERO {cfg.suite}", cfg.progress)
     bar.update(len(specs) - len(todo))
     timing: dict[str, float] = {"policy_s": 0.0, "env_s": 0.0, "chunks": 0, "env_steps": 0}
@@ -640,7 +642,7 @@ def _task_ids(tasks: list[int] | None, n_tasks: int, suite: str) -> list[int]:
 
 def _report(cfg: LiberoEvalConfig, records: list[dict], task_ids: list[int], instructions: list[str],
             timing: dict, wall_s: float, ran: int) -> dict[str, Any]:  # fmt: skip
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "overwrite", "extra")}
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "overwrite")}
     settings["tasks"] = task_ids
     steps = max(int(timing["env_steps"]), 1)
     return {
