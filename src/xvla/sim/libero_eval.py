@@ -359,6 +359,10 @@ def policy_description(policy: Any) -> str:
     return " ".join(parts)
 
 
+class DomainIdWarning(UserWarning):
+    """A domain id that does not match what the checkpoint was trained with."""
+
+
 def check_domain_id(domain_id: int, description: str) -> str | None:
     """A warning when a LIBERO-trained checkpoint is run with a domain id other than LIBERO's (3)."""
     from ..domains import LIBERO_DOMAIN_ID, released_domain_name
@@ -366,10 +370,10 @@ def check_domain_id(domain_id: int, description: str) -> str | None:
     if domain_id == LIBERO_DOMAIN_ID or "libero" not in description.lower():
         return None
     name = released_domain_name(domain_id) or "unused by the released base"
-    message = (f"domain_id={domain_id} ({name}) on a checkpoint whose config mentions LIBERO: the released "
+    message = (f"domain_id={domain_id} ({name}) on a checkpoint whose name or config mentions LIBERO: the released "
                f"LIBERO checkpoints were trained with domain id {LIBERO_DOMAIN_ID}; pass --domain-id 3 "
                "unless you fine-tuned on another id")  # fmt: skip
-    warnings.warn(message, stacklevel=2)
+    warnings.warn(message, DomainIdWarning, stacklevel=2)
     return message
 
 
@@ -707,7 +711,9 @@ def config_from_args(args) -> LiberoEvalConfig:
 def cli_main(args) -> int:
     """``xvla eval --env libero ...``: run, print the markdown table, say where the files are."""
     cfg = config_from_args(args)
-    report = evaluate_libero(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DomainIdWarning)  # printed below, after the table
+        report = evaluate_libero(cfg)
     print(markdown_table(report))
     for message in report["warnings"]:
         print(f"warning: {message}")
