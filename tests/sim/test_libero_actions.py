@@ -190,7 +190,7 @@ def test_cli_defaults_follow_the_protocol():
     assert (cfg.max_steps, cfg.state_source, cfg.domain_id) == (100, "measured", 0)
     assert config_from_args(parser.parse_args(["eval", "--env", "libero", "--suite", "libero_10",
                                                "--policy.path", "c"])).max_steps == 900  # fmt: skip
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(ValueError, match="no policy"):
         config_from_args(parser.parse_args(["eval", "--env", "libero"]))
     meta = parser.parse_args(["eval", "expert"])
     assert (meta.env, meta.tasks, meta.episodes_per_task, meta.max_steps) == ("metaworld", "mt10", 10, 200)

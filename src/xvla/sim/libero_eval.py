@@ -74,8 +74,8 @@ class LiberoEvalConfig:
 
     def __post_init__(self) -> None:
         check_suite(self.suite)
-        if (self.policy is None) == (self.policy_url is None):
-            raise ValueError("give exactly one of policy (a checkpoint path or Hub id) and policy_url (a running server)")
+        if self.policy is not None and self.policy_url is not None:
+            raise ValueError("give one of policy (a checkpoint path or Hub id) and policy_url (a running server), not both")
         if self.state_source not in STATE_SOURCES:
             raise ValueError(f"state_source={self.state_source!r}: choose 'open_loop' (official) or 'measured' (LeRobot)")
         for name in ("episodes_per_task", "num_envs"):
@@ -338,7 +338,12 @@ class ServerPolicy:
         self.client.close()
 
 
+NO_POLICY = "no policy: give --policy.path (a checkpoint folder or Hub id) or --policy.url (a running `xvla serve`)"
+
+
 def load_policy(cfg: LiberoEvalConfig) -> Any:
+    if cfg.policy is None and cfg.policy_url is None:
+        raise ValueError(NO_POLICY)
     if cfg.policy_url is not None:
         return ServerPolicy(cfg.policy_url)
     from ..policy import XVLAPolicy
@@ -486,7 +491,7 @@ def _stats(records: list[dict]) -> dict[str, Any]:
 
 def markdown_table(report: dict[str, Any]) -> str:
     s = report["settings"]
-    who = s["policy"] or s["policy_url"]
+    who = s["policy"] or s["policy_url"] or "a policy object"
     lines = [
         f"# LIBERO `{s['suite']}`: {who}",
         "",
@@ -696,6 +701,8 @@ def config_from_args(args) -> LiberoEvalConfig:
 
     tasks = given("tasks", None)
     path = getattr(args, "policy_path", None) or getattr(args, "policy", None)
+    if path is None and getattr(args, "policy_url", None) is None:
+        raise ValueError(NO_POLICY)
     return LiberoEvalConfig(
         policy=None if getattr(args, "policy_url", None) else path, policy_url=getattr(args, "policy_url", None),
         suite=args.suite, tasks=None if tasks in (None, "all") else [int(t) for t in str(tasks).split(",") if t],
