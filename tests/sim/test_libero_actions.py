@@ -45,26 +45,33 @@ def test_identity_pose_and_gripper_threshold():
     assert out[:, 6].tolist() == [-1, -1, -1, 1, 1]  # +1 closes only strictly above 0.5
 
 
-def test_quarter_turn_about_z():
+BACKENDS = ["numpy", pytest.param("robosuite", marks=pytest.mark.skipif(
+    not __import__("importlib").util.find_spec("robosuite"), reason="robosuite is not installed"))]  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_quarter_turn_about_z(backend):
     # R = Rz(90deg): first column (0, 1, 0), second column (-1, 0, 0)
-    out = chunk_to_env_actions(row(rot6d=(0, 1, 0, -1, 0, 0))[None])
+    out = chunk_to_env_actions(row(rot6d=(0, 1, 0, -1, 0, 0))[None], backend)
     np.testing.assert_allclose(out[0, 3:6], [0, 0, math.pi / 2], atol=1e-6)
 
 
-def test_non_orthogonal_rot6d_is_gram_schmidt():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_orthogonal_rot6d_is_gram_schmidt(backend):
     # a1 = (0, 0, 3) -> b1 = z; a2 = (0, 2, 1) -> b2 = y; b3 = z x y = -x: R = Ry(-90deg)
-    out = chunk_to_env_actions(row(rot6d=(0, 0, 3, 0, 2, 1))[None])
+    out = chunk_to_env_actions(row(rot6d=(0, 0, 3, 0, 2, 1))[None], backend)
     np.testing.assert_allclose(out[0, 3:6], [0, -math.pi / 2, 0], atol=1e-5)
     # scaled and skewed identity: still the identity
-    out = chunk_to_env_actions(row(rot6d=(2, 0, 0, 5, 0.5, 0))[None])
+    out = chunk_to_env_actions(row(rot6d=(2, 0, 0, 5, 0.5, 0))[None], backend)
     np.testing.assert_allclose(out[0, 3:6], 0.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("angle", [math.pi - 1e-3, math.pi - 1e-5, math.pi])
 @pytest.mark.parametrize("axis", [(1, 0, 0), (0, 1, 0), (1, 1, 0), (0.3, -0.5, 0.8)])
-def test_rotations_near_180_degrees(axis, angle):
+def test_rotations_near_180_degrees(axis, angle, backend):
     target = rotation(axis, angle)
-    aa = chunk_to_env_actions(row(rot6d=rot6d_of(target))[None])[0, 3:6]
+    aa = chunk_to_env_actions(row(rot6d=rot6d_of(target))[None], backend)[0, 3:6]
     # Near 180 degrees +axis and -axis are the same rotation: check the rotation and the angle.
     np.testing.assert_allclose(axis_angle_to_matrix(aa), target, atol=2e-3)
     assert np.linalg.norm(aa) == pytest.approx(angle, abs=2e-3)
@@ -91,19 +98,25 @@ def test_random_rotations_round_trip_and_batch_shape():
 
 
 def test_matches_robosuite_math():
+    """Random, skewed and near-180-degree rot6d against robosuite's own mat2quat / quat2axisangle."""
     T = pytest.importorskip("robosuite.utils.transform_utils")
     rng = np.random.default_rng(1)
-    rot6d = np.concatenate([rng.normal(size=(300, 6)), [rot6d_of(rotation((1, 1, 0), math.pi - 1e-4))]])
-    ours = rot6d_to_axis_angle(rot6d)
-    for r6, mine in zip(rot6d, ours, strict=True):
-        a1, a2 = r6[:3], r6[3:]
-        b1 = a1 / (np.linalg.norm(a1) + 1e-6)
-        b2 = a2 - (b1 @ a2) * b1
-        b2 = b2 / (np.linalg.norm(b2) + 1e-6)
-        ref = T.quat2axisangle(T.mat2quat(np.stack([b1, b2, np.cross(b1, b2)], axis=-1)))
-        np.testing.assert_allclose(mine, ref, atol=1e-5)
-    quat = matrix_to_quat_xyzw(np.eye(3))
-    np.testing.assert_allclose(quat, [0, 0, 0, 1], atol=1e-7)
+    near = [rot6d_of(rotation(rng.normal(size=3), math.pi - eps)) for eps in (0.0, 1e-6, 1e-4) for _ in range(20)]
+    rot6d = np.concatenate([rng.normal(size=(300, 6)), near])
+    a1, a2 = rot6d[:, :3], rot6d[:, 3:]
+    b1 = a1 / (np.linalg.norm(a1, axis=-1, keepdims=True) + 1e-6)
+    b2 = a2 - np.sum(b1 * a2, axis=-1, keepdims=True) * b1
+    b2 = b2 / (np.linalg.norm(b2, axis=-1, keepdims=True) + 1e-6)
+    mats = np.stack([b1, b2, np.cross(b1, b2)], axis=-1)
+    ref = np.stack([T.quat2axisangle(T.mat2quat(m)) for m in mats])
+    np.testing.assert_allclose(rot6d_to_axis_angle(rot6d, "robosuite"), ref, atol=1e-12)
+    np.testing.assert_array_equal(rot6d_to_axis_angle(rot6d), ref)  # "auto" picks robosuite when installed
+    ours = rot6d_to_axis_angle(rot6d, "numpy")
+    same_vector = np.abs(ours - ref).max(-1) < 1e-5
+    assert same_vector[:300].all()  # away from 180 degrees: the same numbers
+    for mine, theirs in zip(ours[~same_vector], ref[~same_vector], strict=True):  # at 180: q or -q, one rotation
+        np.testing.assert_allclose(axis_angle_to_matrix(mine), axis_angle_to_matrix(theirs), atol=1e-5)
+    np.testing.assert_allclose(matrix_to_quat_xyzw(np.eye(3)), [0, 0, 0, 1], atol=1e-7)
 
 
 def test_bad_chunks_are_clear_errors():
@@ -113,6 +126,8 @@ def test_bad_chunks_are_clear_errors():
     bad[0, 4] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         chunk_to_env_actions(bad)
+    with pytest.raises(ValueError, match="backend"):
+        chunk_to_env_actions(np.zeros((2, 20)), backend="scipy")
 
 
 def test_pose_to_state_uses_columns():

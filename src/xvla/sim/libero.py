@@ -67,11 +67,12 @@ def rot6d_columns_to_matrix(rot6d: np.ndarray) -> np.ndarray:
 
 
 def matrix_to_quat_xyzw(matrix: np.ndarray) -> np.ndarray:
-    """[..., 3, 3] -> [..., 4] (x, y, z, w), w >= 0, computed as robosuite 1.4's ``mat2quat`` does.
+    """[..., 3, 3] -> [..., 4] (x, y, z, w), w >= 0, by the construction of robosuite 1.4's ``mat2quat``.
 
     The quaternion is the eigenvector of the largest eigenvalue of a symmetric 4x4 matrix built from
-    the (float32) rotation; using the same construction keeps the result bit-compatible with robosuite,
-    which matters only for the sign of the axis at exactly 180 degrees.
+    the float32 rotation, so the result agrees with robosuite to float32 precision. At exactly 180
+    degrees (w = 0) the sign of the vector is whatever the eigen-solver returns, here as in robosuite
+    (which runs it through numba): q and -q are the same rotation and the same controller target.
     """
     m = np.asarray(matrix, dtype=np.float32)
     k = np.zeros((*m.shape[:-2], 4, 4), dtype=np.float32)
@@ -101,18 +102,49 @@ def quat_xyzw_to_axis_angle(quat: np.ndarray) -> np.ndarray:
     return np.where(den == 0.0, 0.0, q[..., :3] * 2.0 * np.arccos(w) / safe)
 
 
-def rot6d_to_axis_angle(rot6d: np.ndarray) -> np.ndarray:
-    """The official LIBERO action decoding of the rotation: "columns" rot6d [..., 6] -> axis-angle [..., 3]."""
-    return quat_xyzw_to_axis_angle(matrix_to_quat_xyzw(rot6d_columns_to_matrix(np.asarray(rot6d, np.float64))))
+def rot6d_to_axis_angle(rot6d: np.ndarray, backend: str = "auto") -> np.ndarray:
+    """The official LIBERO action decoding of the rotation: "columns" rot6d [..., 6] -> axis-angle [..., 3].
+
+    ``backend="robosuite"`` runs robosuite's own ``mat2quat`` / ``quat2axisangle`` per row (what the
+    official client calls: identical numbers, including the axis sign at exactly 180 degrees);
+    ``"numpy"`` the vectorised equivalent here; ``"auto"`` robosuite when it is installed.
+    """
+    matrices = rot6d_columns_to_matrix(np.asarray(rot6d, np.float64))
+    transforms = _robosuite_transforms() if backend in ("auto", "robosuite") else None
+    if backend == "robosuite" and transforms is None:
+        raise ImportError("backend='robosuite' needs robosuite: pip install 'xvla[libero]'")
+    if backend not in ("auto", "robosuite", "numpy"):
+        raise ValueError(f"backend={backend!r}: choose 'auto', 'robosuite' or 'numpy'")
+    if transforms is None:
+        return quat_xyzw_to_axis_angle(matrix_to_quat_xyzw(matrices))
+    flat = matrices.reshape(-1, 3, 3)
+    out = [transforms.quat2axisangle(transforms.mat2quat(m)) for m in flat]
+    return np.asarray(out, dtype=np.float64).reshape(*matrices.shape[:-2], 3)
 
 
-def chunk_to_env_actions(chunk: Any) -> np.ndarray:
+def _robosuite_transforms():
+    """robosuite's transform_utils, or None where robosuite is not installed (imported once)."""
+    global _TRANSFORMS
+    if _TRANSFORMS is None:
+        try:
+            import robosuite.utils.transform_utils as transforms
+        except Exception:  # noqa: BLE001 - any import failure means: use the numpy path
+            transforms = False
+        _TRANSFORMS = transforms
+    return _TRANSFORMS or None
+
+
+_TRANSFORMS: Any = None
+
+
+def chunk_to_env_actions(chunk: Any, backend: str = "auto") -> np.ndarray:
     """Model output [..., T, >=10] (ee6d: xyz, rot6d "columns", gripper probability, ...) -> env actions [..., T, 7].
 
     Each env action is ``[x, y, z, ax, ay, az, g]``: an ABSOLUTE world-frame target of the grip site
     for robosuite's OSC_POSE controller (``use_delta=False``), the rotation as axis-angle, and the
     gripper as +1 (close) when the model's probability exceeds 0.5, else -1. Only the first arm
-    (dims 0-9) is used; the second half of a 20-D output is ignored.
+    (dims 0-9) is used; the second half of a 20-D output is ignored. ``backend``: see
+    :func:`rot6d_to_axis_angle` (robosuite's own functions when installed, else numpy).
     """
     if hasattr(chunk, "detach"):  # a torch tensor (any dtype, any device)
         chunk = chunk.detach().cpu().double().numpy()
@@ -125,7 +157,7 @@ def chunk_to_env_actions(chunk: Any) -> np.ndarray:
     if not np.isfinite(arr[..., :10]).all():
         raise ValueError("chunk_to_env_actions: the action chunk contains NaN or infinite values")
     gripper = np.where(arr[..., 9:10] > GRIPPER_THRESHOLD, 1.0, -1.0)
-    return np.concatenate([arr[..., 0:3], rot6d_to_axis_angle(arr[..., 3:9]), gripper], axis=-1)
+    return np.concatenate([arr[..., 0:3], rot6d_to_axis_angle(arr[..., 3:9], backend), gripper], axis=-1)
 
 
 def pose_to_state(pos: Any, rotation: Any) -> np.ndarray:
