@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from ..processing import check_domain_ids
+
 IMAGE_PREFIX = "observation.images."
 STATE_KEY = "observation.state"
 OFFICIAL_IMAGE_KEYS = ("image0", "image1", "image2")
@@ -345,11 +347,11 @@ def parse_domain_id(value: Any, field: str, spec: ModelSpec) -> int:
     top = spec.num_domains - 1
     domain = parse_int(value, field, f"an integer domain id in [0, {top}]")
     if not 0 <= domain <= top:
-        shown = str(domain) if abs(domain) < 10**12 else f"{str(domain)[:12]}..."
-        raise RequestError(
-            field, f"domain_id {shown} is out of range: this checkpoint has num_domains={spec.num_domains}, so ids "
-            f"must be in [0, {top}]"
-        )  # fmt: skip
+        domain = max(-1, min(domain, top + 1))  # huge values are shown clipped
+        try:
+            check_domain_ids(domain, spec.num_domains)
+        except ValueError as exc:
+            raise RequestError(field, str(exc)) from None
     if domain not in spec.allowed_domains:
         raise RequestError(
             field, f"domain_id {domain} is not served here; this server accepts {sorted(spec.allowed_domains)}"

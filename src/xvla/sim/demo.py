@@ -16,13 +16,14 @@ Everything runs through the library's Python APIs (``generate_demonstrations``, 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..utils import write_json
 
 DEFAULT_TASKS = "button-press-topdown,drawer-close,handle-press"
 DEFAULT_TRAIN_VARIANTS = "sawyer,sawyer-rot90"
@@ -167,7 +168,7 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     held_eps = s.heldout_episodes_per_task or s.episodes_per_task
     held_summary = generate_demonstrations(DemoConfig(variants=[held], episodes_per_task=held_eps, **common))
     summary["variants"].update(held_summary["variants"])
-    (demos_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json((demos_dir / "summary.json"), summary)
     timings["demos_s"] = time.perf_counter() - t
 
     tokenizer = build_tokenizer(sorted(set(INSTRUCTIONS.values())))
@@ -232,7 +233,7 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
     }  # fmt: skip
     _write_report(report_dir, info, p1, p2, results, fields)
-    (report_dir / "results.json").write_text(json.dumps(info, indent=2, default=str))
+    write_json((report_dir / "results.json"), info)
     info["table"] = results_table(rows)
     info["report_dir"] = str(report_dir)
     return info

@@ -25,12 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from ..domains import DATASET_DOMAIN_FILE
+from ..utils import write_json
 from .instructions import instruction, resolve_tasks
 from .variants import EmbodimentVariant, resolve_variants
 
 logger = logging.getLogger(__name__)
 
-SIM_META_FILE = "meta/xvla_sim.json"
+SIM_META_FILE = DATASET_DOMAIN_FILE
 STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper_opening"]
 PRIVILEGED_NAMES = STATE_NAMES + [f"object_{i}" for i in range(14)] + ["goal_x", "goal_y", "goal_z"]
 
@@ -275,7 +277,7 @@ def generate_demonstrations(config: DemoConfig) -> dict[str, Any]:
     summary = _summarize(config, records, attempts, needed, time.perf_counter() - start)
     for v in config.variants:
         _write_sim_meta(config, v, records[v.name], attempts, summary)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json((out / "summary.json"), summary)
     short = [f"{k[0]}/{k[1]}: {n} missing" for k, n in needed.items() if n > 0]
     if short:
         logger.warning("some tasks have fewer successful episodes than asked for: %s", "; ".join(short))
@@ -346,7 +348,7 @@ def _write_sim_meta(config: DemoConfig, variant: EmbodimentVariant, records, att
     }
     path = config.dataset_dir(variant) / SIM_META_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(meta, indent=2))
+    write_json(path, meta)
 
 
 def read_sim_meta(dataset_root: str | Path) -> dict[str, Any] | None:

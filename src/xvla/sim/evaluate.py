@@ -16,7 +16,6 @@ not the training layouts.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..utils import write_json
 from .instructions import instruction, resolve_tasks
 from .rollout import EpisodeResult, EpisodeSpec, run_rollouts
 from .variants import EmbodimentVariant, get_variant
@@ -219,6 +219,6 @@ def evaluate(config: EvalConfig, policy: Any = None) -> dict[str, Any]:
             "env_steps_per_s": round(timings["env_steps"] / max(timings["wall_s"], 1e-9), 1),
         },
     }
-    (out / "results.json").write_text(json.dumps(report, indent=2))
+    write_json((out / "results.json"), report)
     (out / "results.md").write_text(markdown_table(report))
     return report

@@ -13,13 +13,14 @@ No simulator is needed: this measures imitation error, not task success (see ``x
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..utils import write_json
 
 
 @dataclass
@@ -111,7 +112,7 @@ def evaluate_offline(config: OfflineEvalConfig, policy: Any = None, tokenizer: A
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     report["plots"] = _plots(out / "plots", ds, queries, pred, target, stride, width, config.plot_episodes)
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    write_json((out / "metrics.json"), report)
     (out / "metrics.md").write_text(markdown(report))
     return report
 

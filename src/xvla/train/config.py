@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..utils import write_json
+
 RECIPES = ("official", "lerobot", "prompt", "lora")
 PARAM_GROUPS = ("vlm", "soft_prompts", "action_heads", "transformer_core")
 
@@ -230,9 +232,8 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        from ..utils import atomic_write_text
 
-        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, default=str))
+        write_json(path, self.to_dict())
 
 
 # ---------------------------------------------------------------------------------------------- recipes

@@ -3,7 +3,7 @@
 Layout under ``output_dir``::
 
     train_config.json                    the resolved training configuration
-    checkpoints/000500/pretrained_model/ config.json + model.safetensors (+ tokenizer, domains.json):
+    checkpoints/000500/pretrained_model/ config.json + model.safetensors (+ tokenizer):
                                          loads with XVLAPolicy.from_pretrained
     checkpoints/000500/training_state/   optimizer.safetensors + optimizer.json, scheduler.json,
                                          sampler.json, trainer_state.json, rng_state_rank<r>.{safetensors,json}
@@ -43,10 +43,6 @@ FINAL = "final"
 
 
 # ---------------------------------------------------------------------------------------------- json
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(Path(path), json.dumps(data, indent=2, default=str))
-
-
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
@@ -67,26 +63,9 @@ def export_pretrained(
     config: XVLAConfig,
     tokenizer: Any = None,
     source_dir: Path | None = None,
-    domains: dict[int, str] | None = None,
 ) -> Path:
     """Write a checkpoint folder in our format (the same files as ``XVLAPolicy.save_pretrained``)."""
-    from .embodiment import write_domains
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = ckpt.from_internal_state_dict(state_dict, "xvla")
-    ckpt.save_weights_file(state, directory, metadata={"format": "xvla", "producer": "xvla train"})
-    ckpt.write_config(ckpt.export_config(config, "xvla"), directory)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(directory))
-    elif source_dir is not None:
-        for name in ckpt.TOKENIZER_FILES + ("preprocessor_config.json",):
-            src = Path(source_dir) / name
-            if src.exists():
-                shutil.copy2(src, directory / name)
-    if domains:
-        write_domains(directory, domains)
-    return directory
+    return ckpt.write_checkpoint(directory, state_dict, config, "xvla", tokenizer, source_dir, "xvla train")
 
 
 # ---------------------------------------------------------------------------------------------- optimizer
