@@ -11,10 +11,13 @@ from pathlib import Path
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from .policy import XVLAPolicy
+    from .utils import atomic_directory
 
     policy = XVLAPolicy.from_pretrained(args.src)
-    out = policy.save_pretrained(args.dst, format=args.to)
-    print(f"converted {args.src} ({policy.checkpoint_format}) -> {out} ({args.to})")
+    # Written under a temporary name and renamed when complete: a failure leaves no half-written folder.
+    with atomic_directory(args.dst, overwrite=args.overwrite) as tmp:
+        policy.save_pretrained(tmp, format=args.to)
+    print(f"converted {args.src} ({policy.checkpoint_format}) -> {args.dst} ({args.to})")
     return 0
 
 
@@ -88,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="checkpoint folder (any supported format) or Hub id")
     p.add_argument("dst", help="output folder")
     p.add_argument("--to", choices=["xvla", "lerobot", "official"], default="xvla")
+    p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("info", help="print what a checkpoint folder holds")

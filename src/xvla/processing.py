@@ -144,6 +144,22 @@ def stack_cameras(images: Sequence[torch.Tensor], total_views: int) -> tuple[tor
     return torch.stack(views, dim=1), mask
 
 
+def rename_keys(observation: dict[str, Any], key_map: dict[str, str], source: str = "observation") -> dict[str, Any]:
+    """Apply a key map, which always goes MODEL KEY -> SOURCE KEY (dataset, simulator or robot key).
+
+    The one meaning of ``--key-map model_key=source_key`` in every command.
+    """
+    out = dict(observation)
+    for model_key, source_key in key_map.items():
+        if source_key not in observation:
+            raise KeyError(
+                f"--key-map {model_key}={source_key}: the {source} has no key {source_key!r} (its keys: "
+                f"{sorted(observation)}); a key map goes model key=source key"
+            )
+        out[model_key] = out.pop(source_key) if source_key != model_key else out[source_key]
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- state
 def pad_state(state: torch.Tensor, width: int, key: str = STATE_KEY) -> torch.Tensor:
     """Zero-pad a [B, S] state to ``width`` (``max_state_dim``); a wider state is an error."""

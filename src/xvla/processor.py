@@ -66,7 +66,8 @@ class ObservationProcessor:
     def __init__(self, config: XVLAConfig, tokenizer: Any | None = None, tokenizer_dir: Any | None = None):
         self.config = config
         self.image_size = settle_image_size(config)
-        self._tokenizer = tokenizer
+        self._tokenizer = None
+        self.tokenizer = tokenizer
         self.tokenizer_dir = tokenizer_dir  # checkpoint folder whose tokenizer files win over the name
         self._lock = threading.Lock()  # fast tokenizers must not be called from several threads at once
 
@@ -89,6 +90,8 @@ class ObservationProcessor:
 
     @tokenizer.setter
     def tokenizer(self, value) -> None:
+        if value is not None:
+            check_tokenizer_fits(value, self.text_vocab_size)
         self._tokenizer = value
 
     @property

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..domains import resolve_domain
 from ..utils import write_json
 from .instructions import instruction, resolve_tasks
 from .rollout import EpisodeResult, EpisodeSpec, run_rollouts
@@ -47,7 +48,7 @@ class EvalConfig:
     videos: int = 3
     output: str = "outputs/eval"
     device: str = "cpu"
-    domain_id: int | None = None  # default: the variant's
+    domain_id: int | None = None  # default: the checkpoint's domain for this variant (see xvla.domains)
     n_action_steps: int | None = None  # default: the policy's config.n_action_steps
     denoising_steps: int | None = None  # default: the policy's config.num_denoising_steps
     action_horizon_s: float | None = None  # set when the policy was trained with mixture.action_horizon_s
@@ -180,15 +181,25 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def eval_domain(policy: Any, config: EvalConfig) -> tuple[int, str]:
+    """The domain to evaluate: --domain-id, else what the checkpoint trained for this variant (by name or id)."""
+    variant = config.variant
+    if getattr(policy, "config", None) is None:  # the scripted experts take no domain
+        return (variant.domain_id if config.domain_id is None else config.domain_id), "scripted expert"
+    return resolve_domain(policy.config, config.domain_id, variant.domain_id, f"variant {variant.name!r}", variant.name)
+
+
 def evaluate(config: EvalConfig, policy: Any = None) -> dict[str, Any]:
     """Run the evaluation and write the report; ``policy`` overrides loading ``config.policy``."""
     start = time.perf_counter()
     policy = load_policy(config) if policy is None else policy
     variant = config.variant
+    domain, why = eval_domain(policy, config)
+    logger.info("evaluating domain %d (%s)", domain, why)
     specs = episode_specs(config.tasks, config.episodes_per_task, config.seed, config.videos)
     results, timings = run_rollouts(
         policy, specs, variant,
-        num_envs=config.num_envs, max_steps=config.max_steps, domain_id=config.domain_id,
+        num_envs=config.num_envs, max_steps=config.max_steps, domain_id=domain,
         n_action_steps=config.n_action_steps, denoising_steps=config.denoising_steps,
         action_horizon_s=config.action_horizon_s, noise_seed=config.seed, privileged_state=config.privileged_state,
         start_method=config.start_method, progress=config.progress, key_map=config.key_map,
@@ -203,7 +214,7 @@ def evaluate(config: EvalConfig, policy: Any = None) -> dict[str, Any]:
             videos.append(f"videos/{name}")
     settings = {k: v for k, v in asdict(config).items() if k not in ("variant", "progress")}
     settings["variant"] = variant.to_dict()
-    settings["domain_id"] = variant.domain_id if config.domain_id is None else config.domain_id
+    settings["domain_id"], settings["domain_reason"] = domain, why
     report = {
         "settings": settings,
         **summarize(results, config.tasks),

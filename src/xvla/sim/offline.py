@@ -13,6 +13,7 @@ No simulator is needed: this measures imitation error, not task success (see ``x
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from ..domains import dataset_domain, resolve_domain
+from ..processing import rename_keys
 from ..utils import write_json
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,7 +35,7 @@ class OfflineEvalConfig:
     output: str = "outputs/eval_offline"
     episodes: list[int] | None = None  # default: all episodes
     stride: int | None = None  # frames between predictions (default: the policy's n_action_steps)
-    domain_id: int | None = None  # default: the dataset's xvla_sim domain id, else the policy's
+    domain_id: int | None = None  # default: the checkpoint's domain for this dataset (see xvla.domains)
     key_map: dict[str, str] = field(default_factory=dict)  # model key -> dataset key
     plot_episodes: int = 3
     device: str = "cpu"
@@ -38,15 +43,7 @@ class OfflineEvalConfig:
     batch_size: int = 16
 
 
-def _dataset_domain(root: Path) -> int | None:
-    from .demos import read_sim_meta
-
-    meta = read_sim_meta(root)
-    return int(meta["domain_id"]) if meta and "domain_id" in meta else None
-
-
 def evaluate_offline(config: OfflineEvalConfig, policy: Any = None, tokenizer: Any = None) -> dict[str, Any]:
-    import torch
 
     from ..data import LeRobotDataset, resolve_dataset_root
     from ..policy import XVLAPolicy
@@ -63,31 +60,16 @@ def evaluate_offline(config: OfflineEvalConfig, policy: Any = None, tokenizer: A
                         camera_keys=cams or None)  # fmt: skip
     if not model_cams:
         model_cams = cams = list(ds.camera_keys)
-    domain = config.domain_id if config.domain_id is not None else _dataset_domain(root)
-    domain = pcfg.domain_id if domain is None else domain
+    domain, why = resolve_domain(pcfg, config.domain_id, dataset_domain(root), f"dataset {root.name!r}", root.name)
+    logger.info("domain %d: %s", domain, why)
     stride = config.stride or pcfg.n_action_steps
     width = int(math.prod(ds.meta.features[action_key]["shape"]))
-    state_key = key.get("observation.state", "observation.state")
-
-    # (slot, frame) of every prediction
-    queries = []
+    key.update({m: c for m, c in zip(model_cams, cams, strict=True) if m != c})
+    queries = []  # (slot, frame) of every prediction
     for slot in range(len(ds.episodes)):
         start, stop = ds.episode_range(slot)
         queries += [(slot, start + f) for f in range(0, stop - start, stride)]
-    gen = torch.Generator().manual_seed(config.seed)
-    preds, targets, pads = [], [], []
-    for i in range(0, len(queries), config.batch_size):
-        items = [ds[idx] for _, idx in queries[i : i + config.batch_size]]
-        batch: dict[str, Any] = {m: torch.stack([it[c] for it in items]) for m, c in zip(model_cams, cams, strict=True)}
-        if state_key in items[0]:
-            batch["observation.state"] = torch.stack([torch.as_tensor(it[state_key]).float() for it in items])
-        batch["task"] = [it["task"] for it in items]
-        batch["domain_id"] = int(domain)
-        chunk = policy.predict_action_chunk(batch, generator=gen).cpu().numpy()
-        preds.append(chunk[..., :width])
-        targets.append(np.stack([np.asarray(it[action_key], np.float32) for it in items]))
-        pads.append(np.stack([np.asarray(it[f"{action_key}_is_pad"], bool) for it in items]))
-    pred, target, pad = np.concatenate(preds), np.concatenate(targets), np.concatenate(pads)
+    pred, target, pad = _predict_along(policy, ds, queries, key, domain, config, action_key)
     if pred.shape[-1] < width:
         raise ValueError(f"the policy predicts {pred.shape[-1]} action dims but the dataset's {action_key!r} has {width}")
     valid = ~pad
@@ -102,7 +84,7 @@ def evaluate_offline(config: OfflineEvalConfig, policy: Any = None, tokenizer: A
         })  # fmt: skip
     e = err[valid]
     report = {
-        "settings": {**asdict(config), "dataset_root": str(root), "domain_id": int(domain), "stride": stride,
+        "settings": {**asdict(config), "dataset_root": str(root), "domain_id": int(domain), "domain_reason": why, "stride": stride,
                      "chunk_size": pcfg.chunk_size},  # fmt: skip
         "predictions": len(queries),
         "episodes": [int(e) for e in ds.episodes],
@@ -115,6 +97,24 @@ def evaluate_offline(config: OfflineEvalConfig, policy: Any = None, tokenizer: A
     write_json((out / "metrics.json"), report)
     (out / "metrics.md").write_text(markdown(report))
     return report
+
+
+def _predict_along(policy, ds, queries, key_map, domain, config, action_key) -> tuple[np.ndarray, ...]:
+    """(predicted, recorded, padding) chunks at every query; each sample goes through the policy's processor."""
+    import torch
+
+    gen = torch.Generator().manual_seed(config.seed)
+    width = int(math.prod(ds.meta.features[action_key]["shape"]))
+    preds, targets, pads = [], [], []
+    for i in range(0, len(queries), config.batch_size):
+        items = [ds[idx] for _, idx in queries[i : i + config.batch_size]]
+        samples = [{**rename_keys(it, key_map, "dataset"), "domain_id": int(domain)} for it in items]
+        for sample in samples:
+            sample.pop("action", None)  # the recorded chunk is the target, not an input
+        preds.append(policy.predict_action_chunk(samples, generator=gen).cpu().numpy()[..., :width])
+        targets.append(np.stack([np.asarray(it[action_key], np.float32) for it in items]))
+        pads.append(np.stack([np.asarray(it[f"{action_key}_is_pad"], bool) for it in items]))
+    return np.concatenate(preds), np.concatenate(targets), np.concatenate(pads)
 
 
 def _plots(folder: Path, ds, queries, pred, target, stride: int, width: int, episodes: int) -> list[str]:
