@@ -489,12 +489,12 @@ def load_weights_file(folder: Path) -> dict[str, torch.Tensor]:
     folder = Path(folder)
     path = folder / WEIGHTS_NAME
     if path.exists():
-        return load_file(str(path))
+        return _read_safetensors(path)
     shards = sorted(folder.glob("model-*-of-*.safetensors"))
     if shards:
         out: dict[str, torch.Tensor] = {}
         for shard in shards:
-            out.update(load_file(str(shard)))
+            out.update(_read_safetensors(shard))
         return out
     if any(folder.glob("*.bin")) or any(folder.glob("*.pt")) or any(folder.glob("*.pth")):
         raise FileNotFoundError(
@@ -502,6 +502,16 @@ def load_weights_file(folder: Path) -> dict[str, torch.Tensor]:
             "safetensors.torch.save_file in a trusted environment."
         )
     raise FileNotFoundError(f"{path} not found: the checkpoint folder must contain {WEIGHTS_NAME}")
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for damaged files
+        raise ValueError(
+            f"{path} is truncated or corrupt ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
+            "download or copy the checkpoint again"
+        ) from exc
 
 
 def save_weights_file(state_dict: dict[str, torch.Tensor], folder: Path, metadata: dict[str, str] | None = None) -> None:

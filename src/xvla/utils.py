@@ -13,6 +13,12 @@ from typing import Any
 
 import torch
 
+
+class UserFacingError(RuntimeError):
+    """A failure outside the user's input (a simulator worker died, a run was interrupted...) whose message
+    already says what happened and what to do; the CLI prints it in one line."""
+
+
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 

@@ -38,22 +38,22 @@ EXPERT = "expert"
 
 @dataclass
 class EvalConfig:
-    policy: str  # checkpoint folder or Hub id, or "expert" for Meta-World's scripted experts
-    tasks: list[str] = field(default_factory=lambda: resolve_tasks("mt10"))
-    variant: str | EmbodimentVariant = "sawyer"
+    policy: str = field(metadata={"help": "checkpoint folder or Hub id, or 'expert' (Meta-World's scripted policies)"})
+    tasks: str | list[str] = field(default="mt10", metadata={"help": "task set (mt10, mt50, easy) or comma-separated names"})
+    variant: str | EmbodimentVariant = field(default="sawyer", metadata={"help": "embodiment variant name or JSON file"})
     episodes_per_task: int = 10
-    seed: int = 1000
-    num_envs: int = 2
-    max_steps: int = 200
-    videos: int = 3
+    seed: int = field(default=1000, metadata={"help": "base seed of the layouts and noise"})
+    num_envs: int = field(default=2, metadata={"help": "parallel simulator processes"})
+    max_steps: int = field(default=200, metadata={"help": "actions per episode"})
+    videos: int = field(default=3, metadata={"help": "episodes saved as mp4"})
     output: str = "outputs/eval"
     device: str = "cpu"
-    domain_id: int | None = None  # default: the checkpoint's domain for this variant (see xvla.domains)
-    n_action_steps: int | None = None  # default: the policy's config.n_action_steps
-    denoising_steps: int | None = None  # default: the policy's config.num_denoising_steps
-    action_horizon_s: float | None = None  # set when the policy was trained with mixture.action_horizon_s
-    image_size: int | None = None  # default: the variant's camera size
-    key_map: dict[str, str] = field(default_factory=dict)
+    domain_id: int | None = field(default=None, metadata={"help": "default: the domain the checkpoint trained for this variant"})
+    n_action_steps: int | None = field(default=None, metadata={"help": "actions executed per chunk (default: the checkpoint's)"})
+    denoising_steps: int | None = field(default=None, metadata={"help": "default: the checkpoint's"})
+    action_horizon_s: float | None = field(default=None, metadata={"help": "the chunk spans this many seconds (if trained so)"})
+    image_size: int | None = field(default=None, metadata={"help": "camera size in pixels (default: the variant's)"})
+    key_map: dict[str, str] = field(default_factory=dict, metadata={"help": "model key=simulator key pairs, comma-separated"})
     privileged_state: bool = False
     start_method: str | None = None
     progress: bool = True

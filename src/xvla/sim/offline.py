@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..domains import dataset_domain, resolve_domain
+from ..flags import add_dataclass_flags, dataclass_from_args
 from ..processing import rename_keys
 from ..utils import write_json
 
@@ -30,17 +31,21 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class OfflineEvalConfig:
-    policy: str  # checkpoint folder or Hub id
-    dataset: str  # LeRobot dataset folder or Hub id
+    policy: str = field(metadata={"help": "checkpoint folder or Hub id"})
+    dataset: str = field(metadata={"help": "LeRobot dataset folder or Hub id"})
     output: str = "outputs/eval_offline"
-    episodes: list[int] | None = None  # default: all episodes
-    stride: int | None = None  # frames between predictions (default: the policy's n_action_steps)
-    domain_id: int | None = None  # default: the checkpoint's domain for this dataset (see xvla.domains)
-    key_map: dict[str, str] = field(default_factory=dict)  # model key -> dataset key
-    plot_episodes: int = 3
+    episodes: str | list[int] | None = field(default=None, metadata={"help": "e.g. 15-19 or 3,7,9 (default: all)"})
+    stride: int | None = field(default=None, metadata={"help": "frames between predictions (default: n_action_steps)"})
+    domain_id: int | None = field(default=None, metadata={"help": "default: the domain the checkpoint trained for this dataset"})
+    key_map: dict[str, str] = field(default_factory=dict, metadata={"help": "model key=dataset key pairs, comma-separated"})
+    plot_episodes: int = field(default=3, metadata={"help": "episodes to plot"})
     device: str = "cpu"
     seed: int = 0
     batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if isinstance(self.episodes, str):
+            self.episodes = _episodes(self.episodes)
 
 
 def evaluate_offline(config: OfflineEvalConfig, policy: Any = None, tokenizer: Any = None) -> dict[str, Any]:
@@ -176,25 +181,21 @@ def markdown(report: dict[str, Any]) -> str:
 
 def _episodes(text: str) -> list[int]:
     out: list[int] = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out += list(range(int(a), int(b) + 1))
-        else:
-            out.append(int(part))
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            a, _, b = part.partition("-")
+            out += list(range(int(a), int(b or a) + 1))
+    except ValueError:
+        raise ValueError(f"--episodes {text!r} is invalid: give episode indices like 15-19 or 3,7,9") from None
     return out
 
 
 def cmd_eval_offline(args) -> int:
-    from .cli import _key_map
-
-    report = evaluate_offline(OfflineEvalConfig(
-        policy=args.policy, dataset=args.dataset, output=args.output, episodes=args.episodes, stride=args.stride,
-        domain_id=args.domain_id, key_map=_key_map(args.key_map) if args.key_map else {},
-        plot_episodes=args.plot_episodes, device=args.device, seed=args.seed,
-    ))  # fmt: skip
+    config = dataclass_from_args(OfflineEvalConfig, args)
+    report = evaluate_offline(config)
     print(markdown(report))
-    print(f"results: {args.output}/metrics.json, {args.output}/metrics.md, {len(report['plots'])} plots in {args.output}/plots")
+    out = config.output
+    print(f"results: {out}/metrics.json, {out}/metrics.md, {len(report['plots'])} plots in {out}/plots")
     return 0
 
 
@@ -205,14 +206,5 @@ def register_eval_offline(sub) -> None:
         description="Predict action chunks along recorded episodes and compare them with the recorded actions: "
         "MAE / RMSE per action dimension (JSON + markdown) and predicted-vs-recorded plots.",
     )
-    p.add_argument("policy", help="checkpoint folder or Hub id")
-    p.add_argument("dataset", help="LeRobot dataset folder or Hub id")
-    p.add_argument("--episodes", type=_episodes, default=None, help="e.g. 15-19 or 3,7,9 (default: all)")
-    p.add_argument("--stride", type=int, default=None, help="frames between predictions (default: n_action_steps)")
-    p.add_argument("--domain-id", type=int, default=None, help="default: the dataset's variant, else the policy's")
-    p.add_argument("--key-map", default="", help="model key=dataset key pairs, comma-separated")
-    p.add_argument("--plot-episodes", type=int, default=3, help="episodes to plot (default: %(default)s)")
-    p.add_argument("--output", "-o", default="outputs/eval_offline")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    add_dataclass_flags(p, OfflineEvalConfig, positional=("policy", "dataset"), aliases={"output": ["-o"]})
     p.set_defaults(func=cmd_eval_offline)
