@@ -22,6 +22,7 @@ from torch import nn
 
 from . import checkpoints as ckpt
 from .config import XVLAConfig
+from .hub import resolve_folder
 from .model.xvla import XVLAModel
 from .processor import ObservationProcessor
 
@@ -176,27 +177,6 @@ class XVLAPolicy(nn.Module):
 
 
 def resolve_checkpoint_dir(path_or_hub_id: str | os.PathLike, revision: str | None = None) -> Path:
-    """A local folder as is; otherwise a Hugging Face Hub id, downloaded (safetensors + json/txt only)."""
-    path = Path(path_or_hub_id).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise NotADirectoryError(f"{path} is a file; pass the checkpoint folder that holds config.json")
-    text = str(path_or_hub_id)
-    if text.count("/") != 1 or text.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"checkpoint folder {text} does not exist (and it is not a Hub id like 'org/name')")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(
-            snapshot_download(
-                text,
-                revision=revision,
-                allow_patterns=["*.json", "*.safetensors", "*.txt", "tokenizer*", "vocab*", "merges*"],
-            )
-        )
-    except Exception as exc:  # noqa: BLE001 - turned into an actionable message
-        raise FileNotFoundError(
-            f"could not download '{text}' from the Hugging Face Hub ({type(exc).__name__}: {exc}). If you are "
-            "offline, download the checkpoint elsewhere and pass its local folder."
-        ) from exc
+    """A local checkpoint folder as is; otherwise a Hugging Face Hub id, downloaded (safetensors + json/txt only)."""
+    patterns = ["*.json", "*.safetensors", "*.txt", "tokenizer*", "vocab*", "merges*"]
+    return resolve_folder(path_or_hub_id, what="checkpoint", revision=revision, allow_patterns=patterns)

@@ -229,17 +229,25 @@ class ObservationProcessor:
         if action.dim() != 3:
             raise ValueError(f"'action' must be [chunk, dim] or [B, chunk, dim], got shape {tuple(action.shape)}")
         width = action.shape[-1]
-        padded_mode = str(self.config.action_mode).lower() == "auto"
-        if width > space.dim_action or (width < space.dim_action and not padded_mode and width != space.real_dim):
-            raise ValueError(
-                f"action dimension mismatch: the dataset's action has {width} dims but action_mode "
-                f"'{self.config.action_mode}' expects {sorted({space.dim_action, space.real_dim})}. Use "
-                f"--policy.action_mode=auto (pads any width up to --policy.max_action_dim) or register an action space."
-            )
+        check_action_width(self.config, width, space)
         action = torch.nn.functional.pad(action, (0, space.dim_action - width))
         chunk = self.config.chunk_size
         action = action[:, :chunk]
         return torch.nn.functional.pad(action, (0, 0, 0, chunk - action.shape[1]))
+
+
+def check_action_width(config: XVLAConfig, width: int, space: Any = None, where: str = "the dataset") -> None:
+    """Targets are zero-padded to the model width only in ``auto`` mode or from the robot's real width."""
+    from .model.xvla import build_action_space_for
+
+    space = space or build_action_space_for(config)
+    padded_mode = str(config.action_mode).lower() == "auto"
+    if width > space.dim_action or (width < space.dim_action and not padded_mode and width != space.real_dim):
+        raise ValueError(
+            f"action dimension mismatch: {where} has {width}-dim actions but action_mode '{config.action_mode}' "
+            f"expects {sorted({space.dim_action, space.real_dim})}. Use --policy.action_mode=auto (pads any width "
+            "up to --policy.max_action_dim) or register an action space."
+        )
 
 
 def check_tokenizer_fits(tokenizer: Any, vocab_size: int, name: Any = "") -> None:

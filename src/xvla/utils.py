@@ -98,7 +98,7 @@ def atomic_directory(path: str | Path, overwrite: bool = False, flag: str = "--o
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
             os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            old.unlink() if old.is_symlink() else shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
     except BaseException:

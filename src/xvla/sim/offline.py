@@ -61,6 +61,11 @@ def evaluate_offline(config: OfflineEvalConfig, policy: Any = None, tokenizer: A
     action_key = key.get("action", "action")
     model_cams = list(pcfg.image_keys or [])
     cams = [key.get(c, c) for c in model_cams]
+    known = {*model_cams, "observation.state", "action"}
+    unknown = sorted(set(config.key_map) - known) if model_cams else []
+    if unknown:
+        raise ValueError(f"--key-map names model keys {unknown} that this checkpoint does not have; its keys are "
+                         f"{sorted(known)} (a key map goes model key=dataset key)")  # fmt: skip
     ds = LeRobotDataset(root, chunk_size=pcfg.chunk_size, episodes=config.episodes, action_key=action_key,
                         camera_keys=cams or None)  # fmt: skip
     if not model_cams:

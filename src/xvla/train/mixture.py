@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ from torch.utils.data import default_collate
 from .. import processing
 from ..config import XVLAConfig
 from ..domains import dataset_domain
-from ..processor import ObservationProcessor
+from ..processor import ObservationProcessor, check_action_width
 from .config import ColorJitterConfig, DatasetConfig, TrainConfig
 from .transforms import color_jitter, frames_for_horizon, resample_chunk
 
@@ -94,12 +95,23 @@ def model_camera_keys(
     return keys
 
 
+def dataset_root(cfg: DatasetConfig) -> Path:
+    """The local folder of one dataset: ``root`` must exist; ``repo_id`` is fetched from the Hub."""
+    if cfg.root and not Path(cfg.root).expanduser().is_dir():
+        raise FileNotFoundError(
+            f"dataset folder {cfg.root} does not exist: fix --dataset.root (or 'root' in the config file's "
+            "mixture.datasets); for a Hugging Face dataset use --dataset.repo_id=owner/name"
+        )
+    _, _, resolve_dataset_root = _dataset_api()
+    return resolve_dataset_root(cfg.root or cfg.repo_id, revision=cfg.revision)
+
+
 def open_sources(train_cfg: TrainConfig, policy_config: XVLAConfig, camera_keys: list[str]) -> list[Source]:
     LeRobotDataset, LeRobotDatasetMeta, resolve_dataset_root = _dataset_api()
     sources = []
     chunk = policy_config.chunk_size
     for cfg in train_cfg.datasets():
-        root = resolve_dataset_root(cfg.root or cfg.repo_id, revision=cfg.revision)
+        root = dataset_root(cfg)
         meta = LeRobotDatasetMeta(root)
         features = meta.features
         unknown = sorted(set(cfg.keys) - {*camera_keys, STATE_KEY, ACTION_KEY})
@@ -129,6 +141,8 @@ def open_sources(train_cfg: TrainConfig, policy_config: XVLAConfig, camera_keys:
                 f"dataset {cfg.label} has no {action_key!r} feature (features: {sorted(features)}); map the "
                 f"action with keys: {{'action': '<dataset key>'}}"
             )
+        width = int(math.prod(features[action_key]["shape"]))
+        check_action_width(policy_config, width, where=f"dataset {cfg.label}")
         state_key = None
         if policy_config.use_proprio:
             state_key = cfg.keys.get(STATE_KEY, STATE_KEY)

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import checkpoints as ckpt
 from ..config import XVLAConfig
-from ..utils import atomic_write, atomic_write_text
+from ..utils import atomic_directory, atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +181,17 @@ def _symlink(link: Path, target: str) -> None:
         atomic_write_text(link.with_name(link.name + ".txt"), target)
 
 
+def publish_final(model_dir: Path, final: Path) -> None:
+    """``final`` as a real folder (hard links to the checkpoint's files, copies where links fail), so that
+    ``cp -r OUTPUT/final`` copies a model and not a relative link that dangles elsewhere."""
+    with atomic_directory(final, overwrite=True) as tmp:
+        for src in model_dir.iterdir():
+            try:
+                os.link(src, tmp / src.name)
+            except OSError:
+                shutil.copy2(src, tmp / src.name)
+
+
 def publish(output_dir: Path, step: int, keep_last: int, final: bool = False) -> Path:
     """Rename the assembled temp folder into place, point ``last`` at it, drop old checkpoints."""
     tmp, dest = tmp_dir(output_dir, step), step_dir(output_dir, step)
@@ -195,7 +206,7 @@ def publish(output_dir: Path, step: int, keep_last: int, final: bool = False) ->
         shutil.rmtree(trash, ignore_errors=True)
     _symlink(checkpoints_dir(output_dir) / LAST, dest.name)
     if final:
-        _symlink(Path(output_dir) / FINAL, f"{CHECKPOINTS}/{dest.name}/{PRETRAINED}")
+        publish_final(dest / PRETRAINED, Path(output_dir) / FINAL)
     if keep_last > 0:
         for _, old in list_checkpoints(output_dir)[:-keep_last]:
             if old != dest:

@@ -26,7 +26,7 @@ from .. import processing
 from ..config import XVLAConfig
 from ..policy import XVLAPolicy
 from ..processor import MODEL_INPUTS
-from ..utils import write_json
+from ..utils import UserFacingError, write_json
 from . import distributed as dist_utils
 from . import state as st
 from .config import PARAM_GROUPS, TrainConfig, from_dict
@@ -37,6 +37,7 @@ from .mixture import (
     MixtureBatchSampler,
     MixtureDataset,
     build_loader,
+    dataset_root,
     describe,
     model_camera_keys,
     open_sources,
@@ -126,12 +127,9 @@ def _scratch_config(policy_args: dict[str, Any], metas: list[Any], dataset_cfgs)
 
 
 def _read_metas(cfg: TrainConfig):
-    from ..data import LeRobotDatasetMeta, resolve_dataset_root
+    from ..data import LeRobotDatasetMeta
 
-    return [
-        LeRobotDatasetMeta(resolve_dataset_root(d.root or d.repo_id, revision=d.revision))
-        for d in cfg.datasets()
-    ]
+    return [LeRobotDatasetMeta(dataset_root(d)) for d in cfg.datasets()]
 
 
 def _checksum(model: nn.Module) -> str:
@@ -246,8 +244,21 @@ class Trainer:
     def run(self) -> TrainResult:
         try:
             return self._run()
+        except KeyboardInterrupt:
+            raise UserFacingError(self._interrupted_message()) from None
         finally:
             dist_utils.teardown(self.env)
+
+    def _interrupted_message(self) -> str:
+        """Checkpoints are assembled aside and renamed into place, so an interrupt leaves only complete ones."""
+        out = Path(self.cfg.output_dir or ".")
+        last = st.latest_checkpoint(out) if out.is_dir() else None
+        if last is None:
+            return f"interrupted before the first checkpoint: nothing was saved in {out}; start the run again"
+        return (
+            f"interrupted; the last complete checkpoint is {last} (nothing half-written was kept). Resume with: "
+            f"xvla train --output_dir={out} --resume"
+        )
 
     def _run(self) -> TrainResult:
         cfg, env = self.cfg, self.env
