@@ -124,13 +124,8 @@ def prepare_image(
     return imagenet_normalize(tensor, key)
 
 
-def stack_cameras(
-    images: Sequence[torch.Tensor], total_views: int, present: Sequence[bool] | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack [B, 3, H, W] views into [B, V, 3, H, W] and a bool mask [B, V]; missing slots are zeros/False.
-
-    ``present[i] = False`` marks a slot whose image is a placeholder (an empty camera).
-    """
+def stack_cameras(images: Sequence[torch.Tensor], total_views: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack [B, 3, H, W] views into [B, V, 3, H, W] and a bool mask [B, V]; missing slots are zeros/False."""
     if not images:
         raise ValueError("at least one camera image is required (view 0 is the main camera)")
     shapes = {tuple(img.shape) for img in images}
@@ -143,11 +138,26 @@ def stack_cameras(
         raise ValueError(f"{len(images)} camera images given but the model has only {total_views} view slots")
     first = images[0]
     batch = first.shape[0]
-    present = list(present) if present is not None else [True] * len(images)
     views = list(images) + [first.new_zeros(first.shape)] * (total_views - len(images))
-    flags = present + [False] * (total_views - len(images))
+    flags = [True] * len(images) + [False] * (total_views - len(images))
     mask = torch.tensor(flags, dtype=torch.bool, device=first.device).unsqueeze(0).expand(batch, -1).clone()
     return torch.stack(views, dim=1), mask
+
+
+def rename_keys(observation: dict[str, Any], key_map: dict[str, str], source: str = "observation") -> dict[str, Any]:
+    """Apply a key map, which always goes MODEL KEY -> SOURCE KEY (dataset, simulator or robot key).
+
+    The one meaning of ``--key-map model_key=source_key`` in every command.
+    """
+    out = dict(observation)
+    for model_key, source_key in key_map.items():
+        if source_key not in observation:
+            raise KeyError(
+                f"--key-map {model_key}={source_key}: the {source} has no key {source_key!r} (its keys: "
+                f"{sorted(observation)}); a key map goes model key=source key"
+            )
+        out[model_key] = out.pop(source_key) if source_key != model_key else out[source_key]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- state
@@ -168,6 +178,17 @@ def pad_state(state: torch.Tensor, width: int, key: str = STATE_KEY) -> torch.Te
 
 
 # ---------------------------------------------------------------------------------------------- domain
+def check_domain_ids(ids: Any, num_domains: int, name: str = "domain_id") -> None:
+    """The one range check of domain ids (an int or a sequence/tensor of them); ValueError names the fix."""
+    values = [int(v) for v in torch.as_tensor(ids).reshape(-1).tolist()]
+    bad = [v for v in values if not 0 <= v < num_domains]
+    if bad:
+        raise ValueError(
+            f"{name} {bad[0]} is out of range: this checkpoint has num_domains={num_domains}, so ids must "
+            f"be in [0, {num_domains - 1}] (`xvla info CHECKPOINT` lists its trained domains)"
+        )
+
+
 def domain_ids(value: Any, batch: int, num_domains: int, device: torch.device | None = None) -> torch.Tensor:
     """An int, list or tensor of domain ids -> LongTensor [B], range-checked."""
     ids = torch.as_tensor(value, dtype=torch.long, device=device)
@@ -178,12 +199,7 @@ def domain_ids(value: Any, batch: int, num_domains: int, device: torch.device | 
         ids = ids.expand(batch)
     if ids.numel() != batch:
         raise ValueError(f"'domain_id' has {ids.numel()} values for a batch of {batch}; give one id or one per sample")
-    bad = ids[(ids < 0) | (ids >= num_domains)]
-    if bad.numel():
-        raise ValueError(
-            f"domain_id {int(bad[0])} is out of range: this checkpoint has num_domains={num_domains}, so ids must "
-            f"be in [0, {num_domains - 1}] (see the domain table in the docs, or train a new domain)"
-        )
+    check_domain_ids(ids, num_domains)
     return ids.contiguous()
 
 

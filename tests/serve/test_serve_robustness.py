@@ -63,7 +63,6 @@ MALFORMED = [
     ("proprio 2-d", with_(proprio=json_numpy.dumps(np.zeros((3, 3), np.float32))), 422, "proprio"),
     ("proprio object", with_(proprio={"a": 1}), 422, "proprio"),
     ("proprio absurd magnitude", with_(proprio=json_numpy.dumps(np.array([3e38, 1.0], np.float32))), 422, "proprio"),
-    ("domain missing", with_(domain_id=_DROP), 422, "domain_id"),
     ("domain out of range", with_(domain_id=NUM_DOMAINS), 422, "domain_id"),
     ("domain negative", with_(domain_id=-3), 422, "domain_id"),
     ("domain huge", with_(domain_id=10**40), 422, "domain_id"),

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from xvla import processing as P
-from xvla.domains import RELEASED_DOMAINS, free_domain_ids, released_domain_id, released_domain_name
+from xvla.domains import LIBERO_DOMAIN_ID, RELEASED_DOMAINS, released_domain_name
 from xvla.sim.libero import (
     axis_angle_to_matrix,
     chunk_to_env_actions,
@@ -18,7 +18,7 @@ from xvla.sim.libero import (
     pose_to_state,
     rot6d_to_axis_angle,
 )
-from xvla.sim.libero_eval import check_domain_id, episode_specs, noise_seed
+from xvla.sim.libero_eval import check_domain_id, episode_specs, libero_domain, noise_seed
 
 
 def row(xyz=(0.1, -0.2, 0.9), rot6d=(1, 0, 0, 0, 1, 0), gripper=0.0, width=20) -> np.ndarray:
@@ -158,22 +158,26 @@ def test_libero_observation_numpy_frames():
 
 
 def test_released_domain_table():
-    assert released_domain_name(3) == "libero"
+    assert released_domain_name(3) == "libero" == RELEASED_DOMAINS[LIBERO_DOMAIN_ID]
     assert released_domain_name(0) == "Bridge" and released_domain_name(18) == "AIRBOT"
     assert released_domain_name(25) is None
     assert {RELEASED_DOMAINS[i] for i in range(11, 18)} >= {"Droid-Left", "AGIBOT", "robomind-franka"}
-    assert released_domain_id("LIBERO") == 3
-    assert free_domain_ids(30) == list(range(19, 30))
-    with pytest.raises(ValueError, match="unknown released domain"):
-        released_domain_id("mars-rover")
 
 
-def test_domain_warning_only_for_libero_checkpoints():
+def test_domain_choice_and_warning():
+    class Policy:
+        def __init__(self, domains):
+            self.config = type("Config", (), {"domains": domains})()
+
+    assert libero_domain(Policy(None), None) == 3  # released checkpoints record no table: the released id
+    assert libero_domain(Policy({0: "bridge", 5: "LIBERO-finetune"}), None) == 5  # a recorded LIBERO domain
+    assert libero_domain(Policy({5: "libero"}), 1) == 1  # an explicit id wins
     with pytest.warns(UserWarning, match="domain id 3"):
         assert check_domain_id(0, '{"repo_id": "lerobot/libero", "type": "xvla"}')
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert check_domain_id(3, "libero") is None
+        assert check_domain_id(5, "libero", expected=5) is None
         assert check_domain_id(0, "bridge widowx") is None
 
 
@@ -185,27 +189,36 @@ def test_episode_specs_and_noise_seeds():
     assert len(seeds) == 27 and noise_seed(0, 1, 2, 3) == noise_seed(0, 1, 2, 3)
 
 
-def test_cli_defaults_follow_the_protocol():
+def parse_eval(*argv: str):
     import argparse
 
     from xvla.sim.cli import register
-    from xvla.sim.libero_eval import config_from_args
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
-    args = parser.parse_args(["eval", "--env", "libero", "--policy.path", "ckpt"])
-    cfg = config_from_args(args)
+    return parser.parse_args(["eval", *argv])
+
+
+def test_cli_defaults_follow_the_protocol():
+    from xvla.sim.libero_eval import config_from_args
+
+    cfg = config_from_args(parse_eval("--env", "libero", "--policy.path", "ckpt"))
     assert (cfg.policy, cfg.suite, cfg.tasks, cfg.episodes_per_task, cfg.max_steps) == ("ckpt", "libero_spatial", None, 50, 800)
-    assert (cfg.state_source, cfg.domain_id, cfg.seed, cfg.output) == ("open_loop", 3, 0, "outputs/libero/libero_spatial")
-    args = parser.parse_args(["eval", "--env", "libero", "--suite", "libero_10", "--policy.url", "http://h:1",
-                              "--tasks", "0,3", "--episodes-per-task", "10", "--max-steps", "100",
-                              "--state-source", "measured", "--domain-id", "0"])  # fmt: skip
-    cfg = config_from_args(args)
+    assert (cfg.state_source, cfg.domain_id, cfg.seed, cfg.output) == ("open_loop", None, 0, "outputs/libero/libero_spatial")
+    assert (cfg.num_envs, cfg.videos, cfg.progress, cfg.overwrite) == (4, 3, True, False)
+    cfg = config_from_args(parse_eval(
+        "--env", "libero", "--suite", "libero_10", "--policy.url", "http://h:1", "--tasks", "0,3", "--episodes-per-task",
+        "10", "--max-steps", "100", "--state-source", "measured", "--domain-id", "0", "--no-progress", "--overwrite"))  # fmt: skip
     assert (cfg.policy, cfg.policy_url, cfg.tasks, cfg.episodes_per_task) == (None, "http://h:1", [0, 3], 10)
-    assert (cfg.max_steps, cfg.state_source, cfg.domain_id) == (100, "measured", 0)
-    assert config_from_args(parser.parse_args(["eval", "--env", "libero", "--suite", "libero_10",
-                                               "--policy.path", "c"])).max_steps == 900  # fmt: skip
+    assert (cfg.max_steps, cfg.state_source, cfg.domain_id, cfg.progress, cfg.overwrite) == (100, "measured", 0, False, True)
+    assert (cfg.output, config_from_args(parse_eval("--env", "libero", "--suite", "libero_10", "c")).max_steps) == (
+        "outputs/libero/libero_10", 900)  # fmt: skip
+    assert config_from_args(parse_eval("--env", "libero", "c", "--tasks", "7")).tasks == [7]
     with pytest.raises(ValueError, match="no policy"):
-        config_from_args(parser.parse_args(["eval", "--env", "libero"]))
-    meta = parser.parse_args(["eval", "expert"])
-    assert (meta.env, meta.tasks, meta.episodes_per_task, meta.max_steps) == ("metaworld", "mt10", 10, 200)
+        config_from_args(parse_eval("--env", "libero"))
+    with pytest.raises(ValueError, match="--variant"):
+        config_from_args(parse_eval("--env", "libero", "c", "--variant", "sawyer"))
+    with pytest.raises(ValueError, match="task ids"):
+        config_from_args(parse_eval("--env", "libero", "c", "--tasks", "mt10"))
+    meta = parse_eval("expert")
+    assert meta.env == "metaworld" and meta.policy == "expert" and "tasks" not in vars(meta)

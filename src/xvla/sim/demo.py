@@ -16,13 +16,15 @@ Everything runs through the library's Python APIs (``generate_demonstrations``, 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..flags import add_dataclass_flags, dataclass_from_args
+from ..utils import write_json
 
 DEFAULT_TASKS = "button-press-topdown,drawer-close,handle-press"
 DEFAULT_TRAIN_VARIANTS = "sawyer,sawyer-rot90"
@@ -167,7 +169,7 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     held_eps = s.heldout_episodes_per_task or s.episodes_per_task
     held_summary = generate_demonstrations(DemoConfig(variants=[held], episodes_per_task=held_eps, **common))
     summary["variants"].update(held_summary["variants"])
-    (demos_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json((demos_dir / "summary.json"), summary)
     timings["demos_s"] = time.perf_counter() - t
 
     tokenizer = build_tokenizer(sorted(set(INSTRUCTIONS.values())))
@@ -232,7 +234,7 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
     }  # fmt: skip
     _write_report(report_dir, info, p1, p2, results, fields)
-    (report_dir / "results.json").write_text(json.dumps(info, indent=2, default=str))
+    write_json((report_dir / "results.json"), info)
     info["table"] = results_table(rows)
     info["report_dir"] = str(report_dir)
     return info
@@ -405,15 +407,7 @@ def _flags(s: dict) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- CLI
 def cmd_demo(args) -> int:
-    settings = DemoSettings(
-        output=args.output, tasks=args.tasks, train_variants=args.train_variants,
-        heldout_variant=args.heldout_variant, episodes_per_task=args.episodes_per_task,
-        heldout_episodes_per_task=args.heldout_episodes_per_task, steps_phase1=args.steps_phase1,
-        steps_phase2=args.steps_phase2, eval_episodes=args.eval_episodes, image_size=args.image_size,
-        seed=args.seed, workers=args.workers, batch_size=args.batch_size, threads=args.threads,
-        eval_max_steps=args.eval_max_steps, progress=not args.no_progress,
-    )  # fmt: skip
-    info = run_demo(settings)
+    info = run_demo(dataclass_from_args(DemoSettings, args))
     print()
     print(info["table"])
     print(f"\ndone in {info['timings_s']['total_s'] / 60:.1f} min; report: {info['report_dir']}/README.md")
@@ -421,31 +415,12 @@ def cmd_demo(args) -> int:
 
 
 def register_demo(sub) -> None:
-    d = DemoSettings()
     p = sub.add_parser(
         "demo",
-        help="the whole recipe on a CPU in ~15 min: demonstrations, Phase I, Phase II (prompts), evaluation, report",
+        help="the whole recipe on a CPU: demonstrations, Phase I, Phase II (prompts), evaluation, report",
         description="Generate Meta-World demonstrations on a few embodiment variants, pretrain a small X-VLA on them "
         "(Phase I), adapt it to a held-out variant with soft prompts only (Phase II), evaluate closed loop and "
         "write a report folder (OUTPUT/report). Offline; flags scale it up.",
     )
-    p.add_argument("--output", "-o", default=d.output, help="run folder (default: %(default)s)")
-    p.add_argument("--tasks", default=d.tasks, help="task set or comma-separated tasks (default: %(default)s)")
-    p.add_argument("--train-variants", default=d.train_variants, help="Phase I variants (default: %(default)s)")
-    p.add_argument("--heldout-variant", default=d.heldout_variant, help="Phase II variant (default: %(default)s)")
-    p.add_argument("--episodes-per-task", type=int, default=d.episodes_per_task,
-                   help="demonstrations per task and variant (default: %(default)s)")  # fmt: skip
-    p.add_argument("--heldout-episodes-per-task", type=int, default=None,
-                   help="demonstrations per task on the held-out variant (default: --episodes-per-task)")  # fmt: skip
-    p.add_argument("--steps-phase1", type=int, default=d.steps_phase1, help="default: %(default)s")
-    p.add_argument("--steps-phase2", type=int, default=d.steps_phase2, help="default: %(default)s")
-    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes,
-                   help="evaluation episodes per task and variant (default: %(default)s)")  # fmt: skip
-    p.add_argument("--eval-max-steps", type=int, default=d.eval_max_steps, help="default: %(default)s")
-    p.add_argument("--image-size", type=int, default=d.image_size, help="camera size in px (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--workers", type=int, default=d.workers, help="simulator processes (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--no-progress", action="store_true")
+    add_dataclass_flags(p, DemoSettings, skip=("model_overrides",), aliases={"output": ["-o"]})
     p.set_defaults(func=cmd_demo)

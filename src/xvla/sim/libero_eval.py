@@ -26,7 +26,7 @@ import logging
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from .libero import (
     IMAGE_KEY,
     MAX_STEPS,
     STATE_SOURCES,
+    SUITES,
     WRIST_KEY,
     check_suite,
 )
@@ -60,7 +61,7 @@ class LiberoEvalConfig:
     max_steps: int | None = None  # default: the suite's (800; libero_10 900)
     state_source: str = "open_loop"
     seed: int = 0  # flow-matching noise; scenes follow the protocol (init state i, env seed 142 + i)
-    domain_id: int = 3
+    domain_id: int | None = None  # None: the checkpoint's LIBERO domain if its table names one, else 3
     n_action_steps: int | None = None  # None: the whole chunk (30 for the released checkpoints)
     denoising_steps: int | None = None  # None: the policy's (10 for the released checkpoints)
     settle_steps: int = 10
@@ -368,16 +369,17 @@ class DomainIdWarning(UserWarning):
     """A domain id that does not match what the checkpoint was trained with."""
 
 
-def check_domain_id(domain_id: int, description: str) -> str | None:
-    """A warning when a LIBERO-trained checkpoint is run with a domain id other than LIBERO's (3)."""
-    from ..domains import LIBERO_DOMAIN_ID, released_domain_name
+def check_domain_id(domain_id: int, description: str, expected: int = 3) -> str | None:
+    """A warning when a LIBERO-trained checkpoint runs with another domain id than its LIBERO one (3 for
+    the released checkpoints)."""
+    from ..domains import released_domain_name
 
-    if domain_id == LIBERO_DOMAIN_ID or "libero" not in description.lower():
+    if domain_id == expected or "libero" not in description.lower():
         return None
     name = released_domain_name(domain_id) or "unused by the released base"
-    message = (f"domain_id={domain_id} ({name}) on a checkpoint whose name or config mentions LIBERO: the released "
-               f"LIBERO checkpoints were trained with domain id {LIBERO_DOMAIN_ID}; pass --domain-id 3 "
-               "unless you fine-tuned on another id")  # fmt: skip
+    message = (f"domain_id={domain_id} ({name}) on a checkpoint whose name or config mentions LIBERO: it was "
+               f"trained with domain id {expected} for LIBERO (the released base's table: 3); pass --domain-id "
+               f"{expected} unless you fine-tuned on another id")  # fmt: skip
     warnings.warn(message, DomainIdWarning, stacklevel=2)
     return message
 
@@ -606,21 +608,41 @@ def _finish(slot: _Slot, success: bool, length: int, store: EpisodeStore, bar: A
 
 def evaluate_libero(cfg: LiberoEvalConfig, policy: Any = None) -> dict[str, Any]:
     """Run (or resume) the evaluation and write results.json / results.md; ``policy`` overrides loading one."""
-    from .demos import progress_bar
     from .libero import suite_tasks
 
     start = time.perf_counter()
     instructions = suite_tasks(cfg.suite)
     task_ids = _task_ids(cfg.tasks, len(instructions), cfg.suite)
-    store = EpisodeStore(cfg)
-    specs = episode_specs(task_ids, cfg.episodes_per_task, cfg.videos)
-    todo = [s for s in specs if (s.task_id, s.episode) not in store.records]
     own_policy = policy is None
     policy = load_policy(cfg) if own_policy else policy
-    domain_warning = check_domain_id(cfg.domain_id, f"{cfg.policy or ''} {policy_description(policy)}")
+    try:
+        expected = libero_domain(policy, None)
+        cfg = replace(cfg, domain_id=libero_domain(policy, cfg.domain_id))
+        domain_warning = check_domain_id(cfg.domain_id, f"{cfg.policy or ''} {policy_description(policy)}", expected)
+        store = EpisodeStore(cfg)
+        specs = episode_specs(task_ids, cfg.episodes_per_task, cfg.videos)
+        timing, ran = _run_missing(policy, specs, cfg, instructions, store)
+    finally:
+        if own_policy and hasattr(policy, "close"):
+            policy.close()
+    records = [store.records[(s.task_id, s.episode)] for s in specs]
+    report = _report(cfg, records, task_ids, instructions, timing, time.perf_counter() - start, ran)
+    report["warnings"] = [domain_warning] if domain_warning else []
+    out = Path(cfg.output)
+    (out / RESULTS_FILE).write_text(json.dumps(report, indent=2))
+    (out / "results.md").write_text(markdown_table(report))
+    return report
+
+
+def _run_missing(policy: Any, specs: list[EpisodeSpec], cfg: LiberoEvalConfig, instructions: list[str],
+                 store: EpisodeStore) -> tuple[dict[str, float], int]:  # fmt: skip
+    """The episodes not in the store yet, with a progress bar that counts the stored ones as done."""
+    from .demos import progress_bar
+
+    todo = [s for s in specs if (s.task_id, s.episode) not in store.records]
+    timing: dict[str, float] = {"policy_s": 0.0, "env_s": 0.0, "chunks": 0, "env_steps": 0}
     bar = progress_bar(len(specs), f"LIBERO {cfg.suite}", cfg.progress)
     bar.update(len(specs) - len(todo))
-    timing: dict[str, float] = {"policy_s": 0.0, "env_s": 0.0, "chunks": 0, "env_steps": 0}
     try:
         if todo:
             if hasattr(policy, "eval"):
@@ -628,15 +650,19 @@ def evaluate_libero(cfg: LiberoEvalConfig, policy: Any = None) -> dict[str, Any]
             timing = run_episodes(policy, todo, cfg, instructions, store, bar)
     finally:
         bar.close()
-        if own_policy and hasattr(policy, "close"):
-            policy.close()
-    records = [store.records[(s.task_id, s.episode)] for s in specs]
-    report = _report(cfg, records, task_ids, instructions, timing, time.perf_counter() - start, len(todo))
-    report["warnings"] = [domain_warning] if domain_warning else []
-    out = Path(cfg.output)
-    (out / RESULTS_FILE).write_text(json.dumps(report, indent=2))
-    (out / "results.md").write_text(markdown_table(report))
-    return report
+    return timing, len(todo)
+
+
+def libero_domain(policy: Any, explicit: int | None) -> int:
+    """The domain id to run: ``explicit`` if given, else the id the checkpoint's domain table gives LIBERO,
+    else 3 (``libero`` in the released base's table)."""
+    from ..domains import LIBERO_DOMAIN_ID
+
+    if explicit is not None:
+        return int(explicit)
+    table = getattr(getattr(policy, "config", None), "domains", None) or {}
+    named = [int(d) for d, name in table.items() if "libero" in str(name).lower()]
+    return named[0] if named else LIBERO_DOMAIN_ID
 
 
 def _task_ids(tasks: list[int] | None, n_tasks: int, suite: str) -> list[int]:
@@ -672,47 +698,62 @@ def _report(cfg: LiberoEvalConfig, records: list[dict], task_ids: list[int], ins
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-class _Default(int):
-    """An int default that knows it was not typed by the user (the Meta-World flags' defaults differ)."""
-
-
-class _DefaultStr(str):
-    pass
+# Flags of `xvla eval` that only Meta-World understands: an error with --env libero, not silently ignored.
+METAWORLD_ONLY = ("variant", "image_size", "key_map", "privileged_state", "action_horizon_s")
 
 
 def add_arguments(parser) -> None:
-    """The LIBERO flags of ``xvla eval`` (shared flags keep their Meta-World defaults, marked as defaults)."""
+    """LIBERO's own flags on ``xvla eval``; the shared ones (``--tasks``, ``--episodes-per-task``,
+    ``--num-envs``, ``--max-steps``, ``--seed``, ``--videos``, ``--output``, ``--device``, ``--domain-id``,
+    ``--n-action-steps``, ``--denoising-steps``, ``--no-progress``) come from ``EvalConfig``. Unset flags
+    are absent from the namespace, so LIBERO's protocol defaults apply to them."""
+    import argparse
+
+    for action in parser._actions:  # the checkpoint positional: LIBERO also takes --policy.path / --policy.url
+        if action.dest == "policy" and not action.option_strings:
+            action.nargs, action.required, action.default = "?", False, argparse.SUPPRESS
+    hide = argparse.SUPPRESS
     parser.add_argument("--env", choices=("metaworld", "libero"), default="metaworld", help="simulator (default: metaworld)")
-    parser.add_argument("--suite", default="libero_spatial", help="LIBERO suite (default: %(default)s)")
-    parser.add_argument("--state-source", choices=STATE_SOURCES, default="open_loop",
-                        help="LIBERO state after the first query: open_loop (official) or measured (LeRobot)")  # fmt: skip
-    parser.add_argument("--policy.path", dest="policy_path", default=None, help="checkpoint folder or Hub id")
-    parser.add_argument("--policy.url", dest="policy_url", default=None,
+    parser.add_argument("--suite", default=hide, help=f"LIBERO suite: {', '.join(SUITES)} (default: libero_spatial)")
+    parser.add_argument("--state-source", dest="state_source", choices=STATE_SOURCES, default=hide,
+                        help="LIBERO state after the first query: open_loop (official, default) or measured (LeRobot)")  # fmt: skip
+    parser.add_argument("--policy.path", dest="policy_path", default=hide, help="checkpoint folder or Hub id")
+    parser.add_argument("--policy.url", dest="policy_url", default=hide,
                         help="drive a running `xvla serve` (POST /act) instead of loading a checkpoint")  # fmt: skip
-    parser.add_argument("--overwrite", action="store_true", help="LIBERO: start again instead of resuming OUTPUT")
-    parser.set_defaults(tasks=_DefaultStr("mt10"), episodes_per_task=_Default(10), num_envs=_Default(2),
-                        max_steps=_Default(200), seed=_Default(1000), output=_DefaultStr("outputs/eval"))  # fmt: skip
+    parser.add_argument("--overwrite", nargs="?", const="true", default=hide, metavar="BOOL",
+                        help="LIBERO: start again instead of resuming OUTPUT")  # fmt: skip
 
 
 def config_from_args(args) -> LiberoEvalConfig:
-    def given(name: str, fallback: Any) -> Any:
-        value = getattr(args, name, None)
-        return fallback if value is None or isinstance(value, (_Default, _DefaultStr)) else value
+    """The LIBERO config from ``xvla eval`` flags: the flags given, LIBERO's defaults for the rest."""
+    from dataclasses import fields
 
-    tasks = given("tasks", None)
-    path = getattr(args, "policy_path", None) or getattr(args, "policy", None)
-    if path is None and getattr(args, "policy_url", None) is None:
+    from ..flags import from_dict
+
+    given = vars(args)
+    wrong = [f"--{k.replace('_', '-')}" for k in METAWORLD_ONLY if k in given]
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)}: Meta-World flag(s), not used by --env libero; drop them")
+    values = {f.name: given[f.name] for f in fields(LiberoEvalConfig) if f.name in given}
+    path = given.get("policy_path") or given.get("policy")
+    if path is None and given.get("policy_url") is None:
         raise ValueError(NO_POLICY)
-    return LiberoEvalConfig(
-        policy=None if getattr(args, "policy_url", None) else path, policy_url=getattr(args, "policy_url", None),
-        suite=args.suite, tasks=None if tasks in (None, "all") else [int(t) for t in str(tasks).split(",") if t],
-        episodes_per_task=given("episodes_per_task", 50), num_envs=given("num_envs", 4),
-        max_steps=given("max_steps", None), state_source=args.state_source, seed=given("seed", 0),
-        domain_id=3 if args.domain_id is None else args.domain_id, n_action_steps=args.n_action_steps,
-        denoising_steps=args.denoising_steps, videos=args.videos, device=args.device,
-        output=given("output", f"outputs/libero/{args.suite}"), overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )  # fmt: skip
+    values["policy"] = None if given.get("policy_url") else path
+    if "tasks" in values:
+        values["tasks"] = parse_task_ids(values["tasks"])
+    values.setdefault("output", f"outputs/libero/{values.get('suite', 'libero_spatial')}")
+    return from_dict(LiberoEvalConfig, values)
+
+
+def parse_task_ids(text: Any) -> list[int] | None:
+    """``"0,3"`` / ``"3"`` / ``"all"`` (or a list) -> task ids; None means every task."""
+    if text is None or (isinstance(text, str) and text.strip().lower() == "all"):
+        return None
+    items = text if isinstance(text, (list, tuple)) else str(text).replace(" ", "").split(",")
+    try:
+        return [int(t) for t in items if str(t) != ""]
+    except ValueError:
+        raise ValueError(f"--tasks {text!r}: give LIBERO task ids like 0,3 (or 'all')") from None
 
 
 def cli_main(args) -> int:

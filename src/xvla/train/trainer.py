@@ -25,16 +25,19 @@ from .. import checkpoints as ckpt
 from .. import processing
 from ..config import XVLAConfig
 from ..policy import XVLAPolicy
+from ..processor import MODEL_INPUTS
+from ..utils import UserFacingError, write_json
 from . import distributed as dist_utils
 from . import state as st
 from .config import PARAM_GROUPS, TrainConfig, from_dict
-from .embodiment import copy_domain, pick_domain, read_domains, used_domains
+from .embodiment import copy_domain, pick_domain, used_domains
 from .lora import adapter_state_dict, apply_lora, merged_state_dict
 from .mixture import (
     Collator,
     MixtureBatchSampler,
     MixtureDataset,
     build_loader,
+    dataset_root,
     describe,
     model_camera_keys,
     open_sources,
@@ -55,13 +58,10 @@ class TrainingModule(nn.Module):
         self.policy = policy
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        policy = self.policy
-        inputs = policy.prepare_inputs(batch)
-        if "image_mask" in batch:
-            sample_mask = torch.as_tensor(batch["image_mask"], device=inputs["image_mask"].device).bool()
-            inputs["image_mask"][:, : sample_mask.shape[1]] &= sample_mask
-        targets = policy.prepare_action_targets(batch["action"])
-        losses = policy.model(action=targets, **inputs)
+        """``batch`` comes from :class:`~xvla.train.mixture.Collator`: the processor's model inputs + targets."""
+        device = self.policy.device
+        inputs = {k: torch.as_tensor(batch[k]).to(device) for k in (*MODEL_INPUTS, "action")}
+        losses = self.policy.model(**inputs)
         total = sum(losses.values())
         return total, losses
 
@@ -127,12 +127,9 @@ def _scratch_config(policy_args: dict[str, Any], metas: list[Any], dataset_cfgs)
 
 
 def _read_metas(cfg: TrainConfig):
-    from ..data import LeRobotDatasetMeta, resolve_dataset_root
+    from ..data import LeRobotDatasetMeta
 
-    return [
-        LeRobotDatasetMeta(resolve_dataset_root(d.root or d.repo_id, revision=d.revision))
-        for d in cfg.datasets()
-    ]
+    return [LeRobotDatasetMeta(dataset_root(d)) for d in cfg.datasets()]
 
 
 def _checksum(model: nn.Module) -> str:
@@ -203,7 +200,7 @@ class Trainer:
             policy = XVLAPolicy.from_pretrained(
                 path, tokenizer=self.tokenizer, **{**args, "dtype": "float32"}
             )
-            source = policy._source_dir
+            source = policy.source_dir
             if save_dtype is None:
                 save_dtype = st.read_json(Path(source) / ckpt.CONFIG_NAME).get("dtype", "float32")
                 save_dtype = save_dtype if save_dtype in ("float32", "bfloat16") else "float32"
@@ -211,21 +208,19 @@ class Trainer:
         config = _scratch_config({**args, "dtype": "float32"}, metas, cfg.datasets())
         return XVLAPolicy(config, tokenizer=self.tokenizer), save_dtype or "float32", None
 
-    def _tokenizer(self, policy: XVLAPolicy, source: Path | None):
+    def _tokenizer(self, policy: XVLAPolicy):
+        """Load the tokenizer now (a missing one fails before any data is read), in the policy's processor."""
         if self.tokenizer is not None:
-            return self.tokenizer
-        if self.cfg.tokenizer:
-            tok = processing.load_tokenizer(self.cfg.tokenizer)
-        else:
-            tok = processing.load_tokenizer(policy.config.tokenizer_name, local_dir=source)
-        policy.tokenizer = tok
-        self.tokenizer = tok
-        return tok
+            policy.tokenizer = self.tokenizer
+        elif self.cfg.tokenizer:
+            policy.tokenizer = processing.load_tokenizer(self.cfg.tokenizer)
+        self.tokenizer = policy.tokenizer
+        return self.tokenizer
 
     def _apply_new_domain(self, policy: XVLAPolicy, source: Path | None) -> dict[int, str]:
         cfg = self.cfg
         config = policy.config
-        domains = used_domains(config.num_domains, config.domain_id, source) if source else {}
+        domains = used_domains(config, source is not None) if source else {}
         requested = cfg.new_domain.id
         if requested is None:
             return domains
@@ -249,8 +244,21 @@ class Trainer:
     def run(self) -> TrainResult:
         try:
             return self._run()
+        except KeyboardInterrupt:
+            raise UserFacingError(self._interrupted_message()) from None
         finally:
             dist_utils.teardown(self.env)
+
+    def _interrupted_message(self) -> str:
+        """Checkpoints are assembled aside and renamed into place, so an interrupt leaves only complete ones."""
+        out = Path(self.cfg.output_dir or ".")
+        last = st.latest_checkpoint(out) if out.is_dir() else None
+        if last is None:
+            return f"interrupted before the first checkpoint: nothing was saved in {out}; start the run again"
+        return (
+            f"interrupted; the last complete checkpoint is {last} (nothing half-written was kept). Resume with: "
+            f"xvla train --output_dir={out} --resume"
+        )
 
     def _run(self) -> TrainResult:
         cfg, env = self.cfg, self.env
@@ -271,12 +279,12 @@ class Trainer:
         if resume_from is None or lora:
             domains = self._apply_new_domain(policy, source)
         else:
-            domains = read_domains(source)
+            domains = dict(policy.config.domains or {})
         config = policy.config
         if config.image_keys is None:
             # Checkpoints without image_keys take the batch's cameras in sorted order; make it explicit.
             config.image_keys = sorted(model_camera_keys(config, cfg.datasets(), metas))
-        tokenizer = self._tokenizer(policy, source)
+        self._tokenizer(policy)
         if config.action_mode.lower() == "auto" and config.real_action_dim is None:
             widths = {int(math.prod(m.features[d.keys.get("action", "action")]["shape"]))
                       for d, m in zip(cfg.datasets(), metas, strict=True) if d.keys.get("action", "action") in m.features}  # fmt: skip
@@ -289,7 +297,10 @@ class Trainer:
 
         sources = open_sources(cfg, config, list(config.image_keys))
         for s in sources:
-            domains.setdefault(s.domain_id, s.label)
+            if cfg.new_domain.id is not None and s.domain_id == config.domain_id:
+                domains[s.domain_id] = s.label  # Phase II: this id now means this robot
+            else:
+                domains.setdefault(s.domain_id, s.label)
         views = len(config.image_keys) + config.empty_cameras
         if views > config.total_image_views:
             raise ValueError(f"{views} cameras do not fit the model's {config.total_image_views} view slots")
@@ -363,15 +374,9 @@ class Trainer:
 
         # Data.
         dataset = MixtureDataset(
-            sources,
-            list(config.image_keys),
-            chunk_size=config.chunk_size,
-            action_dim=policy.model.dim_action,
-            state_dim=config.max_state_dim if config.use_proprio else 0,
-            image_size=config.image_size,
-            color_jitter_cfg=cfg.mixture.color_jitter,
-            seed=cfg.seed,
-        )
+            sources, list(config.image_keys), chunk_size=config.chunk_size,
+            color_jitter_cfg=cfg.mixture.color_jitter, seed=cfg.seed,
+        )  # fmt: skip
         sizes, weights = dataset.sizes, [s.config.weight for s in sources]
         start_batch = start_step * cfg.grad_accum_steps
         if resume_from is not None:
@@ -383,7 +388,7 @@ class Trainer:
             sizes, weights, cfg.batch_size, cfg.seed, env.rank, env.world_size, start_batch
         )
         loader = build_loader(
-            dataset, sampler, Collator(tokenizer, config.tokenizer_max_length), cfg.num_workers,
+            dataset, sampler, Collator(policy.processor), cfg.num_workers,
             cfg.prefetch_factor, pin_memory=device.type == "cuda", seed=cfg.seed,
         )  # fmt: skip
 
@@ -545,24 +550,22 @@ class Trainer:
                 import shutil
 
                 shutil.rmtree(tmp)
-            save_config = policy.config.replace(dtype=save_dtype)
-            st.export_pretrained(
-                tmp / st.PRETRAINED, model_state, save_config, policy._tokenizer, source, domains
-            )
+            save_config = policy.config.replace(dtype=save_dtype, domains=domains or None)
+            st.export_pretrained(tmp / st.PRETRAINED, model_state, save_config, policy.tokenizer, source)
             ts = tmp / st.TRAINING_STATE
             ts.mkdir(parents=True, exist_ok=True)
             tensors, meta = st.flatten_optimizer_state(optim_state)
             st.save_tensors(ts / "optimizer.safetensors", tensors)
-            st.write_json(ts / "optimizer.json", meta)
-            st.write_json(ts / "scheduler.json", scheduler.state_dict())
-            st.write_json(ts / "sampler.json", sampler.state_dict(step * cfg.grad_accum_steps))
+            write_json(ts / "optimizer.json", meta)
+            write_json(ts / "scheduler.json", scheduler.state_dict())
+            write_json(ts / "sampler.json", sampler.state_dict(step * cfg.grad_accum_steps))
             if cfg.lora.enable or cfg.trainable == "lora":
                 trainable = {
                     n: p for n, p in policy.model.named_parameters() if self._trainable.get(n, False)
                 }
                 trainable.update(adapter_state_dict(policy.model))
                 st.save_tensors(ts / "trainable.safetensors", trainable)
-            st.write_json(
+            write_json(
                 ts / "trainer_state.json",
                 {"step": step, "consumed_batches": step * cfg.grad_accum_steps, "world_size": env.world_size,
                  "recipe": cfg.recipe, "save_dtype": save_dtype, "time": datetime.datetime.now().isoformat()},
@@ -572,7 +575,7 @@ class Trainer:
         ts = tmp / st.TRAINING_STATE
         ts.mkdir(parents=True, exist_ok=True)
         st.save_tensors(ts / f"rng_state_rank{env.rank}.safetensors", tensors)
-        st.write_json(ts / f"rng_state_rank{env.rank}.json", meta)
+        write_json(ts / f"rng_state_rank{env.rank}.json", meta)
         dist_utils.barrier(env)
         dest = st.step_dir(out, step)
         if env.is_main:
@@ -627,7 +630,7 @@ class Trainer:
             "checksum": checksum,
             "samples": self.samples_seen,
         }
-        st.write_json(out / f"diagnostics_rank{env.rank}.json", data)
+        write_json(out / f"diagnostics_rank{env.rank}.json", data)
 
 
 def _checksum_state(state: dict[str, torch.Tensor]) -> str:
