@@ -232,6 +232,23 @@ def load_tokenizer(name_or_path: str | Path, local_dir: str | Path | None = None
     )
 
 
+def train_bpe_tokenizer(texts: Sequence[str], vocab_size: int = 300):
+    """A small byte-level BPE tokenizer with BART's special ids (<s>=0, <pad>=1, </s>=2, <unk>=3), trained
+    here on ``texts``: for tests and CPU demos, which train their text embedding from scratch (offline)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
+    tok.train_from_iterator(list(texts) * 4, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
 def _tokenizer_from_files(folder: str):
     """Tokenizer files in a checkpoint folder, read without its config.json: an official checkpoint's
     config says ``model_type: xvla``, which makes AutoTokenizer warn and ask about remote code."""
