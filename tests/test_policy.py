@@ -175,7 +175,7 @@ def test_tokenizer_missing_offline_is_a_clear_error(tmp_path):
 # ---------------------------------------------------------------------------- the troubleshooting cases
 def test_error_action_dimension_mismatch(policy):
     batch = make_batch(policy.config, action_dim=7)
-    with pytest.raises(ValueError, match=r"action dimension mismatch.*7 dims.*'ee6d'.*auto"):
+    with pytest.raises(ValueError, match=r"action dimension mismatch.*7-dim actions.*'ee6d'.*auto"):
         policy(batch)
 
 

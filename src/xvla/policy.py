@@ -25,6 +25,7 @@ from .config import XVLAConfig
 from .hub import resolve_folder
 from .model.xvla import XVLAModel
 from .processor import ObservationProcessor
+from .utils import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class XVLAPolicy(nn.Module):
         policy.source_dir = folder
         policy.checkpoint_format = fmt
         if device is not None:
-            policy.to(device)
+            policy.to(resolve_device(device))
         policy.eval()
         return policy
 

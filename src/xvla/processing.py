@@ -212,15 +212,16 @@ def load_tokenizer(name_or_path: str | Path, local_dir: str | Path | None = None
     from transformers import AutoTokenizer
 
     candidates = []
-    if local_dir is not None and _has_tokenizer_files(Path(local_dir)):
-        candidates.append((str(local_dir), {}))
-    candidates.append((str(name_or_path), {"local_files_only": True}))  # a local folder or the HF cache
+    for folder in (local_dir, name_or_path):
+        if folder is not None and _has_tokenizer_files(Path(folder)):
+            candidates.append((_tokenizer_from_files, str(folder), {}))
+    candidates.append((AutoTokenizer.from_pretrained, str(name_or_path), {"local_files_only": True}))  # HF cache
     if not Path(name_or_path).exists() and _hub_resolvable():
-        candidates.append((str(name_or_path), {}))
+        candidates.append((AutoTokenizer.from_pretrained, str(name_or_path), {}))
     errors = []
-    for candidate, kwargs in candidates:
+    for load, candidate, kwargs in candidates:
         try:
-            return AutoTokenizer.from_pretrained(candidate, **kwargs)
+            return load(candidate, **kwargs)
         except Exception as exc:  # noqa: BLE001 - reported below with the fix
             errors.append(f"{candidate}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     raise OSError(
@@ -229,6 +230,33 @@ def load_tokenizer(name_or_path: str | Path, local_dir: str | Path | None = None
         "checkpoint folder, or set tokenizer_name to a local folder, or pass tokenizer=... to XVLAPolicy, or "
         "pre-tokenize the instruction as 'observation.language.tokens'."
     )
+
+
+def train_bpe_tokenizer(texts: Sequence[str], vocab_size: int = 300):
+    """A small byte-level BPE tokenizer with BART's special ids (<s>=0, <pad>=1, </s>=2, <unk>=3), trained
+    here on ``texts``: for tests and CPU demos, which train their text embedding from scratch (offline)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
+    tok.train_from_iterator(list(texts) * 4, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def _tokenizer_from_files(folder: str):
+    """Tokenizer files in a checkpoint folder, read without its config.json: an official checkpoint's
+    config says ``model_type: xvla``, which makes AutoTokenizer warn and ask about remote code."""
+    from transformers import BartTokenizerFast, PreTrainedTokenizerFast
+
+    if (Path(folder) / "tokenizer.json").exists():
+        return PreTrainedTokenizerFast.from_pretrained(folder)
+    return BartTokenizerFast.from_pretrained(folder)
 
 
 def _hub_resolvable() -> bool:

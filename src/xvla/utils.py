@@ -22,6 +22,17 @@ class UserFacingError(RuntimeError):
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+def resolve_device(preference: str | torch.device | None = "auto", local_rank: int = 0) -> torch.device:
+    """The one device rule: None/"auto" -> this rank's GPU when CUDA is available, else the CPU;
+    "cuda" -> this rank's GPU; "cuda:N", "cpu" as given. Asking for CUDA where there is none is an error."""
+    if preference in (None, "", "auto"):
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(preference if str(preference) != "cuda" else f"cuda:{local_rank}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(preference)!r} was requested but CUDA is not available here; use --device cpu")
+    return device
+
+
 def torch_dtype(name: str) -> torch.dtype:
     try:
         return TORCH_DTYPES[name]

@@ -9,7 +9,7 @@ from xvla import XVLAPolicy
 from xvla.serve.engine import ServeEngine
 from xvla.serve.protocol import Observation
 
-from .serve_support import CHUNK, serve_config
+from .serve_support import serve_config
 
 
 def observation(**overrides) -> Observation:

@@ -213,3 +213,12 @@ def test_non_finite_actions_fail_only_their_own_sample(serve_checkpoint):
                 assert srv.app.state.batcher.stats.failures == 0
         finally:
             model.generate_actions = real
+
+
+def test_routing_errors_have_the_documented_body(http):
+    for method, path, status, field in (("GET", "/nope", 404, "path"), ("GET", "/act", 405, "method"),
+                                        ("DELETE", "/info", 405, "method")):  # fmt: skip
+        answer = http.request(method, path)
+        body = answer.json()
+        assert answer.status_code == status and body["field"] == field, (method, path, body)
+        assert body["detail"] and body["request_id"] == answer.headers["x-request-id"]

@@ -53,7 +53,6 @@ def test_demo_rejects_heldout_in_training(tmp_path):
 
 def test_demo_cli_registered():
     from xvla.cli import build_parser
-
     from xvla.flags import dataclass_from_args
     from xvla.sim.demo import DemoSettings
 

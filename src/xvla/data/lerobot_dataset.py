@@ -520,6 +520,13 @@ class LeRobotDataset(torch.utils.data.Dataset):
         """Sample indices [start, stop) of the ``slot``-th selected episode."""
         return int(self._cum[slot]), int(self._cum[slot + 1])
 
+    def episode_column(self, slot: int, key: str) -> np.ndarray:
+        """A numeric column of the ``slot``-th selected episode, one row per frame (e.g. its recorded actions)."""
+        if key not in self._arrays:
+            raise KeyError(f"{key!r} is not a numeric column of {self.root} (columns: {sorted(self._arrays)})")
+        row, length = int(self._ep_start[slot]), int(self._ep_length[slot])
+        return np.asarray(self._arrays[key][row : row + length])
+
     # -- samples ------------------------------------------------------------------------------------
     def __getitem__(self, idx: int) -> dict:
         n = len(self)

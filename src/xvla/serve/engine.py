@@ -28,6 +28,7 @@ from .. import processing
 from ..domains import trained_domains
 from ..policy import XVLAPolicy
 from ..processing import check_domain_ids
+from ..utils import resolve_device
 from .protocol import Limits, ModelSpec, Observation, RequestError
 
 logger = logging.getLogger("xvla.serve")
@@ -56,15 +57,6 @@ class Sample:
     def batch_key(self) -> tuple[int, int]:
         """Samples with equal keys can share one forward pass."""
         return (self.steps, int(self.image_input.shape[1]))
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device} was requested but CUDA is not available here; use --device cpu")
-    return dev
 
 
 class ServeEngine:

@@ -71,21 +71,10 @@ class DemoSettings:
 
 # ---------------------------------------------------------------------------------------------- pieces
 def build_tokenizer(texts: list[str], vocab_size: int = 300):
-    """A byte-level BPE tokenizer with BART's special ids, trained here on the instructions (offline)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    """The demo's tokenizer, trained here on the instructions (offline)."""
+    from ..processing import train_bpe_tokenizer
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
-    tok.train_from_iterator(list(texts) * 4, trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
+    return train_bpe_tokenizer(texts, vocab_size)
 
 
 def model_fields(s: DemoSettings, num_domains: int, action_dim: int, domain_id: int) -> dict[str, Any]:

@@ -162,8 +162,8 @@ def _plots(folder: Path, ds, queries, pred, target, stride: int, width: int, epi
 
 def _recorded(ds, slot: int) -> np.ndarray:
     """The recorded actions of the ``slot``-th selected episode, [length, width]."""
-    row, length = int(ds._ep_start[slot]), int(ds._ep_length[slot])
-    return np.asarray(ds._arrays[ds.action_key][row : row + length], np.float32).reshape(length, -1)
+    actions = ds.episode_column(slot, ds.action_key).astype(np.float32)
+    return actions.reshape(len(actions), -1)
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -149,7 +149,7 @@ class TrainConfig:
     steps: int = 10_000
     batch_size: int = 8  # per process, per micro-step
     grad_accum_steps: int = 1
-    num_workers: int = 4
+    num_workers: int | None = None  # loader processes; None: one per spare CPU core, at most 4
     prefetch_factor: int = 2
     seed: int = 1000
     output_dir: str | None = None
@@ -187,6 +187,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r} is invalid: it must be an integer >= 1")
+        if self.num_workers is None:
+            self.num_workers = default_num_workers()
         for name in ("num_workers", "keep_last"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
@@ -275,6 +277,15 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "train_domain_rows_only": True,
     },
 }  # fmt: skip
+
+
+def default_num_workers() -> int:
+    """One loader process per CPU core left to this process beyond the training one, at most 4 (more
+    than the cores makes PyTorch warn and only adds contention)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(4, cores - 1))
 
 
 # ---------------------------------------------------------------------------------------------- building

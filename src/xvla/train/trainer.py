@@ -403,7 +403,6 @@ class Trainer:
         metrics = MetricsLogger(
             out, env.is_main, cfg.tensorboard, resume_step=start_step if resume_from else None
         )
-        self._log_setup = {"counts": counts}
         try:
             final_dir = self._loop(
                 policy, module, optimizer, scheduler, keeper, trainable, loader, sampler, metrics,
