@@ -403,10 +403,6 @@ def axis_angle_to_matrix(axis_angle: np.ndarray) -> np.ndarray:
     return np.eye(3) + np.sin(angle) * kx + (1.0 - np.cos(angle)) * kx @ kx
 
 
-def make_env(suite: str, task_id: int, **kwargs: Any) -> LiberoEnv:
-    return LiberoEnv(suite, task_id, **kwargs)
-
-
 GYM_ID = "xvla/Libero-v0"
 if GYM_ID not in gym.registry:
     # gym.make("xvla/Libero-v0", suite="libero_spatial", task_id=0)

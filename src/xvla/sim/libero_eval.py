@@ -315,13 +315,7 @@ class ServerPolicy:
 
     def _act(self, images: list[np.ndarray], state: np.ndarray, task: str, domain_id: int,
              noise: np.ndarray | None, steps: int | None) -> np.ndarray:  # fmt: skip
-        from ..serve.client import _check, _official_body, encode_array
-
-        body = _official_body(images, state, task, domain_id, steps)
-        if noise is not None:
-            body["noise"] = encode_array(np.asarray(noise, dtype=np.float32))
-        out = _check(self.client._http.post("/act", json=body))
-        return np.asarray(out["action"], dtype=np.float32)
+        return self.client.act_official(images, state, task, domain_id, steps, noise=noise)
 
     def predict_action_chunk(self, batch: dict, noise: Any = None, steps: int | None = None) -> np.ndarray:
         n = len(batch["task"])
@@ -357,7 +351,7 @@ def policy_description(policy: Any) -> str:
     if isinstance(policy, ServerPolicy):
         return json.dumps(policy.info.get("checkpoint", "")) + json.dumps(policy.info)
     parts = [repr(getattr(policy, "config", ""))]
-    source = getattr(policy, "_source_dir", None)
+    source = getattr(policy, "source_dir", None)
     if source is not None:  # a Hub download's folder names the repository (e.g. X-VLA-Libero)
         parts.append(str(source))
         if (Path(source) / "config.json").exists():
