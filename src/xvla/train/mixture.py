@@ -107,76 +107,73 @@ def dataset_root(cfg: DatasetConfig) -> Path:
 
 
 def open_sources(train_cfg: TrainConfig, policy_config: XVLAConfig, camera_keys: list[str]) -> list[Source]:
-    LeRobotDataset, LeRobotDatasetMeta, resolve_dataset_root = _dataset_api()
+    """Open every dataset of the run and resolve its keys, widths, action horizon and domain against the model."""
+    LeRobotDataset, LeRobotDatasetMeta, _ = _dataset_api()
     sources = []
-    chunk = policy_config.chunk_size
     for cfg in train_cfg.datasets():
         root = dataset_root(cfg)
         meta = LeRobotDatasetMeta(root)
-        features = meta.features
-        unknown = sorted(set(cfg.keys) - {*camera_keys, STATE_KEY, ACTION_KEY})
-        if unknown:
-            raise ValueError(
-                f"dataset {cfg.label}: the key map names model keys {unknown} that this model does not have; model "
-                f"keys are {[*camera_keys, STATE_KEY, ACTION_KEY]} (a key map goes model key -> dataset key)"
-            )
-        camera_map = {}
-        for cam in camera_keys:
-            src = cfg.keys.get(cam, cam)
-            if src in meta.camera_keys:
-                camera_map[cam] = src
-            elif cam in cfg.keys:
-                raise ValueError(
-                    f"dataset {cfg.label}: keys maps {cam!r} to {src!r}, but the dataset's cameras are "
-                    f"{meta.camera_keys}"
-                )
-        if camera_keys[0] not in camera_map:
-            raise ValueError(
-                f"dataset {cfg.label} has no camera for the model's main view {camera_keys[0]!r} (its cameras: "
-                f"{meta.camera_keys}). Map one with keys: {{{camera_keys[0]!r}: '<dataset camera>'}}"
-            )
-        action_key = cfg.keys.get(ACTION_KEY, ACTION_KEY)
-        if action_key not in features:
-            raise ValueError(
-                f"dataset {cfg.label} has no {action_key!r} feature (features: {sorted(features)}); map the "
-                f"action with keys: {{'action': '<dataset key>'}}"
-            )
-        width = int(math.prod(features[action_key]["shape"]))
-        check_action_width(policy_config, width, where=f"dataset {cfg.label}")
-        state_key = None
-        if policy_config.use_proprio:
-            state_key = cfg.keys.get(STATE_KEY, STATE_KEY)
-            if state_key not in features:
-                raise ValueError(
-                    f"dataset {cfg.label} has no {state_key!r} feature but the policy uses proprioception; map "
-                    f"the state with keys: {{'observation.state': '<dataset key>'}} (features: {sorted(features)})"
-                )
-            width = int(np.prod(features[state_key]["shape"]))
-            if width > policy_config.max_state_dim:
-                raise ValueError(
-                    f"dataset {cfg.label}: {state_key!r} has {width} dims but the policy's max_state_dim is "
-                    f"{policy_config.max_state_dim}; set --policy.max_state_dim >= {width} (from scratch) or "
-                    "reduce the state"
-                )
-        horizon = (
-            cfg.action_horizon_s if cfg.action_horizon_s is not None else train_cfg.mixture.action_horizon_s
-        )
+        camera_map = _camera_map(cfg, meta, camera_keys)
+        action_key, state_key = _action_and_state_keys(cfg, meta.features, policy_config)
+        horizon = cfg.action_horizon_s if cfg.action_horizon_s is not None else train_cfg.mixture.action_horizon_s
+        chunk = policy_config.chunk_size
         frames = frames_for_horizon(horizon, meta.fps, chunk) if horizon else chunk
-        dataset = LeRobotDataset(
-            root,
-            chunk_size=frames,
-            episodes=cfg.episodes,
-            camera_keys=sorted(set(camera_map.values())),
-            action_key=action_key,
-        )
+        dataset = LeRobotDataset(root, chunk_size=frames, episodes=cfg.episodes,
+                                 camera_keys=sorted(set(camera_map.values())), action_key=action_key)  # fmt: skip
         domain, why = _source_domain(cfg, root, policy_config, train_cfg.new_domain.id is not None)
         processing.check_domain_ids(domain, policy_config.num_domains, f"dataset {cfg.label}: domain_id")
         if len(dataset) == 0:
             raise ValueError(f"dataset {cfg.label} has no frames (episodes={cfg.episodes})")
-        sources.append(
-            Source(dataset, cfg, int(domain), why, camera_map, state_key, action_key, horizon, cfg.label)
-        )
+        sources.append(Source(dataset, cfg, int(domain), why, camera_map, state_key, action_key, horizon, cfg.label))
     return sources
+
+
+def _camera_map(cfg: DatasetConfig, meta, camera_keys: list[str]) -> dict[str, str]:
+    """Model camera -> dataset camera (key maps go model key -> dataset key); the main view is required."""
+    unknown = sorted(set(cfg.keys) - {*camera_keys, STATE_KEY, ACTION_KEY})
+    if unknown:
+        raise ValueError(
+            f"dataset {cfg.label}: the key map names model keys {unknown} that this model does not have; model "
+            f"keys are {[*camera_keys, STATE_KEY, ACTION_KEY]} (a key map goes model key -> dataset key)"
+        )
+    camera_map = {}
+    for cam in camera_keys:
+        src = cfg.keys.get(cam, cam)
+        if src in meta.camera_keys:
+            camera_map[cam] = src
+        elif cam in cfg.keys:
+            raise ValueError(f"dataset {cfg.label}: keys maps {cam!r} to {src!r}, but the dataset's cameras are "
+                             f"{meta.camera_keys}")  # fmt: skip
+    if camera_keys[0] not in camera_map:
+        raise ValueError(
+            f"dataset {cfg.label} has no camera for the model's main view {camera_keys[0]!r} (its cameras: "
+            f"{meta.camera_keys}). Map one with keys: {{{camera_keys[0]!r}: '<dataset camera>'}}"
+        )
+    return camera_map
+
+
+def _action_and_state_keys(cfg: DatasetConfig, features: dict, policy_config: XVLAConfig) -> tuple[str, str | None]:
+    """The dataset's action and state keys, checked against the model's action space and state width."""
+    action_key = cfg.keys.get(ACTION_KEY, ACTION_KEY)
+    if action_key not in features:
+        raise ValueError(f"dataset {cfg.label} has no {action_key!r} feature (features: {sorted(features)}); map the "
+                         "action with keys: {'action': '<dataset key>'}")  # fmt: skip
+    check_action_width(policy_config, int(math.prod(features[action_key]["shape"])), where=f"dataset {cfg.label}")
+    if not policy_config.use_proprio:
+        return action_key, None
+    state_key = cfg.keys.get(STATE_KEY, STATE_KEY)
+    if state_key not in features:
+        raise ValueError(
+            f"dataset {cfg.label} has no {state_key!r} feature but the policy uses proprioception; map "
+            f"the state with keys: {{'observation.state': '<dataset key>'}} (features: {sorted(features)})"
+        )
+    width = int(np.prod(features[state_key]["shape"]))
+    if width > policy_config.max_state_dim:
+        raise ValueError(
+            f"dataset {cfg.label}: {state_key!r} has {width} dims but the policy's max_state_dim is "
+            f"{policy_config.max_state_dim}; set --policy.max_state_dim >= {width} (from scratch) or reduce the state"
+        )
+    return action_key, state_key
 
 
 def _source_domain(cfg: DatasetConfig, root, policy_config: XVLAConfig, new_domain: bool) -> tuple[int, str]:
