@@ -19,16 +19,21 @@ from typing import Any
 
 def add_dataclass_flags(
     parser: argparse.ArgumentParser, cls: Any, positional: tuple[str, ...] = (), skip: tuple[str, ...] = (),
-    aliases: dict[str, list[str]] | None = None,
+    aliases: dict[str, list[str]] | None = None, optional_positional: bool = False,
 ) -> None:
-    """Add one flag per leaf field of ``cls`` (defaults stay the dataclass's: unset flags are absent)."""
+    """Add one flag per leaf field of ``cls`` (defaults stay the dataclass's: unset flags are absent).
+
+    Several dataclasses may share one parser (``xvla eval`` takes Meta-World's and LIBERO's settings):
+    ``skip`` the fields an earlier one added; :func:`dataclass_from_args` picks each class's own.
+    """
     defaults = _defaults(cls)
     for name, tp in flat_fields(cls).items():
         if name in skip:
             continue
         help_text = _help(cls, name)
         if name in positional:
-            parser.add_argument(name, help=help_text)
+            extra: dict[str, Any] = dict(nargs="?", default=argparse.SUPPRESS) if optional_positional else {}
+            parser.add_argument(name, help=help_text, **extra)
             continue
         names = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
         names += (aliases or {}).get(name, [])
@@ -36,7 +41,8 @@ def add_dataclass_flags(
         if _is_bool(tp):
             kwargs.update(nargs="?", const="true", metavar="BOOL")
         shown = defaults.get(name, dataclasses.MISSING)
-        suffix = "" if shown is dataclasses.MISSING else f" (default: {_text(shown)})"
+        said = shown is dataclasses.MISSING or "default" in (help_text or "")
+        suffix = "" if said else f" (default: {_text(shown)})"
         parser.add_argument(*names, help=(help_text or "") + suffix, **kwargs)
         if _is_bool(tp) and shown is True:
             parser.add_argument(f"--no-{name.replace('_', '-')}", dest=name, action="store_const", const="false",

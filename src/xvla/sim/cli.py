@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..flags import add_dataclass_flags, dataclass_from_args
+from ..flags import add_dataclass_flags, dataclass_from_args, flat_fields
 
 
 def cmd_gen_demos(args: argparse.Namespace) -> int:
@@ -45,6 +45,7 @@ def register(sub) -> None:
     from .demo import register_demo
     from .demos import DemoConfig
     from .evaluate import EvalConfig
+    from .libero_eval import LiberoEvalConfig
     from .offline import register_eval_offline
 
     register_demo(sub)
@@ -64,9 +65,12 @@ def register(sub) -> None:
         description="Roll out a checkpoint (or 'expert', Meta-World's scripted policies) on Meta-World tasks as "
         "one embodiment variant, in parallel simulators, with deterministic seeds.",
     )
-    add_dataclass_flags(p, EvalConfig, positional=("policy",), skip=("start_method",), aliases={"output": ["-o"]})
+    # One parser, two settings dataclasses: EvalConfig (Meta-World), then LIBERO's own fields.
+    add_dataclass_flags(p, EvalConfig, positional=("policy",), skip=("start_method",), aliases={"output": ["-o"]},
+                        optional_positional=True)  # fmt: skip
+    shared = (*flat_fields(EvalConfig), "start_method")
+    add_dataclass_flags(p, LiberoEvalConfig, skip=shared, aliases={"policy_url": ["--policy.url"]})
+    p.add_argument("--policy.path", dest="policy", default=argparse.SUPPRESS, help="checkpoint folder or Hub id")
+    p.add_argument("--env", choices=("metaworld", "libero"), default="metaworld", help="simulator (default: metaworld)")
     p.add_argument("--json", action="store_true", help="also print the overall numbers as JSON")
-    from .libero_eval import add_arguments as add_libero_arguments
-
-    add_libero_arguments(p)  # --env, --suite, --state-source, --policy.path, --policy.url, --overwrite
     p.set_defaults(func=cmd_eval)

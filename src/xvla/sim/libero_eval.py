@@ -36,7 +36,6 @@ from .libero import (
     IMAGE_KEY,
     MAX_STEPS,
     STATE_SOURCES,
-    SUITES,
     WRIST_KEY,
     check_suite,
 )
@@ -696,28 +695,6 @@ def _report(cfg: LiberoEvalConfig, records: list[dict], task_ids: list[int], ins
 METAWORLD_ONLY = ("variant", "image_size", "key_map", "privileged_state", "action_horizon_s")
 
 
-def add_arguments(parser) -> None:
-    """LIBERO's own flags on ``xvla eval``; the shared ones (``--tasks``, ``--episodes-per-task``,
-    ``--num-envs``, ``--max-steps``, ``--seed``, ``--videos``, ``--output``, ``--device``, ``--domain-id``,
-    ``--n-action-steps``, ``--denoising-steps``, ``--no-progress``) come from ``EvalConfig``. Unset flags
-    are absent from the namespace, so LIBERO's protocol defaults apply to them."""
-    import argparse
-
-    for action in parser._actions:  # the checkpoint positional: LIBERO also takes --policy.path / --policy.url
-        if action.dest == "policy" and not action.option_strings:
-            action.nargs, action.required, action.default = "?", False, argparse.SUPPRESS
-    hide = argparse.SUPPRESS
-    parser.add_argument("--env", choices=("metaworld", "libero"), default="metaworld", help="simulator (default: metaworld)")
-    parser.add_argument("--suite", default=hide, help=f"LIBERO suite: {', '.join(SUITES)} (default: libero_spatial)")
-    parser.add_argument("--state-source", dest="state_source", choices=STATE_SOURCES, default=hide,
-                        help="LIBERO state after the first query: open_loop (official, default) or measured (LeRobot)")  # fmt: skip
-    parser.add_argument("--policy.path", dest="policy_path", default=hide, help="checkpoint folder or Hub id")
-    parser.add_argument("--policy.url", dest="policy_url", default=hide,
-                        help="drive a running `xvla serve` (POST /act) instead of loading a checkpoint")  # fmt: skip
-    parser.add_argument("--overwrite", nargs="?", const="true", default=hide, metavar="BOOL",
-                        help="LIBERO: start again instead of resuming OUTPUT")  # fmt: skip
-
-
 def config_from_args(args) -> LiberoEvalConfig:
     """The LIBERO config from ``xvla eval`` flags: the flags given, LIBERO's defaults for the rest."""
     from dataclasses import fields
@@ -729,7 +706,7 @@ def config_from_args(args) -> LiberoEvalConfig:
     if wrong:
         raise ValueError(f"{', '.join(wrong)}: Meta-World flag(s), not used by --env libero; drop them")
     values = {f.name: given[f.name] for f in fields(LiberoEvalConfig) if f.name in given}
-    path = given.get("policy_path") or given.get("policy")
+    path = given.get("policy")
     if path is None and given.get("policy_url") is None:
         raise ValueError(NO_POLICY)
     values["policy"] = None if given.get("policy_url") else path
