@@ -21,7 +21,10 @@ import torch
 from torch import nn
 
 from . import checkpoints as ckpt
+from . import processing
+from .adapters import AdapterInfo, check_compatible, free_slot, read_adapter
 from .config import XVLAConfig
+from .domains import trained_domains
 from .hub import resolve_folder
 from .model.xvla import XVLAModel
 from .processor import ObservationProcessor
@@ -39,6 +42,7 @@ class XVLAPolicy(nn.Module):
         self.model = XVLAModel(config)
         self.processor = ObservationProcessor(config, tokenizer)
         self.source_dir: Path | None = None  # the folder this policy was loaded from (tokenizer files)
+        self.adapters: dict[str, AdapterInfo] = {}  # robot name -> the adapter loaded for it
         self.reset()
 
     # ------------------------------------------------------------------ loading and saving
@@ -110,6 +114,28 @@ class XVLAPolicy(nn.Module):
             directory, self.model.state_dict(), self.config, format,
             tokenizer=self.processor.loaded_tokenizer, source_dir=self.source_dir,
         )  # fmt: skip
+
+    # ------------------------------------------------------------------ adapters
+    @torch.no_grad()
+    def load_adapter(self, path: str | os.PathLike, name: str | None = None, domain_id: int | None = None) -> AdapterInfo:
+        """Load a robot adapter (``xvla adapter export``) into a free domain slot (or ``domain_id``).
+
+        Refused with a clear error: a file made for another backbone, another action mode or other table
+        shapes. Select the robot in a batch with ``robot=name`` or its ``domain_id``.
+        """
+        tensors, metadata = read_adapter(path)
+        check_compatible(self.model, self.config, tensors, metadata, path)
+        name = name or metadata["name"]
+        if name in self.adapters:
+            raise ValueError(f"an adapter named {name!r} is loaded already (domain {self.adapters[name].domain_id})")
+        slot = free_slot(self.config, {a.domain_id for a in self.adapters.values()}) if domain_id is None else domain_id
+        processing.check_domain_ids(slot, self.config.num_domains, "domain_id")
+        params = dict(self.model.named_parameters())
+        for key, row in tensors.items():
+            params[key][slot].copy_(row.to(params[key].dtype))
+        self.config.domains = {**trained_domains(self.config), slot: name}
+        self.adapters[name] = AdapterInfo(name, slot, str(path), metadata)
+        return self.adapters[name]
 
     # ------------------------------------------------------------------ tokenizer
     @property

@@ -180,7 +180,10 @@ def pad_state(state: torch.Tensor, width: int, key: str = STATE_KEY) -> torch.Te
 # ---------------------------------------------------------------------------------------------- domain
 def check_domain_ids(ids: Any, num_domains: int, name: str = "domain_id") -> None:
     """The one range check of domain ids (an int or a sequence/tensor of them); ValueError names the fix."""
-    values = [int(v) for v in torch.as_tensor(ids).reshape(-1).tolist()]
+    if isinstance(ids, torch.Tensor):
+        values = [int(v) for v in ids.reshape(-1).tolist()]
+    else:  # plain numbers: no tensor, so this also works under a meta-device context
+        values = [int(v) for v in (ids if isinstance(ids, (list, tuple, set)) else [ids])]
     bad = [v for v in values if not 0 <= v < num_domains]
     if bad:
         raise ValueError(

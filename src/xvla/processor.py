@@ -215,9 +215,21 @@ class ObservationProcessor:
         return input_ids
 
     def domain(self, batch: Mapping[str, Any], size: int) -> torch.Tensor:
+        """``domain_id`` (one or one per sample), or ``robot`` names of the checkpoint's domain table."""
         value = batch.get("domain_id")
+        if value is None and batch.get("robot") is not None:
+            value = self.robot_ids(batch["robot"])
         value = self.config.domain_id if value is None else value
         return processing.domain_ids(value, size, self.config.num_domains)
+
+    def robot_ids(self, robots: str | Sequence[str]) -> list[int]:
+        by_name = {name: d for d, name in (self.config.domains or {}).items()}
+        names = [robots] if isinstance(robots, str) else list(robots)
+        unknown = sorted({n for n in names if n not in by_name})
+        if unknown:
+            raise KeyError(f"robot {unknown} is not in this checkpoint's domain table {sorted(by_name)}: load its "
+                           "adapter (policy.load_adapter) or pass domain_id")  # fmt: skip
+        return [by_name[n] for n in names]
 
     def actions(self, action: Any, space: Any = None) -> torch.Tensor:
         """Target chunk(s) -> [B, chunk_size, model action dim], zero-padded (as LeRobot pads before noise)."""

@@ -48,6 +48,7 @@ from .tracking import METRICS_CSV, PLOT_NAME, MetricsLogger, plot_metrics
 
 logger = logging.getLogger(__name__)
 TRAIN_CONFIG = "train_config.json"
+ADAPTER_NAME = "adapter.safetensors"
 
 
 class TrainingModule(nn.Module):
@@ -465,7 +466,17 @@ class Trainer:
             plot_metrics(out / METRICS_CSV, out / PLOT_NAME)
         if cfg.diagnostics:
             self._write_diagnostics(out, run.policy)
+        if cfg.recipe == "prompt" and final_dir is not None and env.is_main:
+            self._write_adapter(final_dir, out / ADAPTER_NAME)
         return TrainResult(out, final_dir, cfg.steps, self.history, run.counts, env.is_main)
+
+    def _write_adapter(self, model_dir: Path, path: Path) -> None:
+        """A prompt-recipe run ends with its robot as an adapter file (its domain rows + metadata)."""
+        from ..adapters import export_adapter
+
+        policy = XVLAPolicy.from_pretrained(model_dir, tokenizer=self.tokenizer)
+        export_adapter(policy, policy.config.domain_id, path)
+        self._log(f"adapter for domain {policy.config.domain_id}: {path} ({path.stat().st_size / 1024:.1f} KiB)")
 
     # -------------------------------------------------------------- loop
     def _loop(self, run: _Run, metrics: MetricsLogger) -> Path | None:
