@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
@@ -64,3 +65,22 @@ def test_interrupted_training_says_how_to_resume_and_final_copies(tmp_path, data
     monkeypatch.setattr(trainer, "_loop", interrupt)
     with pytest.raises(UserFacingError, match=r"000003.*--resume"):
         trainer.run()
+
+
+def test_a_nan_loss_stops_training_before_anything_is_saved(tmp_path, dataset_a, tokenizer_dir, monkeypatch, capsys):
+    from xvla.model.xvla import XVLAModel
+
+    real_forward = XVLAModel.forward
+
+    def nan_loss(self, *args, **kwargs):
+        losses = real_forward(self, *args, **kwargs)
+        return {k: v * float("nan") for k, v in losses.items()}
+
+    monkeypatch.setattr(XVLAModel, "forward", nan_loss)
+    out = tmp_path / "nan"
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"policy": tiny_policy_fields(), "dataset": {"root": str(dataset_a)}}))
+    err = one_line_error(capsys, ["train", f"--config={config}", f"--output_dir={out}", "--steps=3", "--save_freq=1",
+                                  "--num_workers=0", "--batch_size=2", f"--tokenizer={tokenizer_dir}"])
+    assert "the loss is nan at step 1" in err and "--optimizer.lr" in err
+    assert not list(out.glob("checkpoints/0*"))  # stopped before the first checkpoint
