@@ -140,6 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.config, cli_values(args))
     result = train(cfg)
     if result.final_model_dir is not None and result.is_main:
-        print(f"done: {result.steps} steps; final model {result.final_model_dir} "
-              f"(XVLAPolicy.from_pretrained('{result.final_model_dir}'))")  # fmt: skip
+        final = Path(result.output_dir) / "final"
+        final = final if final.is_dir() else result.final_model_dir
+        print(f"done: {result.steps} steps; final model {final} (XVLAPolicy.from_pretrained('{final}'))")
     return 0

@@ -284,13 +284,15 @@ class Trainer:
         if requested is None:
             return domains
         new_id = pick_domain(requested, config.num_domains, domains)
+        why = (f"--new_domain.id={requested}" if requested != "auto" else
+               f"the smallest id not in use (used: {sorted(domains)}); --new_domain.id=N picks another")  # fmt: skip
         if cfg.new_domain.init_from is not None:
             copied = copy_domain(policy.model, int(cfg.new_domain.init_from), new_id)
             self._log(
-                f"new domain {new_id}: initialised from domain {cfg.new_domain.init_from} ({len(copied)} tables)"
+                f"new domain {new_id} ({why}): initialised from domain {cfg.new_domain.init_from} ({len(copied)} tables)"
             )
         else:
-            self._log(f"new domain {new_id}: fresh soft prompt and heads")
+            self._log(f"new domain {new_id} ({why}): fresh soft prompt and heads")
         config.domain_id = new_id
         cfg.new_domain.id = new_id  # the resolved id is what the saved train config records
         return domains
