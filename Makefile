@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-EXTRAS ?= data,train,serve,sim,dev
+EXTRAS ?= data,train,serve,sim,libero,dev
 
 .PHONY: install demo test test-slow lint bench clean
 

@@ -160,26 +160,34 @@ def test_custom_action_space_example_end_to_end():
         ACTION_REGISTRY.pop(name, None)
 
 
-def test_registering_a_taken_name_fails():
-    with pytest.raises(KeyError, match="already registered"):
+def test_registering_a_taken_name_fails_and_names_the_existing_class():
+    builtin = ACTION_REGISTRY["ee6d"]
+    with pytest.raises(KeyError, match=r"already registered by xvla\.actions\.\w+.*override=True"):
         @register_action("ee6d")
         class Other(BaseActionSpace):
             dim_action = 3
+    with pytest.raises(ValueError, match="already registered"):  # also a ValueError, for the CLI's errors
+        register_action("EE6D")(type("Other2", (BaseActionSpace,), {"dim_action": 3}))
+    assert ACTION_REGISTRY["ee6d"] is builtin
 
 
-def test_redefining_the_same_class_replaces_it():
+def test_a_custom_name_is_refused_twice_and_override_replaces_it():
     def define():
-        @register_action("tmp_redefined_space")
         class TmpSpace(BaseActionSpace):
             dim_action = 3
 
         return TmpSpace
 
     try:
-        first, second = define(), define()
-        assert ACTION_REGISTRY["tmp_redefined_space"] is second and first is not second
+        first = register_action("tmp_custom_space")(define())
+        assert register_action("tmp_custom_space")(first) is first  # the same class again is harmless
+        with pytest.raises(KeyError, match="tmp_custom_space.*already registered"):
+            register_action("tmp_custom_space")(define())  # a re-run cell defines a new class: refused
+        second = register_action("tmp_custom_space", override=True)(define())
+        assert ACTION_REGISTRY["tmp_custom_space"] is second and first is not second
+        assert build_action_space("tmp_custom_space").dim_action == 3
     finally:
-        ACTION_REGISTRY.pop("tmp_redefined_space", None)
+        ACTION_REGISTRY.pop("tmp_custom_space", None)
 
 
 def test_action_hub_alias_for_ported_code():

@@ -21,7 +21,7 @@ def test_defaults_match_the_released_models():
         ("n_action_steps", 9, r"n_action_steps=9 .*chunk_size=4"),
         ("hidden_size", 30, "divisible by num_heads"),
         ("dtype", "float16", r"dtype='float16'.*float32.*bfloat16"),
-        ("domain_id", 6, r"domain_id=6 is out of range.*num_domains=6.*\[0, 5\]"),
+        ("domain_id", 6, r"domain_id.6 is out of range.*num_domains=6.*\[0, 5\]"),
         ("domain_id", -1, "out of range"),
         ("empty_cameras", -1, "empty_cameras"),
         ("dim_time", 7, "dim_time=7"),

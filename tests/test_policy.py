@@ -155,9 +155,9 @@ def test_missing_folder_and_offline_hub(tmp_path):
 def test_tokenizer_loaded_from_checkpoint_folder(policy, tmp_path):
     policy.save_pretrained(tmp_path / "p")
     loaded = XVLAPolicy.from_pretrained(tmp_path / "p")
-    assert loaded._tokenizer is None  # lazily, only when text has to be tokenized
+    assert loaded.processor.loaded_tokenizer is None  # lazily, only when text has to be tokenized
     loaded.predict_action_chunk(make_batch(policy.config))
-    assert loaded._tokenizer is not None
+    assert loaded.processor.loaded_tokenizer is not None
 
 
 def test_tokenizer_missing_offline_is_a_clear_error(tmp_path):
@@ -175,7 +175,7 @@ def test_tokenizer_missing_offline_is_a_clear_error(tmp_path):
 # ---------------------------------------------------------------------------- the troubleshooting cases
 def test_error_action_dimension_mismatch(policy):
     batch = make_batch(policy.config, action_dim=7)
-    with pytest.raises(ValueError, match=r"action dimension mismatch.*7 dims.*'ee6d'.*auto"):
+    with pytest.raises(ValueError, match=r"action dimension mismatch.*7-dim actions.*'ee6d'.*auto"):
         policy(batch)
 
 

@@ -92,3 +92,22 @@ def test_libero_observation():
     assert state[0, :9].tolist() == pytest.approx([0.1, 0.2, 0.3, 0, 1, 0, -1, 0, 0])
     assert state[0, 9:].abs().sum() == 0
     assert torch.equal(out["observation.images.image"], torch.flip(img, dims=[-2, -1]))
+
+
+def test_tokenizer_files_beside_an_official_checkpoint_load_without_its_config(tmp_path, tokenizer, recwarn):
+    """An official config.json says model_type 'xvla': AutoTokenizer would warn and ask about remote code."""
+    import json
+    import logging
+
+    tokenizer.save_pretrained(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "xvla", "architectures": ["XVLA"]}))
+    logs = []
+    handler = logging.Handler()
+    handler.emit = logs.append
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        loaded = P.load_tokenizer("facebook/bart-large", local_dir=tmp_path)
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert loaded("pick up the red block")["input_ids"] == tokenizer("pick up the red block")["input_ids"]
+    assert not [r for r in logs if "xvla" in r.getMessage()]

@@ -23,20 +23,27 @@ from torch import nn
 ACTION_REGISTRY: dict[str, type[BaseActionSpace]] = {}
 
 
-def register_action(name: str):
-    """Class decorator that makes an action space selectable by ``action_mode=name``."""
+class ActionSpaceExistsError(KeyError, ValueError):
+    """A name is registered already (a KeyError, as in LeRobot and the official code, and a ValueError)."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0])
+
+
+def register_action(name: str, override: bool = False):
+    """Class decorator that makes an action space selectable by ``action_mode=name``.
+
+    A name that is registered already is refused (two spaces silently sharing a name would change
+    what a checkpoint means); ``override=True`` replaces it on purpose.
+    """
 
     def wrap(cls):
         key = name.lower()
         previous = ACTION_REGISTRY.get(key)
-        redefined = previous is not None and (previous.__module__, previous.__qualname__) == (
-            cls.__module__,
-            cls.__qualname__,
-        )  # the same class defined again (a re-run notebook cell or re-imported module) replaces it
-        if previous is not None and previous is not cls and not redefined:
-            raise KeyError(
-                f"action space '{key}' is already registered ({ACTION_REGISTRY[key].__qualname__}); "
-                "pick another name for your space"
+        if previous is not None and previous is not cls and not override:
+            raise ActionSpaceExistsError(
+                f"action space '{key}' is already registered by {previous.__module__}.{previous.__qualname__}: "
+                f"pick another name, or use @register_action('{key}', override=True) to replace it on purpose"
             )
         ACTION_REGISTRY[key] = cls
         cls.name = key

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .config import XVLAConfig
-from .utils import atomic_write, atomic_write_text
+from .processor import EMPTY_CAMERA_PREFIX, settle_image_size
+from .utils import atomic_write, write_json
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -35,9 +38,24 @@ TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
     "added_tokens.json",
 )  # fmt: skip
-EMPTY_CAMERA_PREFIX = "observation.images.empty_camera_"
-SIDECAR_NAME = "xvla.json"
-LEROBOT_EXTRA_FIELDS = ("image_keys", "image_size", "real_action_dim", "auto_loss_weight", "domain_id")
+logger = logging.getLogger(__name__)
+IDENTITY_NAME = "xvla.json"
+# A checkpoint's identity: what every command must agree on. Our config.json holds all of it; for the
+# LeRobot and official formats, the fields their config.json has no place for go in xvla.json beside it.
+IDENTITY_FIELDS = (
+    "domains", "domain_id", "image_keys", "image_size", "resize_imgs_with_padding", "empty_cameras",
+    "num_image_views", "use_proprio", "max_state_dim", "action_mode", "real_action_dim", "max_action_dim",
+    "chunk_size", "n_action_steps", "num_denoising_steps", "tokenizer_name", "tokenizer_max_length",
+    "auto_loss_weight",
+)  # fmt: skip
+SIDE_FIELDS = {
+    "xvla": (),
+    "lerobot": ("domains", "domain_id", "auto_loss_weight"),
+    "official": tuple(
+        f for f in IDENTITY_FIELDS if f not in ("action_mode", "use_proprio", "max_action_dim", "chunk_size")
+    ),
+}
+PREPROCESSOR_NAME = "preprocessor_config.json"
 
 # ------------------------------------------------------------------------------------------- detection
 
@@ -188,6 +206,8 @@ def config_from_lerobot(data: dict[str, Any], folder: Path | None = None) -> XVL
     kwargs = {k: copy.deepcopy(v) for k, v in data.items() if k in names}
     kwargs["florence_config"] = florence_config_to_native(data.get("florence_config") or {})
     kwargs["image_keys"] = _features_to_image_keys(data.get("input_features"))
+    if kwargs.get("image_size") is None and not kwargs.get("resize_imgs_with_padding"):
+        kwargs["image_size"] = _features_image_size(data.get("input_features"), kwargs["image_keys"])
     action = (data.get("output_features") or {}).get("action")
     if action and action.get("shape"):
         kwargs["real_action_dim"] = int(action["shape"][-1])
@@ -196,16 +216,37 @@ def config_from_lerobot(data: dict[str, Any], folder: Path | None = None) -> XVL
     domain = _lerobot_domain_id(folder)
     if domain is not None:
         kwargs["domain_id"] = domain
-    # Fields LeRobot's config has no place for, written by `xvla convert --to lerobot`.
-    if folder is not None and (Path(folder) / SIDECAR_NAME).exists():
-        extras = json.loads((Path(folder) / SIDECAR_NAME).read_text())
-        kwargs.update({k: v for k, v in extras.items() if k in names})
     return XVLAConfig(**kwargs)
 
 
-def lerobot_sidecar(config: XVLAConfig) -> dict[str, Any]:
+def _features_image_size(features: dict[str, Any] | None, keys: list[str] | None) -> tuple[int, int] | None:
+    """LeRobot declares the frame size per camera in ``input_features`` ([3, H, W]); the first camera's wins."""
+    shapes = [tuple(features[k]["shape"][-2:]) for k in keys or [] if len(features[k].get("shape") or []) == 3]
+    if not shapes:
+        return None
+    if len(set(shapes)) > 1:
+        logger.warning("input_features declare cameras of different sizes %s: all frames are resized to %s",
+                       sorted(set(shapes)), shapes[0])  # fmt: skip
+    return shapes[0]
+
+
+def checkpoint_identity(config: XVLAConfig, fmt: str) -> dict[str, Any]:
+    """The identity fields that the config.json of format ``fmt`` cannot hold (written to xvla.json)."""
     data = config.to_dict()
-    return {k: data[k] for k in LEROBOT_EXTRA_FIELDS}
+    return {k: data[k] for k in SIDE_FIELDS[fmt]}
+
+
+def apply_identity(config: XVLAConfig, fmt: str, folder: Path | None) -> XVLAConfig:
+    """Overlay xvla.json (written by this library beside LeRobot and official checkpoints) on ``config``."""
+    path = Path(folder) / IDENTITY_NAME if folder is not None else None
+    if fmt == "xvla" or path is None or not path.is_file():
+        return config
+    try:
+        side = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); restore it or delete it") from exc
+    fields = {k: v for k, v in side.items() if k in SIDE_FIELDS[fmt]}
+    return config.replace(**fields) if fields else config
 
 
 def _read_preprocessor_size(folder: Path | None) -> tuple[int, int] | None:
@@ -262,24 +303,38 @@ def config_from_official(data: dict[str, Any], folder: Path | None = None) -> XV
 def config_from_json(data: dict[str, Any], folder: Path | None = None) -> tuple[XVLAConfig, str]:
     fmt = detect_format(data)
     if fmt == "xvla":
-        return XVLAConfig.from_dict(data), fmt
-    if fmt == "lerobot":
-        return config_from_lerobot(data, folder), fmt
-    return config_from_official(data, folder), fmt
+        config = XVLAConfig.from_dict(data)
+    elif fmt == "lerobot":
+        config = config_from_lerobot(data, folder)
+    else:
+        config = config_from_official(data, folder)
+    config = apply_identity(config, fmt, folder)
+    if config.domains is None and folder is not None:
+        config = config.replace(domains=_legacy_domains(Path(folder)) or None)
+    return config, fmt
+
+
+def _legacy_domains(folder: Path) -> dict[int, str]:
+    """Checkpoints written before domains moved into the config kept them in domains.json."""
+    path = folder / "domains.json"
+    if not path.is_file():
+        return {}
+    return {int(k): str(v) for k, v in json.loads(path.read_text()).get("domains", {}).items()}
 
 
 def config_to_lerobot(config: XVLAConfig) -> dict[str, Any]:
     data = config.to_dict()
-    for key in ("format",) + LEROBOT_EXTRA_FIELDS:
+    for key in ("format", "image_keys", "image_size", "real_action_dim") + SIDE_FIELDS["lerobot"]:
         data.pop(key, None)
     data["type"] = "xvla"
     data["florence_config"] = florence_config_to_remote(config.florence_config)
     image_keys = config.image_keys or ["observation.images.image"]
     features: dict[str, Any] = {}
+    size = list(settle_image_size(config, warn=False))
     for key in image_keys:
-        features[key] = {"type": "VISUAL", "shape": [3, *(config.image_size or (224, 224))]}
+        features[key] = {"type": "VISUAL", "shape": [3, *size]}
     for i in range(config.empty_cameras):
-        features[f"{EMPTY_CAMERA_PREFIX}{i}"] = {"type": "VISUAL", "shape": [3, *(config.resize_imgs_with_padding or (480, 640))]}
+        features[f"{EMPTY_CAMERA_PREFIX}{i}"] = {"type": "VISUAL", "shape": [3, *size]}
     if config.use_proprio:
         features["observation.state"] = {"type": "STATE", "shape": [config.max_state_dim]}
     data["input_features"] = features
@@ -434,12 +489,12 @@ def load_weights_file(folder: Path) -> dict[str, torch.Tensor]:
     folder = Path(folder)
     path = folder / WEIGHTS_NAME
     if path.exists():
-        return load_file(str(path))
+        return _read_safetensors(path)
     shards = sorted(folder.glob("model-*-of-*.safetensors"))
     if shards:
         out: dict[str, torch.Tensor] = {}
         for shard in shards:
-            out.update(load_file(str(shard)))
+            out.update(_read_safetensors(shard))
         return out
     if any(folder.glob("*.bin")) or any(folder.glob("*.pt")) or any(folder.glob("*.pth")):
         raise FileNotFoundError(
@@ -447,6 +502,16 @@ def load_weights_file(folder: Path) -> dict[str, torch.Tensor]:
             "safetensors.torch.save_file in a trusted environment."
         )
     raise FileNotFoundError(f"{path} not found: the checkpoint folder must contain {WEIGHTS_NAME}")
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for damaged files
+        raise ValueError(
+            f"{path} is truncated or corrupt ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
+            "download or copy the checkpoint again"
+        ) from exc
 
 
 def save_weights_file(state_dict: dict[str, torch.Tensor], folder: Path, metadata: dict[str, str] | None = None) -> None:
@@ -461,12 +526,8 @@ def save_weights_file(state_dict: dict[str, torch.Tensor], folder: Path, metadat
     atomic_write(Path(folder) / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata=metadata or {}))
 
 
-def write_json(data: dict[str, Any], path: Path) -> None:
-    atomic_write_text(Path(path), json.dumps(data, indent=2))
-
-
 def write_config(data: dict[str, Any], folder: Path) -> None:
-    write_json(data, Path(folder) / CONFIG_NAME)
+    write_json(Path(folder) / CONFIG_NAME, data)
 
 
 def export_config(config: XVLAConfig, fmt: str) -> dict[str, Any]:
@@ -477,3 +538,51 @@ def export_config(config: XVLAConfig, fmt: str) -> dict[str, Any]:
     if fmt == "official":
         return config_to_official(config)
     raise ValueError(f"unknown checkpoint format '{fmt}'; choose one of {FORMATS}")
+
+
+def write_checkpoint(
+    directory: str | Path,
+    state_dict: dict[str, torch.Tensor],
+    config: XVLAConfig,
+    fmt: str = "xvla",
+    tokenizer: Any = None,
+    source_dir: Path | None = None,
+    producer: str = "xvla",
+) -> Path:
+    """The one checkpoint writer: weights, config.json, the identity side file, tokenizer and image size.
+
+    Used by ``XVLAPolicy.save_pretrained``, ``xvla convert`` and the trainer. The tokenizer is saved
+    from ``tokenizer`` when given, else its files are copied from ``source_dir``.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format '{fmt}' is unknown; choose one of {FORMATS}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = from_internal_state_dict(state_dict, fmt)
+    save_weights_file(weights, directory, metadata={"format": fmt, "producer": producer})
+    write_config(export_config(config, fmt), directory)
+    if SIDE_FIELDS[fmt]:
+        write_json(directory / IDENTITY_NAME, checkpoint_identity(config, fmt))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(directory))
+    elif source_dir is not None and Path(source_dir).resolve() != directory.resolve():
+        for name in TOKENIZER_FILES:
+            if (Path(source_dir) / name).exists():
+                shutil.copy2(Path(source_dir) / name, directory / name)
+    if fmt == "official":
+        write_preprocessor_config(config, directory, source_dir)
+    return directory
+
+
+def write_preprocessor_config(config: XVLAConfig, directory: Path, source_dir: Path | None) -> None:
+    """The official format reads its image size from preprocessor_config.json (bicubic resize)."""
+    height, width = settle_image_size(config, warn=False)
+    data: dict[str, Any] = {}
+    source = Path(source_dir) / PREPROCESSOR_NAME if source_dir is not None else None
+    if source is not None and source.is_file():
+        data = json.loads(source.read_text())
+    data.update({
+        "do_resize": True, "size": {"height": height, "width": width}, "crop_size": {"height": height, "width": width},
+        "resample": 3, "do_normalize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+    })  # fmt: skip
+    write_json(directory / PREPROCESSOR_NAME, data)

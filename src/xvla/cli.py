@@ -6,39 +6,64 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from .flags import add_dataclass_flags, dataclass_from_args
+from .utils import UserFacingError
+
+
+@dataclass
+class ConvertConfig:
+    src: str = field(metadata={"help": "checkpoint folder (any supported format) or Hub id"})
+    dst: str = field(metadata={"help": "output folder (written atomically)"})
+    to: str = field(default="xvla", metadata={"help": "xvla, lerobot or official"})
+    overwrite: bool = field(default=False, metadata={"help": "replace DST if it exists"})
+
+
+@dataclass
+class InfoConfig:
+    path: str = field(metadata={"help": "checkpoint folder or Hub id"})
+
+
+@dataclass
+class SmokeConfig:
+    output: str = "outputs/smoke_checkpoint"
+    seed: int = 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from .checkpoints import FORMATS
     from .policy import XVLAPolicy
+    from .utils import atomic_directory
 
-    policy = XVLAPolicy.from_pretrained(args.src)
-    out = policy.save_pretrained(args.dst, format=args.to)
-    print(f"converted {args.src} ({policy.checkpoint_format}) -> {out} ({args.to})")
+    cfg = dataclass_from_args(ConvertConfig, args)
+    if cfg.to not in FORMATS:
+        raise ValueError(f"--to {cfg.to!r} is unknown: choose one of {list(FORMATS)}")
+    policy = XVLAPolicy.from_pretrained(cfg.src)
+    # Written under a temporary name and renamed when complete: a failure leaves no half-written folder.
+    with atomic_directory(cfg.dst, overwrite=cfg.overwrite) as tmp:
+        policy.save_pretrained(tmp, format=cfg.to)
+    print(f"converted {cfg.src} ({policy.checkpoint_format}) -> {cfg.dst} ({cfg.to})")
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     from . import checkpoints as ckpt
+    from .domains import describe_domains
     from .policy import resolve_checkpoint_dir
 
-    folder = resolve_checkpoint_dir(args.path)
+    folder = resolve_checkpoint_dir(dataclass_from_args(InfoConfig, args).path)
     config, fmt = ckpt.config_from_json(ckpt.read_config_json(folder), folder)
-    summary = {
-        "path": str(folder),
-        "format": fmt,
-        "action_mode": config.action_mode,
-        "chunk_size": config.chunk_size,
-        "hidden_size": config.hidden_size,
-        "depth": config.depth,
-        "num_domains": config.num_domains,
-        "domain_id": config.domain_id,
-        "max_state_dim": config.max_state_dim,
-        "image_keys": config.image_keys,
-        "num_image_views": config.total_image_views,
-        "image_size": config.image_size,
-        "dtype": config.dtype,
-    }
+    fields = ("action_mode", "real_action_dim", "chunk_size", "n_action_steps", "num_denoising_steps", "hidden_size",
+              "depth", "num_domains", "max_state_dim", "image_keys", "image_size", "resize_imgs_with_padding",
+              "empty_cameras", "tokenizer_name", "tokenizer_max_length", "dtype")  # fmt: skip
+    data = config.to_dict()
+    summary = {"path": str(folder), "format": fmt, **{k: data[k] for k in fields}}
+    summary["num_image_views"] = config.total_image_views
+    summary["tokenizer_files"] = sorted(p.name for p in folder.iterdir() if p.name in ckpt.TOKENIZER_FILES)
+    # A 30-domain checkpoint without its own table is (or descends from) the released base model.
+    summary["domains"] = describe_domains(config, released=config.num_domains == 30 and not config.domains)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -50,7 +75,6 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     from .config import XVLAConfig, tiny_florence_config
     from .policy import XVLAPolicy
 
-    torch.manual_seed(args.seed)
     torch.set_num_threads(1)
     config = XVLAConfig(
         hidden_size=64, depth=2, num_heads=4, num_domains=4, len_soft_prompts=4, dim_time=16, max_len_seq=256,
@@ -59,7 +83,9 @@ def cmd_smoke(args: argparse.Namespace) -> int:
         image_keys=["observation.images.front", "observation.images.wrist"], empty_cameras=1,
         tokenizer_max_length=16,
     )  # fmt: skip
-    out = Path(args.output)
+    cfg = dataclass_from_args(SmokeConfig, args)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.output)
     start = time.perf_counter()
     XVLAPolicy(config).save_pretrained(out)
     policy = XVLAPolicy.from_pretrained(out)
@@ -70,7 +96,7 @@ def cmd_smoke(args: argparse.Namespace) -> int:
         "observation.language.tokens": torch.randint(3, 1000, (1, 16)),
         "domain_id": 1,
     }
-    chunk = policy.predict_action_chunk(batch, generator=torch.Generator().manual_seed(args.seed))
+    chunk = policy.predict_action_chunk(batch, generator=torch.Generator().manual_seed(cfg.seed))
     elapsed = time.perf_counter() - start
     print(f"saved and reloaded a {sum(p.numel() for p in policy.parameters()) / 1e6:.2f}M-parameter X-VLA at {out}")
     print(f"action chunk {tuple(chunk.shape)} (chunk x real action dim), first 3 steps:")
@@ -83,21 +109,15 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xvla", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("convert", help="convert a checkpoint between formats (xvla, lerobot, official)")
-    p.add_argument("src", help="checkpoint folder (any supported format) or Hub id")
-    p.add_argument("dst", help="output folder")
-    p.add_argument("--to", choices=["xvla", "lerobot", "official"], default="xvla")
-    p.set_defaults(func=cmd_convert)
-
-    p = sub.add_parser("info", help="print what a checkpoint folder holds")
-    p.add_argument("path")
-    p.set_defaults(func=cmd_info)
-
-    p = sub.add_parser("smoke", help="end-to-end smoke run: build, save, load, predict (offline, CPU)")
-    p.add_argument("--output", default="outputs/smoke_checkpoint")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_smoke)
+    commands = [
+        ("convert", ConvertConfig, ("src", "dst"), cmd_convert, "convert a checkpoint between formats (xvla, lerobot, official)"),
+        ("info", InfoConfig, ("path",), cmd_info, "what a checkpoint holds: settings, cameras, image size, domains"),
+        ("smoke", SmokeConfig, (), cmd_smoke, "end-to-end smoke run: build, save, load, predict (offline, CPU)"),
+    ]  # fmt: skip
+    for name, cls, positional, func, help_text in commands:
+        p = sub.add_parser(name, help=help_text)
+        add_dataclass_flags(p, cls, positional=positional)
+        p.set_defaults(func=func)
     _register_optional(sub)
     return parser
 
@@ -106,7 +126,7 @@ def _register_optional(sub) -> None:
     """Sub-commands that live with their feature (each module exposes ``register(subparsers)``)."""
     import importlib
 
-    for module in ("xvla.serve.cli", "xvla.train.cli", "xvla.sim.cli"):
+    for module in ("xvla.adapter_cli", "xvla.serve.cli", "xvla.train.cli", "xvla.sim.cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -116,13 +136,21 @@ def _register_optional(sub) -> None:
         mod.register(sub)
 
 
+# Mistakes and failures that are explained to the user in one line (no traceback). Anything else is a bug.
+USER_ERRORS = (ValueError, KeyError, OSError, FloatingPointError, UserFacingError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, KeyError, OSError) as exc:
-        print(f"xvla {args.command}: error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"xvla {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"xvla {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

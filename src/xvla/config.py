@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .actions import ACTION_REGISTRY, registered_action_modes
+from .processing import check_domain_ids
 
 DTYPES = ("float32", "bfloat16")
 
@@ -152,7 +153,8 @@ class XVLAConfig:
 
     # Numerics and embodiment
     dtype: str = "float32"
-    domain_id: int = 0
+    domain_id: int = 0  # the checkpoint's default domain: eval, eval-offline and serve use it
+    domains: dict[int, str] | None = None  # trained domains: id -> name (robot / dataset)
 
     # Training switches
     freeze_vision_encoder: bool = False
@@ -165,6 +167,8 @@ class XVLAConfig:
             self.image_size = tuple(self.image_size)
         if isinstance(self.resize_imgs_with_padding, list):
             self.resize_imgs_with_padding = tuple(self.resize_imgs_with_padding)
+        if self.domains is not None:
+            self.domains = {int(k): str(v) for k, v in dict(self.domains).items()}
         self.validate()
 
     # ------------------------------------------------------------------ validation
@@ -205,11 +209,9 @@ class XVLAConfig:
                 f"{registered_action_modes()}. Register your own with @register_action('name') before "
                 "building the config."
             )
-        if not isinstance(self.domain_id, int) or not 0 <= self.domain_id < self.num_domains:
-            raise ValueError(
-                f"domain_id={self.domain_id!r} is out of range: this model has num_domains={self.num_domains}, "
-                f"so domain_id must be in [0, {self.num_domains - 1}]"
-            )
+        if not isinstance(self.domain_id, int) or isinstance(self.domain_id, bool):
+            raise ValueError(f"domain_id={self.domain_id!r} is invalid: it must be an integer")
+        check_domain_ids(self.domain_id, self.num_domains)
         if self.num_image_views is not None:
             positive("num_image_views")
             if self.image_keys is not None and self.num_image_views < len(self.image_keys) + self.empty_cameras:
@@ -225,6 +227,8 @@ class XVLAConfig:
                     f"real_action_dim={self.real_action_dim} is invalid: action_mode 'auto' pads the action to "
                     f"max_action_dim={self.max_action_dim}; set max_action_dim >= {self.real_action_dim}"
                 )
+        if self.domains:
+            check_domain_ids(list(self.domains), self.num_domains, "domains: id")
         for name in ("image_size", "resize_imgs_with_padding"):
             value = getattr(self, name)
             if value is not None and (
@@ -276,6 +280,8 @@ class XVLAConfig:
         for key in ("image_size", "resize_imgs_with_padding"):
             if out[key] is not None:
                 out[key] = list(out[key])
+        if out["domains"] is not None:
+            out["domains"] = {str(k): v for k, v in sorted(self.domains.items())}
         return {"type": "xvla", "format": "xvla", **out}
 
     @classmethod
@@ -292,9 +298,9 @@ class XVLAConfig:
         return self.from_dict(self.to_dict(), **changes)
 
     def save(self, path: str | Path) -> None:
-        from .utils import atomic_write_text
+        from .utils import write_json
 
-        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2))
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> XVLAConfig:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,13 @@ from torch import nn
 
 from . import checkpoints as ckpt
 from . import processing
+from .adapters import AdapterInfo, check_compatible, free_slot, read_adapter
 from .config import XVLAConfig
+from .domains import trained_domains
+from .hub import resolve_folder
 from .model.xvla import XVLAModel
+from .processor import ObservationProcessor
+from .utils import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +40,9 @@ class XVLAPolicy(nn.Module):
         super().__init__()
         self.config = config
         self.model = XVLAModel(config)
-        self._tokenizer = tokenizer
-        self._source_dir: Path | None = None
+        self.processor = ObservationProcessor(config, tokenizer)
+        self.source_dir: Path | None = None  # the folder this policy was loaded from (tokenizer files)
+        self.adapters: dict[str, AdapterInfo] = {}  # robot name -> the adapter loaded for it
         self.reset()
 
     # ------------------------------------------------------------------ loading and saving
@@ -67,10 +72,11 @@ class XVLAPolicy(nn.Module):
         policy.load_model_state_dict(state_dict, strict=strict, source=str(folder))
         policy.config = policy.model.config = config
         policy.model.to(policy.model.dtype)
-        policy._source_dir = folder
+        policy.processor = ObservationProcessor(config, tokenizer, tokenizer_dir=folder)
+        policy.source_dir = folder
         policy.checkpoint_format = fmt
         if device is not None:
-            policy.to(device)
+            policy.to(resolve_device(device))
         policy.eval()
         return policy
 
@@ -103,143 +109,56 @@ class XVLAPolicy(nn.Module):
         self.model.load_state_dict({k: v for k, v in state_dict.items() if k in expected}, strict=False)
 
     def save_pretrained(self, directory: str | os.PathLike, format: str = "xvla") -> Path:
-        """Write config.json + model.safetensors (+ tokenizer files when available) to ``directory``."""
-        if format not in ckpt.FORMATS:
-            raise ValueError(f"format '{format}' is unknown; choose one of {ckpt.FORMATS}")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = ckpt.from_internal_state_dict(self.model.state_dict(), format)
-        ckpt.save_weights_file(state, directory, metadata={"format": format, "producer": "xvla"})
-        ckpt.write_config(ckpt.export_config(self.config, format), directory)
-        if format == "lerobot":
-            ckpt.write_json(ckpt.lerobot_sidecar(self.config), directory / ckpt.SIDECAR_NAME)
-        self._save_tokenizer(directory)
-        return directory
+        """Write config.json + model.safetensors + tokenizer files (+ xvla.json for other formats)."""
+        return ckpt.write_checkpoint(
+            directory, self.model.state_dict(), self.config, format,
+            tokenizer=self.processor.loaded_tokenizer, source_dir=self.source_dir,
+        )  # fmt: skip
 
-    def _save_tokenizer(self, directory: Path) -> None:
-        if self._tokenizer is not None:
-            self._tokenizer.save_pretrained(str(directory))
-        elif self._source_dir is not None and self._source_dir.resolve() != directory.resolve():
-            for name in ckpt.TOKENIZER_FILES + ("preprocessor_config.json",):
-                src = self._source_dir / name
-                if src.exists():
-                    shutil.copy2(src, directory / name)
+    # ------------------------------------------------------------------ adapters
+    @torch.no_grad()
+    def load_adapter(self, path: str | os.PathLike, name: str | None = None, domain_id: int | None = None) -> AdapterInfo:
+        """Load a robot adapter (``xvla adapter export``) into a free domain slot (or ``domain_id``).
+
+        Refused with a clear error: a file made for another backbone, another action mode or other table
+        shapes. Select the robot in a batch with ``robot=name`` or its ``domain_id``.
+        """
+        tensors, metadata = read_adapter(path)
+        check_compatible(self.model, self.config, tensors, metadata, path)
+        name = name or metadata["name"]
+        if name in self.adapters:
+            raise ValueError(f"an adapter named {name!r} is loaded already (domain {self.adapters[name].domain_id})")
+        slot = free_slot(self.config, {a.domain_id for a in self.adapters.values()}) if domain_id is None else domain_id
+        processing.check_domain_ids(slot, self.config.num_domains, "domain_id")
+        params = dict(self.model.named_parameters())
+        for key, row in tensors.items():
+            params[key][slot].copy_(row.to(params[key].dtype))
+        self.config.domains = {**trained_domains(self.config), slot: name}
+        self.adapters[name] = AdapterInfo(name, slot, str(path), metadata)
+        return self.adapters[name]
 
     # ------------------------------------------------------------------ tokenizer
     @property
     def tokenizer(self):
-        if self._tokenizer is None:
-            self._tokenizer = processing.load_tokenizer(self.config.tokenizer_name, local_dir=self._source_dir)
-        return self._tokenizer
+        return self.processor.tokenizer
 
     @tokenizer.setter
     def tokenizer(self, value) -> None:
-        self._tokenizer = value
+        self.processor.tokenizer = value
 
     # ------------------------------------------------------------------ batch -> model inputs
     @property
     def device(self) -> torch.device:
         return self.model.device
 
-    def camera_keys(self, batch: dict[str, Any]) -> list[str]:
-        if self.config.image_keys:
-            missing = [k for k in self.config.image_keys if k not in batch]
-            if missing:
-                present = sorted(k for k in batch if k.startswith(processing.IMAGE_PREFIX))
-                raise KeyError(
-                    f"missing camera keys {missing}: this policy expects {self.config.image_keys} and the batch has "
-                    f"{present}. Rename your cameras to match, or set image_keys / empty_cameras in the config."
-                )
-            return list(self.config.image_keys)
-        keys = sorted(
-            k for k in batch
-            if k.startswith(processing.IMAGE_PREFIX) and not k.startswith(ckpt.EMPTY_CAMERA_PREFIX)
-        )  # fmt: skip
-        if not keys:
-            raise KeyError(
-                "the batch has no camera image: add at least one 'observation.images.<camera>' entry "
-                f"(batch keys: {sorted(batch)})"
-            )
-        return keys
+    def prepare_inputs(self, batch: dict[str, Any] | list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Raw observations -> the tensors of ``XVLAModel.generate_actions`` / ``forward``, on this device.
 
-    def prepare_inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """LeRobot-style batch -> the tensors of ``XVLAModel.generate_actions`` / ``forward``."""
-        cfg = self.config
-        device = self.device
-        keys = self.camera_keys(batch)
-        images = [
-            processing.prepare_image(batch[k], k, cfg.image_size, cfg.resize_imgs_with_padding).to(device)
-            for k in keys
-        ]
-        batch_size = images[0].shape[0]
-        for key, image in zip(keys, images, strict=True):
-            if image.shape[0] != batch_size:
-                raise ValueError(f"camera '{key}' has batch size {image.shape[0]}, expected {batch_size}")
-        total_views = max(cfg.total_image_views, len(images) + cfg.empty_cameras)
-        image_input, image_mask = processing.stack_cameras(images, total_views)
-
-        if cfg.use_proprio:
-            if processing.STATE_KEY not in batch:
-                raise KeyError(
-                    f"'{processing.STATE_KEY}' is missing: this policy uses proprioception (use_proprio=True); "
-                    "add the robot state to the batch"
-                )
-            state = torch.as_tensor(batch[processing.STATE_KEY])
-            proprio = processing.pad_state(state, cfg.max_state_dim).to(device)
-        else:
-            proprio = torch.zeros(batch_size, 0, device=device)
-        if proprio.shape[0] != batch_size:
-            raise ValueError(f"'{processing.STATE_KEY}' has batch size {proprio.shape[0]}, expected {batch_size}")
-
-        if processing.TOKENS_KEY in batch:
-            input_ids = torch.as_tensor(batch[processing.TOKENS_KEY]).long().to(device)
-            if input_ids.dim() == 1:
-                input_ids = input_ids.unsqueeze(0)
-        elif "task" in batch:
-            tasks = batch["task"]
-            if isinstance(tasks, str):
-                tasks = [tasks] * batch_size
-            input_ids = processing.tokenize(self.tokenizer, tasks, cfg.tokenizer_max_length).to(device)
-        else:
-            raise KeyError(
-                "no instruction in the batch: add 'task' (one string per sample) or pre-tokenized "
-                f"'{processing.TOKENS_KEY}'"
-            )
-        if input_ids.shape[0] != batch_size:
-            raise ValueError(f"got {input_ids.shape[0]} instructions for a batch of {batch_size}")
-
-        domain = batch.get("domain_id", cfg.domain_id)
-        domain_id = processing.domain_ids(domain, batch_size, cfg.num_domains, device=device)
-        return {
-            "input_ids": input_ids,
-            "image_input": image_input,
-            "image_mask": image_mask,
-            "domain_id": domain_id,
-            "proprio": proprio,
-        }
-
-    def prepare_action_targets(self, action: torch.Tensor) -> torch.Tensor:
-        space = self.model.action_space
-        action = torch.as_tensor(action).float()
-        if action.dim() == 2:
-            action = action.unsqueeze(1)
-        width = action.shape[-1]
-        allowed = {space.dim_action, space.real_dim}
-        if width not in allowed:
-            raise ValueError(
-                f"action dimension mismatch: the dataset's action has {width} dims but action_mode "
-                f"'{self.config.action_mode}' expects {sorted(allowed)}. Use action_mode='auto' (pads any width up "
-                f"to max_action_dim={self.config.max_action_dim}) or register a custom action space."
-            )
-        if width < space.dim_action:
-            # As LeRobot does: the target is zero-padded to the model width before noise is drawn.
-            action = torch.nn.functional.pad(action, (0, space.dim_action - width))
-        chunk = self.config.chunk_size
-        if action.shape[1] > chunk:
-            action = action[:, :chunk]
-        elif action.shape[1] < chunk:
-            action = torch.cat([action, action.new_zeros(action.shape[0], chunk - action.shape[1], action.shape[2])], 1)
-        return action.to(self.device)
+        ``batch`` is a LeRobot-style batch, or a list of single observations (any frame sizes and state
+        widths). Both go through :attr:`processor`, the one observation pipeline.
+        """
+        inputs = self.processor.collate(batch) if isinstance(batch, list) else self.processor(batch)
+        return {k: v.to(self.device) for k, v in inputs.items()}
 
     # ------------------------------------------------------------------ inference
     def reset(self) -> None:
@@ -284,7 +203,7 @@ class XVLAPolicy(nn.Module):
         if "action" not in batch:
             raise KeyError("the batch has no 'action': training needs the action chunk targets")
         inputs = self.prepare_inputs(batch)
-        targets = self.prepare_action_targets(batch["action"])
+        targets = self.processor.actions(batch["action"], self.model.action_space).to(self.device)
         losses = self.model(action=targets, **inputs, **kwargs)
         total = sum(losses.values())
         logs = {k: float(v.detach()) for k, v in losses.items()}
@@ -293,27 +212,6 @@ class XVLAPolicy(nn.Module):
 
 
 def resolve_checkpoint_dir(path_or_hub_id: str | os.PathLike, revision: str | None = None) -> Path:
-    """A local folder as is; otherwise a Hugging Face Hub id, downloaded (safetensors + json/txt only)."""
-    path = Path(path_or_hub_id).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise NotADirectoryError(f"{path} is a file; pass the checkpoint folder that holds config.json")
-    text = str(path_or_hub_id)
-    if text.count("/") != 1 or text.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"checkpoint folder {text} does not exist (and it is not a Hub id like 'org/name')")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(
-            snapshot_download(
-                text,
-                revision=revision,
-                allow_patterns=["*.json", "*.safetensors", "*.txt", "tokenizer*", "vocab*", "merges*"],
-            )
-        )
-    except Exception as exc:  # noqa: BLE001 - turned into an actionable message
-        raise FileNotFoundError(
-            f"could not download '{text}' from the Hugging Face Hub ({type(exc).__name__}: {exc}). If you are "
-            "offline, download the checkpoint elsewhere and pass its local folder."
-        ) from exc
+    """A local checkpoint folder as is; otherwise a Hugging Face Hub id, downloaded (safetensors + json/txt only)."""
+    patterns = ["*.json", "*.safetensors", "*.txt", "tokenizer*", "vocab*", "merges*"]
+    return resolve_folder(path_or_hub_id, what="checkpoint", revision=revision, allow_patterns=patterns)

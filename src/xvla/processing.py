@@ -124,13 +124,8 @@ def prepare_image(
     return imagenet_normalize(tensor, key)
 
 
-def stack_cameras(
-    images: Sequence[torch.Tensor], total_views: int, present: Sequence[bool] | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack [B, 3, H, W] views into [B, V, 3, H, W] and a bool mask [B, V]; missing slots are zeros/False.
-
-    ``present[i] = False`` marks a slot whose image is a placeholder (an empty camera).
-    """
+def stack_cameras(images: Sequence[torch.Tensor], total_views: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack [B, 3, H, W] views into [B, V, 3, H, W] and a bool mask [B, V]; missing slots are zeros/False."""
     if not images:
         raise ValueError("at least one camera image is required (view 0 is the main camera)")
     shapes = {tuple(img.shape) for img in images}
@@ -143,11 +138,26 @@ def stack_cameras(
         raise ValueError(f"{len(images)} camera images given but the model has only {total_views} view slots")
     first = images[0]
     batch = first.shape[0]
-    present = list(present) if present is not None else [True] * len(images)
     views = list(images) + [first.new_zeros(first.shape)] * (total_views - len(images))
-    flags = present + [False] * (total_views - len(images))
+    flags = [True] * len(images) + [False] * (total_views - len(images))
     mask = torch.tensor(flags, dtype=torch.bool, device=first.device).unsqueeze(0).expand(batch, -1).clone()
     return torch.stack(views, dim=1), mask
+
+
+def rename_keys(observation: dict[str, Any], key_map: dict[str, str], source: str = "observation") -> dict[str, Any]:
+    """Apply a key map, which always goes MODEL KEY -> SOURCE KEY (dataset, simulator or robot key).
+
+    The one meaning of ``--key-map model_key=source_key`` in every command.
+    """
+    out = dict(observation)
+    for model_key, source_key in key_map.items():
+        if source_key not in observation:
+            raise KeyError(
+                f"--key-map {model_key}={source_key}: the {source} has no key {source_key!r} (its keys: "
+                f"{sorted(observation)}); a key map goes model key=source key"
+            )
+        out[model_key] = out.pop(source_key) if source_key != model_key else out[source_key]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- state
@@ -168,6 +178,20 @@ def pad_state(state: torch.Tensor, width: int, key: str = STATE_KEY) -> torch.Te
 
 
 # ---------------------------------------------------------------------------------------------- domain
+def check_domain_ids(ids: Any, num_domains: int, name: str = "domain_id") -> None:
+    """The one range check of domain ids (an int or a sequence/tensor of them); ValueError names the fix."""
+    if isinstance(ids, torch.Tensor):
+        values = [int(v) for v in ids.reshape(-1).tolist()]
+    else:  # plain numbers: no tensor, so this also works under a meta-device context
+        values = [int(v) for v in (ids if isinstance(ids, (list, tuple, set)) else [ids])]
+    bad = [v for v in values if not 0 <= v < num_domains]
+    if bad:
+        raise ValueError(
+            f"{name} {bad[0]} is out of range: this checkpoint has num_domains={num_domains}, so ids must "
+            f"be in [0, {num_domains - 1}] (`xvla info CHECKPOINT` lists its trained domains)"
+        )
+
+
 def domain_ids(value: Any, batch: int, num_domains: int, device: torch.device | None = None) -> torch.Tensor:
     """An int, list or tensor of domain ids -> LongTensor [B], range-checked."""
     ids = torch.as_tensor(value, dtype=torch.long, device=device)
@@ -178,12 +202,7 @@ def domain_ids(value: Any, batch: int, num_domains: int, device: torch.device | 
         ids = ids.expand(batch)
     if ids.numel() != batch:
         raise ValueError(f"'domain_id' has {ids.numel()} values for a batch of {batch}; give one id or one per sample")
-    bad = ids[(ids < 0) | (ids >= num_domains)]
-    if bad.numel():
-        raise ValueError(
-            f"domain_id {int(bad[0])} is out of range: this checkpoint has num_domains={num_domains}, so ids must "
-            f"be in [0, {num_domains - 1}] (see the domain table in the docs, or train a new domain)"
-        )
+    check_domain_ids(ids, num_domains)
     return ids.contiguous()
 
 
@@ -196,15 +215,16 @@ def load_tokenizer(name_or_path: str | Path, local_dir: str | Path | None = None
     from transformers import AutoTokenizer
 
     candidates = []
-    if local_dir is not None and _has_tokenizer_files(Path(local_dir)):
-        candidates.append((str(local_dir), {}))
-    candidates.append((str(name_or_path), {"local_files_only": True}))  # a local folder or the HF cache
+    for folder in (local_dir, name_or_path):
+        if folder is not None and _has_tokenizer_files(Path(folder)):
+            candidates.append((_tokenizer_from_files, str(folder), {}))
+    candidates.append((AutoTokenizer.from_pretrained, str(name_or_path), {"local_files_only": True}))  # HF cache
     if not Path(name_or_path).exists() and _hub_resolvable():
-        candidates.append((str(name_or_path), {}))
+        candidates.append((AutoTokenizer.from_pretrained, str(name_or_path), {}))
     errors = []
-    for candidate, kwargs in candidates:
+    for load, candidate, kwargs in candidates:
         try:
-            return AutoTokenizer.from_pretrained(candidate, **kwargs)
+            return load(candidate, **kwargs)
         except Exception as exc:  # noqa: BLE001 - reported below with the fix
             errors.append(f"{candidate}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     raise OSError(
@@ -213,6 +233,33 @@ def load_tokenizer(name_or_path: str | Path, local_dir: str | Path | None = None
         "checkpoint folder, or set tokenizer_name to a local folder, or pass tokenizer=... to XVLAPolicy, or "
         "pre-tokenize the instruction as 'observation.language.tokens'."
     )
+
+
+def train_bpe_tokenizer(texts: Sequence[str], vocab_size: int = 300):
+    """A small byte-level BPE tokenizer with BART's special ids (<s>=0, <pad>=1, </s>=2, <unk>=3), trained
+    here on ``texts``: for tests and CPU demos, which train their text embedding from scratch (offline)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
+    tok.train_from_iterator(list(texts) * 4, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def _tokenizer_from_files(folder: str):
+    """Tokenizer files in a checkpoint folder, read without its config.json: an official checkpoint's
+    config says ``model_type: xvla``, which makes AutoTokenizer warn and ask about remote code."""
+    from transformers import BartTokenizerFast, PreTrainedTokenizerFast
+
+    if (Path(folder) / "tokenizer.json").exists():
+        return PreTrainedTokenizerFast.from_pretrained(folder)
+    return BartTokenizerFast.from_pretrained(folder)
 
 
 def _hub_resolvable() -> bool:
@@ -251,18 +298,39 @@ def libero_observation(observation: dict[str, Any], main_camera: str = "observat
 
     - ``observation.robot_state`` = {"eef": {"pos": [B, 3], "mat": [B, 3, 3]}, ...} becomes
       ``observation.state`` = [pos(3), rot6d(6, "columns" convention: first two matrix columns
-      concatenated), 0] + 10 zeros = 20 dims (the second-arm half is empty);
-    - the main camera is rotated by 180 degrees (LIBERO renders it upside down).
+      concatenated), 0] + 10 zeros = 20 dims (the second-arm half is empty). ``mat`` must be the grip
+      site's rotation (robosuite's ``controller.ee_ori_mat``), not ``robot0_eef_quat`` (the hand body);
+    - the main camera is rotated by 180 degrees (LIBERO renders it upside down; the result is upright
+      but mirrored left-right, which is what the released checkpoints were trained on). Other cameras
+      (the wrist) are left as rendered. Numpy frames are HxWx3 (or BxHxWx3), tensors 3xHxW (or Bx3xHxW);
+      the type is kept.
     """
     out = dict(observation)
     if main_camera in out:
-        out[main_camera] = torch.flip(torch.as_tensor(out[main_camera]), dims=[-2, -1])
+        out[main_camera] = _rotate_180(out[main_camera], main_camera)
     robot_state = out.pop("observation.robot_state", None)
     if robot_state is not None:
-        pos = torch.as_tensor(robot_state["eef"]["pos"], dtype=torch.float32)
-        mat = torch.as_tensor(robot_state["eef"]["mat"], dtype=torch.float32)
+        pos = torch.as_tensor(np.asarray(robot_state["eef"]["pos"]), dtype=torch.float32)
+        mat = torch.as_tensor(np.asarray(robot_state["eef"]["mat"]), dtype=torch.float32)
         if pos.dim() == 1:
             pos, mat = pos.unsqueeze(0), mat.unsqueeze(0)
+        if pos.shape[-1] != 3 or mat.shape[-2:] != (3, 3):
+            raise ValueError(
+                f"'observation.robot_state': eef pos must be [B, 3] and mat [B, 3, 3], got {tuple(pos.shape)} and "
+                f"{tuple(mat.shape)}"
+            )
         arm = torch.cat([pos, matrix_to_rot6d(mat, "columns"), torch.zeros_like(pos[:, :1])], dim=-1)
         out[STATE_KEY] = torch.cat([arm, torch.zeros_like(arm)], dim=-1)
     return out
+
+
+def _rotate_180(image: Any, key: str) -> Any:
+    """Flip both image axes: HxWxC numpy (channels last) or CxHxW tensors (channels first), batched or not."""
+    if isinstance(image, np.ndarray):
+        if image.ndim not in (3, 4) or image.shape[-1] not in (1, 3):
+            raise ValueError(f"'{key}': a numpy frame must be HxWx3 or BxHxWx3, got shape {image.shape}")
+        return np.ascontiguousarray(image[..., ::-1, ::-1, :])
+    tensor = torch.as_tensor(image)
+    if tensor.dim() not in (3, 4) or tensor.shape[-3] not in (1, 3):
+        raise ValueError(f"'{key}': an image tensor must be 3xHxW or Bx3xHxW, got shape {tuple(tensor.shape)}")
+    return torch.flip(tensor, dims=[-2, -1])

@@ -111,8 +111,8 @@ def test_unreachable_hub(monkeypatch, tmp_path):
 
     monkeypatch.setenv("HF_LEROBOT_HOME", str(tmp_path))
     monkeypatch.setattr("huggingface_hub.snapshot_download", offline)
-    with pytest.raises(ConnectionError, match=r"'someone/some_dataset'.*Hub is unreachable.*download the dataset"):
+    with pytest.raises(FileNotFoundError, match=r"'someone/some_dataset'.*could not be fetched.*offline.*local folder"):
         LeRobotDataset("someone/some_dataset")
-    with pytest.raises(FileNotFoundError, match="dataset folder not found"):
+    with pytest.raises(FileNotFoundError, match="dataset folder .* does not exist"):
         LeRobotDataset(tmp_path / "does" / "not" / "exist")
     assert reader_module.resolve_dataset_root(tmp_path) == tmp_path

@@ -88,10 +88,16 @@ def test_client_api_key(serve_checkpoint, rng):
             assert client.act(observation(rng)).shape == (CHUNK, ACTION_DIM)
 
 
-def test_cli_parser_defaults():
-    args = build_parser().parse_args(["serve", "--policy.path", "some/dir", "--domain-ids", "0,3"])
-    assert args.policy_path == "some/dir" and args.host == "127.0.0.1" and args.port == 8010
-    assert args.domain_ids == [0, 3] and args.api_key is None and args.max_batch_size >= 1
+def test_cli_flags_come_from_serve_config():
+    from xvla.flags import dataclass_from_args
+    from xvla.serve.server import ServeConfig
+
+    args = build_parser().parse_args(["serve", "--policy.path", "some/dir", "--domain-ids", "0,3", "--port=9"])
+    cfg = dataclass_from_args(ServeConfig, args)
+    assert cfg.policy_path == "some/dir" and cfg.host == "127.0.0.1" and cfg.port == 9
+    assert cfg.domain_ids == [0, 3] and cfg.api_key is None and cfg.max_batch_size >= 1
+    with pytest.raises(ValueError, match="port"):
+        dataclass_from_args(ServeConfig, build_parser().parse_args(["serve", "--policy.path=x", "--port", "high"]))
 
 
 def test_cli_serves_and_stops_gracefully(serve_checkpoint, tmp_path):

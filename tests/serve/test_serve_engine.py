@@ -9,7 +9,7 @@ from xvla import XVLAPolicy
 from xvla.serve.engine import ServeEngine
 from xvla.serve.protocol import Observation
 
-from .serve_support import CHUNK, serve_config
+from .serve_support import serve_config
 
 
 def observation(**overrides) -> Observation:
@@ -19,14 +19,17 @@ def observation(**overrides) -> Observation:
     return Observation(**base)
 
 
-def test_checkpoint_without_image_size_gets_one_size(tokenizer):
-    """Frames of different sizes must stack: with no image_size the engine picks the largest size that fits."""
-    engine = ServeEngine(XVLAPolicy(serve_config(image_size=None), tokenizer=tokenizer))
-    assert engine.processed_image_size == (32, 32)  # 224..64 do not fit this tiny model's max_len_seq
-    (chunk,) = engine.run([engine.prepare(observation())])
-    assert chunk.shape == (CHUNK, 20) and np.isfinite(chunk).all()
-    roomy = ServeEngine(XVLAPolicy(serve_config(image_size=None, max_len_seq=2000), tokenizer=tokenizer))
-    assert roomy.processed_image_size[0] > 32 and roomy.describe()["views"]["image_size"] == list(roomy.processed_image_size)
+def test_checkpoint_without_image_size_uses_the_documented_224_with_a_warning(tokenizer, caplog):
+    """No silent guess: a checkpoint that declares no size gets 224x224 (Florence-2's size) and a warning,
+    on every path; a model too small for it is refused with a message that names image_size."""
+    with caplog.at_level("WARNING"):
+        policy = XVLAPolicy(serve_config(image_size=None), tokenizer=tokenizer)
+    assert "declares no image size" in caplog.text and policy.processor.image_size == (224, 224)
+    sized = ServeEngine(XVLAPolicy(serve_config(image_size=(32, 32)), tokenizer=tokenizer))
+    assert sized.image_size == (32, 32) == sized.policy.processor.image_size
+    assert sized.describe()["views"]["image_size"] == [32, 32]
+    with pytest.raises(ValueError, match="image_size"):
+        ServeEngine(XVLAPolicy(serve_config(image_size=None), tokenizer=tokenizer))
 
 
 def test_view_capacity_and_unrunnable_checkpoints(tokenizer):

@@ -172,7 +172,6 @@ def test_image_validation(rng):
         ({"domain_id": "three"}, "domain_id"),
         ({"domain_id": True}, "domain_id"),
         ({"domain_id": 10**30}, "domain_id"),
-        ({"domain_id": None}, "domain_id"),
         ({"steps": 0}, "steps"),
         ({"steps": 10**6}, "steps"),
         ({"steps": "many"}, "steps"),
@@ -193,7 +192,7 @@ def test_official_field_errors_name_the_field(change, field, rng):
 
 def test_missing_fields_and_view_limits(rng):
     payload = official_payload(rng, n_images=3)
-    for key in ("language_instruction", "domain_id", "proprio"):
+    for key in ("language_instruction", "proprio"):
         with pytest.raises(RequestError, match=key):
             parse_official({k: v for k, v in payload.items() if k != key}, spec())
     with pytest.raises(RequestError, match="image0"):
@@ -204,8 +203,12 @@ def test_missing_fields_and_view_limits(rng):
     # without proprioception the state is optional and ignored
     obs = parse_official({k: v for k, v in payload.items() if k != "proprio"}, spec(use_proprio=False, proprio_dim=0))
     assert obs.state is None
-    with pytest.raises(RequestError, match="not served"):
+    with pytest.raises(RequestError, match="not one this checkpoint was trained for"):
         parse_official(payload, spec(allowed_domains=frozenset({0})))
+    # without a domain id the checkpoint's default domain is used (as in eval and the Python API)
+    assert parse_official({k: v for k, v in payload.items() if k != "domain_id"}, spec()).domain_id == 0
+    with pytest.raises(RequestError, match="missing: this server needs one of"):
+        parse_official({k: v for k, v in payload.items() if k != "domain_id"}, spec(allowed_domains=frozenset({2})))
 
 
 def test_native_parsing(rng):

@@ -63,7 +63,6 @@ MALFORMED = [
     ("proprio 2-d", with_(proprio=json_numpy.dumps(np.zeros((3, 3), np.float32))), 422, "proprio"),
     ("proprio object", with_(proprio={"a": 1}), 422, "proprio"),
     ("proprio absurd magnitude", with_(proprio=json_numpy.dumps(np.array([3e38, 1.0], np.float32))), 422, "proprio"),
-    ("domain missing", with_(domain_id=_DROP), 422, "domain_id"),
     ("domain out of range", with_(domain_id=NUM_DOMAINS), 422, "domain_id"),
     ("domain negative", with_(domain_id=-3), 422, "domain_id"),
     ("domain huge", with_(domain_id=10**40), 422, "domain_id"),
@@ -214,3 +213,12 @@ def test_non_finite_actions_fail_only_their_own_sample(serve_checkpoint):
                 assert srv.app.state.batcher.stats.failures == 0
         finally:
             model.generate_actions = real
+
+
+def test_routing_errors_have_the_documented_body(http):
+    for method, path, status, field in (("GET", "/nope", 404, "path"), ("GET", "/act", 405, "method"),
+                                        ("DELETE", "/info", 405, "method")):  # fmt: skip
+        answer = http.request(method, path)
+        body = answer.json()
+        assert answer.status_code == status and body["field"] == field, (method, path, body)
+        assert body["detail"] and body["request_id"] == answer.headers["x-request-id"]

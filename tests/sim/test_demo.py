@@ -53,9 +53,12 @@ def test_demo_rejects_heldout_in_training(tmp_path):
 
 def test_demo_cli_registered():
     from xvla.cli import build_parser
+    from xvla.flags import dataclass_from_args
+    from xvla.sim.demo import DemoSettings
 
-    args = build_parser().parse_args(["demo", "--steps-phase1", "5", "--tasks", "reach"])
-    assert args.func.__name__ == "cmd_demo" and args.steps_phase1 == 5
+    args = build_parser().parse_args(["demo", "--steps-phase1", "5", "--tasks", "reach", "--no-progress"])
+    settings = dataclass_from_args(DemoSettings, args)
+    assert args.func.__name__ == "cmd_demo" and settings.steps_phase1 == 5 and settings.progress is False
     args = build_parser().parse_args(["smoke"])
     assert args.func.__name__ == "cmd_smoke"
 

@@ -86,9 +86,10 @@ def test_eval_with_a_policy_object(metaworld, tiny_policy, tmp_path):
 
     config = EvalConfig(
         policy="tiny", tasks="reach-v3", variant="sawyer", episodes_per_task=1, num_envs=1, videos=1,
-        image_size=32, max_steps=3, output=str(tmp_path), progress=False,
+        image_size=32, max_steps=3, output=str(tmp_path), progress=False, domain_id=0,
     )  # fmt: skip
     report = evaluate(config, policy=tiny_policy)
+    assert report["settings"]["domain_id"] == 0 and report["settings"]["domain_reason"] == "--domain-id"
     assert report["overall"]["episodes"] == 1 and report["overall"]["success_rate"] == 0.0
     assert report["per_task"]["reach-v3"]["mean_length"] == 3
     assert (tmp_path / "videos" / "reach-v3_ep000_failure.mp4").is_file()
@@ -98,9 +99,12 @@ def test_cli_eval_checkpoint(metaworld, tiny_policy, tmp_path):
     from xvla.cli import main
 
     tiny_policy.save_pretrained(tmp_path / "ckpt")
+    base = ["eval", str(tmp_path / "ckpt"), "--tasks", "reach", "--episodes-per-task", "1", "--num-envs", "1"]
+    # The variant names domain 19, which this checkpoint never trained: stop and say so.
+    assert main([*base, "--output", str(tmp_path / "refused"), "--no-progress"]) == 2
+    assert not (tmp_path / "refused").exists()
     code = main([
-        "eval", str(tmp_path / "ckpt"), "--tasks", "reach", "--episodes-per-task", "1", "--num-envs", "1",
-        "--max-steps", "2", "--videos", "0", "--image-size", "32", "--output", str(tmp_path / "eval"), "--no-progress",
+        *base, "--domain-id", "0", "--max-steps", "2", "--videos", "0", "--image-size", "32", "--output", str(tmp_path / "eval"), "--no-progress",
     ])  # fmt: skip
     assert code == 0
     report = json.loads((tmp_path / "eval" / "results.json").read_text())

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from xvla import XVLAPolicy
 from xvla.train.config import build_train_config
 from xvla.train.mixture import (
     Collator,
@@ -87,23 +88,26 @@ def _mixture(dataset_a, dataset_b, **overrides):
         {"root": str(dataset_b), "weight": 1.0, "domain_id": 4, "keys": {FRONT: TOP}, "task": "do the thing"},
     ], **overrides}})  # fmt: skip
     sources = open_sources(cfg, config, list(config.image_keys))
-    ds = MixtureDataset(sources, list(config.image_keys), config.chunk_size, 8, config.max_state_dim,
-                        config.image_size, cfg.mixture.color_jitter, seed=cfg.seed)  # fmt: skip
+    ds = MixtureDataset(sources, list(config.image_keys), config.chunk_size, cfg.mixture.color_jitter, seed=cfg.seed)
     return ds, sources
 
 
-def test_key_mapping_padding_and_missing_cameras(dataset_a, dataset_b):
+def test_key_mapping_padding_and_missing_cameras(dataset_a, dataset_b, tokenizer):
     ds, sources = _mixture(dataset_a, dataset_b)
     assert sources[1].camera_map == {FRONT: TOP}  # no wrist camera in dataset b
     a = ds[(0, 0, 0)]
     b = ds[(1, 3, 1)]
-    assert a["image_mask"].tolist() == [True, True] and b["image_mask"].tolist() == [True, False]
-    assert b[WRIST].abs().sum() == 0 and b[FRONT].shape == (3, 32, 32)
-    assert a["observation.state"].shape == (8,) and b["observation.state"].shape == (8,)
-    assert b["observation.state"][4:].abs().sum() == 0  # 4-dim state zero-padded to max_state_dim
-    assert a["action"].shape == (4, 8) and a["action"][:, 7].abs().sum() == 0  # 7-dim action padded to 8
+    assert b[WRIST] is None and a[WRIST] is not None  # raw samples: the processor pads and masks
     assert (int(a["domain_id"]), int(b["domain_id"])) == (2, 4)
     assert b["task"] == "do the thing" and a["task"] == "pick up the red block"
+    config = tiny_train_config(image_keys=[FRONT, WRIST])
+    batch = Collator(XVLAPolicy(config, tokenizer=tokenizer).processor)([a, b])
+    assert batch["image_mask"][:, :2].tolist() == [[True, True], [True, False]]
+    assert batch["image_input"].shape[-2:] == tuple(config.image_size)
+    assert batch["proprio"].shape == (2, config.max_state_dim)
+    assert batch["proprio"][1, 4:].abs().sum() == 0  # 4-dim state zero-padded to max_state_dim
+    assert batch["action"].shape == (2, 4, 8) and batch["action"][0, :, 7].abs().sum() == 0  # 7 -> 8 dims
+    assert batch["domain_id"].tolist() == [2, 4]
 
 
 def test_frame_alignment_in_video_state_and_actions(dataset_a, dataset_b):
@@ -150,7 +154,7 @@ def test_resample_chunk_identity_and_interpolation():
 
 def test_loader_workers_do_not_change_the_data(dataset_a, dataset_b, tokenizer):
     ds, _ = _mixture(dataset_a, dataset_b, color_jitter={"enable": True})
-    collate = Collator(tokenizer, 12)
+    collate = Collator(XVLAPolicy(tiny_train_config(image_keys=[FRONT, WRIST]), tokenizer=tokenizer).processor)
 
     def batches(workers):
         sampler = MixtureBatchSampler(ds.sizes, [1.0, 1.0], batch_size=3, seed=11)
@@ -159,8 +163,8 @@ def test_loader_workers_do_not_change_the_data(dataset_a, dataset_b, tokenizer):
 
     single, multi = batches(0), batches(2)
     for x, y in zip(single, multi, strict=True):
-        assert torch.equal(x["draw"], y["draw"]) and torch.equal(x[FRONT], y[FRONT])
-        assert torch.equal(x["observation.language.tokens"], y["observation.language.tokens"])
+        assert torch.equal(x["draw"], y["draw"]) and torch.equal(x["image_input"], y["image_input"])
+        assert torch.equal(x["input_ids"], y["input_ids"])
     draws = torch.cat([b["draw"] for b in multi]).tolist()
     assert draws == list(range(12))  # every draw once, in order, across the two workers
 

@@ -89,8 +89,10 @@ def test_prompt_recipe_trains_only_the_new_domain_rows(tmp_path, dataset_a, tiny
     policy = XVLAPolicy.from_pretrained(res.final_model_dir)
     new = policy.config.domain_id
     assert new == 0  # the checkpoint uses domain 1, so 0 is the first free id
-    domains = json.loads((res.final_model_dir / "domains.json").read_text())["domains"]
-    assert set(domains) == {"0", "1"}
+    assert set(policy.config.domains) == {0, 1}  # the table travels in the checkpoint's config
+    # a prompt-recipe run ends with its robot as an adapter that loads back into the starting checkpoint
+    start = XVLAPolicy.from_pretrained(tiny_checkpoint)
+    assert start.load_adapter(res.output_dir / "adapter.safetensors").domain_id == 0
     tables = [k for k in init if k.startswith(("transformer.soft_prompt_hub", "transformer.action_"))]
     for key in init:
         if key in tables:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import utils
 from ..utils import atomic_write as _atomic_write
 
 CODEBASE_VERSION = "v3.0"
@@ -82,8 +83,8 @@ def to_jsonable(obj):
 
 
 def write_json(path: Path, data) -> None:
-    text = json.dumps(to_jsonable(data), indent=4, ensure_ascii=False)
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    """LeRobot's metadata files are indented by 4."""
+    utils.write_json(path, to_jsonable(data), indent=4)
 
 
 def read_json(path: Path, what: str):

@@ -135,9 +135,9 @@ class LeRobotDatasetMeta:
         try:
             return self._by_index[episode_index]
         except KeyError:
-            raise IndexError(
+            raise EpisodeNotFoundError(
                 f"episode {episode_index} is not in {self.root} (it has {self.total_episodes} episodes: "
-                f"{self._index_summary()})"
+                f"{self._index_summary()}); choose --episodes among those"
             ) from None
 
     def _index_summary(self) -> str:
@@ -269,33 +269,20 @@ def _indexed_list(indices: list[int], values: list[str], path: Path) -> list[str
 # --------------------------------------------------------------------------------------------------
 
 
-def resolve_dataset_root(root_or_repo_id: str | Path, *, revision: str | None = None, cache_dir=None) -> Path:
-    """A local folder is used as is; otherwise ``owner/name`` is fetched from the Hugging Face Hub."""
-    path = Path(root_or_repo_id).expanduser()
-    if path.is_dir():
-        return path
-    repo_id = str(root_or_repo_id)
-    parts = repo_id.split("/")
-    if len(parts) != 2 or not all(parts) or path.is_absolute() or repo_id.startswith("."):
-        raise FileNotFoundError(
-            f"dataset folder not found: {root_or_repo_id} (and it is not a Hugging Face repo id 'owner/name')"
-        )
-    lerobot_home = Path(os.environ.get("HF_LEROBOT_HOME", Path.home() / ".cache/huggingface/lerobot"))
-    if (lerobot_home / repo_id / INFO_PATH).is_file():  # already fetched by LeRobot
-        return lerobot_home / repo_id
-    try:
-        from huggingface_hub import snapshot_download
+class EpisodeNotFoundError(IndexError, ValueError):
+    """An episode index the dataset does not have (an IndexError, and a ValueError for the CLI's one-line errors)."""
 
-        return Path(
-            snapshot_download(repo_id, repo_type="dataset", revision=revision, cache_dir=cache_dir)
-        )
-    except Exception as e:
-        raise ConnectionError(
-            f"could not fetch the dataset {repo_id!r} from the Hugging Face Hub ({type(e).__name__}: {e}). "
-            f"There is no local folder {repo_id!r}, and the Hub is unreachable or has no such dataset: "
-            f"check the name, or download the dataset where a network "
-            f"exists and pass its local folder instead, e.g. LeRobotDataset('/data/{parts[1]}')"
-        ) from e
+
+def resolve_dataset_root(root_or_repo_id: str | Path, *, revision: str | None = None, cache_dir=None) -> Path:
+    """A local folder is used as is; otherwise ``owner/name`` is fetched from the Hugging Face Hub
+    (or found in LeRobot's own download folder, ``HF_LEROBOT_HOME``)."""
+    from ..hub import looks_like_hub_id, resolve_folder
+
+    repo_id = str(root_or_repo_id)
+    lerobot_home = Path(os.environ.get("HF_LEROBOT_HOME", Path.home() / ".cache/huggingface/lerobot"))
+    if looks_like_hub_id(repo_id) and (lerobot_home / repo_id / INFO_PATH).is_file():  # fetched by LeRobot
+        return lerobot_home / repo_id
+    return resolve_folder(root_or_repo_id, what="dataset", repo_type="dataset", revision=revision, cache_dir=cache_dir)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -532,6 +519,13 @@ class LeRobotDataset(torch.utils.data.Dataset):
     def episode_range(self, slot: int) -> tuple[int, int]:
         """Sample indices [start, stop) of the ``slot``-th selected episode."""
         return int(self._cum[slot]), int(self._cum[slot + 1])
+
+    def episode_column(self, slot: int, key: str) -> np.ndarray:
+        """A numeric column of the ``slot``-th selected episode, one row per frame (e.g. its recorded actions)."""
+        if key not in self._arrays:
+            raise KeyError(f"{key!r} is not a numeric column of {self.root} (columns: {sorted(self._arrays)})")
+        row, length = int(self._ep_start[slot]), int(self._ep_length[slot])
+        return np.asarray(self._arrays[key][row : row + length])
 
     # -- samples ------------------------------------------------------------------------------------
     def __getitem__(self, idx: int) -> dict:

@@ -41,10 +41,6 @@ def _import_av():
     return av
 
 
-def available_codecs() -> set[str]:
-    return set(_import_av().codecs_available)
-
-
 class VideoEncoder:
     """Encode RGB frames one at a time into an mp4 at ``path``; ``close()`` publishes the file.
 

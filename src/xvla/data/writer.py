@@ -458,22 +458,33 @@ class LeRobotDatasetWriter:
         return int(row["episode_index"])
 
     def _write_episode(self, tasks: list[str], created: list[Path], backups: dict[Path, bytes | None]) -> dict:
-        pa, pq = _pa()
+        """Frames -> a data file, videos, stats, then the metadata (info.json last)."""
         ep_index, n, start = self.num_episodes, self.episode_length, self.num_frames
-        cs = self.info["chunks_size"]
         new_tasks = [t for t in dict.fromkeys(tasks) if t not in self._task_index]
         for t in new_tasks:
             self._task_index[t] = len(self.tasks)
             self.tasks.append(t)
-        task_index = np.array([self._task_index[t] for t in tasks], dtype=np.int64)
-
-        # 1. frames -> a new data file
         columns: dict[str, np.ndarray] = {k: np.stack(v) for k, v in self._buf_numeric.items()}
         columns["timestamp"] = np.asarray(self._buf_timestamps, dtype=np.float32)
         columns["frame_index"] = np.arange(n, dtype=np.int64)
         columns["episode_index"] = np.full(n, ep_index, dtype=np.int64)
         columns["index"] = np.arange(start, start + n, dtype=np.int64)
-        columns["task_index"] = task_index
+        columns["task_index"] = np.array([self._task_index[t] for t in tasks], dtype=np.int64)
+        data_chunk, data_file = self._write_data_file(columns, created)
+        row: dict = {
+            "episode_index": ep_index, "tasks": list(dict.fromkeys(tasks)), "length": n,
+            "data/chunk_index": data_chunk, "data/file_index": data_file,
+            "dataset_from_index": start, "dataset_to_index": start + n,
+        }  # fmt: skip
+        self._close_videos(row, created)
+        stats = self._add_stats(row, columns)
+        self._write_metadata(row, new_tasks, stats, backups)
+        return row
+
+    def _write_data_file(self, columns: dict[str, np.ndarray], created: list[Path]) -> tuple[int, int]:
+        """The episode's non-video columns as a new parquet file; returns its (chunk, file) index."""
+        pa, pq = _pa()
+        n = self.episode_length
         arrays, fields, hf = [], [], {}
         for key, ft in self.features.items():
             if ft["dtype"] == "video":
@@ -484,8 +495,7 @@ class LeRobotDatasetWriter:
                     names=["bytes", "path"],
                 )
             else:
-                values = columns[key]
-                typ = _arrow_type(pa, ft["dtype"])
+                values, typ = columns[key], _arrow_type(pa, ft["dtype"])
                 if ft["shape"] == [1]:
                     arr = pa.array(values.reshape(n), typ)
                 else:
@@ -495,32 +505,23 @@ class LeRobotDatasetWriter:
             hf[key] = _hf_feature(ft)
         schema = pa.schema(fields, metadata={b"huggingface": json.dumps({"info": {"features": hf}}).encode()})
         table = pa.Table.from_arrays(arrays, schema=schema)
-        data_chunk, data_file = chunk_and_file(self._next_file_number("data"), cs)
+        data_chunk, data_file = chunk_and_file(self._next_file_number("data"), self.info["chunks_size"])
         data_path = self.root / self.info["data_path"].format(chunk_index=data_chunk, file_index=data_file)
         atomic_write(data_path, lambda tmp: pq.write_table(table, tmp, compression="snappy"))
         created.append(data_path)
+        return data_chunk, data_file
 
-        # 2. videos -> new mp4 files
-        row: dict = {
-            "episode_index": ep_index,
-            "tasks": list(dict.fromkeys(tasks)),
-            "length": n,
-            "data/chunk_index": data_chunk,
-            "data/file_index": data_file,
-            "dataset_from_index": start,
-            "dataset_to_index": start + n,
-        }
+    def _close_videos(self, row: dict, created: list[Path]) -> None:
         for key in self._video_keys:
-            encoder = self._encoders[key]
-            path = encoder.close()
-            created.append(path)
-            v_chunk, v_file = chunk_and_file(self._next_file_number(f"videos/{key}"), cs)
+            created.append(self._encoders[key].close())
+            v_chunk, v_file = chunk_and_file(self._next_file_number(f"videos/{key}"), self.info["chunks_size"])
             row[f"videos/{key}/chunk_index"] = v_chunk
             row[f"videos/{key}/file_index"] = v_file
             row[f"videos/{key}/from_timestamp"] = 0.0
-            row[f"videos/{key}/to_timestamp"] = n / self.fps
+            row[f"videos/{key}/to_timestamp"] = self.episode_length / self.fps
 
-        # 3. stats
+    def _add_stats(self, row: dict, columns: dict[str, np.ndarray]) -> dict:
+        """The episode's stats into its metadata row; returns the dataset's stats with it aggregated in."""
         ep_stats = {k: feature_stats(columns[k]) for k in self._numeric_keys}
         for key in self._video_keys + self._image_keys:
             ep_stats[key] = self._samplers[key].stats()
@@ -529,12 +530,16 @@ class LeRobotDatasetWriter:
         for key, st in ep_stats.items():
             for name, value in st.items():
                 row[f"stats/{key}/{name}"] = np.asarray(value).tolist()
-        meta_chunk, meta_file = chunk_and_file(ep_index // EPISODES_PER_META_FILE, cs)
+        meta_chunk, meta_file = chunk_and_file(row["episode_index"] // EPISODES_PER_META_FILE, self.info["chunks_size"])
         row["meta/episodes/chunk_index"] = meta_chunk
         row["meta/episodes/file_index"] = meta_file
-        stats = aggregate_stats([self._stats, ep_stats]) if self._stats else ep_stats
+        return aggregate_stats([self._stats, ep_stats]) if self._stats else ep_stats
 
-        # 4. metadata, info.json last (a reader trusts it only once everything it names exists)
+    def _write_metadata(self, row: dict, new_tasks: list[str], stats: dict, backups: dict[Path, bytes | None]) -> None:
+        """tasks, episodes, stats, then info.json last (a reader trusts it only once everything it names exists)."""
+        pa, pq = _pa()
+        ep_index = row["episode_index"]
+
         def replace(path: Path, write) -> None:
             old = path.read_bytes() if path.is_file() else None
             atomic_write(path, write)  # all or nothing: a failed write leaves the old file
@@ -542,26 +547,23 @@ class LeRobotDatasetWriter:
 
         if new_tasks:
             replace(self.root / TASKS_PATH, lambda tmp: pq.write_table(_tasks_table(pa, self.tasks), tmp))
-        same_file = [r for r in self._episode_rows if r["episode_index"] // EPISODES_PER_META_FILE == ep_index // EPISODES_PER_META_FILE]
+        group = ep_index // EPISODES_PER_META_FILE
+        same_file = [r for r in self._episode_rows if r["episode_index"] // EPISODES_PER_META_FILE == group]
         meta_table = pa.Table.from_pylist(same_file + [row])
-        meta_path = self.root / EPISODES_PATH.format(chunk_index=meta_chunk, file_index=meta_file)
+        meta_path = self.root / EPISODES_PATH.format(chunk_index=row["meta/episodes/chunk_index"],
+                                                     file_index=row["meta/episodes/file_index"])  # fmt: skip
         replace(meta_path, lambda tmp: pq.write_table(meta_table, tmp, compression="snappy"))
         replace(self.root / STATS_PATH, lambda tmp: tmp.write_text(json.dumps(_jsonable_stats(stats), indent=4)))
         info = json.loads(json.dumps(self.info))
-        info["total_episodes"] = ep_index + 1
-        info["total_frames"] = start + n
-        info["total_tasks"] = len(self.tasks)
-        info["splits"] = {"train": f"0:{ep_index + 1}"}
+        info.update(total_episodes=ep_index + 1, total_frames=row["dataset_to_index"], total_tasks=len(self.tasks),
+                    splits={"train": f"0:{ep_index + 1}"})  # fmt: skip
         for key in self._video_keys:
             if "info" not in info["features"][key]:
                 info["features"][key]["info"] = probe_video(self.root / info["video_path"].format(
                     video_key=key, chunk_index=row[f"videos/{key}/chunk_index"], file_index=row[f"videos/{key}/file_index"]
                 ))
         replace(self.root / INFO_PATH, lambda tmp: tmp.write_text(json.dumps(info, indent=4, ensure_ascii=False)))
-        self.info = info
-        self.features = info["features"]
-        self._stats = stats
-        return row
+        self.info, self.features, self._stats = info, info["features"], stats
 
     # -- closing ------------------------------------------------------------------------------------
     def finalize(self) -> Path:

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..actions import BaseActionSpace, build_action_space
 from ..config import XVLAConfig
+from ..processing import check_domain_ids
 from ..utils import torch_dtype
 from .prefix import DEFAULT_MAX_GUIDANCE, PrefixConstraint, build_prefix_constraint
 from .transformer import Context, SoftPromptedTransformer
@@ -102,13 +103,7 @@ class XVLAModel(nn.Module):
             raise ValueError(f"image_mask must be [B, V]={tuple(image_input.shape[:2])}, got {tuple(image_mask.shape)}")
         if domain_id.shape != (batch,):
             raise ValueError(f"domain_id must be [B={batch}] (one id per sample), got shape {tuple(domain_id.shape)}")
-        n = self.config.num_domains
-        bad = domain_id[(domain_id < 0) | (domain_id >= n)]
-        if bad.numel():
-            raise ValueError(
-                f"domain_id {int(bad[0])} is out of range: this checkpoint has num_domains={n}, "
-                f"so ids must be in [0, {n - 1}]"
-            )
+        check_domain_ids(domain_id, self.config.num_domains)
         if proprio.dim() != 2 or proprio.shape[0] != batch or proprio.shape[1] != self.dim_proprio:
             raise ValueError(
                 f"proprio must be [B={batch}, {self.dim_proprio}] for this model "

@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -90,56 +91,31 @@ def error_response(status: int, detail: str, rid: str, field: str | None = None,
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def create_app(engine: ServeEngine, settings: AppSettings | None = None) -> FastAPI:
-    settings = settings or AppSettings()
-    batcher = DynamicBatcher(
-        engine.run,
-        max_batch_size=settings.max_batch_size,
-        timeout_s=settings.batch_timeout_ms / 1000.0,
-        max_queue=settings.max_queue,
-    )
-    limiter = anyio.CapacityLimiter(max(1, settings.prepare_threads))
-    started = time.time()
-    key = settings.api_key.encode() if settings.api_key else None
+class _Routes:
+    """The route handlers and what they share (the engine, the batcher, the settings)."""
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        batcher.start()
-        logger.info("serving %s on %s (%s), batches of up to %d gathered for %.1f ms",
-                    engine.checkpoint, engine.device, engine.config.dtype, settings.max_batch_size,
-                    settings.batch_timeout_ms)  # fmt: skip
-        try:
-            yield
-        finally:
-            # uvicorn has let in-flight requests finish by now; drain whatever they queued.
-            batcher.stop()
-            logger.info("batcher stopped after %d samples in %d batches", batcher.stats.samples, batcher.stats.batches)
+    def __init__(self, engine: ServeEngine, settings: AppSettings, batcher: DynamicBatcher):
+        self.engine, self.settings, self.batcher = engine, settings, batcher
+        self.limiter = anyio.CapacityLimiter(max(1, settings.prepare_threads))
+        self.started = time.time()
+        self.key = settings.api_key.encode() if settings.api_key else None
 
-    app = FastAPI(
-        title="xvla policy server", version=engine.describe()["version"], lifespan=lifespan,
-        docs_url=None, redoc_url=None, openapi_url=None,
-    )  # fmt: skip
-    app.add_middleware(RequestIdMiddleware)
-    app.state.engine = engine
-    app.state.batcher = batcher
-    app.state.settings = settings
-
-    def check_key(request: Request) -> None:
-        if key is None:
+    def check_key(self, request: Request) -> None:
+        if self.key is None:
             return
         given = request.headers.get("x-api-key")
         auth = request.headers.get("authorization", "")
         if given is None and auth[:7].lower() == "bearer ":
             given = auth[7:].strip()
-        if given is None or not hmac.compare_digest(given.encode("utf-8", "replace"), key):
+        if given is None or not hmac.compare_digest(given.encode("utf-8", "replace"), self.key):
             raise RequestError(
                 "authorization",
                 "missing or wrong API key: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                 status=401,
             )
 
-    async def read_body(request: Request) -> bytes:
-        limit = settings.max_body_bytes
+    async def read_body(self, request: Request) -> bytes:
+        limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
@@ -153,26 +129,26 @@ def create_app(engine: ServeEngine, settings: AppSettings | None = None) -> Fast
                 raise RequestError("body", f"the body is over {limit} bytes, at most {limit} bytes are allowed", 413)
         return bytes(body)
 
-    def decode(body: bytes, parse: Callable[[dict], Any]) -> list[Sample]:
+    def decode(self, body: bytes, parse: Callable[[dict], Any]) -> list[Sample]:
         parsed = parse(parse_json_body(body))
         observations = parsed if isinstance(parsed, list) else [parsed]
-        return [engine.prepare(obs) for obs in observations]
+        return [self.engine.prepare(obs) for obs in observations]
 
-    async def infer(body: bytes, parse: Callable[[dict], Any]) -> tuple[list[BatchResult], float]:
+    async def infer(self, body: bytes, parse: Callable[[dict], Any]) -> tuple[list[BatchResult], float]:
         """Decode in a worker thread, queue the samples, await their results; returns (results, decode s)."""
         start = time.perf_counter()
         futures: list[asyncio.Future] = []
-        batcher.arriving(+1)
+        self.batcher.arriving(+1)
         try:
-            samples = await anyio.to_thread.run_sync(decode, body, parse, limiter=limiter)
+            samples = await anyio.to_thread.run_sync(self.decode, body, parse, limiter=self.limiter)
             for sample in samples:
-                futures.append(asyncio.wrap_future(batcher.submit(sample, sample.batch_key)))
+                futures.append(asyncio.wrap_future(self.batcher.submit(sample, sample.batch_key)))
         except BaseException:
             for fut in futures:  # e.g. the queue filled up half-way: do not run the other half for nobody
                 fut.cancel()
             raise
         finally:
-            batcher.arriving(-1)
+            self.batcher.arriving(-1)
         decoded = time.perf_counter() - start
         try:
             results = list(await asyncio.gather(*futures))
@@ -182,15 +158,14 @@ def create_app(engine: ServeEngine, settings: AppSettings | None = None) -> Fast
             raise
         for result in results:
             if isinstance(result.value, RequestError):
-                error = result.value
-                raise RequestError(error.field, error.message, error.status)
+                raise RequestError(result.value.field, result.value.message, result.value.status)
         return results, decoded
 
-    async def handle(request: Request, work: Callable[[str], Awaitable[JSONResponse]]) -> JSONResponse:
+    async def handle(self, request: Request, work: Callable[[str], Awaitable[JSONResponse]]) -> JSONResponse:
+        """Run ``work`` and turn every failure into the documented error body."""
         rid = request_id(request)
-        start = time.perf_counter()
         try:
-            response = await work(rid)
+            return await work(rid)
         except RequestError as exc:
             logger.info("%s %s %s -> %d %s", rid, request.method, request.url.path, exc.status, exc)
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
@@ -206,74 +181,100 @@ def create_app(engine: ServeEngine, settings: AppSettings | None = None) -> Fast
         except Exception as exc:  # noqa: BLE001 - every other failure is ours: 500 + request id in the log
             logger.exception("%s %s %s -> 500 internal error: %s", rid, request.method, request.url.path, exc)
             return error_response(500, f"internal server error (request id {rid}; see the server log)", rid)
-        logger.debug("%s %s -> %d in %.1f ms", rid, request.url.path, response.status_code,
-                     1000 * (time.perf_counter() - start))  # fmt: skip
-        return response
 
-    @app.get("/health")
-    async def health() -> JSONResponse:
-        body = {
-            "status": "ok" if batcher.running else "stopping",
-            "pending": batcher.pending,
-            "uptime_s": round(time.time() - started, 3),
-            "stats": batcher.stats.as_dict(),
-        }
-        return JSONResponse(body, status_code=200 if batcher.running else 503)
+    # ------------------------------------------------------------------ routes
+    async def health(self) -> JSONResponse:
+        running = self.batcher.running
+        body = {"status": "ok" if running else "stopping", "pending": self.batcher.pending,
+                "uptime_s": round(time.time() - self.started, 3), "stats": self.batcher.stats.as_dict()}  # fmt: skip
+        return JSONResponse(body, status_code=200 if running else 503)
 
-    @app.get("/info")
-    async def info(request: Request) -> JSONResponse:
+    async def info(self, request: Request) -> JSONResponse:
         async def work(rid: str) -> JSONResponse:
-            check_key(request)
-            body = engine.describe()
+            self.check_key(request)
+            s, lim = self.settings, self.engine.limits
+            body = self.engine.describe()
             body.update(
-                batching={"max_batch_size": settings.max_batch_size, "batch_timeout_ms": settings.batch_timeout_ms,
-                          "max_queue": settings.max_queue},
-                limits={"max_body_bytes": settings.max_body_bytes, "max_image_side": engine.limits.max_image_side,
-                        "max_image_pixels": engine.limits.max_image_pixels,
-                        "max_observations": engine.limits.max_observations,
-                        "max_instruction_chars": engine.limits.max_instruction_chars},
-                auth=key is not None,
-                endpoints=["POST /act", "POST /v1/act", "GET /health", "GET /info"],
+                batching={"max_batch_size": s.max_batch_size, "batch_timeout_ms": s.batch_timeout_ms,
+                          "max_queue": s.max_queue},
+                limits={"max_body_bytes": s.max_body_bytes, "max_image_side": lim.max_image_side,
+                        "max_image_pixels": lim.max_image_pixels, "max_observations": lim.max_observations,
+                        "max_instruction_chars": lim.max_instruction_chars},
+                auth=self.key is not None, endpoints=["POST /act", "POST /v1/act", "GET /health", "GET /info"],
             )  # fmt: skip
             return JSONResponse(body)
 
-        return await handle(request, work)
+        return await self.handle(request, work)
 
-    @app.post("/act")
-    async def act(request: Request) -> JSONResponse:
+    async def act(self, request: Request) -> JSONResponse:
         async def work(rid: str) -> JSONResponse:
-            check_key(request)
-            results, _ = await infer(await read_body(request), lambda p: parse_official(p, engine.spec))
+            self.check_key(request)
+            results, _ = await self.infer(await self.read_body(request), lambda p: parse_official(p, self.engine.spec))
             return JSONResponse({"action": results[0].value.tolist()})
 
-        return await handle(request, work)
+        return await self.handle(request, work)
 
-    @app.post("/v1/act")
-    async def act_v1(request: Request) -> JSONResponse:
+    async def act_v1(self, request: Request) -> JSONResponse:
         async def work(rid: str) -> JSONResponse:
             start = time.perf_counter()
-            check_key(request)
-            results, decode_s = await infer(await read_body(request), lambda p: parse_native(p, engine.spec))
-            body = {
-                "actions": [r.value.tolist() for r in results],
-                "request_id": rid,
-                "timing": {
-                    "total_ms": round(1000 * (time.perf_counter() - start), 3),
-                    "decode_ms": round(1000 * decode_s, 3),
-                    "queue_ms": [round(1000 * r.queue_s, 3) for r in results],
-                    "inference_ms": [round(1000 * r.run_s, 3) for r in results],
-                    "batch_sizes": [r.batch_size for r in results],
-                },
-            }
-            return JSONResponse(body)
+            self.check_key(request)
+            results, decode_s = await self.infer(await self.read_body(request), lambda p: parse_native(p, self.engine.spec))
+            timing = {
+                "total_ms": round(1000 * (time.perf_counter() - start), 3), "decode_ms": round(1000 * decode_s, 3),
+                "queue_ms": [round(1000 * r.queue_s, 3) for r in results],
+                "inference_ms": [round(1000 * r.run_s, 3) for r in results],
+                "batch_sizes": [r.batch_size for r in results],
+            }  # fmt: skip
+            return JSONResponse({"actions": [r.value.tolist() for r in results], "request_id": rid, "timing": timing})
 
-        return await handle(request, work)
+        return await self.handle(request, work)
 
-    @app.exception_handler(Exception)
-    async def unhandled(request: Request, exc: Exception) -> JSONResponse:
-        rid = request_id(request)
-        logger.error("%s %s %s -> 500 unhandled %s: %s", rid, request.method, request.url.path,
-                     type(exc).__name__, exc, exc_info=exc)  # fmt: skip
-        return error_response(500, f"internal server error (request id {rid}; see the server log)", rid)
 
+def create_app(engine: ServeEngine, settings: AppSettings | None = None) -> FastAPI:
+    settings = settings or AppSettings()
+    batcher = DynamicBatcher(engine.run, max_batch_size=settings.max_batch_size,
+                             timeout_s=settings.batch_timeout_ms / 1000.0, max_queue=settings.max_queue)  # fmt: skip
+    routes = _Routes(engine, settings, batcher)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        logger.info("serving %s on %s (%s), batches of up to %d gathered for %.1f ms", engine.checkpoint,
+                    engine.device, engine.config.dtype, settings.max_batch_size, settings.batch_timeout_ms)  # fmt: skip
+        try:
+            yield
+        finally:
+            # uvicorn has let in-flight requests finish by now; drain whatever they queued.
+            batcher.stop()
+            logger.info("batcher stopped after %d samples in %d batches", batcher.stats.samples, batcher.stats.batches)
+
+    app = FastAPI(title="xvla policy server", version=engine.describe()["version"], lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)  # fmt: skip
+    app.add_middleware(RequestIdMiddleware)
+    app.state.engine, app.state.batcher, app.state.settings = engine, batcher, settings
+    app.add_api_route("/health", routes.health, methods=["GET"])
+    app.add_api_route("/info", routes.info, methods=["GET"])
+    app.add_api_route("/act", routes.act, methods=["POST"])
+    app.add_api_route("/v1/act", routes.act_v1, methods=["POST"])
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unhandled)
     return app
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """404 / 405 and other routing errors get the same body as every other error."""
+    rid = request_id(request)
+    if exc.status_code == 404:
+        detail = f"no route {request.url.path}: the endpoints are POST /act, POST /v1/act, GET /health, GET /info"
+        return error_response(404, detail, rid, "path")
+    if exc.status_code == 405:
+        return error_response(405, f"{request.method} is not allowed on {request.url.path}", rid, "method",
+                              headers=dict(exc.headers or {}))  # fmt: skip
+    return error_response(exc.status_code, str(exc.detail), rid, headers=dict(exc.headers or {}) or None)
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    rid = request_id(request)
+    logger.error("%s %s %s -> 500 unhandled %s: %s", rid, request.method, request.url.path,
+                 type(exc).__name__, exc, exc_info=exc)  # fmt: skip
+    return error_response(500, f"internal server error (request id {rid}; see the server log)", rid)

@@ -150,7 +150,7 @@ def _act_body(observations: Sequence[Mapping[str, Any]], seed: int | None, noise
 
 
 def _official_body(images: Sequence[Any], proprio: Any, instruction: str, domain_id: int,
-                   steps: int | None) -> dict[str, Any]:  # fmt: skip
+                   steps: int | None, seed: int | None = None, noise: Any = None) -> dict[str, Any]:  # fmt: skip
     import json
 
     body: dict[str, Any] = {
@@ -162,6 +162,10 @@ def _official_body(images: Sequence[Any], proprio: Any, instruction: str, domain
         body[f"image{i}"] = json.dumps(encode_array(frame_to_uint8_hwc(image)))
     if steps is not None:
         body["steps"] = int(steps)
+    if seed is not None:  # extensions of the official API (reproducible sampling); official servers ignore them
+        body["seed"] = int(seed)
+    if noise is not None:
+        body["noise"] = encode_array(_to_numpy(noise).astype(np.float32))
     return body
 
 
@@ -213,9 +217,12 @@ class Client:
         return np.asarray(out["actions"], dtype=np.float32)
 
     def act_official(self, images: Sequence[Any], proprio: Any, instruction: str, domain_id: int,
-                     steps: int | None = None) -> np.ndarray:  # fmt: skip
-        """The official ``/act`` call (image0..2, proprio, language_instruction, domain_id) -> [chunk, dim]."""
-        out = _check(self._http.post("/act", json=_official_body(images, proprio, instruction, domain_id, steps)))
+                     steps: int | None = None, *, seed: int | None = None, noise: Any = None) -> np.ndarray:  # fmt: skip
+        """The official ``/act`` call (image0..2, proprio, language_instruction, domain_id) -> [chunk, dim].
+
+        ``seed`` / ``noise`` ([chunk, model action dim]) make the sampling reproducible (xvla servers only)."""
+        body = _official_body(images, proprio, instruction, domain_id, steps, seed, noise)
+        out = _check(self._http.post("/act", json=body))
         return np.asarray(out["action"], dtype=np.float32)
 
     def health(self) -> dict[str, Any]:
@@ -263,8 +270,8 @@ class AsyncClient:
         return np.asarray(out["actions"], dtype=np.float32)
 
     async def act_official(self, images: Sequence[Any], proprio: Any, instruction: str, domain_id: int,
-                           steps: int | None = None) -> np.ndarray:  # fmt: skip
-        body = _official_body(images, proprio, instruction, domain_id, steps)
+                           steps: int | None = None, *, seed: int | None = None, noise: Any = None) -> np.ndarray:  # fmt: skip
+        body = _official_body(images, proprio, instruction, domain_id, steps, seed, noise)
         out = _check(await self._http.post("/act", json=body))
         return np.asarray(out["action"], dtype=np.float32)
 

@@ -16,19 +16,10 @@ _WORDS = (
 
 
 def build_tokenizer(vocab_size: int = 300):
-    """A byte-level BPE tokenizer with BART's special ids (<s>=0, <pad>=1, </s>=2, <unk>=3), trained here."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    """The demo server's tokenizer, trained here on a few instructions (offline)."""
+    from ..processing import train_bpe_tokenizer
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
-    tok.train_from_iterator([_WORDS] * 4, trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
+    return train_bpe_tokenizer([_WORDS], vocab_size)
 
 
 def tiny_checkpoint(directory: str | Path, *, size: str = "tiny", seed: int = 0, **overrides) -> Path:

@@ -3,8 +3,8 @@
 The engine owns everything model-side of the server and nothing HTTP-side:
 
 - :meth:`ServeEngine.prepare` turns one validated :class:`~xvla.serve.protocol.Observation` into
-  per-sample tensors with the library's own processing steps (the same ones
-  :meth:`XVLAPolicy.prepare_inputs` uses), and draws that sample's initial noise;
+  per-sample tensors through the policy's own processor (``policy.processor``, the one path that
+  ``predict_action_chunk``, training and the simulators use), and draws that sample's initial noise;
 - :meth:`ServeEngine.run` concatenates samples that share a batch key (denoising steps and view
   count) and calls :meth:`XVLAModel.generate_actions` once.
 
@@ -25,13 +25,14 @@ import numpy as np
 import torch
 
 from .. import processing
+from ..domains import trained_domains
 from ..policy import XVLAPolicy
+from ..processing import check_domain_ids
+from ..utils import resolve_device
 from .protocol import Limits, ModelSpec, Observation, RequestError
 
 logger = logging.getLogger("xvla.serve")
 
-DEFAULT_IMAGE_SIZE = (224, 224)  # for checkpoints whose config has no image_size (the released models' size)
-MIN_IMAGE_SIDE = 32
 NON_FINITE = RequestError(
     "observation",
     "the model produced NaN or infinite actions for this observation; check that the state and images are in "
@@ -62,15 +63,6 @@ class Sample:
         return base if self.prefix is None else (*base, self.guidance)
 
 
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device} was requested but CUDA is not available here; use --device cpu")
-    return dev
-
-
 class ServeEngine:
     def __init__(
         self,
@@ -94,15 +86,8 @@ class ServeEngine:
         steps = int(default_steps or cfg.num_denoising_steps)
         if not 1 <= steps <= self.limits.max_steps:
             raise ValueError(f"steps={steps} is invalid: it must be in [1, max_steps={self.limits.max_steps}]")
-        allowed = sorted(set(domain_ids)) if domain_ids else list(range(cfg.num_domains))
-        bad = [d for d in allowed if not 0 <= d < cfg.num_domains]
-        if bad:
-            raise ValueError(
-                f"domain ids {bad} are out of range: this checkpoint has num_domains={cfg.num_domains}, "
-                f"so ids must be in [0, {cfg.num_domains - 1}]"
-            )
-        self.image_size: tuple[int, int] | None = None
-        self._tokenizer_lock = threading.Lock()  # fast tokenizers are not safe to call from many threads
+        allowed = served_domains(cfg, domain_ids)
+        self.processor = policy.processor
         self._noise_lock = threading.Lock()
         self._generator = torch.Generator()
         if seed is None:
@@ -110,12 +95,13 @@ class ServeEngine:
         else:
             self._generator.manual_seed(int(seed))
         self.tokenizer = policy.tokenizer  # load now: a missing tokenizer fails at start-up, not per request
-        self.image_size, self.image_tokens = self._choose_image_size()
+        self.image_size = self.processor.image_size
+        self.image_tokens = self._count_image_tokens(self.image_size)
         capacity = self._free_tokens() // self.image_tokens
         if capacity < cfg.total_image_views:
             raise ValueError(
                 f"this checkpoint cannot run: its {cfg.total_image_views} camera views of "
-                f"{self.processed_image_size[0]}x{self.processed_image_size[1]} ({self.image_tokens} tokens each) plus "
+                f"{self.image_size[0]}x{self.image_size[1]} ({self.image_tokens} tokens each) plus "
                 f"chunk_size={cfg.chunk_size} and tokenizer_max_length={cfg.tokenizer_max_length} exceed "
                 f"max_len_seq={self.model.transformer.max_len_seq}"
             )
@@ -150,80 +136,43 @@ class ServeEngine:
     def device(self) -> torch.device:
         return self.model.device
 
-    @property
-    def processed_image_size(self) -> tuple[int, int]:
-        if self.image_size is not None:
-            return self.image_size
-        return tuple(self.config.resize_imgs_with_padding)
-
     def _free_tokens(self) -> int:
         """Sequence positions left for image tokens once the action chunk and the text are placed."""
         cfg = self.config
         return self.model.transformer.max_len_seq - cfg.chunk_size - cfg.tokenizer_max_length
 
-    def _choose_image_size(self) -> tuple[tuple[int, int] | None, int]:
-        """(resize target, tokens per view). Raw frames of any size must become one size so views stack.
-
-        The config's ``image_size`` wins; else ``resize_imgs_with_padding`` (which gives a fixed size);
-        else the largest of 224, 192, ..., 32 at which the configured views fit in ``max_len_seq``
-        (224, the size the Florence-2 encoders were trained at, for any released checkpoint).
-        """
-        cfg = self.config
-        if cfg.image_size is not None:
-            size = tuple(cfg.image_size)
-            return size, self._count_image_tokens(size)
-        if cfg.resize_imgs_with_padding is not None:
-            return None, self._count_image_tokens(tuple(cfg.resize_imgs_with_padding))
-        for side in range(DEFAULT_IMAGE_SIZE[0], MIN_IMAGE_SIDE - 1, -32):
-            try:
-                tokens = self._count_image_tokens((side, side))
-            except (IndexError, RuntimeError, ValueError):
-                continue  # more image tokens than the encoder's position tables hold
-            if tokens * cfg.total_image_views <= self._free_tokens():
-                if side != DEFAULT_IMAGE_SIZE[0]:
-                    logger.warning("the checkpoint sets no image_size and %d views of 224x224 do not fit in "
-                                   "max_len_seq=%d: frames are resized to %dx%d", cfg.total_image_views,
-                                   self.model.transformer.max_len_seq, side, side)  # fmt: skip
-                return (side, side), tokens
-        return DEFAULT_IMAGE_SIZE, self._count_image_tokens(DEFAULT_IMAGE_SIZE)
-
     def _count_image_tokens(self, size: tuple[int, int]) -> int:
         height, width = size
         cfg = self.config
-        with torch.inference_mode():
-            enc = self.model.vlm(
-                torch.ones(1, cfg.tokenizer_max_length, dtype=torch.long, device=self.device),
-                torch.zeros(1, 1, 3, height, width, device=self.device, dtype=self.model.dtype),
-                torch.ones(1, 1, dtype=torch.bool, device=self.device),
-            )
+        try:
+            with torch.inference_mode():
+                enc = self.model.vlm(
+                    torch.ones(1, cfg.tokenizer_max_length, dtype=torch.long, device=self.device),
+                    torch.zeros(1, 1, 3, height, width, device=self.device, dtype=self.model.dtype),
+                    torch.ones(1, 1, dtype=torch.bool, device=self.device),
+                )
+        except (IndexError, RuntimeError) as exc:
+            raise ValueError(
+                f"this checkpoint cannot encode {height}x{width} frames ({type(exc).__name__}: {exc}); set image_size "
+                "in its config.json to the size it was trained at"
+            ) from exc
         return int(enc["vlm_features"].shape[1]) - cfg.tokenizer_max_length
 
     # ------------------------------------------------------------------ per-sample preparation
     def prepare(self, obs: Observation) -> Sample:
-        """Validated observation -> model inputs (CPU tensors), mirroring ``XVLAPolicy.prepare_inputs``."""
-        cfg = self.config
-        images = [
-            processing.prepare_image(img, f"image{i}", self.image_size, cfg.resize_imgs_with_padding)
-            for i, img in enumerate(obs.images)
-        ]
-        total_views = max(cfg.total_image_views, len(images) + cfg.empty_cameras)
-        image_input, image_mask = processing.stack_cameras(images, total_views)
-        if cfg.use_proprio:
-            proprio = processing.pad_state(torch.from_numpy(obs.state).unsqueeze(0), cfg.max_state_dim, "proprio")
-        else:
-            proprio = torch.zeros(1, 0)
-        with self._tokenizer_lock:
-            input_ids = processing.tokenize(self.tokenizer, [obs.task], cfg.tokenizer_max_length)
-        return Sample(
-            input_ids=input_ids,
-            image_input=image_input,
-            image_mask=image_mask,
-            domain_id=torch.tensor([obs.domain_id], dtype=torch.long),
-            proprio=proprio,
-            noise=self.draw_noise(obs),
-            steps=obs.steps,
-            **self.prefix_fields(obs),
-        )
+        """Validated observation -> model inputs (CPU tensors) through the policy's processor."""
+        inputs = self.processor(self.observation_dict(obs))
+        return Sample(**inputs, noise=self.draw_noise(obs), steps=obs.steps, **self.prefix_fields(obs))
+
+    def observation_dict(self, obs: Observation) -> dict[str, Any]:
+        """The request as the LeRobot-form observation the processor reads (views in the order sent)."""
+        keys = list(self.config.image_keys or [f"{processing.IMAGE_PREFIX}view{i}" for i in range(len(obs.images))])
+        frames: list[Any] = list(obs.images) + [None] * (len(keys) - len(obs.images))
+        out: dict[str, Any] = dict(zip(keys, frames, strict=True))
+        out.update({"task": obs.task, "domain_id": obs.domain_id})
+        if obs.state is not None:
+            out[processing.STATE_KEY] = obs.state
+        return out
 
     def prefix_fields(self, obs: Observation) -> dict[str, Any]:
         """A committed prefix as fixed-size tensors, so samples with different prefix lengths batch together."""
@@ -282,7 +231,7 @@ class ServeEngine:
 
     def warmup(self) -> float:
         """Run one dummy chunk (compiles kernels, checks the model end to end); returns seconds taken."""
-        height, width = self.processed_image_size
+        height, width = self.image_size
         cfg = self.config
         obs = Observation(
             images=[np.zeros((height, width, 3), dtype=np.uint8)],
@@ -322,7 +271,7 @@ class ServeEngine:
                 "max_images": self.spec.max_views,
                 "image_keys": list(cfg.image_keys) if cfg.image_keys else None,
                 "empty_cameras": cfg.empty_cameras,
-                "image_size": list(self.processed_image_size),
+                "image_size": list(self.image_size),
             },
             "denoising_steps": self.spec.default_steps,
             "max_steps": self.limits.max_steps,
@@ -331,3 +280,14 @@ class ServeEngine:
             "dtype": cfg.dtype,
             "encoded_image_channel_order": self.spec.encoded_channel_order,
         }
+
+
+def served_domains(config: Any, requested: list[int] | None) -> list[int]:
+    """Domain ids requests may use: ``--domain-ids`` when given, else the checkpoint's trained domains
+    (every id for a checkpoint that records no domain table, such as the released base models)."""
+    if requested:
+        check_domain_ids(requested, config.num_domains, "--domain-ids:")
+        return sorted(set(int(d) for d in requested))
+    if config.domains:
+        return sorted(trained_domains(config))
+    return list(range(config.num_domains))

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from ..processing import check_domain_ids
+
 IMAGE_PREFIX = "observation.images."
 STATE_KEY = "observation.state"
 OFFICIAL_IMAGE_KEYS = ("image0", "image1", "image2")
@@ -349,15 +351,16 @@ def parse_domain_id(value: Any, field: str, spec: ModelSpec) -> int:
     top = spec.num_domains - 1
     domain = parse_int(value, field, f"an integer domain id in [0, {top}]")
     if not 0 <= domain <= top:
-        shown = str(domain) if abs(domain) < 10**12 else f"{str(domain)[:12]}..."
-        raise RequestError(
-            field, f"domain_id {shown} is out of range: this checkpoint has num_domains={spec.num_domains}, so ids "
-            f"must be in [0, {top}]"
-        )  # fmt: skip
+        domain = max(-1, min(domain, top + 1))  # huge values are shown clipped
+        try:
+            check_domain_ids(domain, spec.num_domains)
+        except ValueError as exc:
+            raise RequestError(field, str(exc)) from None
     if domain not in spec.allowed_domains:
         raise RequestError(
-            field, f"domain_id {domain} is not served here; this server accepts {sorted(spec.allowed_domains)}"
-        )
+            field, f"domain_id {domain} is not one this checkpoint was trained for; this server accepts "
+            f"{sorted(spec.allowed_domains)} (start it with --domain-ids to serve other ids on purpose)"
+        )  # fmt: skip
     return domain
 
 
@@ -462,9 +465,7 @@ def parse_official(payload: dict[str, Any], spec: ModelSpec) -> Observation:
         if payload.get("proprio") is None:
             raise RequestError("proprio", f"missing: send the robot state (1 to {spec.proprio_dim} numbers, json_numpy)")
         state = parse_state(payload["proprio"], "proprio", spec)
-    if payload.get("domain_id") is None:
-        raise RequestError("domain_id", f"missing: send the robot's domain id, an integer in [0, {spec.num_domains - 1}]")
-    domain = parse_domain_id(payload["domain_id"], "domain_id", spec)
+    domain = _domain_or_default(payload.get("domain_id"), "domain_id", spec)
     steps = parse_steps(payload.get("steps"), "steps", spec)
     # Extensions (not sent by official clients): reproducible sampling.
     seed = parse_seed(payload.get("seed"), "seed")
@@ -519,10 +520,7 @@ def _parse_native_observation(obs: dict[str, Any], name: str, spec: ModelSpec, s
         if obs.get(STATE_KEY) is None:
             raise RequestError(f"{name}.{STATE_KEY}", f"missing: send the robot state (1 to {spec.proprio_dim} numbers)")
         state = parse_state(obs[STATE_KEY], f"{name}.{STATE_KEY}", spec)
-    domain_value = obs.get("domain_id")
-    domain = spec.default_domain_id if domain_value is None else parse_domain_id(domain_value, f"{name}.domain_id", spec)
-    if domain_value is None and domain not in spec.allowed_domains:
-        raise RequestError(f"{name}.domain_id", f"missing: this server needs one of {sorted(spec.allowed_domains)}")
+    domain = _domain_or_default(obs.get("domain_id"), f"{name}.domain_id", spec)
     seed = parse_seed(obs.get("seed"), f"{name}.seed")
     noise = parse_noise(obs["noise"], f"{name}.noise", spec) if obs.get("noise") is not None else None
     item = Observation(images=images, state=state, task=task, domain_id=domain, steps=steps, seed=seed, noise=noise)
@@ -574,6 +572,15 @@ def parse_prefix(obs: dict[str, Any], name: str, spec: ModelSpec) -> tuple[np.nd
     if guidance not in GUIDANCE_MODES:
         raise RequestError(f"{name}.guidance", f"{guidance!r:.40} is unknown: choose one of {list(GUIDANCE_MODES)}")
     return prefix.astype(np.float32), weights.astype(np.float32), guidance
+
+
+def _domain_or_default(value: Any, field: str, spec: ModelSpec) -> int:
+    """A request without a domain id gets the checkpoint's default domain."""
+    if value is not None:
+        return parse_domain_id(value, field, spec)
+    if spec.default_domain_id not in spec.allowed_domains:
+        raise RequestError(field, f"missing: this server needs one of {sorted(spec.allowed_domains)}")
+    return spec.default_domain_id
 
 
 def _camera_keys(obs: dict[str, Any], name: str, spec: ModelSpec) -> Sequence[str]:

@@ -16,13 +16,15 @@ Everything runs through the library's Python APIs (``generate_demonstrations``, 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..flags import add_dataclass_flags, dataclass_from_args
+from ..utils import write_json
 
 DEFAULT_TASKS = "button-press-topdown,drawer-close,handle-press"
 DEFAULT_TRAIN_VARIANTS = "sawyer,sawyer-rot90"
@@ -69,21 +71,10 @@ class DemoSettings:
 
 # ---------------------------------------------------------------------------------------------- pieces
 def build_tokenizer(texts: list[str], vocab_size: int = 300):
-    """A byte-level BPE tokenizer with BART's special ids, trained here on the instructions (offline)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    """The demo's tokenizer, trained here on the instructions (offline)."""
+    from ..processing import train_bpe_tokenizer
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
-    tok.train_from_iterator(list(texts) * 4, trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
+    return train_bpe_tokenizer(texts, vocab_size)
 
 
 def model_fields(s: DemoSettings, num_domains: int, action_dim: int, domain_id: int) -> dict[str, Any]:
@@ -134,12 +125,10 @@ def _eval(s: DemoSettings, policy, tasks, variant, out: Path, domain_id=None, vi
 
 # ---------------------------------------------------------------------------------------------- pipeline
 def run_demo(s: DemoSettings) -> dict[str, Any]:
+    """Demonstrations -> Phase I -> Phase II (prompts only) -> closed-loop evaluation -> report."""
     import torch
 
-    from ..policy import XVLAPolicy
-    from .demos import DemoConfig, generate_demonstrations
     from .instructions import INSTRUCTIONS, resolve_tasks
-    from .variants import get_variant, resolve_variants
 
     s.validate()
     t_all = time.perf_counter()
@@ -148,75 +137,15 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     out = Path(s.output)
     out.mkdir(parents=True, exist_ok=True)
     tasks = resolve_tasks(s.tasks)
-    train_vs = resolve_variants(s.train_variants)
-    held = get_variant(s.heldout_variant)
-    if held.name in {v.name for v in train_vs}:
-        raise ValueError(f"heldout_variant={held.name!r} is also a training variant: choose another one")
-    ids = [v.domain_id for v in train_vs] + [held.domain_id]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"the variants' domain ids {ids} must differ (one soft prompt per variant)")
+    train_vs, held = _variants(s)
     timings: dict[str, float] = {}
-
-    # 1. demonstrations
-    _log("1/5 scripted demonstrations")
-    t = time.perf_counter()
-    demos_dir = out / "demos"
-    common = dict(output=str(demos_dir), tasks=tasks, seed=s.seed, workers=s.workers, image_size=s.image_size,
-                  overwrite=True, progress=s.progress)  # fmt: skip
-    summary = generate_demonstrations(DemoConfig(variants=train_vs, episodes_per_task=s.episodes_per_task, **common))
-    held_eps = s.heldout_episodes_per_task or s.episodes_per_task
-    held_summary = generate_demonstrations(DemoConfig(variants=[held], episodes_per_task=held_eps, **common))
-    summary["variants"].update(held_summary["variants"])
-    (demos_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    timings["demos_s"] = time.perf_counter() - t
-
+    summary = _make_demos(s, out / "demos", tasks, train_vs, held, timings)
     tokenizer = build_tokenizer(sorted(set(INSTRUCTIONS.values())))
-    action_dim = max(v.action.action_dim for v in [*train_vs, held])
-    fields = model_fields(s, max(ids) + 1, action_dim, train_vs[0].domain_id)
-    common_train = dict(batch_size=s.batch_size, num_workers=0, log_freq=25, tensorboard=False, device="cpu",
-                        seed=s.seed, keep_last=1)  # fmt: skip
+    ids = [v.domain_id for v in [*train_vs, held]]
+    fields = model_fields(s, max(ids) + 1, max(v.action.action_dim for v in [*train_vs, held]), train_vs[0].domain_id)
+    p1, p2 = _train_phases(s, out, fields, train_vs, held, tokenizer, timings)
+    results = _evaluate_phases(s, out / "eval", tasks, train_vs, held, p1, p2, tokenizer, timings)
 
-    # 2. Phase I
-    _log(f"2/5 Phase I: {s.steps_phase1} steps on {[v.name for v in train_vs]}")
-    p1_dir = _fresh(out / "phase1")
-    p1, timings["phase1_s"] = _train({
-        "recipe": "lerobot", "policy": fields, "output_dir": str(p1_dir), "steps": s.steps_phase1,
-        "save_freq": s.steps_phase1,
-        "mixture": {"datasets": [{"root": str(demos_dir / v.name), "domain_id": v.domain_id} for v in train_vs]},
-        "optimizer": {"lr": s.lr_phase1, "vlm_lr_scale": 1.0},
-        "scheduler": {"warmup_steps": min(100, s.steps_phase1), "decay_steps": s.steps_phase1, "auto_scale": False,
-                      "min_lr_ratio": 0.1},
-        **common_train,
-    }, tokenizer)  # fmt: skip
-
-    # 3. Phase II: prompts only, on the held-out variant
-    _log(f"3/5 Phase II: {s.steps_phase2} steps of the prompt recipe on {held.name}")
-    p2_dir = _fresh(out / "phase2")
-    p2, timings["phase2_s"] = _train({
-        "recipe": "prompt", "policy": {"path": str(p1.final_model_dir)}, "output_dir": str(p2_dir),
-        "steps": s.steps_phase2, "save_freq": s.steps_phase2,
-        "dataset": {"root": str(demos_dir / held.name), "domain_id": held.domain_id},
-        "new_domain": {"id": held.domain_id},
-        "optimizer": {"lr": s.lr_phase2},
-        "scheduler": {"warmup_steps": min(50, s.steps_phase2)},
-        **common_train,
-    }, tokenizer)  # fmt: skip
-
-    # 4. closed-loop evaluation
-    _log("4/5 closed-loop evaluation")
-    t = time.perf_counter()
-    eval_dir = _fresh(out / "eval")
-    phase1 = XVLAPolicy.from_pretrained(p1.final_model_dir, tokenizer=tokenizer)
-    adapted = XVLAPolicy.from_pretrained(p2.final_model_dir, tokenizer=tokenizer)
-    results: dict[str, dict] = {}
-    for i, v in enumerate(train_vs):
-        results[f"phase1/{v.name}"] = _eval(s, phase1, tasks, v, eval_dir / f"phase1_{v.name}", videos=int(i == 0))
-    results[f"before/{held.name}"] = _eval(s, phase1, tasks, held, eval_dir / f"before_{held.name}",
-                                           domain_id=train_vs[0].domain_id)  # fmt: skip
-    results[f"after/{held.name}"] = _eval(s, adapted, tasks, held, eval_dir / f"after_{held.name}", videos=1)
-    timings["eval_s"] = time.perf_counter() - t
-
-    # 5. report
     _log("5/5 report")
     report_dir = _fresh(out / "report")
     report_dir.mkdir(parents=True)
@@ -232,10 +161,86 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
     }  # fmt: skip
     _write_report(report_dir, info, p1, p2, results, fields)
-    (report_dir / "results.json").write_text(json.dumps(info, indent=2, default=str))
+    write_json((report_dir / "results.json"), info)
     info["table"] = results_table(rows)
     info["report_dir"] = str(report_dir)
     return info
+
+
+def _variants(s: DemoSettings) -> tuple[list, Any]:
+    from .variants import get_variant, resolve_variants
+
+    train_vs = resolve_variants(s.train_variants)
+    held = get_variant(s.heldout_variant)
+    if held.name in {v.name for v in train_vs}:
+        raise ValueError(f"heldout_variant={held.name!r} is also a training variant: choose another one")
+    ids = [v.domain_id for v in train_vs] + [held.domain_id]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"the variants' domain ids {ids} must differ (one soft prompt per variant)")
+    return train_vs, held
+
+
+def _make_demos(s: DemoSettings, demos_dir: Path, tasks, train_vs, held, timings: dict) -> dict:
+    from .demos import DemoConfig, generate_demonstrations
+
+    _log("1/5 scripted demonstrations")
+    t = time.perf_counter()
+    common = dict(output=str(demos_dir), tasks=tasks, seed=s.seed, workers=s.workers, image_size=s.image_size,
+                  overwrite=True, progress=s.progress)  # fmt: skip
+    summary = generate_demonstrations(DemoConfig(variants=train_vs, episodes_per_task=s.episodes_per_task, **common))
+    held_eps = s.heldout_episodes_per_task or s.episodes_per_task
+    held_summary = generate_demonstrations(DemoConfig(variants=[held], episodes_per_task=held_eps, **common))
+    summary["variants"].update(held_summary["variants"])
+    write_json((demos_dir / "summary.json"), summary)
+    timings["demos_s"] = time.perf_counter() - t
+    return summary
+
+
+def _train_phases(s: DemoSettings, out: Path, fields: dict, train_vs, held, tokenizer, timings: dict):
+    """Phase I on the training variants (one domain each); Phase II: prompts only, on the held-out variant."""
+    demos_dir = out / "demos"
+    common_train = dict(batch_size=s.batch_size, num_workers=0, log_freq=25, tensorboard=False, device="cpu",
+                        seed=s.seed, keep_last=1)  # fmt: skip
+    _log(f"2/5 Phase I: {s.steps_phase1} steps on {[v.name for v in train_vs]}")
+    p1, timings["phase1_s"] = _train({
+        "recipe": "lerobot", "policy": fields, "output_dir": str(_fresh(out / "phase1")), "steps": s.steps_phase1,
+        "save_freq": s.steps_phase1,
+        "mixture": {"datasets": [{"root": str(demos_dir / v.name), "domain_id": v.domain_id} for v in train_vs]},
+        "optimizer": {"lr": s.lr_phase1, "vlm_lr_scale": 1.0},
+        "scheduler": {"warmup_steps": min(100, s.steps_phase1), "decay_steps": s.steps_phase1, "auto_scale": False,
+                      "min_lr_ratio": 0.1},
+        **common_train,
+    }, tokenizer)  # fmt: skip
+    _log(f"3/5 Phase II: {s.steps_phase2} steps of the prompt recipe on {held.name}")
+    p2, timings["phase2_s"] = _train({
+        "recipe": "prompt", "policy": {"path": str(p1.final_model_dir)}, "output_dir": str(_fresh(out / "phase2")),
+        "steps": s.steps_phase2, "save_freq": s.steps_phase2,
+        "dataset": {"root": str(demos_dir / held.name), "domain_id": held.domain_id},
+        "new_domain": {"id": held.domain_id},
+        "optimizer": {"lr": s.lr_phase2},
+        "scheduler": {"warmup_steps": min(50, s.steps_phase2)},
+        **common_train,
+    }, tokenizer)  # fmt: skip
+    return p1, p2
+
+
+def _evaluate_phases(s: DemoSettings, eval_dir: Path, tasks, train_vs, held, p1, p2, tokenizer, timings) -> dict:
+    """Phase I on its variants; the held-out variant before (a training domain's prompt) and after Phase II."""
+    from ..policy import XVLAPolicy
+
+    _log("4/5 closed-loop evaluation")
+    t = time.perf_counter()
+    eval_dir = _fresh(eval_dir)
+    phase1 = XVLAPolicy.from_pretrained(p1.final_model_dir, tokenizer=tokenizer)
+    adapted = XVLAPolicy.from_pretrained(p2.final_model_dir, tokenizer=tokenizer)
+    results: dict[str, dict] = {}
+    for i, v in enumerate(train_vs):
+        results[f"phase1/{v.name}"] = _eval(s, phase1, tasks, v, eval_dir / f"phase1_{v.name}", videos=int(i == 0))
+    results[f"before/{held.name}"] = _eval(s, phase1, tasks, held, eval_dir / f"before_{held.name}",
+                                           domain_id=train_vs[0].domain_id)  # fmt: skip
+    results[f"after/{held.name}"] = _eval(s, adapted, tasks, held, eval_dir / f"after_{held.name}", videos=1)
+    timings["eval_s"] = time.perf_counter() - t
+    return results
 
 
 def _log(message: str) -> None:
@@ -405,15 +410,7 @@ def _flags(s: dict) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- CLI
 def cmd_demo(args) -> int:
-    settings = DemoSettings(
-        output=args.output, tasks=args.tasks, train_variants=args.train_variants,
-        heldout_variant=args.heldout_variant, episodes_per_task=args.episodes_per_task,
-        heldout_episodes_per_task=args.heldout_episodes_per_task, steps_phase1=args.steps_phase1,
-        steps_phase2=args.steps_phase2, eval_episodes=args.eval_episodes, image_size=args.image_size,
-        seed=args.seed, workers=args.workers, batch_size=args.batch_size, threads=args.threads,
-        eval_max_steps=args.eval_max_steps, progress=not args.no_progress,
-    )  # fmt: skip
-    info = run_demo(settings)
+    info = run_demo(dataclass_from_args(DemoSettings, args))
     print()
     print(info["table"])
     print(f"\ndone in {info['timings_s']['total_s'] / 60:.1f} min; report: {info['report_dir']}/README.md")
@@ -421,31 +418,12 @@ def cmd_demo(args) -> int:
 
 
 def register_demo(sub) -> None:
-    d = DemoSettings()
     p = sub.add_parser(
         "demo",
-        help="the whole recipe on a CPU in ~15 min: demonstrations, Phase I, Phase II (prompts), evaluation, report",
+        help="the whole recipe on a CPU: demonstrations, Phase I, Phase II (prompts), evaluation, report",
         description="Generate Meta-World demonstrations on a few embodiment variants, pretrain a small X-VLA on them "
         "(Phase I), adapt it to a held-out variant with soft prompts only (Phase II), evaluate closed loop and "
         "write a report folder (OUTPUT/report). Offline; flags scale it up.",
     )
-    p.add_argument("--output", "-o", default=d.output, help="run folder (default: %(default)s)")
-    p.add_argument("--tasks", default=d.tasks, help="task set or comma-separated tasks (default: %(default)s)")
-    p.add_argument("--train-variants", default=d.train_variants, help="Phase I variants (default: %(default)s)")
-    p.add_argument("--heldout-variant", default=d.heldout_variant, help="Phase II variant (default: %(default)s)")
-    p.add_argument("--episodes-per-task", type=int, default=d.episodes_per_task,
-                   help="demonstrations per task and variant (default: %(default)s)")  # fmt: skip
-    p.add_argument("--heldout-episodes-per-task", type=int, default=None,
-                   help="demonstrations per task on the held-out variant (default: --episodes-per-task)")  # fmt: skip
-    p.add_argument("--steps-phase1", type=int, default=d.steps_phase1, help="default: %(default)s")
-    p.add_argument("--steps-phase2", type=int, default=d.steps_phase2, help="default: %(default)s")
-    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes,
-                   help="evaluation episodes per task and variant (default: %(default)s)")  # fmt: skip
-    p.add_argument("--eval-max-steps", type=int, default=d.eval_max_steps, help="default: %(default)s")
-    p.add_argument("--image-size", type=int, default=d.image_size, help="camera size in px (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--workers", type=int, default=d.workers, help="simulator processes (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--no-progress", action="store_true")
+    add_dataclass_flags(p, DemoSettings, skip=("model_overrides",), aliases={"output": ["-o"]})
     p.set_defaults(func=cmd_demo)

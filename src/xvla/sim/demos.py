@@ -25,29 +25,32 @@ from typing import Any
 
 import numpy as np
 
+from ..domains import DATASET_DOMAIN_FILE
+from ..utils import write_json
 from .instructions import instruction, resolve_tasks
 from .variants import EmbodimentVariant, resolve_variants
 
 logger = logging.getLogger(__name__)
 
-SIM_META_FILE = "meta/xvla_sim.json"
+SIM_META_FILE = DATASET_DOMAIN_FILE
 STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper_opening"]
 PRIVILEGED_NAMES = STATE_NAMES + [f"object_{i}" for i in range(14)] + ["goal_x", "goal_y", "goal_z"]
 
 
 @dataclass
 class DemoConfig:
-    output: str
-    tasks: list[str] = field(default_factory=lambda: resolve_tasks("mt10"))
-    variants: list[EmbodimentVariant] = field(default_factory=lambda: resolve_variants("sawyer"))
+    output: str = field(default="outputs/demos", metadata={"help": "folder for the datasets (one per variant)"})
+    tasks: str | list[str] = field(default="mt10", metadata={"help": "task set (mt10, mt50, easy) or comma-separated names"})
+    variants: str | list[EmbodimentVariant] = field(
+        default="sawyer", metadata={"help": "comma-separated variant names or JSON files, or 'all'"})
     episodes_per_task: int = 10
-    seed: int = 0
-    workers: int = 2
-    max_steps: int = 200  # variant actions per episode; episodes that have not succeeded by then are dropped
-    image_size: int | tuple[int, int] | None = None  # overrides every variant's camera size
-    max_attempts_factor: float = 3.0
-    privileged_state: bool = False
-    overwrite: bool = False
+    seed: int = field(default=0, metadata={"help": "base seed of the layouts"})
+    workers: int = field(default=2, metadata={"help": "parallel simulator processes"})
+    max_steps: int = field(default=200, metadata={"help": "actions per episode before an episode is dropped"})
+    image_size: int | tuple[int, int] | None = field(default=None, metadata={"help": "camera size (default: the variant's)"})
+    max_attempts_factor: float = field(default=3.0, metadata={"help": "at most this many attempts per kept episode"})
+    privileged_state: bool = field(default=False, metadata={"help": "append object and goal positions to the state"})
+    overwrite: bool = field(default=False, metadata={"help": "replace existing datasets"})
     start_method: str | None = None  # multiprocessing start method (default: fork where available)
     progress: bool = True
 
@@ -275,7 +278,7 @@ def generate_demonstrations(config: DemoConfig) -> dict[str, Any]:
     summary = _summarize(config, records, attempts, needed, time.perf_counter() - start)
     for v in config.variants:
         _write_sim_meta(config, v, records[v.name], attempts, summary)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json((out / "summary.json"), summary)
     short = [f"{k[0]}/{k[1]}: {n} missing" for k, n in needed.items() if n > 0]
     if short:
         logger.warning("some tasks have fewer successful episodes than asked for: %s", "; ".join(short))
@@ -346,7 +349,7 @@ def _write_sim_meta(config: DemoConfig, variant: EmbodimentVariant, records, att
     }
     path = config.dataset_dir(variant) / SIM_META_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(meta, indent=2))
+    write_json(path, meta)
 
 
 def read_sim_meta(dataset_root: str | Path) -> dict[str, Any] | None:

@@ -16,7 +16,6 @@ not the training layouts.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -26,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from ..domains import resolve_domain
+from ..utils import write_json
 from .instructions import instruction, resolve_tasks
 from .rollout import EpisodeResult, EpisodeSpec, run_rollouts
 from .variants import EmbodimentVariant, get_variant
@@ -37,27 +38,28 @@ EXPERT = "expert"
 
 @dataclass
 class EvalConfig:
-    policy: str  # checkpoint folder or Hub id, or "expert" for Meta-World's scripted experts
-    tasks: list[str] = field(default_factory=lambda: resolve_tasks("mt10"))
-    variant: str | EmbodimentVariant = "sawyer"
+    policy: str = field(metadata={"help": "checkpoint folder or Hub id, or 'expert' (Meta-World's scripted policies)"})
+    tasks: str | list[str] = field(default="mt10", metadata={"help": "task set (mt10, mt50, easy) or comma-separated names"})
+    variant: str | EmbodimentVariant = field(default="sawyer", metadata={"help": "embodiment variant name or JSON file"})
     episodes_per_task: int = 10
-    seed: int = 1000
-    num_envs: int = 2
-    max_steps: int = 200
-    videos: int = 3
+    seed: int = field(default=1000, metadata={"help": "base seed of the layouts and noise"})
+    num_envs: int = field(default=2, metadata={"help": "parallel simulator processes"})
+    max_steps: int = field(default=200, metadata={"help": "actions per episode"})
+    videos: int = field(default=3, metadata={"help": "episodes saved as mp4"})
     output: str = "outputs/eval"
     device: str = "cpu"
-    domain_id: int | None = None  # default: the variant's
-    n_action_steps: int | None = None  # default: the policy's config.n_action_steps
-    denoising_steps: int | None = None  # default: the policy's config.num_denoising_steps
-    action_horizon_s: float | None = None  # set when the policy was trained with mixture.action_horizon_s
-    image_size: int | None = None  # default: the variant's camera size
-    key_map: dict[str, str] = field(default_factory=dict)
+    domain_id: int | None = field(default=None, metadata={"help": "default: the domain the checkpoint trained for this variant"})
+    n_action_steps: int | None = field(default=None, metadata={"help": "actions executed per chunk (default: the checkpoint's)"})
+    denoising_steps: int | None = field(default=None, metadata={"help": "default: the checkpoint's"})
+    action_horizon_s: float | None = field(default=None, metadata={"help": "the chunk spans this many seconds (if trained so)"})
+    image_size: int | None = field(default=None, metadata={"help": "camera size in pixels (default: the variant's)"})
+    key_map: dict[str, str] = field(default_factory=dict, metadata={"help": "model key=simulator key pairs, comma-separated"})
     privileged_state: bool = False
     start_method: str | None = None
     progress: bool = True
-    execution: str = "sync"  # sync | replace | blend | ensemble | rtc (see xvla.execution)
-    delay_steps: int = 0  # simulated inference delay, in control steps
+    execution: str = field(default="sync", metadata={"help": "how chunks are executed while the next one is computed: "
+                                                    "sync, replace, blend, ensemble or rtc (docs/realtime.md)"})
+    delay_steps: int = field(default=0, metadata={"help": "simulated inference delay, in control steps"})
 
     def __post_init__(self) -> None:
         if isinstance(self.tasks, str):
@@ -69,6 +71,11 @@ class EvalConfig:
             raise ValueError(f"num_envs={self.num_envs} must be >= 1")
         if self.max_steps < 1:
             raise ValueError(f"max_steps={self.max_steps} must be >= 1")
+        from ..execution.strategies import check_strategy
+
+        self.execution = check_strategy(self.execution)
+        if self.delay_steps < 0:
+            raise ValueError(f"delay_steps={self.delay_steps} must be >= 0 control steps")
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -182,15 +189,25 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def eval_domain(policy: Any, config: EvalConfig) -> tuple[int, str]:
+    """The domain to evaluate: --domain-id, else what the checkpoint trained for this variant (by name or id)."""
+    variant = config.variant
+    if getattr(policy, "config", None) is None:  # the scripted experts take no domain
+        return (variant.domain_id if config.domain_id is None else config.domain_id), "scripted expert"
+    return resolve_domain(policy.config, config.domain_id, variant.domain_id, f"variant {variant.name!r}", variant.name)
+
+
 def evaluate(config: EvalConfig, policy: Any = None) -> dict[str, Any]:
     """Run the evaluation and write the report; ``policy`` overrides loading ``config.policy``."""
     start = time.perf_counter()
     policy = load_policy(config) if policy is None else policy
     variant = config.variant
+    domain, why = eval_domain(policy, config)
+    logger.info("evaluating domain %d (%s)", domain, why)
     specs = episode_specs(config.tasks, config.episodes_per_task, config.seed, config.videos)
     results, timings = run_rollouts(
         policy, specs, variant,
-        num_envs=config.num_envs, max_steps=config.max_steps, domain_id=config.domain_id,
+        num_envs=config.num_envs, max_steps=config.max_steps, domain_id=domain,
         n_action_steps=config.n_action_steps, denoising_steps=config.denoising_steps,
         action_horizon_s=config.action_horizon_s, noise_seed=config.seed, privileged_state=config.privileged_state,
         start_method=config.start_method, progress=config.progress, key_map=config.key_map,
@@ -206,7 +223,7 @@ def evaluate(config: EvalConfig, policy: Any = None) -> dict[str, Any]:
             videos.append(f"videos/{name}")
     settings = {k: v for k, v in asdict(config).items() if k not in ("variant", "progress")}
     settings["variant"] = variant.to_dict()
-    settings["domain_id"] = variant.domain_id if config.domain_id is None else config.domain_id
+    settings["domain_id"], settings["domain_reason"] = domain, why
     report = {
         "settings": settings,
         **summarize(results, config.tasks),
@@ -223,6 +240,6 @@ def evaluate(config: EvalConfig, policy: Any = None) -> dict[str, Any]:
             "env_steps_per_s": round(timings["env_steps"] / max(timings["wall_s"], 1e-9), 1),
         },
     }
-    (out / "results.json").write_text(json.dumps(report, indent=2))
+    write_json((out / "results.json"), report)
     (out / "results.md").write_text(markdown_table(report))
     return report

@@ -272,10 +272,6 @@ class MetaWorldEnv(gym.Env):
         }
 
 
-def make_env(task: str, variant: str | EmbodimentVariant = "sawyer", **kwargs: Any) -> MetaWorldEnv:
-    return MetaWorldEnv(task, variant, **kwargs)
-
-
 GYM_ID = "xvla/MetaWorld-v0"
 if GYM_ID not in gym.registry:
     # gym.make("xvla/MetaWorld-v0", task="push-v3", variant="sawyer-rot90", image_size=96)

@@ -13,7 +13,7 @@ No simulator is needed: this measures imitation error, not task success (see ``x
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,31 +21,34 @@ from typing import Any
 
 import numpy as np
 
+from ..domains import dataset_domain, resolve_domain
+from ..flags import add_dataclass_flags, dataclass_from_args
+from ..processing import rename_keys
+from ..utils import write_json
+
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class OfflineEvalConfig:
-    policy: str  # checkpoint folder or Hub id
-    dataset: str  # LeRobot dataset folder or Hub id
+    policy: str = field(metadata={"help": "checkpoint folder or Hub id"})
+    dataset: str = field(metadata={"help": "LeRobot dataset folder or Hub id"})
     output: str = "outputs/eval_offline"
-    episodes: list[int] | None = None  # default: all episodes
-    stride: int | None = None  # frames between predictions (default: the policy's n_action_steps)
-    domain_id: int | None = None  # default: the dataset's xvla_sim domain id, else the policy's
-    key_map: dict[str, str] = field(default_factory=dict)  # model key -> dataset key
-    plot_episodes: int = 3
+    episodes: str | list[int] | None = field(default=None, metadata={"help": "e.g. 15-19 or 3,7,9 (default: all)"})
+    stride: int | None = field(default=None, metadata={"help": "frames between predictions (default: n_action_steps)"})
+    domain_id: int | None = field(default=None, metadata={"help": "default: the domain the checkpoint trained for this dataset"})
+    key_map: dict[str, str] = field(default_factory=dict, metadata={"help": "model key=dataset key pairs, comma-separated"})
+    plot_episodes: int = field(default=3, metadata={"help": "episodes to plot"})
     device: str = "cpu"
     seed: int = 0
     batch_size: int = 16
 
-
-def _dataset_domain(root: Path) -> int | None:
-    from .demos import read_sim_meta
-
-    meta = read_sim_meta(root)
-    return int(meta["domain_id"]) if meta and "domain_id" in meta else None
+    def __post_init__(self) -> None:
+        if isinstance(self.episodes, str):
+            self.episodes = _episodes(self.episodes)
 
 
 def evaluate_offline(config: OfflineEvalConfig, policy: Any = None, tokenizer: Any = None) -> dict[str, Any]:
-    import torch
 
     from ..data import LeRobotDataset, resolve_dataset_root
     from ..policy import XVLAPolicy
@@ -58,35 +61,25 @@ def evaluate_offline(config: OfflineEvalConfig, policy: Any = None, tokenizer: A
     action_key = key.get("action", "action")
     model_cams = list(pcfg.image_keys or [])
     cams = [key.get(c, c) for c in model_cams]
+    known = {*model_cams, "observation.state", "action"}
+    unknown = sorted(set(config.key_map) - known) if model_cams else []
+    if unknown:
+        raise ValueError(f"--key-map names model keys {unknown} that this checkpoint does not have; its keys are "
+                         f"{sorted(known)} (a key map goes model key=dataset key)")  # fmt: skip
     ds = LeRobotDataset(root, chunk_size=pcfg.chunk_size, episodes=config.episodes, action_key=action_key,
                         camera_keys=cams or None)  # fmt: skip
     if not model_cams:
         model_cams = cams = list(ds.camera_keys)
-    domain = config.domain_id if config.domain_id is not None else _dataset_domain(root)
-    domain = pcfg.domain_id if domain is None else domain
+    domain, why = resolve_domain(pcfg, config.domain_id, dataset_domain(root), f"dataset {root.name!r}", root.name)
+    logger.info("domain %d: %s", domain, why)
     stride = config.stride or pcfg.n_action_steps
     width = int(math.prod(ds.meta.features[action_key]["shape"]))
-    state_key = key.get("observation.state", "observation.state")
-
-    # (slot, frame) of every prediction
-    queries = []
+    key.update({m: c for m, c in zip(model_cams, cams, strict=True) if m != c})
+    queries = []  # (slot, frame) of every prediction
     for slot in range(len(ds.episodes)):
         start, stop = ds.episode_range(slot)
         queries += [(slot, start + f) for f in range(0, stop - start, stride)]
-    gen = torch.Generator().manual_seed(config.seed)
-    preds, targets, pads = [], [], []
-    for i in range(0, len(queries), config.batch_size):
-        items = [ds[idx] for _, idx in queries[i : i + config.batch_size]]
-        batch: dict[str, Any] = {m: torch.stack([it[c] for it in items]) for m, c in zip(model_cams, cams, strict=True)}
-        if state_key in items[0]:
-            batch["observation.state"] = torch.stack([torch.as_tensor(it[state_key]).float() for it in items])
-        batch["task"] = [it["task"] for it in items]
-        batch["domain_id"] = int(domain)
-        chunk = policy.predict_action_chunk(batch, generator=gen).cpu().numpy()
-        preds.append(chunk[..., :width])
-        targets.append(np.stack([np.asarray(it[action_key], np.float32) for it in items]))
-        pads.append(np.stack([np.asarray(it[f"{action_key}_is_pad"], bool) for it in items]))
-    pred, target, pad = np.concatenate(preds), np.concatenate(targets), np.concatenate(pads)
+    pred, target, pad = _predict_along(policy, ds, queries, key, domain, config, action_key)
     if pred.shape[-1] < width:
         raise ValueError(f"the policy predicts {pred.shape[-1]} action dims but the dataset's {action_key!r} has {width}")
     valid = ~pad
@@ -101,7 +94,7 @@ def evaluate_offline(config: OfflineEvalConfig, policy: Any = None, tokenizer: A
         })  # fmt: skip
     e = err[valid]
     report = {
-        "settings": {**asdict(config), "dataset_root": str(root), "domain_id": int(domain), "stride": stride,
+        "settings": {**asdict(config), "dataset_root": str(root), "domain_id": int(domain), "domain_reason": why, "stride": stride,
                      "chunk_size": pcfg.chunk_size},  # fmt: skip
         "predictions": len(queries),
         "episodes": [int(e) for e in ds.episodes],
@@ -111,9 +104,27 @@ def evaluate_offline(config: OfflineEvalConfig, policy: Any = None, tokenizer: A
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     report["plots"] = _plots(out / "plots", ds, queries, pred, target, stride, width, config.plot_episodes)
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    write_json((out / "metrics.json"), report)
     (out / "metrics.md").write_text(markdown(report))
     return report
+
+
+def _predict_along(policy, ds, queries, key_map, domain, config, action_key) -> tuple[np.ndarray, ...]:
+    """(predicted, recorded, padding) chunks at every query; each sample goes through the policy's processor."""
+    import torch
+
+    gen = torch.Generator().manual_seed(config.seed)
+    width = int(math.prod(ds.meta.features[action_key]["shape"]))
+    preds, targets, pads = [], [], []
+    for i in range(0, len(queries), config.batch_size):
+        items = [ds[idx] for _, idx in queries[i : i + config.batch_size]]
+        samples = [{**rename_keys(it, key_map, "dataset"), "domain_id": int(domain)} for it in items]
+        for sample in samples:
+            sample.pop("action", None)  # the recorded chunk is the target, not an input
+        preds.append(policy.predict_action_chunk(samples, generator=gen).cpu().numpy()[..., :width])
+        targets.append(np.stack([np.asarray(it[action_key], np.float32) for it in items]))
+        pads.append(np.stack([np.asarray(it[f"{action_key}_is_pad"], bool) for it in items]))
+    return np.concatenate(preds), np.concatenate(targets), np.concatenate(pads)
 
 
 def _plots(folder: Path, ds, queries, pred, target, stride: int, width: int, episodes: int) -> list[str]:
@@ -151,8 +162,8 @@ def _plots(folder: Path, ds, queries, pred, target, stride: int, width: int, epi
 
 def _recorded(ds, slot: int) -> np.ndarray:
     """The recorded actions of the ``slot``-th selected episode, [length, width]."""
-    row, length = int(ds._ep_start[slot]), int(ds._ep_length[slot])
-    return np.asarray(ds._arrays[ds.action_key][row : row + length], np.float32).reshape(length, -1)
+    actions = ds.episode_column(slot, ds.action_key).astype(np.float32)
+    return actions.reshape(len(actions), -1)
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -175,25 +186,21 @@ def markdown(report: dict[str, Any]) -> str:
 
 def _episodes(text: str) -> list[int]:
     out: list[int] = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out += list(range(int(a), int(b) + 1))
-        else:
-            out.append(int(part))
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            a, _, b = part.partition("-")
+            out += list(range(int(a), int(b or a) + 1))
+    except ValueError:
+        raise ValueError(f"--episodes {text!r} is invalid: give episode indices like 15-19 or 3,7,9") from None
     return out
 
 
 def cmd_eval_offline(args) -> int:
-    from .cli import _key_map
-
-    report = evaluate_offline(OfflineEvalConfig(
-        policy=args.policy, dataset=args.dataset, output=args.output, episodes=args.episodes, stride=args.stride,
-        domain_id=args.domain_id, key_map=_key_map(args.key_map) if args.key_map else {},
-        plot_episodes=args.plot_episodes, device=args.device, seed=args.seed,
-    ))  # fmt: skip
+    config = dataclass_from_args(OfflineEvalConfig, args)
+    report = evaluate_offline(config)
     print(markdown(report))
-    print(f"results: {args.output}/metrics.json, {args.output}/metrics.md, {len(report['plots'])} plots in {args.output}/plots")
+    out = config.output
+    print(f"results: {out}/metrics.json, {out}/metrics.md, {len(report['plots'])} plots in {out}/plots")
     return 0
 
 
@@ -204,14 +211,5 @@ def register_eval_offline(sub) -> None:
         description="Predict action chunks along recorded episodes and compare them with the recorded actions: "
         "MAE / RMSE per action dimension (JSON + markdown) and predicted-vs-recorded plots.",
     )
-    p.add_argument("policy", help="checkpoint folder or Hub id")
-    p.add_argument("dataset", help="LeRobot dataset folder or Hub id")
-    p.add_argument("--episodes", type=_episodes, default=None, help="e.g. 15-19 or 3,7,9 (default: all)")
-    p.add_argument("--stride", type=int, default=None, help="frames between predictions (default: n_action_steps)")
-    p.add_argument("--domain-id", type=int, default=None, help="default: the dataset's variant, else the policy's")
-    p.add_argument("--key-map", default="", help="model key=dataset key pairs, comma-separated")
-    p.add_argument("--plot-episodes", type=int, default=3, help="episodes to plot (default: %(default)s)")
-    p.add_argument("--output", "-o", default="outputs/eval_offline")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    add_dataclass_flags(p, OfflineEvalConfig, positional=("policy", "dataset"), aliases={"output": ["-o"]})
     p.set_defaults(func=cmd_eval_offline)

@@ -114,9 +114,13 @@ def resolve_config(config_path: str | None, values: dict[str, Any]) -> TrainConf
         if not out:
             raise ValueError("--resume needs --output_dir (the folder of the run to continue)")
         saved = Path(out) / "train_config.json"
-        if saved.is_file():
-            # The interrupted run's settings, then whatever the file and flags change (e.g. --steps).
-            file_values = deep_merge(json.loads(saved.read_text()), file_values)
+        if not saved.is_file():
+            raise FileNotFoundError(
+                f"--resume: {out} holds no training run (no train_config.json); check --output_dir, or drop --resume "
+                "to start a new run there"
+            )
+        # The interrupted run's settings, then whatever the file and flags change (e.g. --steps).
+        file_values = deep_merge(json.loads(saved.read_text()), file_values)
     return build_train_config(file_values, nested)
 
 
@@ -136,6 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.config, cli_values(args))
     result = train(cfg)
     if result.final_model_dir is not None and result.is_main:
-        print(f"done: {result.steps} steps; final model {result.final_model_dir} "
-              f"(XVLAPolicy.from_pretrained('{result.final_model_dir}'))")  # fmt: skip
+        final = Path(result.output_dir) / "final"
+        final = final if final.is_dir() else result.final_model_dir
+        print(f"done: {result.steps} steps; final model {final} (XVLAPolicy.from_pretrained('{final}'))")
     return 0

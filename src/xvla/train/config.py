@@ -13,11 +13,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .. import flags
+from ..flags import convert, from_dict, parse_bool, parse_literal  # noqa: F401 - re-exported
+from ..utils import write_json
 
 RECIPES = ("official", "lerobot", "prompt", "lora")
 PARAM_GROUPS = ("vlm", "soft_prompts", "action_heads", "transformer_core")
@@ -147,7 +149,7 @@ class TrainConfig:
     steps: int = 10_000
     batch_size: int = 8  # per process, per micro-step
     grad_accum_steps: int = 1
-    num_workers: int = 4
+    num_workers: int | None = None  # loader processes; None: one per spare CPU core, at most 4
     prefetch_factor: int = 2
     seed: int = 1000
     output_dir: str | None = None
@@ -185,6 +187,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r} is invalid: it must be an integer >= 1")
+        if self.num_workers is None:
+            self.num_workers = default_num_workers()
         for name in ("num_workers", "keep_last"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
@@ -230,9 +234,8 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        from ..utils import atomic_write_text
 
-        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, default=str))
+        write_json(path, self.to_dict())
 
 
 # ---------------------------------------------------------------------------------------------- recipes
@@ -274,6 +277,15 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "train_domain_rows_only": True,
     },
 }  # fmt: skip
+
+
+def default_num_workers() -> int:
+    """One loader process per CPU core left to this process beyond the training one, at most 4 (more
+    than the cores makes PyTorch warn and only adds contention)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(4, cores - 1))
 
 
 # ---------------------------------------------------------------------------------------------- building
@@ -345,136 +357,6 @@ def build_train_config(
     return cfg
 
 
-def from_dict(cls, data: dict[str, Any], where: str = ""):
-    """Build dataclass ``cls`` from nested dicts, converting values to the annotated types."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{where or cls.__name__} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(
-            f"unknown training option(s) {[f'{where}{k}' for k in unknown]}; valid options here: "
-            f"{sorted(f'{where}{n}' for n in names)}"
-        )
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = convert(value, hints[name], f"{where}{name}")
-    return cls(**kwargs)
-
-
-def convert(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None or (
-            isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args
-        ):
-            if type(None) in args:
-                return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return convert(value, arg, where)
-            except (ValueError, TypeError) as exc:
-                errors.append(str(exc))
-        raise ValueError(f"{where}={value!r} is invalid: {'; '.join(errors)}")
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        return from_dict(tp, value, where + ".")
-    if origin is list:
-        if isinstance(value, str):
-            value = parse_literal(value, where)
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where}={value!r} is invalid: expected a list")
-        if args and dataclasses.is_dataclass(args[0]):
-            return [convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-        return [convert(v, args[0], where) for v in value] if args else list(value)
-    if origin is tuple:
-        if isinstance(value, str):
-            value = parse_literal(value, where)
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where}={value!r} is invalid: expected a list like [0.9, 0.95]")
-        if args and args[-1] is not Ellipsis and len(args) != len(value):
-            raise ValueError(f"{where}={value!r} is invalid: expected {len(args)} values")
-        return tuple(convert(v, args[0] if args else Any, where) for v in value)
-    if origin is dict or tp is dict:
-        if isinstance(value, str):
-            value = parse_literal(value, where)
-        if not isinstance(value, dict):
-            raise ValueError(f"{where}={value!r} is invalid: expected a mapping (JSON object)")
-        return dict(value)
-    if tp is bool:
-        return parse_bool(value, where)
-    if tp is int:
-        if isinstance(value, bool):
-            raise ValueError(f"{where}={value!r} is invalid: expected an integer")
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{where}={value!r} is invalid: expected an integer") from None
-    if tp is float:
-        if isinstance(value, bool):
-            raise ValueError(f"{where}={value!r} is invalid: expected a number")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{where}={value!r} is invalid: expected a number") from None
-    if tp is str:
-        if isinstance(value, (dict, list)):
-            raise ValueError(f"{where}={value!r} is invalid: expected a string")
-        return str(value)
-    return value
-
-
-def parse_bool(value: Any, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on", "y"):
-        return True
-    if text in ("0", "false", "no", "off", "n"):
-        return False
-    raise ValueError(f"{where}={value!r} is invalid: expected true or false")
-
-
-def parse_literal(text: str, where: str) -> Any:
-    """A flag value: JSON first ([0.9, 0.95], {"a": "b"}), then a comma-separated list."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    try:
-        import yaml
-
-        value = yaml.safe_load(text)
-        if isinstance(value, (list, dict)):
-            return value
-    except Exception:  # noqa: BLE001 - fall through to the comma form
-        pass
-    if "," in text:
-        return [part.strip() for part in text.split(",") if part.strip()]
-    raise ValueError(f'{where}={text!r} is invalid: give JSON, e.g. [1, 2] or {{"key": "value"}}')
-
-
-def flat_fields(cls=TrainConfig, prefix: str = "") -> dict[str, Any]:
-    """Dotted option name -> annotated type for every leaf field (used by the CLI)."""
-    out: dict[str, Any] = {}
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        name = prefix + f.name
-        if dataclasses.is_dataclass(tp):
-            out.update(flat_fields(tp, name + "."))
-        else:
-            out[name] = tp
-    return out
+def flat_fields(cls=None, prefix: str = "") -> dict[str, Any]:
+    """Dotted option name -> annotated type for every leaf field of ``TrainConfig`` (used by the CLI)."""
+    return flags.flat_fields(cls or TrainConfig, prefix)

@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..utils import resolve_device
+
 
 @dataclass
 class DistEnv:
@@ -34,21 +36,11 @@ class DistEnv:
         return self.world_size > 1
 
 
-def pick_device(preference: str, local_rank: int = 0) -> torch.device:
-    if preference == "cpu":
-        return torch.device("cpu")
-    if preference.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={preference!r} but CUDA is not available; use --device=cpu")
-        return torch.device(preference if ":" in preference else f"cuda:{local_rank}")
-    return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-
-
 def setup(preference: str = "auto") -> DistEnv:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
-    device = pick_device(preference, local_rank)
+    device = resolve_device(preference, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world <= 1:

@@ -52,10 +52,6 @@ def apply_lora(model: nn.Module, cfg: LoraConfig) -> int:
     return len(targets)
 
 
-def has_lora(model: nn.Module) -> bool:
-    return any(".lora_A." in n for n, _ in model.named_parameters())
-
-
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach() for n, p in model.named_parameters() if ".lora_" in n}
 

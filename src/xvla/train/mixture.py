@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,8 @@ from torch.utils.data import default_collate
 
 from .. import processing
 from ..config import XVLAConfig
+from ..domains import dataset_domain
+from ..processor import ObservationProcessor, check_action_width
 from .config import ColorJitterConfig, DatasetConfig, TrainConfig
 from .transforms import color_jitter, frames_for_horizon, resample_chunk
 
@@ -48,6 +51,7 @@ class Source:
     dataset: Any  # xvla.data.LeRobotDataset
     config: DatasetConfig
     domain_id: int
+    domain_reason: str  # why this id: printed in the mixture table
     camera_map: dict[str, str]  # model camera key -> dataset camera key (only those the dataset has)
     state_key: str | None
     action_key: str
@@ -91,73 +95,97 @@ def model_camera_keys(
     return keys
 
 
+def dataset_root(cfg: DatasetConfig) -> Path:
+    """The local folder of one dataset: ``root`` must exist; ``repo_id`` is fetched from the Hub."""
+    if cfg.root and not Path(cfg.root).expanduser().is_dir():
+        raise FileNotFoundError(
+            f"dataset folder {cfg.root} does not exist: fix --dataset.root (or 'root' in the config file's "
+            "mixture.datasets); for a Hugging Face dataset use --dataset.repo_id=owner/name"
+        )
+    _, _, resolve_dataset_root = _dataset_api()
+    return resolve_dataset_root(cfg.root or cfg.repo_id, revision=cfg.revision)
+
+
 def open_sources(train_cfg: TrainConfig, policy_config: XVLAConfig, camera_keys: list[str]) -> list[Source]:
-    LeRobotDataset, LeRobotDatasetMeta, resolve_dataset_root = _dataset_api()
+    """Open every dataset of the run and resolve its keys, widths, action horizon and domain against the model."""
+    LeRobotDataset, LeRobotDatasetMeta, _ = _dataset_api()
     sources = []
-    chunk = policy_config.chunk_size
     for cfg in train_cfg.datasets():
-        root = resolve_dataset_root(cfg.root or cfg.repo_id, revision=cfg.revision)
+        root = dataset_root(cfg)
         meta = LeRobotDatasetMeta(root)
-        features = meta.features
-        camera_map = {}
-        for cam in camera_keys:
-            src = cfg.keys.get(cam, cam)
-            if src in meta.camera_keys:
-                camera_map[cam] = src
-            elif cam in cfg.keys:
-                raise ValueError(
-                    f"dataset {cfg.label}: keys maps {cam!r} to {src!r}, but the dataset's cameras are "
-                    f"{meta.camera_keys}"
-                )
-        if camera_keys[0] not in camera_map:
-            raise ValueError(
-                f"dataset {cfg.label} has no camera for the model's main view {camera_keys[0]!r} (its cameras: "
-                f"{meta.camera_keys}). Map one with keys: {{{camera_keys[0]!r}: '<dataset camera>'}}"
-            )
-        action_key = cfg.keys.get(ACTION_KEY, ACTION_KEY)
-        if action_key not in features:
-            raise ValueError(
-                f"dataset {cfg.label} has no {action_key!r} feature (features: {sorted(features)}); map the "
-                f"action with keys: {{'action': '<dataset key>'}}"
-            )
-        state_key = None
-        if policy_config.use_proprio:
-            state_key = cfg.keys.get(STATE_KEY, STATE_KEY)
-            if state_key not in features:
-                raise ValueError(
-                    f"dataset {cfg.label} has no {state_key!r} feature but the policy uses proprioception; map "
-                    f"the state with keys: {{'observation.state': '<dataset key>'}} (features: {sorted(features)})"
-                )
-            width = int(np.prod(features[state_key]["shape"]))
-            if width > policy_config.max_state_dim:
-                raise ValueError(
-                    f"dataset {cfg.label}: {state_key!r} has {width} dims but the policy's max_state_dim is "
-                    f"{policy_config.max_state_dim}; set --policy.max_state_dim >= {width} (from scratch) or "
-                    "reduce the state"
-                )
-        horizon = (
-            cfg.action_horizon_s if cfg.action_horizon_s is not None else train_cfg.mixture.action_horizon_s
-        )
+        camera_map = _camera_map(cfg, meta, camera_keys)
+        action_key, state_key = _action_and_state_keys(cfg, meta.features, policy_config)
+        horizon = cfg.action_horizon_s if cfg.action_horizon_s is not None else train_cfg.mixture.action_horizon_s
+        chunk = policy_config.chunk_size
         frames = frames_for_horizon(horizon, meta.fps, chunk) if horizon else chunk
-        dataset = LeRobotDataset(
-            root,
-            chunk_size=frames,
-            episodes=cfg.episodes,
-            camera_keys=sorted(set(camera_map.values())),
-            action_key=action_key,
-        )
-        domain = cfg.domain_id if cfg.domain_id is not None else policy_config.domain_id
-        if not 0 <= int(domain) < policy_config.num_domains:
-            raise ValueError(
-                f"dataset {cfg.label}: domain_id {domain} is out of range: this model has num_domains="
-                f"{policy_config.num_domains}"
-            )
+        dataset = LeRobotDataset(root, chunk_size=frames, episodes=cfg.episodes,
+                                 camera_keys=sorted(set(camera_map.values())), action_key=action_key)  # fmt: skip
+        domain, why = _source_domain(cfg, root, policy_config, train_cfg.new_domain.id is not None)
+        processing.check_domain_ids(domain, policy_config.num_domains, f"dataset {cfg.label}: domain_id")
         if len(dataset) == 0:
             raise ValueError(f"dataset {cfg.label} has no frames (episodes={cfg.episodes})")
-        sources.append(
-            Source(dataset, cfg, int(domain), camera_map, state_key, action_key, horizon, cfg.label)
-        )
+        sources.append(Source(dataset, cfg, int(domain), why, camera_map, state_key, action_key, horizon, cfg.label))
     return sources
+
+
+def _camera_map(cfg: DatasetConfig, meta, camera_keys: list[str]) -> dict[str, str]:
+    """Model camera -> dataset camera (key maps go model key -> dataset key); the main view is required."""
+    unknown = sorted(set(cfg.keys) - {*camera_keys, STATE_KEY, ACTION_KEY})
+    if unknown:
+        raise ValueError(
+            f"dataset {cfg.label}: the key map names model keys {unknown} that this model does not have; model "
+            f"keys are {[*camera_keys, STATE_KEY, ACTION_KEY]} (a key map goes model key -> dataset key)"
+        )
+    camera_map = {}
+    for cam in camera_keys:
+        src = cfg.keys.get(cam, cam)
+        if src in meta.camera_keys:
+            camera_map[cam] = src
+        elif cam in cfg.keys:
+            raise ValueError(f"dataset {cfg.label}: keys maps {cam!r} to {src!r}, but the dataset's cameras are "
+                             f"{meta.camera_keys}")  # fmt: skip
+    if camera_keys[0] not in camera_map:
+        raise ValueError(
+            f"dataset {cfg.label} has no camera for the model's main view {camera_keys[0]!r} (its cameras: "
+            f"{meta.camera_keys}). Map one with keys: {{{camera_keys[0]!r}: '<dataset camera>'}}"
+        )
+    return camera_map
+
+
+def _action_and_state_keys(cfg: DatasetConfig, features: dict, policy_config: XVLAConfig) -> tuple[str, str | None]:
+    """The dataset's action and state keys, checked against the model's action space and state width."""
+    action_key = cfg.keys.get(ACTION_KEY, ACTION_KEY)
+    if action_key not in features:
+        raise ValueError(f"dataset {cfg.label} has no {action_key!r} feature (features: {sorted(features)}); map the "
+                         "action with keys: {'action': '<dataset key>'}")  # fmt: skip
+    check_action_width(policy_config, int(math.prod(features[action_key]["shape"])), where=f"dataset {cfg.label}")
+    if not policy_config.use_proprio:
+        return action_key, None
+    state_key = cfg.keys.get(STATE_KEY, STATE_KEY)
+    if state_key not in features:
+        raise ValueError(
+            f"dataset {cfg.label} has no {state_key!r} feature but the policy uses proprioception; map "
+            f"the state with keys: {{'observation.state': '<dataset key>'}} (features: {sorted(features)})"
+        )
+    width = int(np.prod(features[state_key]["shape"]))
+    if width > policy_config.max_state_dim:
+        raise ValueError(
+            f"dataset {cfg.label}: {state_key!r} has {width} dims but the policy's max_state_dim is "
+            f"{policy_config.max_state_dim}; set --policy.max_state_dim >= {width} (from scratch) or reduce the state"
+        )
+    return action_key, state_key
+
+
+def _source_domain(cfg: DatasetConfig, root, policy_config: XVLAConfig, new_domain: bool) -> tuple[int, str]:
+    """A dataset's domain id and why: explicit > Phase II's new domain > the dataset's metadata > checkpoint."""
+    declared = dataset_domain(root)
+    if cfg.domain_id is not None:
+        return int(cfg.domain_id), "set in the dataset config (--dataset.domain_id)"
+    if new_domain:
+        return int(policy_config.domain_id), "the new domain of this run (--new_domain.id)"
+    if declared is not None:
+        return declared, "declared by the dataset (meta/xvla_sim.json)"
+    return int(policy_config.domain_id), "the checkpoint's default domain"
 
 
 # ---------------------------------------------------------------------------------------------- dataset
@@ -170,10 +198,11 @@ def _draw_seed(seed: int, draw: int) -> int:
 class MixtureDataset(torch.utils.data.Dataset):
     """Map-style dataset indexed by ``(dataset index, frame index, global draw)`` triples.
 
-    A sample has the model's keys: every camera slot (float [3, H, W] in [0, 1]; zeros for a camera
-    the dataset lacks), ``image_mask`` [V] (False for those), ``observation.state`` zero-padded to
-    ``state_dim``, ``action`` [chunk, action_dim] zero-padded to the model width, ``action_is_pad``,
-    ``task``, ``domain_id`` and ``mixture_index`` / ``sample_index`` / ``draw`` (bookkeeping).
+    A sample is one raw observation under the model's keys: every camera slot (float [3, H, W] in
+    [0, 1] at the dataset's size; ``None`` for a camera the dataset lacks), ``observation.state`` and
+    ``action`` [chunk, dataset width] as recorded (resampled to the chunk when a horizon is set),
+    ``action_is_pad``, ``task``, ``domain_id`` and ``mixture_index`` / ``sample_index`` / ``draw``
+    (bookkeeping). The policy's processor turns samples into model inputs (:class:`Collator`).
     """
 
     def __init__(
@@ -181,18 +210,12 @@ class MixtureDataset(torch.utils.data.Dataset):
         sources: list[Source],
         camera_keys: list[str],
         chunk_size: int,
-        action_dim: int,
-        state_dim: int,
-        image_size: tuple[int, int] | None = None,
         color_jitter_cfg: ColorJitterConfig | None = None,
         seed: int = 0,
     ):
         self.sources = sources
         self.camera_keys = list(camera_keys)
         self.chunk_size = int(chunk_size)
-        self.action_dim = int(action_dim)
-        self.state_dim = int(state_dim)
-        self.image_size = tuple(image_size) if image_size else None
         self.jitter = color_jitter_cfg if color_jitter_cfg is not None and color_jitter_cfg.enable else None
         self.seed = int(seed)
 
@@ -209,31 +232,15 @@ class MixtureDataset(torch.utils.data.Dataset):
         raw = source.dataset[idx]
         gen = torch.Generator().manual_seed(_draw_seed(self.seed, draw)) if self.jitter else None
         item: dict[str, Any] = {}
-        mask = []
-        reference = None
         for cam in self.camera_keys:
             src = source.camera_map.get(cam)
-            if src is None:
-                item[cam] = None
-                mask.append(False)
-                continue
-            img = raw[src]
-            if self.image_size is not None and tuple(img.shape[-2:]) != self.image_size:
-                img = processing.resize_image(img.unsqueeze(0), self.image_size)[0]
-            if gen is not None:
+            img = None if src is None else raw[src].float()
+            if img is not None and gen is not None:
                 j = self.jitter
                 img = color_jitter(img, gen, j.brightness, j.contrast, j.saturation, j.hue)
-            item[cam] = img.float().contiguous()
-            reference = item[cam] if reference is None else reference
-            mask.append(True)
-        for cam in self.camera_keys:
-            if item[cam] is None:
-                item[cam] = torch.zeros_like(reference)
-        item["image_mask"] = torch.tensor(mask, dtype=torch.bool)
-
+            item[cam] = img
         if source.state_key is not None:
-            state = torch.as_tensor(raw[source.state_key]).float().reshape(-1)
-            item[STATE_KEY] = torch.nn.functional.pad(state, (0, self.state_dim - state.shape[0]))
+            item[STATE_KEY] = torch.as_tensor(raw[source.state_key]).float().reshape(-1)
 
         actions = torch.as_tensor(raw[source.action_key]).float()
         if actions.dim() == 1:
@@ -250,13 +257,7 @@ class MixtureDataset(torch.utils.data.Dataset):
                 if is_pad is not None
                 else torch.zeros(len(actions), dtype=torch.bool)
             )
-        if actions.shape[-1] > self.action_dim:
-            raise ValueError(
-                f"dataset {source.label}: action has {actions.shape[-1]} dims but the model's action space is "
-                f"{self.action_dim} wide; use --policy.action_mode=auto with --policy.max_action_dim >= "
-                f"{actions.shape[-1]}"
-            )
-        item[ACTION_KEY] = torch.nn.functional.pad(actions, (0, self.action_dim - actions.shape[-1]))
+        item[ACTION_KEY] = actions
         item["action_is_pad"] = torch.as_tensor(is_pad, dtype=torch.bool)
         item["task"] = source.config.task if source.config.task is not None else raw.get("task", "")
         item["domain_id"] = torch.tensor(source.domain_id, dtype=torch.long)
@@ -416,19 +417,19 @@ class MixtureBatchSampler(torch.utils.data.Sampler):
 
 
 # ---------------------------------------------------------------------------------------------- collate
-class Collator:
-    """Stack samples; tokenize the instructions (in the loader workers) when a tokenizer is given."""
+BOOKKEEPING_KEYS = ("action_is_pad", "mixture_index", "sample_index", "draw")
 
-    def __init__(self, tokenizer=None, max_length: int = 64):
-        self.tokenizer = tokenizer
-        self.max_length = int(max_length)
+
+class Collator:
+    """Samples -> model inputs + action targets through the policy's processor (in the loader workers)."""
+
+    def __init__(self, processor: ObservationProcessor):
+        self.processor = processor
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = default_collate(items)
-        if self.tokenizer is not None:
-            batch[processing.TOKENS_KEY] = processing.tokenize(
-                self.tokenizer, list(batch["task"]), self.max_length
-            )
+        batch: dict[str, Any] = self.processor.collate(items)
+        for key in BOOKKEEPING_KEYS:
+            batch[key] = default_collate([item[key] for item in items])
         return batch
 
 
@@ -467,4 +468,5 @@ def describe(sources: list[Source], camera_keys: list[str]) -> str:
             f"{s.domain_id:>8}  {cams}" + (f"  horizon {s.horizon_s}s" if s.horizon_s else "")
         )
     lines.append(f"model cameras: {camera_keys}")
+    lines += [f"domain {s.domain_id} for {s.label}: {s.domain_reason}" for s in sources]
     return "\n".join(lines)

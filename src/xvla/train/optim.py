@@ -77,8 +77,6 @@ class GroupLRScheduler:
         self.step_count += 1
         self.apply()
 
-    def get_last_lr(self) -> list[float]:
-        return [group["lr"] for group in self.optimizer.param_groups]
 
     def state_dict(self) -> dict:
         return {"step": self.step_count}

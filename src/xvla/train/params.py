@@ -19,6 +19,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from ..processing import check_domain_ids
 from .config import PARAM_GROUPS
 
 # Prefixes that wrappers add in front of XVLAModel parameter names.
@@ -168,11 +169,7 @@ class DomainRowKeeper:
             if not is_domain_table(name) or param.dim() != 2:
                 continue
             rows = param.shape[0]
-            bad = [d for d in self.domains if not 0 <= d < rows]
-            if bad:
-                raise ValueError(
-                    f"domain id(s) {bad} out of range for {canonical_name(name)} with {rows} rows"
-                )
+            check_domain_ids(self.domains, rows, f"domain id in {canonical_name(name)}:")
             keep = torch.ones(rows, dtype=torch.bool, device=param.device)
             keep[self.domains] = False
             frozen = param.detach()[keep].clone() if not param.is_meta else param.detach()

@@ -3,7 +3,7 @@
 Layout under ``output_dir``::
 
     train_config.json                    the resolved training configuration
-    checkpoints/000500/pretrained_model/ config.json + model.safetensors (+ tokenizer, domains.json):
+    checkpoints/000500/pretrained_model/ config.json + model.safetensors (+ tokenizer):
                                          loads with XVLAPolicy.from_pretrained
     checkpoints/000500/training_state/   optimizer.safetensors + optimizer.json, scheduler.json,
                                          sampler.json, trainer_state.json, rng_state_rank<r>.{safetensors,json}
@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import checkpoints as ckpt
 from ..config import XVLAConfig
-from ..utils import atomic_write, atomic_write_text
+from ..utils import atomic_directory, atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +43,6 @@ FINAL = "final"
 
 
 # ---------------------------------------------------------------------------------------------- json
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(Path(path), json.dumps(data, indent=2, default=str))
-
-
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
@@ -67,26 +63,9 @@ def export_pretrained(
     config: XVLAConfig,
     tokenizer: Any = None,
     source_dir: Path | None = None,
-    domains: dict[int, str] | None = None,
 ) -> Path:
     """Write a checkpoint folder in our format (the same files as ``XVLAPolicy.save_pretrained``)."""
-    from .embodiment import write_domains
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = ckpt.from_internal_state_dict(state_dict, "xvla")
-    ckpt.save_weights_file(state, directory, metadata={"format": "xvla", "producer": "xvla train"})
-    ckpt.write_config(ckpt.export_config(config, "xvla"), directory)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(directory))
-    elif source_dir is not None:
-        for name in ckpt.TOKENIZER_FILES + ("preprocessor_config.json",):
-            src = Path(source_dir) / name
-            if src.exists():
-                shutil.copy2(src, directory / name)
-    if domains:
-        write_domains(directory, domains)
-    return directory
+    return ckpt.write_checkpoint(directory, state_dict, config, "xvla", tokenizer, source_dir, "xvla train")
 
 
 # ---------------------------------------------------------------------------------------------- optimizer
@@ -202,6 +181,17 @@ def _symlink(link: Path, target: str) -> None:
         atomic_write_text(link.with_name(link.name + ".txt"), target)
 
 
+def publish_final(model_dir: Path, final: Path) -> None:
+    """``final`` as a real folder (hard links to the checkpoint's files, copies where links fail), so that
+    ``cp -r OUTPUT/final`` copies a model and not a relative link that dangles elsewhere."""
+    with atomic_directory(final, overwrite=True) as tmp:
+        for src in model_dir.iterdir():
+            try:
+                os.link(src, tmp / src.name)
+            except OSError:
+                shutil.copy2(src, tmp / src.name)
+
+
 def publish(output_dir: Path, step: int, keep_last: int, final: bool = False) -> Path:
     """Rename the assembled temp folder into place, point ``last`` at it, drop old checkpoints."""
     tmp, dest = tmp_dir(output_dir, step), step_dir(output_dir, step)
@@ -216,7 +206,7 @@ def publish(output_dir: Path, step: int, keep_last: int, final: bool = False) ->
         shutil.rmtree(trash, ignore_errors=True)
     _symlink(checkpoints_dir(output_dir) / LAST, dest.name)
     if final:
-        _symlink(Path(output_dir) / FINAL, f"{CHECKPOINTS}/{dest.name}/{PRETRAINED}")
+        publish_final(dest / PRETRAINED, Path(output_dir) / FINAL)
     if keep_last > 0:
         for _, old in list_checkpoints(output_dir)[:-keep_last]:
             if old != dest:

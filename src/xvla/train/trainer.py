@@ -25,16 +25,19 @@ from .. import checkpoints as ckpt
 from .. import processing
 from ..config import XVLAConfig
 from ..policy import XVLAPolicy
+from ..processor import MODEL_INPUTS
+from ..utils import UserFacingError, write_json
 from . import distributed as dist_utils
 from . import state as st
 from .config import PARAM_GROUPS, TrainConfig, from_dict
-from .embodiment import copy_domain, pick_domain, read_domains, used_domains
+from .embodiment import copy_domain, pick_domain, used_domains
 from .lora import adapter_state_dict, apply_lora, merged_state_dict
 from .mixture import (
     Collator,
     MixtureBatchSampler,
     MixtureDataset,
     build_loader,
+    dataset_root,
     describe,
     model_camera_keys,
     open_sources,
@@ -45,6 +48,7 @@ from .tracking import METRICS_CSV, PLOT_NAME, MetricsLogger, plot_metrics
 
 logger = logging.getLogger(__name__)
 TRAIN_CONFIG = "train_config.json"
+ADAPTER_NAME = "adapter.safetensors"
 
 
 class TrainingModule(nn.Module):
@@ -55,13 +59,10 @@ class TrainingModule(nn.Module):
         self.policy = policy
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        policy = self.policy
-        inputs = policy.prepare_inputs(batch)
-        if "image_mask" in batch:
-            sample_mask = torch.as_tensor(batch["image_mask"], device=inputs["image_mask"].device).bool()
-            inputs["image_mask"][:, : sample_mask.shape[1]] &= sample_mask
-        targets = policy.prepare_action_targets(batch["action"])
-        losses = policy.model(action=targets, **inputs)
+        """``batch`` comes from :class:`~xvla.train.mixture.Collator`: the processor's model inputs + targets."""
+        device = self.policy.device
+        inputs = {k: torch.as_tensor(batch[k]).to(device) for k in (*MODEL_INPUTS, "action")}
+        losses = self.policy.model(**inputs)
         total = sum(losses.values())
         return total, losses
 
@@ -127,12 +128,9 @@ def _scratch_config(policy_args: dict[str, Any], metas: list[Any], dataset_cfgs)
 
 
 def _read_metas(cfg: TrainConfig):
-    from ..data import LeRobotDatasetMeta, resolve_dataset_root
+    from ..data import LeRobotDatasetMeta
 
-    return [
-        LeRobotDatasetMeta(resolve_dataset_root(d.root or d.repo_id, revision=d.revision))
-        for d in cfg.datasets()
-    ]
+    return [LeRobotDatasetMeta(dataset_root(d)) for d in cfg.datasets()]
 
 
 def _checksum(model: nn.Module) -> str:
@@ -141,6 +139,64 @@ def _checksum(model: nn.Module) -> str:
         h.update(name.encode())
         h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+@dataclass
+class _Run:
+    """What one training run builds, phase by phase (see ``Trainer._run``)."""
+
+    out: Path
+    resume_from: Path | None
+    start_step: int
+    policy: XVLAPolicy
+    save_dtype: str
+    source: Path | None
+    domains: dict[int, str]
+    lora: bool
+    sources: list = field(default_factory=list)
+    trainable: dict[str, bool] = field(default_factory=dict)
+    keeper: DomainRowKeeper | None = None
+    counts: dict = field(default_factory=dict)
+    bf16: bool = False
+    module: Any = None
+    optimizer: Any = None
+    scheduler: Any = None
+    sampler: Any = None
+    loader: Any = None
+
+
+class _Interval:
+    """Loss terms and gradient norms summed since the last log line."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self.start = time.perf_counter()
+
+    def add(self, terms: dict[str, torch.Tensor], grad_norm: torch.Tensor) -> None:
+        for k, v in {**terms, "grad_norm": grad_norm.detach().float()}.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.steps += 1
+
+
+def _restore_lora(policy: XVLAPolicy, resume_from: Path) -> None:
+    tensors = st.load_tensors(resume_from / st.TRAINING_STATE / "trainable.safetensors")
+    named = dict(policy.model.named_parameters())
+    missing = [n for n in tensors if n not in named]
+    if missing:
+        raise ValueError(f"the checkpoint's LoRA state does not match the model: unknown tensors {missing[:5]}")
+    with torch.no_grad():
+        for n, t in tensors.items():
+            named[n].copy_(t)
+
+
+def _enable_gradient_checkpointing(policy: XVLAPolicy) -> None:
+    policy.model.transformer.gradient_checkpointing = True
+    encoder = policy.model.vlm.language_model.encoder
+    if hasattr(encoder, "activation_checkpointing_enable"):  # transformers >= 5
+        encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -203,7 +259,7 @@ class Trainer:
             policy = XVLAPolicy.from_pretrained(
                 path, tokenizer=self.tokenizer, **{**args, "dtype": "float32"}
             )
-            source = policy._source_dir
+            source = policy.source_dir
             if save_dtype is None:
                 save_dtype = st.read_json(Path(source) / ckpt.CONFIG_NAME).get("dtype", "float32")
                 save_dtype = save_dtype if save_dtype in ("float32", "bfloat16") else "float32"
@@ -211,32 +267,32 @@ class Trainer:
         config = _scratch_config({**args, "dtype": "float32"}, metas, cfg.datasets())
         return XVLAPolicy(config, tokenizer=self.tokenizer), save_dtype or "float32", None
 
-    def _tokenizer(self, policy: XVLAPolicy, source: Path | None):
+    def _tokenizer(self, policy: XVLAPolicy):
+        """Load the tokenizer now (a missing one fails before any data is read), in the policy's processor."""
         if self.tokenizer is not None:
-            return self.tokenizer
-        if self.cfg.tokenizer:
-            tok = processing.load_tokenizer(self.cfg.tokenizer)
-        else:
-            tok = processing.load_tokenizer(policy.config.tokenizer_name, local_dir=source)
-        policy.tokenizer = tok
-        self.tokenizer = tok
-        return tok
+            policy.tokenizer = self.tokenizer
+        elif self.cfg.tokenizer:
+            policy.tokenizer = processing.load_tokenizer(self.cfg.tokenizer)
+        self.tokenizer = policy.tokenizer
+        return self.tokenizer
 
     def _apply_new_domain(self, policy: XVLAPolicy, source: Path | None) -> dict[int, str]:
         cfg = self.cfg
         config = policy.config
-        domains = used_domains(config.num_domains, config.domain_id, source) if source else {}
+        domains = used_domains(config, source is not None) if source else {}
         requested = cfg.new_domain.id
         if requested is None:
             return domains
         new_id = pick_domain(requested, config.num_domains, domains)
+        why = (f"--new_domain.id={requested}" if requested != "auto" else
+               f"the smallest id not in use (used: {sorted(domains)}); --new_domain.id=N picks another")  # fmt: skip
         if cfg.new_domain.init_from is not None:
             copied = copy_domain(policy.model, int(cfg.new_domain.init_from), new_id)
             self._log(
-                f"new domain {new_id}: initialised from domain {cfg.new_domain.init_from} ({len(copied)} tables)"
+                f"new domain {new_id} ({why}): initialised from domain {cfg.new_domain.init_from} ({len(copied)} tables)"
             )
         else:
-            self._log(f"new domain {new_id}: fresh soft prompt and heads")
+            self._log(f"new domain {new_id} ({why}): fresh soft prompt and heads")
         config.domain_id = new_id
         cfg.new_domain.id = new_id  # the resolved id is what the saved train config records
         return domains
@@ -249,21 +305,43 @@ class Trainer:
     def run(self) -> TrainResult:
         try:
             return self._run()
+        except KeyboardInterrupt:
+            raise UserFacingError(self._interrupted_message()) from None
         finally:
             dist_utils.teardown(self.env)
 
-    def _run(self) -> TrainResult:
-        cfg, env = self.cfg, self.env
-        out, resume_from = self._prepare_output()
-        trainer_state = (
-            st.read_json(resume_from / st.TRAINING_STATE / "trainer_state.json") if resume_from else None
+    def _interrupted_message(self) -> str:
+        """Checkpoints are assembled aside and renamed into place, so an interrupt leaves only complete ones."""
+        out = Path(self.cfg.output_dir or ".")
+        last = st.latest_checkpoint(out) if out.is_dir() else None
+        if last is None:
+            return f"interrupted before the first checkpoint: nothing was saved in {out}; start the run again"
+        return (
+            f"interrupted; the last complete checkpoint is {last} (nothing half-written was kept). Resume with: "
+            f"xvla train --output_dir={out} --resume"
         )
-        start_step = int(trainer_state["step"]) if trainer_state else 0
-        if start_step >= cfg.steps:
-            raise ValueError(
-                f"the checkpoint is at step {start_step} >= --steps={cfg.steps}: raise --steps to go on"
-            )
 
+    def _run(self) -> TrainResult:
+        run = self._start()
+        self._open_data(run)
+        self._choose_trainable(run)
+        self._build_optimizer(run)
+        if self.cfg.dry_run:
+            names = [g["name"] for g in run.optimizer.param_groups]
+            self._log(lr_table(build_schedules(self.cfg.optimizer, self.cfg.scheduler, self.cfg.steps), self.cfg, names))
+            return TrainResult(run.out, None, run.start_step, [], run.counts, self.env.is_main)
+        self._build_loader(run)
+        return self._train(run)
+
+    # -------------------------------------------------------------- set-up phases
+    def _start(self) -> _Run:
+        """Output folder, resume point, the policy and its domains, the tokenizer."""
+        cfg = self.cfg
+        out, resume_from = self._prepare_output()
+        state = st.read_json(resume_from / st.TRAINING_STATE / "trainer_state.json") if resume_from else None
+        start_step = int(state["step"]) if state else 0
+        if start_step >= cfg.steps:
+            raise ValueError(f"the checkpoint is at step {start_step} >= --steps={cfg.steps}: raise --steps to go on")
         st.seed_everything(cfg.seed)
         metas = _read_metas(cfg)
         policy, save_dtype, source = self._build_policy(metas, resume_from)
@@ -271,244 +349,230 @@ class Trainer:
         if resume_from is None or lora:
             domains = self._apply_new_domain(policy, source)
         else:
-            domains = read_domains(source)
-        config = policy.config
-        if config.image_keys is None:
+            domains = dict(policy.config.domains or {})
+        if policy.config.image_keys is None:
             # Checkpoints without image_keys take the batch's cameras in sorted order; make it explicit.
-            config.image_keys = sorted(model_camera_keys(config, cfg.datasets(), metas))
-        tokenizer = self._tokenizer(policy, source)
-        if config.action_mode.lower() == "auto" and config.real_action_dim is None:
-            widths = {int(math.prod(m.features[d.keys.get("action", "action")]["shape"]))
-                      for d, m in zip(cfg.datasets(), metas, strict=True) if d.keys.get("action", "action") in m.features}  # fmt: skip
-            if widths and max(widths) < config.max_action_dim:
-                self._log(
-                    f"warning: action_mode 'auto' without real_action_dim: the loss also covers the "
-                    f"{config.max_action_dim - max(widths)} zero-padded action dims; pass "
-                    f"--policy.real_action_dim={max(widths)} to train (and serve) {max(widths)}-dim actions"
-                )
+            policy.config.image_keys = sorted(model_camera_keys(policy.config, cfg.datasets(), metas))
+        self._tokenizer(policy)
+        self._warn_unset_real_action_dim(policy.config, metas)
+        return _Run(out, resume_from, start_step, policy, save_dtype, source, domains, lora)
 
-        sources = open_sources(cfg, config, list(config.image_keys))
-        for s in sources:
-            domains.setdefault(s.domain_id, s.label)
+    def _warn_unset_real_action_dim(self, config: XVLAConfig, metas) -> None:
+        if config.action_mode.lower() != "auto" or config.real_action_dim is not None:
+            return
+        keys = [d.keys.get("action", "action") for d in self.cfg.datasets()]
+        widths = {int(math.prod(m.features[k]["shape"])) for k, m in zip(keys, metas, strict=True) if k in m.features}
+        if widths and max(widths) < config.max_action_dim:
+            self._log(
+                f"warning: action_mode 'auto' without real_action_dim: the loss also covers the "
+                f"{config.max_action_dim - max(widths)} zero-padded action dims; pass "
+                f"--policy.real_action_dim={max(widths)} to train (and serve) {max(widths)}-dim actions"
+            )
+
+    def _open_data(self, run: _Run) -> None:
+        """The datasets, the domain each trains, and the names the checkpoint records for them."""
+        cfg, config = self.cfg, run.policy.config
+        run.sources = open_sources(cfg, config, list(config.image_keys))
+        for s in run.sources:
+            if cfg.new_domain.id is not None and s.domain_id == config.domain_id:
+                run.domains[s.domain_id] = s.label  # Phase II: this id now means this robot
+            else:
+                run.domains.setdefault(s.domain_id, s.label)
         views = len(config.image_keys) + config.empty_cameras
         if views > config.total_image_views:
             raise ValueError(f"{views} cameras do not fit the model's {config.total_image_views} view slots")
-        self._log(describe(sources, list(config.image_keys)))
+        self._log(describe(run.sources, list(config.image_keys)))
 
-        # What trains.
-        if lora:
+    def _choose_trainable(self, run: _Run) -> None:
+        """LoRA, which parameters train, gradient checkpointing, the device; logs the parameter table."""
+        cfg, policy = self.cfg, run.policy
+        if run.lora:
             n_layers = apply_lora(policy.model, cfg.lora)
             self._log(f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} on {n_layers} linear layers")
-        trainable = select_trainable(policy.model, "lora" if lora else cfg.trainable)
-        if lora and resume_from is not None:
-            tensors = st.load_tensors(resume_from / st.TRAINING_STATE / "trainable.safetensors")
-            named = dict(policy.model.named_parameters())
-            missing = [n for n in tensors if n not in named]
-            if missing:
-                raise ValueError(
-                    f"the checkpoint's LoRA state does not match the model: unknown tensors {missing[:5]}"
-                )
-            with torch.no_grad():
-                for n, t in tensors.items():
-                    named[n].copy_(t)
+        run.trainable = select_trainable(policy.model, "lora" if run.lora else cfg.trainable)
+        if run.lora and run.resume_from is not None:
+            _restore_lora(policy, run.resume_from)
         if cfg.gradient_checkpointing:
-            policy.model.transformer.gradient_checkpointing = True
-            encoder = policy.model.vlm.language_model.encoder
-            if hasattr(encoder, "activation_checkpointing_enable"):  # transformers >= 5
-                encoder.activation_checkpointing_enable(
-                    activation_checkpointing_kwargs={"use_reentrant": False}
-                )
-            else:
-                encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        device = env.device
-        policy.to(device)
+            _enable_gradient_checkpointing(policy)
+        policy.to(self.env.device)
         policy.train()
-        train_domains = sorted({s.domain_id for s in sources})
-        keeper = DomainRowKeeper(policy.model, train_domains) if cfg.train_domain_rows_only else None
+        train_domains = sorted({s.domain_id for s in run.sources})
+        run.keeper = DomainRowKeeper(policy.model, train_domains) if cfg.train_domain_rows_only else None
         freeze_steps = cfg.scheduler.freeze_steps
-        table, counts = count_table(
-            policy.model, trainable, freeze_steps, keeper, {g: cfg.optimizer.scale(g) for g in PARAM_GROUPS}
-        )
+        scales = {g: cfg.optimizer.scale(g) for g in PARAM_GROUPS}
+        table, run.counts = count_table(policy.model, run.trainable, freeze_steps, run.keeper, scales)
         self._log(f"recipe '{cfg.recipe}': trainable parameters per group\n{table}")
         if 0 < freeze_steps >= cfg.steps:
             self._log(
                 f"warning: scheduler.freeze_steps={freeze_steps} >= steps={cfg.steps}: only the soft prompts and the "
                 "action heads will train (lower --scheduler.freeze_steps or raise --steps)"
             )
-        bf16 = _use_bf16(cfg, save_dtype, device)
-        global_batch = cfg.batch_size * cfg.grad_accum_steps * env.world_size
-        self._log(
-            f"device {device} x {env.world_size} process(es), {'FSDP' if cfg.fsdp else 'DDP' if env.distributed else 'single'}"
-            f", {'bf16 autocast' if bf16 else 'fp32'}; batch {cfg.batch_size} x accum {cfg.grad_accum_steps} x "
-            f"{env.world_size} = {global_batch} samples/step; steps {start_step} -> {cfg.steps}; output {out}"
-        )
 
-        # Model wrapping, optimizer, schedule.
-        apply_requires_grad(policy.model, trainable, start_step, freeze_steps)
-        module = TrainingModule(policy)
+    def _build_optimizer(self, run: _Run) -> None:
+        """Wrap for DDP/FSDP, build the optimizer and schedules, restore their state when resuming."""
+        cfg, env, policy = self.cfg, self.env, run.policy
+        run.bf16 = _use_bf16(cfg, run.save_dtype, env.device)
+        global_batch = cfg.batch_size * cfg.grad_accum_steps * env.world_size
+        mode = "FSDP" if cfg.fsdp else "DDP" if env.distributed else "single"
+        self._log(
+            f"device {env.device} x {env.world_size} process(es), {mode}, {'bf16 autocast' if run.bf16 else 'fp32'}; "
+            f"batch {cfg.batch_size} x accum {cfg.grad_accum_steps} x {env.world_size} = {global_batch} samples/step; "
+            f"steps {run.start_step} -> {cfg.steps}; output {run.out}"
+        )
+        apply_requires_grad(policy.model, run.trainable, run.start_step, cfg.scheduler.freeze_steps)
+        run.module = TrainingModule(policy)
         if cfg.fsdp and env.distributed:
             dist_utils.shard_fsdp(policy, env, bf16=False)
-            self._wrapped = module
+            self._wrapped = run.module
         else:
-            self._wrapped = dist_utils.wrap_ddp(module, env)
-        self._trainable = trainable
-        optimizer = build_optimizer(policy.model, trainable, cfg.optimizer)
+            self._wrapped = dist_utils.wrap_ddp(run.module, env)
+        self._trainable = run.trainable
+        run.optimizer = build_optimizer(policy.model, run.trainable, cfg.optimizer)
         schedules = build_schedules(cfg.optimizer, cfg.scheduler, cfg.steps)
-        scheduler = GroupLRScheduler(optimizer, schedules, step=start_step)
-        if resume_from is not None:
-            self._load_training_state(resume_from, optimizer, scheduler, policy)
-        if cfg.dry_run:
-            self._log(lr_table(schedules, cfg, [g["name"] for g in optimizer.param_groups]))
-            return TrainResult(out, None, start_step, [], counts, env.is_main)
+        run.scheduler = GroupLRScheduler(run.optimizer, schedules, step=run.start_step)
+        if run.resume_from is not None:
+            self._load_training_state(run.resume_from, run.optimizer, run.scheduler, policy)
 
-        # Data.
-        dataset = MixtureDataset(
-            sources,
-            list(config.image_keys),
-            chunk_size=config.chunk_size,
-            action_dim=policy.model.dim_action,
-            state_dim=config.max_state_dim if config.use_proprio else 0,
-            image_size=config.image_size,
-            color_jitter_cfg=cfg.mixture.color_jitter,
-            seed=cfg.seed,
-        )
-        sizes, weights = dataset.sizes, [s.config.weight for s in sources]
-        start_batch = start_step * cfg.grad_accum_steps
-        if resume_from is not None:
-            sampler_state = st.read_json(resume_from / st.TRAINING_STATE / "sampler.json")
+    def _build_loader(self, run: _Run) -> None:
+        """The mixture, its sampler (resumed where the run stopped) and the loader; seeds each rank."""
+        cfg, env, config = self.cfg, self.env, run.policy.config
+        dataset = MixtureDataset(run.sources, list(config.image_keys), chunk_size=config.chunk_size,
+                                 color_jitter_cfg=cfg.mixture.color_jitter, seed=cfg.seed)  # fmt: skip
+        sizes, weights = dataset.sizes, [s.config.weight for s in run.sources]
+        start_batch = run.start_step * cfg.grad_accum_steps
+        if run.resume_from is not None:
+            sampler_state = st.read_json(run.resume_from / st.TRAINING_STATE / "sampler.json")
             start_batch = MixtureBatchSampler.start_batch_from_state(
                 sampler_state, cfg.batch_size, env.world_size, sizes, weights, cfg.seed
             )
-        sampler = MixtureBatchSampler(
-            sizes, weights, cfg.batch_size, cfg.seed, env.rank, env.world_size, start_batch
-        )
-        loader = build_loader(
-            dataset, sampler, Collator(tokenizer, config.tokenizer_max_length), cfg.num_workers,
-            cfg.prefetch_factor, pin_memory=device.type == "cuda", seed=cfg.seed,
-        )  # fmt: skip
-
-        if resume_from is not None:
-            self._load_rng(resume_from)
+        run.sampler = MixtureBatchSampler(sizes, weights, cfg.batch_size, cfg.seed, env.rank, env.world_size,
+                                          start_batch)  # fmt: skip
+        run.loader = build_loader(dataset, run.sampler, Collator(run.policy.processor), cfg.num_workers,
+                                  cfg.prefetch_factor, pin_memory=env.device.type == "cuda", seed=cfg.seed)  # fmt: skip
+        if run.resume_from is not None:
+            self._load_rng(run.resume_from)
         else:
             # Ranks draw different noise / times / dropout; the weights came from one seed.
             torch.manual_seed(cfg.seed + env.rank)
 
+    def _train(self, run: _Run) -> TrainResult:
+        cfg, env, out = self.cfg, self.env, run.out
         if env.is_main:
             cfg.save(out / TRAIN_CONFIG)
-        metrics = MetricsLogger(
-            out, env.is_main, cfg.tensorboard, resume_step=start_step if resume_from else None
-        )
-        self._log_setup = {"counts": counts}
+        metrics = MetricsLogger(out, env.is_main, cfg.tensorboard, resume_step=run.start_step if run.resume_from else None)
         try:
-            final_dir = self._loop(
-                policy, module, optimizer, scheduler, keeper, trainable, loader, sampler, metrics,
-                start_step, bf16, save_dtype, source, domains,
-            )  # fmt: skip
+            final_dir = self._loop(run, metrics)
         finally:
             metrics.close()
         if env.is_main and cfg.plot:
             plot_metrics(out / METRICS_CSV, out / PLOT_NAME)
         if cfg.diagnostics:
-            self._write_diagnostics(out, policy)
-        return TrainResult(out, final_dir, cfg.steps, self.history, counts, env.is_main)
+            self._write_diagnostics(out, run.policy)
+        if cfg.recipe == "prompt" and final_dir is not None and env.is_main:
+            self._write_adapter(final_dir, out / ADAPTER_NAME)
+        return TrainResult(out, final_dir, cfg.steps, self.history, run.counts, env.is_main)
+
+    def _write_adapter(self, model_dir: Path, path: Path) -> None:
+        """A prompt-recipe run ends with its robot as an adapter file (its domain rows + metadata)."""
+        from ..adapters import export_adapter
+
+        policy = XVLAPolicy.from_pretrained(model_dir, tokenizer=self.tokenizer)
+        export_adapter(policy, policy.config.domain_id, path)
+        self._log(f"adapter for domain {policy.config.domain_id}: {path} ({path.stat().st_size / 1024:.1f} KiB)")
 
     # -------------------------------------------------------------- loop
-    def _loop(self, policy, module, optimizer, scheduler, keeper, trainable, loader, sampler, metrics,
-              start_step, bf16, save_dtype, source, domains):  # fmt: skip
-        cfg, env = self.cfg, self.env
-        device = env.device
-        freeze_steps = cfg.scheduler.freeze_steps
-        accum = cfg.grad_accum_steps
-        fsdp = cfg.fsdp and env.distributed
-        progress = _progress(cfg.steps, start_step, env.is_main)
-        data_iter = iter(loader)
-        step = start_step
-        interval: dict[str, float] = {}
-        interval_steps = 0
-        interval_start = time.perf_counter()
-        final_dir = None
-        trainable_params = [p for n, p in policy.model.named_parameters() if trainable.get(n, False)]
+    def _loop(self, run: _Run, metrics: MetricsLogger) -> Path | None:
+        cfg = self.cfg
+        progress = _progress(cfg.steps, run.start_step, self.env.is_main)
+        data_iter = iter(run.loader)
+        step, final_dir = run.start_step, None
+        interval = _Interval()
+        params = [p for n, p in run.policy.model.named_parameters() if run.trainable.get(n, False)]
         while step < cfg.steps:
-            if freeze_steps > 0 and step == freeze_steps:
-                if apply_requires_grad(policy.model, trainable, step, freeze_steps):
-                    self._log(f"step {step}: freeze period over, unfreezing the backbone groups")
-                    if not fsdp and env.distributed:
-                        # DDP registers the parameters that require grad when it is built: rebuild it
-                        # (dropping the old wrapper first, so its gradient hooks go with it).
-                        self._wrapped = None
-                        self._wrapped = dist_utils.wrap_ddp(module, env)
-            lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
-            sums: dict[str, torch.Tensor] = {}
-            for micro in range(accum):
-                batch = next(data_iter)
-                if cfg.diagnostics:
-                    self.samples_seen += list(
-                        zip(batch["mixture_index"].tolist(), batch["sample_index"].tolist(), strict=True)
-                    )
-                batch = _move(batch, device)
-                with dist_utils.no_sync(self._wrapped, env.distributed and not fsdp and micro < accum - 1):
-                    with _autocast(device, bf16):
-                        total, terms = self._wrapped(batch)
-                    (total / accum).backward()
-                for k, v in terms.items():
-                    sums[f"loss/{k}"] = sums.get(f"loss/{k}", 0.0) + v.detach().float() / accum
-                sums["loss"] = sums.get("loss", 0.0) + total.detach().float() / accum
-            if keeper is not None:
-                keeper.mask_gradients()
-            with_grad = [p for p in trainable_params if p.grad is not None]
-            max_norm = cfg.optimizer.grad_clip_norm if cfg.optimizer.grad_clip_norm > 0 else float("inf")
-            grad_norm = torch.nn.utils.clip_grad_norm_(with_grad, max_norm) if with_grad else torch.zeros(())
-            if hasattr(grad_norm, "full_tensor"):
-                grad_norm = grad_norm.full_tensor()
-            optimizer.step()
-            if keeper is not None:
-                keeper.restore()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            self._unfreeze_if_due(run, step)
+            lrs = {g["name"]: g["lr"] for g in run.optimizer.param_groups}
+            sums = self._accumulate(data_iter, run.bf16)
+            if not bool(torch.isfinite(sums["loss"])):  # stop before a NaN reaches the weights or a checkpoint
+                raise FloatingPointError(
+                    f"the loss is {float(sums['loss'])} at step {step + 1}: lower --optimizer.lr, check the data for "
+                    "NaNs, or use --mixed_precision=no"
+                )
+            interval.add(sums, self._optimizer_step(run, params))
             step += 1
-            interval_steps += 1
-            for k, v in sums.items():
-                interval[k] = interval.get(k, 0.0) + v
-            interval["grad_norm"] = interval.get("grad_norm", 0.0) + grad_norm.detach().float()
             progress.update(1)
-
             if step % cfg.log_freq == 0 or step == cfg.steps:
-                keys = sorted(interval)
-                values = (
-                    torch.stack([torch.as_tensor(interval[k], device=device).float() for k in keys])
-                    / interval_steps
-                )
-                values = dist_utils.all_reduce_mean(env, values).tolist()
-                elapsed = time.perf_counter() - interval_start
-                row = dict(zip(keys, values, strict=True))
-                row["samples_per_s"] = (
-                    interval_steps * cfg.batch_size * accum * env.world_size / max(elapsed, 1e-9)
-                )
-                for name, lr in lrs.items():
-                    row[f"lr/{name}"] = lr
-                if not math.isfinite(row["loss"]):
-                    raise FloatingPointError(
-                        f"the loss is {row['loss']} at step {step}: lower --optimizer.lr, check the data for NaNs, or "
-                        "use --mixed_precision=no"
-                    )
-                metrics.log(step, row)
-                self.history.append({"step": step, **row})
-                progress.set_postfix(
-                    loss=f"{row['loss']:.4f}",
-                    lr=f"{max(lrs.values()):.2e}",
-                    sps=f"{row['samples_per_s']:.1f}",
-                )
-                interval, interval_steps, interval_start = {}, 0, time.perf_counter()
-
+                row = self._log_interval(interval, lrs, step, metrics)
+                progress.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{max(lrs.values()):.2e}",
+                                     sps=f"{row['samples_per_s']:.1f}")  # fmt: skip
+                interval = _Interval()
             last = step == cfg.steps
             if step % cfg.save_freq == 0 or (last and cfg.save_final):
-                final_dir = self._save(
-                    step, policy, optimizer, scheduler, sampler, save_dtype, source, domains, final=last
-                )
+                final_dir = self._save(step, run.policy, run.optimizer, run.scheduler, run.sampler, run.save_dtype,
+                                       run.source, run.domains, final=last)  # fmt: skip
             if self.stop_at is not None and step >= self.stop_at and not last:
                 break
         progress.close()
         return final_dir
+
+    def _unfreeze_if_due(self, run: _Run, step: int) -> None:
+        freeze_steps = self.cfg.scheduler.freeze_steps
+        if freeze_steps <= 0 or step != freeze_steps:
+            return
+        if apply_requires_grad(run.policy.model, run.trainable, step, freeze_steps):
+            self._log(f"step {step}: freeze period over, unfreezing the backbone groups")
+            if not (self.cfg.fsdp and self.env.distributed) and self.env.distributed:
+                # DDP registers the parameters that require grad when it is built: rebuild it
+                # (dropping the old wrapper first, so its gradient hooks go with it).
+                self._wrapped = None
+                self._wrapped = dist_utils.wrap_ddp(run.module, self.env)
+
+    def _accumulate(self, data_iter, bf16: bool) -> dict[str, torch.Tensor]:
+        """Forward and backward over ``grad_accum_steps`` micro-batches; the mean loss terms."""
+        cfg, env = self.cfg, self.env
+        accum, fsdp = cfg.grad_accum_steps, cfg.fsdp and env.distributed
+        sums: dict[str, torch.Tensor] = {}
+        for micro in range(accum):
+            batch = next(data_iter)
+            if cfg.diagnostics:
+                self.samples_seen += list(zip(batch["mixture_index"].tolist(), batch["sample_index"].tolist(), strict=True))
+            batch = _move(batch, env.device)
+            with dist_utils.no_sync(self._wrapped, env.distributed and not fsdp and micro < accum - 1):
+                with _autocast(env.device, bf16):
+                    total, terms = self._wrapped(batch)
+                (total / accum).backward()
+            for k, v in terms.items():
+                sums[f"loss/{k}"] = sums.get(f"loss/{k}", 0.0) + v.detach().float() / accum
+            sums["loss"] = sums.get("loss", 0.0) + total.detach().float() / accum
+        return sums
+
+    def _optimizer_step(self, run: _Run, params: list[torch.Tensor]) -> torch.Tensor:
+        """Clip, step, restore frozen domain rows, advance the schedule; returns the gradient norm."""
+        if run.keeper is not None:
+            run.keeper.mask_gradients()
+        with_grad = [p for p in params if p.grad is not None]
+        clip = self.cfg.optimizer.grad_clip_norm
+        grad_norm = torch.nn.utils.clip_grad_norm_(with_grad, clip if clip > 0 else float("inf")) if with_grad else (
+            torch.zeros(()))  # fmt: skip
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        run.optimizer.step()
+        if run.keeper is not None:
+            run.keeper.restore()
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scheduler.step()
+        return grad_norm
+
+    def _log_interval(self, interval: _Interval, lrs: dict[str, float], step: int, metrics: MetricsLogger) -> dict:
+        cfg, env = self.cfg, self.env
+        keys = sorted(interval.sums)
+        values = torch.stack([torch.as_tensor(interval.sums[k], device=env.device).float() for k in keys]) / interval.steps
+        row = dict(zip(keys, dist_utils.all_reduce_mean(env, values).tolist(), strict=True))
+        elapsed = time.perf_counter() - interval.start
+        row["samples_per_s"] = interval.steps * cfg.batch_size * cfg.grad_accum_steps * env.world_size / max(elapsed, 1e-9)
+        row.update({f"lr/{name}": lr for name, lr in lrs.items()})
+        metrics.log(step, row)
+        self.history.append({"step": step, **row})
+        return row
 
     # -------------------------------------------------------------- checkpoints
     def _model_state(self, policy: XVLAPolicy) -> dict[str, torch.Tensor]:
@@ -545,24 +609,22 @@ class Trainer:
                 import shutil
 
                 shutil.rmtree(tmp)
-            save_config = policy.config.replace(dtype=save_dtype)
-            st.export_pretrained(
-                tmp / st.PRETRAINED, model_state, save_config, policy._tokenizer, source, domains
-            )
+            save_config = policy.config.replace(dtype=save_dtype, domains=domains or None)
+            st.export_pretrained(tmp / st.PRETRAINED, model_state, save_config, policy.tokenizer, source)
             ts = tmp / st.TRAINING_STATE
             ts.mkdir(parents=True, exist_ok=True)
             tensors, meta = st.flatten_optimizer_state(optim_state)
             st.save_tensors(ts / "optimizer.safetensors", tensors)
-            st.write_json(ts / "optimizer.json", meta)
-            st.write_json(ts / "scheduler.json", scheduler.state_dict())
-            st.write_json(ts / "sampler.json", sampler.state_dict(step * cfg.grad_accum_steps))
+            write_json(ts / "optimizer.json", meta)
+            write_json(ts / "scheduler.json", scheduler.state_dict())
+            write_json(ts / "sampler.json", sampler.state_dict(step * cfg.grad_accum_steps))
             if cfg.lora.enable or cfg.trainable == "lora":
                 trainable = {
                     n: p for n, p in policy.model.named_parameters() if self._trainable.get(n, False)
                 }
                 trainable.update(adapter_state_dict(policy.model))
                 st.save_tensors(ts / "trainable.safetensors", trainable)
-            st.write_json(
+            write_json(
                 ts / "trainer_state.json",
                 {"step": step, "consumed_batches": step * cfg.grad_accum_steps, "world_size": env.world_size,
                  "recipe": cfg.recipe, "save_dtype": save_dtype, "time": datetime.datetime.now().isoformat()},
@@ -572,7 +634,7 @@ class Trainer:
         ts = tmp / st.TRAINING_STATE
         ts.mkdir(parents=True, exist_ok=True)
         st.save_tensors(ts / f"rng_state_rank{env.rank}.safetensors", tensors)
-        st.write_json(ts / f"rng_state_rank{env.rank}.json", meta)
+        write_json(ts / f"rng_state_rank{env.rank}.json", meta)
         dist_utils.barrier(env)
         dest = st.step_dir(out, step)
         if env.is_main:
@@ -627,7 +689,7 @@ class Trainer:
             "checksum": checksum,
             "samples": self.samples_seen,
         }
-        st.write_json(out / f"diagnostics_rank{env.rank}.json", data)
+        write_json(out / f"diagnostics_rank{env.rank}.json", data)
 
 
 def _checksum_state(state: dict[str, torch.Tensor]) -> str:

@@ -1,0 +1,86 @@
+"""The first-contact mistakes get one line that names the flag to fix, and training keeps only complete files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from xvla import XVLAPolicy
+from xvla.cli import main
+from xvla.train import build_train_config
+from xvla.train.config import deep_merge
+from xvla.train.trainer import Trainer
+from xvla.utils import UserFacingError
+
+from .support import tiny_policy_fields
+
+
+def one_line_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_cli_names_the_flag_for_each_first_contact_mistake(tmp_path, dataset_a, tokenizer_dir, tiny_checkpoint, capsys):
+    err = one_line_error(capsys, ["train", f"--dataset.root={tmp_path / 'nope'}", f"--output_dir={tmp_path / 'o'}"])
+    assert "--dataset.root" in err and "does not exist" in err
+    err = one_line_error(capsys, ["train", f"--output_dir={tmp_path / 'empty'}", "--resume"])
+    assert "--resume" in err and "no training run" in err
+    err = one_line_error(capsys, ["train", f"--dataset.root={dataset_a}", f"--output_dir={tmp_path / 'w'}",
+                                  f"--tokenizer={tokenizer_dir}", "--policy.action_mode=ee6d"])
+    assert "7-dim actions" in err and "--policy.action_mode=auto" in err
+    err = one_line_error(capsys, ["train", f"--dataset.root={dataset_a}", f"--output_dir={tmp_path / 'k'}",
+                                  f"--policy.path={tiny_checkpoint}",
+                                  '--dataset.keys={"observation.images.nope": "observation.images.front"}'])
+    assert "observation.images.nope" in err and "model key" in err
+    err = one_line_error(capsys, ["convert", str(tmp_path / "missing"), str(tmp_path / "out")])
+    assert "does not exist" in err
+
+
+def test_a_corrupt_weights_file_is_one_line(tmp_path, tiny_checkpoint, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_checkpoint, broken)
+    data = (broken / "model.safetensors").read_bytes()
+    (broken / "model.safetensors").write_bytes(data[: len(data) // 3])
+    err = one_line_error(capsys, ["convert", str(broken), str(tmp_path / "out")])
+    assert "model.safetensors" in err and "truncated or corrupt" in err
+
+
+def test_interrupted_training_says_how_to_resume_and_final_copies(tmp_path, dataset_a, tokenizer, monkeypatch):
+    cfg = {"dataset": {"root": str(dataset_a)}, "policy": tiny_policy_fields(), "steps": 3, "batch_size": 2,
+           "num_workers": 0, "save_freq": 3, "tensorboard": False, "plot": False, "output_dir": str(tmp_path / "r")}
+    Trainer(build_train_config(cfg), tokenizer=tokenizer).run()
+    # `final` is a real folder: `cp -r` gives a loadable copy, not a dangling relative link
+    subprocess.run(["cp", "-r", str(tmp_path / "r" / "final"), str(tmp_path / "copy")], check=True)
+    assert XVLAPolicy.from_pretrained(tmp_path / "copy").config.domains
+    trainer = Trainer(build_train_config(deep_merge(cfg, {"steps": 6, "resume": True})), tokenizer=tokenizer)
+
+    def interrupt(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "_loop", interrupt)
+    with pytest.raises(UserFacingError, match=r"000003.*--resume"):
+        trainer.run()
+
+
+def test_a_nan_loss_stops_training_before_anything_is_saved(tmp_path, dataset_a, tokenizer_dir, monkeypatch, capsys):
+    from xvla.model.xvla import XVLAModel
+
+    real_forward = XVLAModel.forward
+
+    def nan_loss(self, *args, **kwargs):
+        losses = real_forward(self, *args, **kwargs)
+        return {k: v * float("nan") for k, v in losses.items()}
+
+    monkeypatch.setattr(XVLAModel, "forward", nan_loss)
+    out = tmp_path / "nan"
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"policy": tiny_policy_fields(), "dataset": {"root": str(dataset_a)}}))
+    err = one_line_error(capsys, ["train", f"--config={config}", f"--output_dir={out}", "--steps=3", "--save_freq=1",
+                                  "--num_workers=0", "--batch_size=2", f"--tokenizer={tokenizer_dir}"])
+    assert "the loss is nan at step 1" in err and "--optimizer.lr" in err
+    assert not list(out.glob("checkpoints/0*"))  # stopped before the first checkpoint
