@@ -109,3 +109,26 @@ def test_cli_eval_checkpoint(metaworld, tiny_policy, tmp_path):
     assert code == 0
     report = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert report["settings"]["policy"] == str(tmp_path / "ckpt") and report["overall"]["mean_length"] == 2
+
+
+def test_rollout_key_map_goes_model_key_to_simulator_key(metaworld, tiny_policy, tmp_path):
+    """The same direction as training and eval-offline: --key-map MODEL_KEY=SIMULATOR_KEY."""
+    from xvla.sim.evaluate import EvalConfig, evaluate
+    from xvla.utils import UserFacingError
+
+    seen = []
+    real = tiny_policy.predict_action_chunk
+
+    def spy(batch, **kwargs):
+        seen.append(sorted(k for k in batch if k.startswith("observation.images.")))
+        return real({**batch, "observation.images.main": batch["observation.images.front"]}, **kwargs)
+
+    tiny_policy.predict_action_chunk = spy
+    config = EvalConfig(policy="tiny", tasks="reach-v3", episodes_per_task=1, num_envs=1, videos=0, image_size=32,
+                        max_steps=2, output=str(tmp_path), progress=False, domain_id=0,
+                        key_map={"observation.images.front": "observation.images.main"})  # fmt: skip
+    evaluate(config, policy=tiny_policy)
+    assert seen[0] == ["observation.images.front", "observation.images.wrist"]
+    config.key_map = {"observation.images.front": "observation.images.nope"}
+    with pytest.raises((KeyError, UserFacingError), match="observation.images.nope"):
+        evaluate(config, policy=tiny_policy)

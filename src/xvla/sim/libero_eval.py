@@ -39,6 +39,7 @@ from .libero import (
     WRIST_KEY,
     check_suite,
 )
+from .workers import WorkerPool, receive
 
 logger = logging.getLogger(__name__)
 
@@ -180,94 +181,8 @@ def video_frame(obs: dict) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([agent, wrist], axis=1))
 
 
-def _worker_main(conn, worker_kwargs: dict) -> None:
-    """Process entry point: serve ``SimWorker`` commands over a pipe until 'close' or EOF."""
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    warnings.filterwarnings("ignore")
-    logging.getLogger("robosuite").setLevel(logging.ERROR)
-    worker = SimWorker(**worker_kwargs)
-    try:
-        while True:
-            message = conn.recv()
-            if message[0] == "close":
-                break
-            try:
-                conn.send(worker.handle(message))
-            except Exception as exc:  # noqa: BLE001 - sent back to the main process
-                import traceback
-
-                conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
-    except (EOFError, KeyboardInterrupt):
-        pass
-    finally:
-        worker.close()
-        conn.close()
-
-
-class _InlineConn:
-    """A worker in this process behind the pipe interface (num_envs=1, tests)."""
-
-    def __init__(self, worker_kwargs: dict):
-        self.worker = SimWorker(**worker_kwargs)
-        self.reply: tuple | None = None
-
-    def send(self, message: tuple) -> None:
-        if message[0] == "close":
-            self.worker.close()
-            return
-        self.reply = self.worker.handle(message)
-
-    def recv(self) -> tuple:
-        return self.reply
-
-    def close(self) -> None:
-        pass
-
-
-class SimPool:
-    """``num_envs`` LIBERO workers in their own processes (or one in this process)."""
-
-    def __init__(self, num_envs: int, worker_kwargs: dict, start_method: str = "spawn"):
-        self.procs, self.conns = [], []
-        if num_envs == 1:
-            self.conns = [_InlineConn(worker_kwargs)]
-            return
-        import multiprocessing as mp
-
-        ctx = mp.get_context(start_method)
-        for _ in range(num_envs):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker_main, args=(child, worker_kwargs), daemon=True)
-            proc.start()
-            child.close()
-            self.procs.append(proc)
-            self.conns.append(parent)
-
-    def close(self) -> None:
-        for conn in self.conns:
-            try:
-                conn.send(("close",))
-            except (BrokenPipeError, OSError):
-                pass
-        for proc in self.procs:
-            proc.join(timeout=30)
-            if proc.is_alive():
-                proc.terminate()
-        for conn in self.conns:
-            conn.close()
-
-    def __enter__(self) -> SimPool:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
 def _receive(conn) -> tuple:
-    reply = conn.recv()
-    if reply[0] == "error":
-        raise RuntimeError(f"a LIBERO worker failed: {reply[1]}")
-    return reply
+    return receive(conn, "LIBERO")
 
 
 # ---------------------------------------------------------------------------------------------- policies
@@ -542,7 +457,10 @@ def run_episodes(policy: Any, specs: list[EpisodeSpec], cfg: LiberoEvalConfig, i
     worker_kwargs = dict(suite=cfg.suite, state_source=cfg.state_source, max_steps=cfg.max_steps,
                          settle_steps=cfg.settle_steps, camera_size=cfg.camera_size,
                          video_dir=str(Path(cfg.output) / "videos"))  # fmt: skip
-    with SimPool(min(cfg.num_envs, len(specs)), worker_kwargs, cfg.start_method) as pool:
+    import multiprocessing as mp
+
+    context = mp.get_context(cfg.start_method)
+    with WorkerPool(min(cfg.num_envs, len(specs)), SimWorker, worker_kwargs, context=context) as pool:
         slots = [_Slot(conn) for conn in pool.conns]
         _start(slots, pending)
         while any(s.spec is not None for s in slots):

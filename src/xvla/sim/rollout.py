@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -36,8 +35,10 @@ from typing import Any
 import numpy as np
 
 from ..execution import ChunkRequest, ChunkScheduler, ExecutionConfig, motion_metrics
+from ..processing import rename_keys
 from .instructions import canonical_task, instruction
 from .variants import EmbodimentVariant, get_variant
+from .workers import WorkerPool, receive
 
 logger = logging.getLogger(__name__)
 
@@ -78,145 +79,56 @@ class _Slot:
     frames: list | None = None
 
 
-# ---------------------------------------------------------------------------------------------- env servers
-def _serve_envs(conn, variant_dict: dict, max_steps: int, privileged: bool) -> None:
-    """Worker loop: ('reset', task, seed) | ('step', action) | ('close',) -> replies over ``conn``."""
-    import warnings
+# ---------------------------------------------------------------------------------------------- env workers
+class MetaWorldWorker:
+    """One simulator process: ('reset', task, seed) | ('step', action) -> (ok, obs, raw, reward, term, trunc)."""
 
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    from .metaworld_env import MetaWorldEnv
+    def __init__(self, variant: dict, max_steps: int, privileged: bool):
+        self.variant = EmbodimentVariant.from_dict(variant)
+        self.max_steps, self.privileged = max_steps, privileged
+        self.envs: dict[str, Any] = {}
+        self.env = None
 
-    warnings.filterwarnings("ignore", message="Constant\\(s\\) may be too high")
-    variant = EmbodimentVariant.from_dict(variant_dict)
-    envs: dict[str, MetaWorldEnv] = {}
-    env = None
-    try:
-        while True:
-            message = conn.recv()
-            cmd = message[0]
-            try:
-                if cmd == "reset":
-                    _, task, seed = message
-                    if task not in envs:
-                        if len(envs) >= 4:  # bound memory and GL contexts on long task lists
-                            envs.pop(next(iter(envs))).close()
-                        envs[task] = MetaWorldEnv(
-                            task, variant, privileged_state=privileged, max_episode_steps=max_steps
-                        )
-                    env = envs[task]
-                    obs, _ = env.reset(seed=seed)
-                    conn.send(("ok", obs, env.raw_observation, 0.0, False, False))
-                elif cmd == "step":
-                    obs, reward, terminated, truncated, _ = env.step(message[1])
-                    conn.send(
-                        ("ok", obs, env.raw_observation, float(reward), bool(terminated), bool(truncated))
-                    )
-                elif cmd == "close":
-                    break
-                else:
-                    raise ValueError(f"unknown command {cmd!r}")
-            except Exception as exc:  # noqa: BLE001 - sent back to the main process
-                import traceback
-
-                conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
-    except (EOFError, KeyboardInterrupt):
-        pass
-    finally:
-        for e in envs.values():
-            e.close()
-        conn.close()
-
-
-class _InlineConn:
-    """A worker in this process behind the same send/recv interface (num_envs=1, tests, debugging)."""
-
-    def __init__(self, variant: EmbodimentVariant, max_steps: int, privileged: bool):
-        from .metaworld_env import MetaWorldEnv
-
-        self._make = lambda task: MetaWorldEnv(
-            task, variant, privileged_state=privileged, max_episode_steps=max_steps
-        )
-        self._envs: dict[str, Any] = {}
-        self._env = None
-        self._reply = None
-
-    def send(self, message) -> None:
+    def handle(self, message: tuple) -> tuple:
         import warnings
+
+        from .metaworld_env import MetaWorldEnv
 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Constant\\(s\\) may be too high")
             if message[0] == "reset":
                 _, task, seed = message
-                if task not in self._envs:
-                    self._envs[task] = self._make(task)
-                self._env = self._envs[task]
-                obs, _ = self._env.reset(seed=seed)
-                self._reply = ("ok", obs, self._env.raw_observation, 0.0, False, False)
-            elif message[0] == "step":
-                obs, reward, term, trunc, _ = self._env.step(message[1])
-                self._reply = ("ok", obs, self._env.raw_observation, float(reward), bool(term), bool(trunc))
-            elif message[0] == "close":
-                for env in self._envs.values():
-                    env.close()
-                self._envs.clear()
-
-    def recv(self):
-        return self._reply
+                if task not in self.envs:
+                    if len(self.envs) >= 4:  # bound memory and GL contexts on long task lists
+                        self.envs.pop(next(iter(self.envs))).close()
+                    self.envs[task] = MetaWorldEnv(task, self.variant, privileged_state=self.privileged,
+                                                   max_episode_steps=self.max_steps)  # fmt: skip
+                self.env = self.envs[task]
+                obs, _ = self.env.reset(seed=seed)
+                return ("ok", obs, self.env.raw_observation, 0.0, False, False)
+            if message[0] == "step":
+                obs, reward, term, trunc, _ = self.env.step(message[1])
+                return ("ok", obs, self.env.raw_observation, float(reward), bool(term), bool(trunc))
+        raise ValueError(f"unknown command {message[0]!r}")
 
     def close(self) -> None:
-        pass
+        for env in self.envs.values():
+            env.close()
+        self.envs.clear()
 
 
-class EnvPool:
-    """``num_envs`` simulators of one variant, each in its own process (or in this one when num_envs=1)."""
+def metaworld_pool(variant: EmbodimentVariant, num_envs: int, max_steps: int, privileged: bool = False,
+                   start_method: str | None = None, inline: bool | None = None) -> WorkerPool:  # fmt: skip
+    """``num_envs`` Meta-World simulators of one variant (fork or forkserver: see ``demos.mp_context``)."""
+    from .demos import mp_context
 
-    def __init__(self, variant: EmbodimentVariant, num_envs: int, max_steps: int, privileged: bool = False,
-                 start_method: str | None = None, inline: bool | None = None):  # fmt: skip
-        self.variant = variant
-        self.procs = []
-        self.conns = []
-        inline = num_envs == 1 if inline is None else inline
-        if inline:
-            self.conns = [_InlineConn(variant, max_steps, privileged) for _ in range(num_envs)]
-            return
-        from .demos import mp_context
-
-        ctx = mp_context(start_method)
-        for _ in range(num_envs):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(
-                target=_serve_envs, args=(child, variant.to_dict(), max_steps, privileged), daemon=True
-            )
-            proc.start()
-            child.close()
-            self.conns.append(parent)
-            self.procs.append(proc)
-
-    def close(self) -> None:
-        for conn in self.conns:
-            try:
-                conn.send(("close",))
-            except (BrokenPipeError, OSError):
-                pass
-        for proc in self.procs:
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.terminate()
-        for conn in self.conns:
-            conn.close()
-
-    def __enter__(self) -> EnvPool:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    kwargs = dict(variant=variant.to_dict(), max_steps=max_steps, privileged=privileged)
+    context = None if (inline if inline is not None else num_envs == 1) else mp_context(start_method)
+    return WorkerPool(num_envs, MetaWorldWorker, kwargs, context=context, inline=inline)
 
 
 def _receive(conn) -> tuple:
-    reply = conn.recv()
-    if reply[0] == "error":
-        raise RuntimeError(f"a simulator worker failed: {reply[1]}")
-    return reply
+    return receive(conn, "Meta-World")
 
 
 # ---------------------------------------------------------------------------------------------- policy glue
@@ -300,8 +212,8 @@ def _hold_action(variant: EmbodimentVariant):
 def _batch(
     slots: list[_Slot], domain_id: int, env_state: bool, key_map: dict[str, str] | None
 ) -> dict[str, Any]:
-    key_map = key_map or {}
-    batch: dict[str, Any] = {key_map.get(k, k): np.stack([s.obs[k] for s in slots]) for k in slots[0].obs}
+    stacked = {k: np.stack([s.obs[k] for s in slots]) for k in slots[0].obs}
+    batch: dict[str, Any] = rename_keys(stacked, key_map or {}, "simulator observation")  # model key=sim key
     batch["task"] = [instruction(s.spec.task) for s in slots]
     batch["domain_id"] = domain_id
     if env_state:
@@ -351,8 +263,8 @@ def run_rollouts(
 ) -> tuple[list[EpisodeResult], dict[str, float]]:
     """Run every episode of ``episodes`` with ``policy``; return the results (in the order given) and timings.
 
-    ``key_map`` renames observation keys for the policy (e.g. ``{"observation.images.main":
-    "observation.images.front"}``) when its cameras were named differently in training.
+    ``key_map`` goes model key -> simulator key (e.g. ``{"observation.images.front":
+    "observation.images.main"}``) for a policy whose cameras were named differently in training.
     ``execution`` (a strategy name or an :class:`~xvla.execution.ExecutionConfig`) and ``delay_steps``
     choose how chunks are executed while inference takes ``delay_steps`` control steps of simulated
     time; the default (``sync``, 0) executes ``n_action_steps`` of each chunk and then asks again.
@@ -373,7 +285,7 @@ def run_rollouts(
 
     bar = progress_bar(len(episodes), f"eval {variant.name}", progress)
     start = time.perf_counter()
-    with EnvPool(
+    with metaworld_pool(
         variant, min(num_envs, len(episodes)), max_steps, privileged_state, start_method, inline
     ) as pool:
         runner = _Rollout(policy, episodes, variant, settings, pool, bar)
@@ -412,7 +324,7 @@ class _Rollout:
     merged), then every robot executes one action.
     """
 
-    def __init__(self, policy, episodes, variant, settings: _Settings, pool: EnvPool, bar):
+    def __init__(self, policy, episodes, variant, settings: _Settings, pool: WorkerPool, bar):
         self.policy, self.variant, self.s, self.bar = policy, variant, settings, bar
         self.pending = deque(enumerate(episodes))
         self.results: dict[int, EpisodeResult] = {}
