@@ -132,3 +132,34 @@ def test_rollout_key_map_goes_model_key_to_simulator_key(metaworld, tiny_policy,
     config.key_map = {"observation.images.front": "observation.images.nope"}
     with pytest.raises((KeyError, UserFacingError), match="observation.images.nope"):
         evaluate(config, policy=tiny_policy)
+
+
+def test_a_rollout_step_feeds_the_policy_the_same_inputs_as_the_python_api(metaworld, tiny_policy, tmp_path):
+    """One observation path: the rollout hands the raw simulator observation to the policy's processor,
+    so its model inputs equal those of the same frames given to ``prepare_inputs`` by hand."""
+    import numpy as np
+    import torch
+
+    from xvla.sim.evaluate import EvalConfig, episode_specs, evaluate
+    from xvla.sim.instructions import instruction
+    from xvla.sim.metaworld_env import MetaWorldEnv
+
+    batches = []
+    real = tiny_policy.predict_action_chunk
+
+    def spy(batch, **kwargs):
+        batches.append(batch)
+        return real(batch, **kwargs)
+
+    tiny_policy.predict_action_chunk = spy
+    evaluate(EvalConfig(policy="tiny", tasks="reach-v3", episodes_per_task=1, num_envs=1, videos=0, image_size=48,
+                        max_steps=1, output=str(tmp_path), progress=False, domain_id=3), policy=tiny_policy)  # fmt: skip
+    env = MetaWorldEnv("reach-v3", "sawyer", image_size=48, max_episode_steps=1)
+    obs, _ = env.reset(seed=episode_specs(["reach-v3"], 1, seed=1000, videos=0)[0].seed)
+    env.close()
+    by_hand = {k: np.stack([v]) for k, v in obs.items()}
+    by_hand.update({"task": [instruction("reach-v3")], "domain_id": 3})
+    expected = tiny_policy.prepare_inputs(by_hand)
+    assert expected["image_input"].shape[-2:] == (32, 32)  # 48 px frames reach the model at its size
+    for name, value in tiny_policy.prepare_inputs(batches[0]).items():
+        assert torch.equal(value, expected[name]), name
