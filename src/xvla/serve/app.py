@@ -183,6 +183,26 @@ class _Routes:
             return error_response(500, f"internal server error (request id {rid}; see the server log)", rid)
 
     # ------------------------------------------------------------------ routes
+    async def add_adapter(self, request: Request) -> JSONResponse:
+        """POST /v1/adapters {"name", "path"}: serve another robot on this backbone (needs --api-key)."""
+
+        async def work(rid: str) -> JSONResponse:
+            if self.key is None:
+                raise RequestError("authorization", "adapters can be added at run time only on a server started with "
+                                   "--api-key (or XVLA_API_KEY); start one, or pass --adapters at start", status=403)  # fmt: skip
+            self.check_key(request)
+            body = parse_json_body(await self.read_body(request))
+            path, name = body.get("path"), body.get("name")
+            if not isinstance(path, str) or not (name is None or isinstance(name, str)):
+                raise RequestError("path", "send {'path': '<adapter file on the server>', 'name': '<robot name>'}")
+            try:
+                info = await anyio.to_thread.run_sync(self.engine.load_adapter, path, name)
+            except (ValueError, OSError) as exc:
+                raise RequestError("path", str(exc)) from None
+            return JSONResponse({"name": info.name, "domain_id": info.domain_id, "request_id": rid})
+
+        return await self.handle(request, work)
+
     async def health(self) -> JSONResponse:
         running = self.batcher.running
         body = {"status": "ok" if running else "stopping", "pending": self.batcher.pending,
@@ -200,7 +220,8 @@ class _Routes:
                 limits={"max_body_bytes": s.max_body_bytes, "max_image_side": lim.max_image_side,
                         "max_image_pixels": lim.max_image_pixels, "max_observations": lim.max_observations,
                         "max_instruction_chars": lim.max_instruction_chars},
-                auth=self.key is not None, endpoints=["POST /act", "POST /v1/act", "GET /health", "GET /info"],
+                auth=self.key is not None,
+                endpoints=["POST /act", "POST /v1/act", "POST /v1/adapters", "GET /health", "GET /info"],
             )  # fmt: skip
             return JSONResponse(body)
 
@@ -256,6 +277,7 @@ def create_app(engine: ServeEngine, settings: AppSettings | None = None) -> Fast
     app.add_api_route("/info", routes.info, methods=["GET"])
     app.add_api_route("/act", routes.act, methods=["POST"])
     app.add_api_route("/v1/act", routes.act_v1, methods=["POST"])
+    app.add_api_route("/v1/adapters", routes.add_adapter, methods=["POST"])
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unhandled)
     return app
@@ -265,7 +287,8 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     """404 / 405 and other routing errors get the same body as every other error."""
     rid = request_id(request)
     if exc.status_code == 404:
-        detail = f"no route {request.url.path}: the endpoints are POST /act, POST /v1/act, GET /health, GET /info"
+        detail = (f"no route {request.url.path}: the endpoints are POST /act, POST /v1/act, POST /v1/adapters, "
+                  "GET /health, GET /info")  # fmt: skip
         return error_response(404, detail, rid, "path")
     if exc.status_code == 405:
         return error_response(405, f"{request.method} is not allowed on {request.url.path}", rid, "method",

@@ -18,7 +18,7 @@ def register(sub) -> None:
         help="serve a policy over HTTP (official POST /act API, native POST /v1/act, dynamic batching)",
         description="Serve an X-VLA checkpoint over HTTP. Binds to 127.0.0.1 unless --host says otherwise.",
     )
-    add_dataclass_flags(p, ServeConfig, skip=("limits.max_steps",), aliases={"policy_path": ["--policy.path"]})
+    add_dataclass_flags(p, ServeConfig, skip=("limits.max_steps",), aliases={"policy_path": ["--policy.path"], "adapters": ["--adapter"]})
     p.set_defaults(func=cmd_serve)
 
 

@@ -14,6 +14,7 @@ sample's actions do not depend on what it was batched with (up to float rounding
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -120,6 +121,7 @@ class ServeEngine:
             encoded_channel_order=encoded_channel_order,
             limits=self.limits,
             action_dim=self.model.real_action_dim,
+            robots=robot_table(cfg),
         )
 
     @classmethod
@@ -130,6 +132,14 @@ class ServeEngine:
         overrides = {"dtype": dtype} if dtype else {}
         policy = XVLAPolicy.from_pretrained(path, device=dev, **overrides)
         return cls(policy, checkpoint=str(path), **kwargs)
+
+    def load_adapter(self, path: str | Path, name: str | None = None) -> Any:
+        """Load a robot adapter into a free domain slot and serve it (requests pick it by ``robot`` or id)."""
+        info = self.policy.load_adapter(path, name=name)
+        self.spec = dataclasses.replace(self.spec, allowed_domains=self.spec.allowed_domains | {info.domain_id},
+                                        robots=robot_table(self.config))  # fmt: skip
+        logger.info("adapter %r (%s) serves as domain %d", info.name, path, info.domain_id)
+        return info
 
     # ------------------------------------------------------------------ properties
     @property
@@ -266,6 +276,8 @@ class ServeEngine:
             "num_domains": cfg.num_domains,
             "domain_ids": sorted(self.spec.allowed_domains),
             "default_domain_id": cfg.domain_id,
+            "robots": dict(self.spec.robots),
+            "adapters": [{"name": a.name, "domain_id": a.domain_id, "path": a.path} for a in self.policy.adapters.values()],
             "views": {
                 "configured": cfg.total_image_views,
                 "max_images": self.spec.max_views,
@@ -280,6 +292,10 @@ class ServeEngine:
             "dtype": cfg.dtype,
             "encoded_image_channel_order": self.spec.encoded_channel_order,
         }
+
+
+def robot_table(config: Any) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted((name, d) for d, name in (config.domains or {}).items()))
 
 
 def served_domains(config: Any, requested: list[int] | None) -> list[int]:

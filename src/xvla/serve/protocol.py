@@ -82,6 +82,7 @@ class ModelSpec:
     encoded_channel_order: str = "rgb"  # "bgr" reproduces the official server's cv2.imdecode
     limits: Limits = field(default_factory=Limits)
     action_dim: int | None = None  # the robot's action width (a committed prefix has it); None = model width
+    robots: tuple[tuple[str, int], ...] = ()  # robot name -> domain id (the domain table and loaded adapters)
 
 
 @dataclass
@@ -520,7 +521,10 @@ def _parse_native_observation(obs: dict[str, Any], name: str, spec: ModelSpec, s
         if obs.get(STATE_KEY) is None:
             raise RequestError(f"{name}.{STATE_KEY}", f"missing: send the robot state (1 to {spec.proprio_dim} numbers)")
         state = parse_state(obs[STATE_KEY], f"{name}.{STATE_KEY}", spec)
-    domain = _domain_or_default(obs.get("domain_id"), f"{name}.domain_id", spec)
+    if obs.get("robot") is not None and obs.get("domain_id") is None:
+        domain = _robot_domain(obs["robot"], f"{name}.robot", spec)
+    else:
+        domain = _domain_or_default(obs.get("domain_id"), f"{name}.domain_id", spec)
     seed = parse_seed(obs.get("seed"), f"{name}.seed")
     noise = parse_noise(obs["noise"], f"{name}.noise", spec) if obs.get("noise") is not None else None
     item = Observation(images=images, state=state, task=task, domain_id=domain, steps=steps, seed=seed, noise=noise)
@@ -572,6 +576,13 @@ def parse_prefix(obs: dict[str, Any], name: str, spec: ModelSpec) -> tuple[np.nd
     if guidance not in GUIDANCE_MODES:
         raise RequestError(f"{name}.guidance", f"{guidance!r:.40} is unknown: choose one of {list(GUIDANCE_MODES)}")
     return prefix.astype(np.float32), weights.astype(np.float32), guidance
+
+
+def _robot_domain(value: Any, field: str, spec: ModelSpec) -> int:
+    robots = dict(spec.robots)
+    if not isinstance(value, str) or value not in robots:
+        raise RequestError(field, f"unknown robot {str(value)[:64]!r}: this server knows {sorted(robots)}")
+    return robots[value]
 
 
 def _domain_or_default(value: Any, field: str, spec: ModelSpec) -> int:

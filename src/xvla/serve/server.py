@@ -46,6 +46,8 @@ class ServeConfig:
         "help": "channel order of decoded JPEG/PNG images; 'bgr' reproduces the official (OpenCV) server"})
     limits: Limits = field(default_factory=Limits)
     graceful_timeout_s: float = 30.0
+    adapters: list[str] | None = field(default=None, metadata={
+        "help": "robot adapters to serve on this backbone, NAME=PATH,NAME=PATH (xvla adapter export)"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
     access_log: bool = field(default=False, metadata={"help": "log every request line"})
 
@@ -64,7 +66,7 @@ def build_engine(cfg: ServeConfig) -> ServeEngine:
     limits = cfg.limits
     if limits.max_steps != cfg.max_steps:
         limits = Limits(**{**limits.__dict__, "max_steps": cfg.max_steps})
-    return ServeEngine.from_pretrained(
+    engine = ServeEngine.from_pretrained(
         cfg.policy_path,
         device=cfg.device,
         dtype=cfg.dtype,
@@ -74,6 +76,12 @@ def build_engine(cfg: ServeConfig) -> ServeEngine:
         limits=limits,
         encoded_channel_order=cfg.encoded_channel_order,
     )
+    for item in cfg.adapters or []:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise ValueError(f"--adapters entry {item!r} must look like NAME=PATH")
+        engine.load_adapter(path.strip(), name.strip())
+    return engine
 
 
 def build_app(cfg: ServeConfig, engine: ServeEngine | None = None):

@@ -1,0 +1,69 @@
+"""One backbone, many robots: adapters loaded at start or at run time, selected per request by name."""
+
+from __future__ import annotations
+
+import httpx
+import json_numpy
+import numpy as np
+import torch
+
+from xvla import XVLAPolicy
+from xvla.adapters import domain_rows, export_adapter
+
+from .serve_support import CHUNK, running_server, serve_config
+
+
+def make_adapters(tmp_path, tokenizer):
+    """A base checkpoint and two robots "trained" from it (different domain rows), exported as adapters."""
+    torch.manual_seed(0)
+    XVLAPolicy(serve_config(domains={0: "base"}), tokenizer=tokenizer).save_pretrained(tmp_path / "base")
+    paths = {}
+    for robot, scale in (("left-arm", 0.05), ("right-arm", 0.1)):
+        trained = XVLAPolicy.from_pretrained(tmp_path / "base")
+        with torch.no_grad():
+            for name, param in trained.model.named_parameters():
+                if name in domain_rows(trained.model, 1):
+                    param[1].normal_(0, scale)
+        trained.config.domains = {0: "base", 1: robot}
+        paths[robot] = export_adapter(trained, 1, tmp_path / f"{robot}.safetensors")
+        trained.save_pretrained(tmp_path / robot)
+    return tmp_path / "base", paths
+
+
+def observation(robot, rng):
+    frame = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    return {"observation.images.front": json_numpy.dumps(frame), "observation.state": [0.1] * 4, "task": "stack",
+            "robot": robot, "noise": rng.standard_normal((CHUNK, 20)).astype(np.float32).tolist()}  # fmt: skip
+
+
+def test_two_robots_in_one_batch_equal_each_alone(tmp_path, tokenizer):
+    base, paths = make_adapters(tmp_path, tokenizer)
+    rng = np.random.default_rng(0)
+    left, right = observation("left-arm", rng), observation("right-arm", rng)
+    spec = f"left-arm={paths['left-arm']},right-arm={paths['right-arm']}"
+    with running_server(base, adapters=spec.split(",")) as srv, httpx.Client(base_url=srv.url, timeout=60) as http:
+        info = http.get("/info").json()
+        assert {a["name"] for a in info["adapters"]} == {"left-arm", "right-arm"}
+        both = http.post("/v1/act", json={"observations": [left, right]}).json()["actions"]
+    for robot, obs, answer in (("left-arm", left, both[0]), ("right-arm", right, both[1])):
+        alone = {**obs, "robot": None, "domain_id": 1}
+        with running_server(tmp_path / robot) as srv, httpx.Client(base_url=srv.url, timeout=60) as http:
+            expected = http.post("/v1/act", json={"observations": [alone]}).json()["actions"][0]
+        np.testing.assert_allclose(answer, expected, atol=1e-5)
+
+
+def test_adding_an_adapter_at_run_time_needs_the_api_key(tmp_path, tokenizer):
+    base, paths = make_adapters(tmp_path, tokenizer)
+    body = {"name": "left-arm", "path": str(paths["left-arm"])}
+    with running_server(base) as srv, httpx.Client(base_url=srv.url, timeout=60) as http:
+        assert http.post("/v1/adapters", json=body).status_code == 403  # no --api-key: never open to anyone
+    with running_server(base, api_key="k") as srv, httpx.Client(base_url=srv.url, timeout=60) as http:
+        assert http.post("/v1/adapters", json=body).status_code == 401
+        added = http.post("/v1/adapters", json=body, headers={"x-api-key": "k"})
+        assert added.status_code == 200 and added.json()["name"] == "left-arm"
+        obs = observation("left-arm", np.random.default_rng(1))
+        answer = http.post("/v1/act", json={"observations": [obs]}, headers={"x-api-key": "k"})
+        assert answer.status_code == 200, answer.text
+        unknown = http.post("/v1/act", json={"observations": [observation("nobody", np.random.default_rng(1))]},
+                            headers={"x-api-key": "k"})  # fmt: skip
+        assert unknown.status_code == 422 and "unknown robot" in unknown.json()["detail"]
