@@ -106,7 +106,7 @@ def _register_optional(sub) -> None:
     """Sub-commands that live with their feature (each module exposes ``register(subparsers)``)."""
     import importlib
 
-    for module in ("xvla.serve.cli", "xvla.train.cli", "xvla.sim.cli"):
+    for module in ("xvla.serve.cli", "xvla.train.cli", "xvla.sim.cli", "xvla.export_cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
-CPU_OPTIONS = {"freezing": True}
 
 
 def check_compile_supported(device: torch.device) -> None:
@@ -102,7 +101,7 @@ class FastPath:
         self.backend = backend
         self._eager_encode = type(model).encode.__get__(model)
         self._eager_denoise = type(model).denoise_step.__get__(model)
-        kwargs = {"mode": mode} if mode else {"options": dict(CPU_OPTIONS)}
+        kwargs = {"mode": mode} if mode else {}
         self._encode_graph = torch.compile(self._static_encode, backend=backend, dynamic=False, **kwargs)
         self._denoise_graph = torch.compile(self._static_denoise, backend=backend, dynamic=False, **kwargs)
 
@@ -129,7 +128,10 @@ class FastPath:
         for start in range(0, padded, step):
             if self.mode == "reduce-overhead":
                 torch.compiler.cudagraph_mark_step_begin()
-            out = graph(*(x[start : start + step] for x in tensors), *extra)
+            # Freezing must be on when inductor compiles (lazily, at a first call): passing it in
+            # torch.compile(options=...) leaves the linears unpacked (aten.addmm), this packs them for oneDNN.
+            with torch._inductor.config.patch(freezing=self.mode is None):
+                out = graph(*(x[start : start + step] for x in tensors), *extra)
             # CUDA graphs reuse their output buffers on the next replay: keep a private copy.
             outs.append(out.clone() if self.mode == "reduce-overhead" else out)
         return torch.cat(outs) if len(outs) > 1 else outs[0]
