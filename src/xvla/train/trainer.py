@@ -41,6 +41,7 @@ from .mixture import (
 )
 from .optim import GroupLRScheduler, build_optimizer, build_schedules
 from .params import DomainRowKeeper, apply_requires_grad, count_table, select_trainable
+from .speed import compile_for_training, fused_adamw_supported
 from .tracking import METRICS_CSV, PLOT_NAME, MetricsLogger, plot_metrics
 
 logger = logging.getLogger(__name__)
@@ -345,6 +346,8 @@ class Trainer:
 
         # Model wrapping, optimizer, schedule.
         apply_requires_grad(policy.model, trainable, start_step, freeze_steps)
+        if cfg.compile:
+            compile_for_training(policy.model)
         module = TrainingModule(policy)
         if cfg.fsdp and env.distributed:
             dist_utils.shard_fsdp(policy, env, bf16=False)
@@ -352,7 +355,8 @@ class Trainer:
         else:
             self._wrapped = dist_utils.wrap_ddp(module, env)
         self._trainable = trainable
-        optimizer = build_optimizer(policy.model, trainable, cfg.optimizer)
+        fused = None if cfg.fsdp else fused_adamw_supported(device)  # one kernel per step, not a loop
+        optimizer = build_optimizer(policy.model, trainable, cfg.optimizer, fused=fused)
         schedules = build_schedules(cfg.optimizer, cfg.scheduler, cfg.steps)
         scheduler = GroupLRScheduler(optimizer, schedules, step=start_step)
         if resume_from is not None:
