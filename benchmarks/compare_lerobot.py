@@ -234,6 +234,7 @@ def measure(args, reference: Reference, ours: dict[str, Any]) -> list[dict]:
             err = (actions[v] - base).abs() if base is not None else torch.full((1,), float("nan"))
             rows.append({"size": args.size, "batch": batch, "variant": v, "ms": statistics.median(times[v]),
                          "times": times[v], "max_err": err.max().item(), "mean_err": err.mean().item()})  # fmt: skip
+        print_table([r for r in rows if r["batch"] == batch], args)  # as it comes: full-size runs take long
     return rows
 
 

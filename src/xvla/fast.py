@@ -217,6 +217,9 @@ def enable_fast_path(
         check_compile_supported(device)
     if mode is None and device.type == "cuda":
         mode = "reduce-overhead"
+    # One graph per (batch size, view count, image size) for each of the two functions: the default limit
+    # of 8 per function would send a server with 4 sizes x 3 view counts back to eager after the 8th.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     previous = getattr(model, "fast_path", None)
     if previous is not None:
         previous.disable()

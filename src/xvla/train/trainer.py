@@ -355,7 +355,9 @@ class Trainer:
         else:
             self._wrapped = dist_utils.wrap_ddp(module, env)
         self._trainable = trainable
-        fused = None if cfg.fsdp else fused_adamw_supported(device)  # one kernel per step, not a loop
+        # Fused AdamW (one kernel per step) for single-process runs; distributed runs keep the default so
+        # DDP and FSDP (DTensor parameters) stay bit-identical to each other.
+        fused = None if env.distributed else fused_adamw_supported(device)
         optimizer = build_optimizer(policy.model, trainable, cfg.optimizer, fused=fused)
         schedules = build_schedules(cfg.optimizer, cfg.scheduler, cfg.steps)
         scheduler = GroupLRScheduler(optimizer, schedules, step=start_step)
