@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors import safe_open
 
@@ -22,6 +23,7 @@ def loss_and_grads(model, io) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     return total.detach(), grads
 
 
+@pytest.mark.slow  # compiles forward + backward: about 3 CPU-minutes
 def test_compiled_training_step_matches_eager():
     with safe_open(str(FIXTURES / CASE / "io.safetensors"), framework="pt") as f:
         io = {k: f.get_tensor(k) for k in f.keys()}
