@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-EXTRAS ?= data,train,serve,sim,libero,dev
+EXTRAS ?= data,train,serve,sim,libero,export,dev
 
 .PHONY: install demo test test-slow lint bench clean
 

@@ -1,11 +1,17 @@
 """Speed next to the reference: LeRobot 0.4.4's `xvla` vs this library, same weights, same inputs.
 
-The reference lives in its own venv (see SPEC §6 / tests/fixtures/parity/README.md); this script
-runs its half there and its other half here, on one checkpoint that LeRobot writes:
+The reference lives in its own venv (see SPEC §6 / tests/fixtures/parity/README.md). It runs as a
+worker process there, on one checkpoint that LeRobot itself writes; this process loads the same
+checkpoint. Measurements are interleaved: each round times every variant once (reference fp32,
+reference bf16, ours fp32, ours fast path, ...), alternating the two processes, and the table gives
+medians over rounds, so load from other processes hits every variant alike.
 
     python benchmarks/compare_lerobot.py --reference-python /path/to/refenv/bin/python
+    python benchmarks/compare_lerobot.py --reference-python ... --sizes mid full --batches 1 8
 
-It prints ms per action chunk for both and checks that the chunks agree (same noise).
+Variants: ``ref-fp32``/``ref-bf16`` (LeRobot, its ``dtype`` field), ``fp32`` (ours, eager),
+``fp32-compiled`` (ours, ``compile=True``), ``fast`` (ours, ``dtype="bfloat16", compile=True``).
+Errors are max / mean abs differences of the action chunk from the reference fp32 chunk (same noise).
 """
 
 from __future__ import annotations
@@ -19,13 +25,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 SIZES = {
     # name: (head overrides, florence width, image size, views, text length, batch sizes)
     "mid": (dict(hidden_size=512, depth=8, num_heads=8), 128, 224, 2, 64),
     "small": (dict(hidden_size=256, depth=4, num_heads=4), 64, 128, 2, 32),  # 4x4 (+1) tokens per view
+    "full": (dict(), 1024, 224, 2, 64),  # LeRobot's defaults + Florence-2-large: the released 0.9B size
 }
+VARIANTS = ("ref-fp32", "ref-bf16", "fp32", "fp32-compiled", "fast")
 
 
 def florence_remote(width: int, length: int) -> dict:
@@ -50,6 +59,17 @@ def florence_remote(width: int, length: int) -> dict:
     }  # fmt: skip
 
 
+def florence_for(size: str) -> dict:
+    """Remote-code florence_config (what LeRobot reads) for a size, built with our converter for `full`."""
+    head, width, image, views, length = SIZES[size]
+    if size != "full":
+        return florence_remote(width, length)
+    from xvla.checkpoints import florence_config_to_remote
+    from xvla.config import florence2_large_config
+
+    return florence_config_to_remote(florence2_large_config())
+
+
 def make_inputs(size: str, batch: int, proprio_dim: int):
     import torch
 
@@ -64,34 +84,29 @@ def make_inputs(size: str, batch: int, proprio_dim: int):
     ), torch.randn(batch, 32, 20, generator=g)
 
 
-def time_it(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+def timed(fn) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn()
+    return 1000 * (time.perf_counter() - start), out
 
 
-def reference_half(args) -> None:
-    """Runs in the reference venv: build + save a LeRobot policy, time its generate_actions."""
-    sys.path.insert(0, str(HERE.parent / "scripts"))
-    from make_parity_fixtures import install_torchvision_stub
-
-    install_torchvision_stub()
+# ---------------------------------------------------------------------------------------- reference worker
+def build_reference(args):
+    """In the reference venv: a LeRobot policy with random weights, saved to args.checkpoint."""
     import torch
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.xvla.configuration_xvla import XVLAConfig
     from lerobot.policies.xvla.modeling_xvla import XVLAPolicy
 
-    torch.set_num_threads(args.threads)
     head, width, image, views, length = SIZES[args.size]
     torch.manual_seed(0)
-    features = {f"observation.images.cam{i}": PolicyFeature(FeatureType.VISUAL, (3, image, image)) for i in range(views)}
+    features = {
+        f"observation.images.cam{i}": PolicyFeature(FeatureType.VISUAL, (3, image, image))
+        for i in range(views)
+    }
     features["observation.state"] = PolicyFeature(FeatureType.STATE, (32,))
     config = XVLAConfig(
-        florence_config=florence_remote(width, length), tokenizer_max_length=length, device="cpu",
+        florence_config=json.loads(Path(args.florence_json).read_text()), tokenizer_max_length=length, device="cpu",
         input_features=features, output_features={"action": PolicyFeature(FeatureType.ACTION, (20,))}, **head,
     )  # fmt: skip
     policy = XVLAPolicy(config)
@@ -99,75 +114,189 @@ def reference_half(args) -> None:
         for p in policy.parameters():  # image_projection is left uninitialised by the reference
             p.copy_(torch.randn_like(p) * 0.02)
     policy.save_pretrained(args.checkpoint)
-    model = policy.model.eval()
-    out = {}
-    for batch in args.batches:
-        inputs, noise = make_inputs(args.size, batch, 32)
-        real_randn = torch.randn
-
-        def run(inputs=inputs, noise=noise, real_randn=real_randn):
-            torch.randn = lambda *a, **k: noise.clone()
-            try:
-                with torch.no_grad():
-                    return model.generate_actions(**inputs, steps=10)
-            finally:
-                torch.randn = real_randn
-
-        out[batch] = {"ms": time_it(run, args.repeats), "actions": run().tolist()}
-    print("RESULT " + json.dumps(out))
+    return policy.model.eval()
 
 
-def ours_half(args) -> dict:
+def reference_worker(args) -> None:
+    """Answer one JSON request per stdin line: {"batch": B, "dtype": ...} -> {"ms": ..., "actions": ...}."""
+    import copy
+
+    sys.path.insert(0, str(HERE.parent / "scripts"))
+    from make_parity_fixtures import install_torchvision_stub
+
+    install_torchvision_stub()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    models = {"float32": build_reference(args)}
+    if "ref-bf16" in args.variants:
+        bf16 = copy.deepcopy(models["float32"])
+        bf16.config.dtype = "bfloat16"
+        bf16._apply_dtype()
+        models["bfloat16"] = bf16
+    print("READY", flush=True)
+    real_randn = torch.randn
+    for line in sys.stdin:
+        request = json.loads(line)
+        model = models[request["dtype"]]
+        inputs, noise = make_inputs(args.size, request["batch"], 32)
+        torch.randn = lambda *a, noise=noise, **k: noise.to(k.get("dtype") or torch.float32)
+        try:
+            with torch.no_grad():
+                ms, actions = timed(lambda m=model, x=inputs: m.generate_actions(**x, steps=10))
+        finally:
+            torch.randn = real_randn
+        print("RESULT " + json.dumps({"ms": ms, "actions": actions.float().tolist()}), flush=True)
+
+
+class Reference:
+    """The worker process in the reference venv, driven over stdin/stdout."""
+
+    def __init__(self, args, checkpoint: str, florence_json: str):
+        cmd = [args.reference_python, __file__, "--reference-worker", "--checkpoint", checkpoint, "--size", args.size,
+               "--threads", str(args.threads), "--florence-json", florence_json, "--variants", *args.variants]  # fmt: skip
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        line = self.proc.stdout.readline()
+        if not line.startswith("READY"):
+            sys.exit(f"the reference worker did not start (exit {self.proc.wait()}); see its stderr above")
+
+    def run(self, batch: int, dtype: str) -> tuple[float, Any]:
+        import torch
+
+        self.proc.stdin.write(json.dumps({"batch": batch, "dtype": dtype}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line.startswith("RESULT "):
+            sys.exit(f"the reference worker failed (exit {self.proc.poll()}); see its stderr above")
+        out = json.loads(line[7:])
+        return out["ms"], torch.tensor(out["actions"])
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+# ---------------------------------------------------------------------------------------- our variants
+def load_ours(args, checkpoint: str) -> dict[str, Any]:
+    """Our variants, each a callable (batch) -> actions. fp32 and fp32-compiled share one set of weights."""
+    import copy
+
     import torch
 
     from xvla import XVLAPolicy
+    from xvla.fast import enable_fast_path
 
     torch.set_num_threads(args.threads)
-    model = XVLAPolicy.from_pretrained(args.checkpoint).model
-    out = {}
-    for batch in args.batches:
-        inputs, noise = make_inputs(args.size, batch, 32)
-        def run(inputs=inputs, noise=noise):
-            return model.generate_actions(**inputs, steps=10, noise=noise)
+    models = {}
+    fp32 = XVLAPolicy.from_pretrained(checkpoint).model
+    if "fp32" in args.variants:
+        models["fp32"] = copy.copy(fp32)  # a shallow copy: same parameters, keeps the eager methods
+    if "fp32-compiled" in args.variants:
+        enable_fast_path(fp32, batch_sizes=args.batches)
+        models["fp32-compiled"] = fp32
+    if "fast" in args.variants:
+        models["fast"] = XVLAPolicy.from_pretrained(
+            checkpoint, dtype="bfloat16", compile=True, compile_batch_sizes=tuple(args.batches)
+        ).model
 
-        out[batch] = {"ms": time_it(run, args.repeats), "actions": run()}
-    return out
+    def runner(model):
+        def run(batch: int) -> tuple[float, Any]:
+            inputs, noise = make_inputs(args.size, batch, 32)
+            return timed(lambda: model.generate_actions(**inputs, steps=10, noise=noise).float())
+
+        return run
+
+    return {name: runner(m) for name, m in models.items()}
+
+
+def measure(args, reference: Reference, ours: dict[str, Any]) -> list[dict]:
+    """Interleaved rounds: each round times every variant once; one untimed warm-up (compiles) first."""
+    import torch
+
+    def call(variant: str, batch: int):
+        if variant.startswith("ref-"):
+            return reference.run(batch, "bfloat16" if variant == "ref-bf16" else "float32")
+        return ours[variant](batch)
+
+    rows = []
+    for batch in args.batches:
+        times: dict[str, list[float]] = {v: [] for v in args.variants}
+        actions = {}
+        for v in args.variants:
+            warm_ms, actions[v] = call(v, batch)
+            print(f"  {args.size} b{batch} {v}: warm-up {warm_ms:.0f} ms", file=sys.stderr, flush=True)
+        for _ in range(args.repeats):
+            for v in args.variants:
+                times[v].append(call(v, batch)[0])
+        base = actions.get("ref-fp32")
+        for v in args.variants:
+            err = (actions[v] - base).abs() if base is not None else torch.full((1,), float("nan"))
+            rows.append({"size": args.size, "batch": batch, "variant": v, "ms": statistics.median(times[v]),
+                         "times": times[v], "max_err": err.max().item(), "mean_err": err.mean().item()})  # fmt: skip
+        print_table([r for r in rows if r["batch"] == batch], args)  # as it comes: full-size runs take long
+    return rows
+
+
+def print_table(rows: list[dict], args) -> None:
+    print(f"\nX-VLA vs LeRobot 0.4.4: 10 denoising steps, CPU ({os.cpu_count()} cores), torch threads={args.threads}, "
+          f"OMP_WAIT_POLICY=PASSIVE, {args.repeats} interleaved rounds (median), one warm-up per variant\n")  # fmt: skip
+    print(
+        "| size | batch | variant | ms / chunk | x ref fp32 time | x ref bf16 time | max abs err | mean abs err |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        same = [q for q in rows if q["size"] == r["size"] and q["batch"] == r["batch"]]
+        ref = {q["variant"]: q["ms"] for q in same}
+
+        def ratio(name: str, r: dict = r, ref: dict = ref) -> str:
+            return f"{r['ms'] / ref[name]:.2f}" if name in ref else "-"
+
+        print(f"| {r['size']} | {r['batch']} | {r['variant']} | {r['ms']:.1f} | {ratio('ref-fp32')} | "
+              f"{ratio('ref-bf16')} | {r['max_err']:.1e} | {r['mean_err']:.1e} |")  # fmt: skip
+
+
+def run_size(args) -> list[dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = str(Path(tmp) / "ckpt")
+        florence_json = Path(tmp) / "florence.json"
+        florence_json.write_text(json.dumps(florence_for(args.size)))
+        reference = Reference(args, checkpoint, str(florence_json))
+        try:
+            ours = load_ours(args, checkpoint)
+            return measure(args, reference, ours)
+        finally:
+            reference.close()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--reference-python", help="python of the venv where lerobot==0.4.4 is installed")
-    parser.add_argument("--size", default="mid", choices=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", default=["mid"], choices=list(SIZES))
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timed rounds per batch size")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--size", help=argparse.SUPPRESS)  # internal, for the worker
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
-    parser.add_argument("--reference-half", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--florence-json", help=argparse.SUPPRESS)
+    parser.add_argument("--reference-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.reference_half:
-        reference_half(args)
+    if args.reference_worker:
+        reference_worker(args)
         return
     if not args.reference_python:
         parser.error("--reference-python is required (the reference must not be installed beside xvla)")
-    import torch
-
-    with tempfile.TemporaryDirectory() as tmp:
-        args.checkpoint = str(Path(tmp) / "ckpt")
-        cmd = [args.reference_python, __file__, "--reference-half", "--checkpoint", args.checkpoint, "--size", args.size,
-               "--repeats", str(args.repeats), "--threads", str(args.threads), "--batches", *map(str, args.batches)]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE"))
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode or not lines:
-            sys.exit(f"reference half failed:\n{proc.stderr[-3000:]}")
-        ref = {int(k): v for k, v in json.loads(lines[-1][7:]).items()}
-        ours = ours_half(args)
-    print(f"\nX-VLA '{args.size}' config, 10 denoising steps, CPU, {os.cpu_count()} cores, torch threads={args.threads}, "
-          f"median of {args.repeats}\n")  # fmt: skip
-    print("| batch | LeRobot 0.4.4 ms/chunk | xvla ms/chunk | speed-up | max abs diff of actions |")
-    print("|---|---|---|---|---|")
-    for batch in args.batches:
-        diff = (torch.tensor(ref[batch]["actions"]) - ours[batch]["actions"]).abs().max().item()
-        print(f"| {batch} | {ref[batch]['ms']:.1f} | {ours[batch]['ms']:.1f} | {ref[batch]['ms'] / ours[batch]['ms']:.2f}x | {diff:.1e} |")
+    rows = []
+    for size in args.sizes:
+        args.size = size
+        rows += run_size(args)
+        print_table(rows, args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

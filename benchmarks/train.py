@@ -48,7 +48,7 @@ def _peak_mb(device: str) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "max RSS"
 
 
-def run_model_case(name, batch, precision, device, warmup, repeats, threads, grad_ckpt) -> dict:
+def run_model_case(name, batch, precision, device, warmup, repeats, threads, grad_ckpt, compile=False) -> dict:
     import torch
 
     from xvla import XVLAPolicy
@@ -56,6 +56,7 @@ def run_model_case(name, batch, precision, device, warmup, repeats, threads, gra
     from xvla.train.config import build_train_config
     from xvla.train.optim import GroupLRScheduler, build_optimizer, build_schedules
     from xvla.train.params import select_trainable
+    from xvla.train.speed import compile_for_training, fused_adamw_supported
     from xvla.train.trainer import TrainingModule
 
     torch.set_num_threads(threads)
@@ -76,7 +77,9 @@ def run_model_case(name, batch, precision, device, warmup, repeats, threads, gra
     params = sum(p.numel() for p in policy.parameters())
     cfg = build_train_config({"recipe": "lerobot", "dataset": {"root": "/unused"}, "steps": 1000})
     trainable = select_trainable(policy.model, "config")
-    optimizer = build_optimizer(policy.model, trainable, cfg.optimizer)
+    if compile:
+        compile_for_training(policy.model)
+    optimizer = build_optimizer(policy.model, trainable, cfg.optimizer, fused=fused_adamw_supported(torch.device(device)))
     scheduler = GroupLRScheduler(
         optimizer, build_schedules(cfg.optimizer, cfg.scheduler, cfg.steps), step=500
     )
@@ -119,7 +122,7 @@ def run_model_case(name, batch, precision, device, warmup, repeats, threads, gra
     peak, kind = _peak_mb(device)
     return {
         "kind": "model", "config": name, "params_m": params / 1e6, "batch": batch, "precision": precision,
-        "grad_ckpt": grad_ckpt, "device": device, "ms_step": ms, "samples_s": batch * 1000 / ms, "peak_mb": peak,
+        "grad_ckpt": grad_ckpt, "compile": compile, "device": device, "ms_step": ms, "samples_s": batch * 1000 / ms, "peak_mb": peak,
         "memory_kind": kind, "image": f"{views}x{size}x{size}", "threads": threads, "repeats": repeats,
     }  # fmt: skip
 
@@ -204,6 +207,7 @@ def main() -> None:
     parser.add_argument(
         "--grad-ckpt", action="store_true", help="also run each case with gradient checkpointing"
     )
+    parser.add_argument("--compile", action="store_true", help="also run each case with compile_for_training")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
@@ -221,9 +225,9 @@ def main() -> None:
     if args.case:
         kind, *rest = args.case.split(",")
         if kind == "model":
-            name, batch, precision, ckpt = rest
+            name, batch, precision, ckpt, comp = rest
             row = run_model_case(name, int(batch), precision, args.device, args.warmup, args.repeats, args.threads,
-                                 ckpt == "1")  # fmt: skip
+                                 ckpt == "1", comp == "1")  # fmt: skip
         else:
             root, workers, jitter = rest
             row = run_data_case(
@@ -240,8 +244,9 @@ def main() -> None:
         for name in args.configs:
             for precision in args.precisions:
                 for batch in args.batches:
-                    for ckpt in [0, 1] if args.grad_ckpt else [0]:
-                        row = _sub(["--case", f"model,{name},{batch},{precision},{ckpt}", *common])
+                    for ckpt, comp in [(c, k) for c in ([0, 1] if args.grad_ckpt else [0])
+                                       for k in ([0, 1] if args.compile else [0])]:  # fmt: skip
+                        row = _sub(["--case", f"model,{name},{batch},{precision},{ckpt},{comp}", *common])
                         if row:
                             rows.append(row)
                             print(
@@ -271,12 +276,12 @@ def main() -> None:
           f"median of {args.repeats} steps after {args.warmup} warm-up)\n")  # fmt: skip
     model_rows = [r for r in rows if r["kind"] == "model"]
     if model_rows:
-        header = "| config | params (M) | images | batch | precision | grad ckpt | ms / step | samples/s | peak MB |"
+        header = "| config | params (M) | images | batch | precision | grad ckpt | compiled | ms / step | samples/s | peak MB |"
         print(header)
         print("|---" * (header.count("|") - 1) + "|")
         for r in model_rows:
             print(f"| {r['config']} | {r['params_m']:.1f} | {r['image']} | {r['batch']} | {r['precision']} | "
-                  f"{'yes' if r['grad_ckpt'] else 'no'} | {r['ms_step']:.0f} | {r['samples_s']:.2f} | "
+                  f"{'yes' if r['grad_ckpt'] else 'no'} | {'yes' if r.get('compile') else 'no'} | {r['ms_step']:.0f} | {r['samples_s']:.2f} | "
                   f"{r['peak_mb']:.0f} ({r['memory_kind']}) |")  # fmt: skip
     data_rows = [r for r in rows if r["kind"] == "data"]
     if data_rows:

@@ -55,11 +55,16 @@ class XVLAPolicy(nn.Module):
         tokenizer: Any | None = None,
         strict: bool = True,
         revision: str | None = None,
+        compile: bool = False,
+        compile_batch_sizes: tuple[int, ...] | None = None,
         **config_overrides: Any,
     ) -> XVLAPolicy:
         """Load an X-VLA checkpoint in our, LeRobot's or the official format (auto-detected).
 
         ``config_overrides`` replace config fields (e.g. ``dtype="bfloat16"``, ``domain_id=3``).
+        ``compile=True`` turns on the fast inference path (:mod:`xvla.fast`: compiled graphs with frozen
+        weights at the batch sizes ``compile_batch_sizes``, default 1, 2, 4, 8); with
+        ``dtype="bfloat16"`` it is the fastest CPU (AMX) and GPU setting.
         """
         folder = resolve_checkpoint_dir(path_or_hub_id, revision=revision)
         raw = ckpt.read_config_json(folder)
@@ -78,6 +83,10 @@ class XVLAPolicy(nn.Module):
         if device is not None:
             policy.to(resolve_device(device))
         policy.eval()
+        if compile:
+            from .fast import DEFAULT_BATCH_SIZES, enable_fast_path
+
+            enable_fast_path(policy.model, batch_sizes=compile_batch_sizes or DEFAULT_BATCH_SIZES)
         return policy
 
     def load_model_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True, source: str = "") -> None:

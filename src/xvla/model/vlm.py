@@ -90,8 +90,15 @@ class FlorenceEncoder(nn.Module):
         tokens, dim = valid.shape[1:]
         image_features = valid.new_zeros(batch * views, tokens, dim)
         image_features[mask] = valid
-        image_features = image_features.view(batch, views, tokens, dim)
+        return self.fuse(image_features.view(batch, views, tokens, dim), input_ids)
 
+    def fuse(self, image_features: torch.Tensor, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-view image tokens [B, V, T_img, D] (zeros for missing views) + text -> the outputs of forward.
+
+        Split from :meth:`forward` so that the compiled fast path (:mod:`xvla.fast`), which encodes every
+        view to keep shapes static, shares this step with the eager path.
+        """
+        batch, views, tokens, dim = image_features.shape
         text = self.embed_text(input_ids).to(image_features.dtype)
         merged = torch.cat([image_features[:, 0], text], dim=1)
         encoded = self.language_model.encoder(inputs_embeds=merged, attention_mask=None).last_hidden_state

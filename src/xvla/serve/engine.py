@@ -126,11 +126,21 @@ class ServeEngine:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, *, device: str | None = "auto", dtype: str | None = None, **kwargs: Any
+        cls,
+        path: str | Path,
+        *,
+        device: str | None = "auto",
+        dtype: str | None = None,
+        compile: bool = False,
+        compile_batch_sizes: tuple[int, ...] | None = None,
+        **kwargs: Any,
     ) -> ServeEngine:
+        """``compile=True``: the fast path (:mod:`xvla.fast`); :meth:`warmup` then compiles every batch size."""
         dev = resolve_device(device)
         overrides = {"dtype": dtype} if dtype else {}
-        policy = XVLAPolicy.from_pretrained(path, device=dev, **overrides)
+        policy = XVLAPolicy.from_pretrained(
+            path, device=dev, compile=compile, compile_batch_sizes=compile_batch_sizes, **overrides
+        )
         return cls(policy, checkpoint=str(path), **kwargs)
 
     def load_adapter(self, path: str | Path, name: str | None = None) -> Any:
@@ -252,6 +262,9 @@ class ServeEngine:
             seed=0,
         )
         start = time.perf_counter()
+        fast = getattr(self.model, "fast_path", None)
+        if fast is not None:  # compile every batch size now, so no request waits for a compile
+            fast.warmup(views=self.config.total_image_views, image_size=(height, width))
         (result,) = self.run([self.prepare(obs)])
         if not isinstance(result, np.ndarray):
             raise RuntimeError("the warm-up chunk is NaN or infinite: the checkpoint's weights look broken")

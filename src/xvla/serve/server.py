@@ -30,6 +30,10 @@ class ServeConfig:
     port: int = 8010
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto (cuda when available)"})
     dtype: str | None = field(default=None, metadata={"help": "float32 or bfloat16 (default: the checkpoint's)"})
+    compile: bool = field(default=False, metadata={
+        "help": "the fast path: compiled graphs, warmed at start for every batch size (with --dtype bfloat16 on AMX)"})
+    compile_batch_sizes: list[int] | None = field(default=None, metadata={
+        "help": "batch sizes compiled at start (default 1,2,4,8); larger batches are split"})
     api_key: str | None = field(default=None, metadata={
         "help": "require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (default: env XVLA_API_KEY)"})
     max_batch_size: int = field(default=8, metadata={"help": "most samples in one forward pass"})
@@ -70,6 +74,8 @@ def build_engine(cfg: ServeConfig) -> ServeEngine:
         cfg.policy_path,
         device=cfg.device,
         dtype=cfg.dtype,
+        compile=cfg.compile,
+        compile_batch_sizes=tuple(cfg.compile_batch_sizes) if cfg.compile_batch_sizes else None,
         default_steps=cfg.steps,
         domain_ids=cfg.domain_ids,
         seed=cfg.seed,

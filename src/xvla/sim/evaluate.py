@@ -48,6 +48,8 @@ class EvalConfig:
     videos: int = field(default=3, metadata={"help": "episodes saved as mp4"})
     output: str = "outputs/eval"
     device: str = "cpu"
+    dtype: str | None = field(default=None, metadata={"help": "float32 or bfloat16 (default: the checkpoint's)"})
+    compile: bool = field(default=False, metadata={"help": "the fast path (compiled graphs; see docs/benchmarks.md)"})
     domain_id: int | None = field(default=None, metadata={"help": "default: the domain the checkpoint trained for this variant"})
     n_action_steps: int | None = field(default=None, metadata={"help": "actions executed per chunk (default: the checkpoint's)"})
     denoising_steps: int | None = field(default=None, metadata={"help": "default: the checkpoint's"})
@@ -98,7 +100,8 @@ def load_policy(config: EvalConfig):
         return ScriptedExpertPolicy(config.variant)
     from ..policy import XVLAPolicy
 
-    return XVLAPolicy.from_pretrained(config.policy, device=config.device)
+    overrides = {"dtype": config.dtype} if config.dtype else {}
+    return XVLAPolicy.from_pretrained(config.policy, device=config.device, compile=config.compile, **overrides)
 
 
 def episode_specs(tasks: list[str], episodes_per_task: int, seed: int, videos: int) -> list[EpisodeSpec]:

@@ -610,7 +610,8 @@ def _report(cfg: LiberoEvalConfig, records: list[dict], task_ids: list[int], ins
 
 # ---------------------------------------------------------------------------------------------- CLI
 # Flags of `xvla eval` that only Meta-World understands: an error with --env libero, not silently ignored.
-METAWORLD_ONLY = ("variant", "image_size", "key_map", "privileged_state", "action_horizon_s")
+METAWORLD_ONLY = ("variant", "image_size", "key_map", "privileged_state", "action_horizon_s", "execution", "delay_steps",
+                  "dtype", "compile")
 
 
 def config_from_args(args) -> LiberoEvalConfig:

@@ -162,6 +162,7 @@ class TrainConfig:
         "auto"  # "auto" (bf16 when policy.dtype is bfloat16 or on a bf16 GPU) | "no" | "bf16"
     )
     gradient_checkpointing: bool = False
+    compile: bool = False  # compile the vision tower, text encoder and action head (xvla.train.speed)
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     fsdp: bool = False  # shard parameters / grads / optimizer state (FSDP2) instead of DDP
     tokenizer: str | None = (

@@ -44,6 +44,7 @@ from .mixture import (
 )
 from .optim import GroupLRScheduler, build_optimizer, build_schedules
 from .params import DomainRowKeeper, apply_requires_grad, count_table, select_trainable
+from .speed import compile_for_training, fused_adamw_supported
 from .tracking import METRICS_CSV, PLOT_NAME, MetricsLogger, plot_metrics
 
 logger = logging.getLogger(__name__)
@@ -420,6 +421,8 @@ class Trainer:
             f"steps {run.start_step} -> {cfg.steps}; output {run.out}"
         )
         apply_requires_grad(policy.model, run.trainable, run.start_step, cfg.scheduler.freeze_steps)
+        if cfg.compile:
+            compile_for_training(policy.model)
         run.module = TrainingModule(policy)
         if cfg.fsdp and env.distributed:
             dist_utils.shard_fsdp(policy, env, bf16=False)
@@ -427,7 +430,10 @@ class Trainer:
         else:
             self._wrapped = dist_utils.wrap_ddp(run.module, env)
         self._trainable = run.trainable
-        run.optimizer = build_optimizer(policy.model, run.trainable, cfg.optimizer)
+        # Fused AdamW (one kernel per step) for single-process runs; distributed runs keep the default so
+        # DDP and FSDP (DTensor parameters) stay bit-identical to each other.
+        fused = None if env.distributed else fused_adamw_supported(env.device)
+        run.optimizer = build_optimizer(policy.model, run.trainable, cfg.optimizer, fused=fused)
         schedules = build_schedules(cfg.optimizer, cfg.scheduler, cfg.steps)
         run.scheduler = GroupLRScheduler(run.optimizer, schedules, step=run.start_step)
         if run.resume_from is not None:

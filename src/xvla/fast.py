@@ -1,0 +1,231 @@
+"""The fast inference path: compiled graphs with frozen weights, static shapes, a few warmed batch sizes.
+
+    policy = XVLAPolicy.from_pretrained(path, dtype="bfloat16", compile=True)
+    policy.model.fast_path.warmup(views=2, image_size=(224, 224))   # optional: compile every batch size now
+
+What :func:`enable_fast_path` does to an :class:`~xvla.model.XVLAModel` (for inference only):
+
+- The per-chunk encoding (every camera view, the text encoder and the context projections) and one
+  denoising step become two ``torch.compile`` graphs. On CPU, inductor runs with ``freezing=True``:
+  weights are constants of the graph, pre-packed for oneDNN (AMX tiles in bf16), and LayerNorm, GELU,
+  residual adds and the timestep embedding are fused into a few C++ kernels. On CUDA the default mode is
+  ``"reduce-overhead"``: the step is replayed as a CUDA graph, since a GPU is launch-bound on this loop.
+- Shapes stay static, so nothing recompiles while serving: every view is encoded (a missing view is
+  zeroed afterwards, exactly as the eager path leaves it) and the batch is padded up to the next of
+  ``batch_sizes`` (larger batches run in slices of the largest). Padding rows repeat sample 0 and are
+  dropped; samples never interact, so a sample's actions do not depend on the padding.
+- Under autograd, or in training mode, the eager methods run instead: frozen weights would be stale.
+
+Compiled kernels are cached on disk by inductor (``TORCHINDUCTOR_CACHE_DIR``, default
+``/tmp/torchinductor_<user>``): the first compile on a machine is paid once, later processes load it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from .model.transformer import Context
+
+if TYPE_CHECKING:
+    from .model.xvla import XVLAModel
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
+
+
+def check_compile_supported(device: torch.device) -> None:
+    """Fail early, in one line naming the fix, where inductor cannot build kernels."""
+    if device.type == "cpu":
+        if not any(shutil.which(cxx) for cxx in ("c++", "g++", "clang++")):
+            raise ValueError(
+                "compile=True needs a C++ compiler for inductor's CPU kernels and none was found: "
+                "install one (e.g. `apt-get install g++`) or load the policy with compile=False"
+            )
+    elif device.type == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError as exc:
+            raise ValueError(
+                "compile=True on CUDA needs triton (`pip install triton`, matching your torch), "
+                "or load the policy with compile=False"
+            ) from exc
+    else:
+        raise ValueError(f"compile=True is supported on cpu and cuda, not {device.type}; use compile=False")
+
+
+def _pad_rows(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Pad dim 0 to ``size`` rows by repeating row 0 (a valid sample, so no NaN can appear)."""
+    extra = size - x.shape[0]
+    if extra <= 0:
+        return x
+    return torch.cat([x, x[:1].expand(extra, *x.shape[1:])])
+
+
+def static_encode(
+    model: XVLAModel,
+    input_ids: torch.Tensor,
+    image_input: torch.Tensor,
+    image_mask: torch.Tensor,
+    domain_id: torch.Tensor,
+    num_actions: int,
+) -> torch.Tensor:
+    """``model.encode(...).tokens`` with shapes that do not depend on which views are present.
+
+    Every view goes through the vision tower and missing ones are multiplied by 0, which leaves the
+    zeros the eager path writes there; the compiled and exported graphs are built from this.
+    """
+    batch, views = image_input.shape[:2]
+    features = model.vlm.encode_images(image_input.flatten(0, 1).to(model.dtype))
+    features = features * image_mask.reshape(-1, 1, 1).to(features.dtype)
+    enc = model.vlm.fuse(features.view(batch, views, *features.shape[1:]), input_ids)
+    context = model.transformer.encode_context(enc["vlm_features"], enc["aux_visual_inputs"], domain_id, num_actions)
+    return context.tokens
+
+
+class FastPath:
+    """Owns the two compiled graphs of one model and the batch sizes they are used at."""
+
+    def __init__(self, model: XVLAModel, batch_sizes: Sequence[int], mode: str | None, backend: str):
+        if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
+            raise ValueError(f"batch_sizes={list(batch_sizes)} is invalid: give one or more sizes >= 1")
+        self.model = model
+        self.batch_sizes = tuple(sorted({int(b) for b in batch_sizes}))
+        self.mode = mode
+        self.backend = backend
+        self._eager_encode = type(model).encode.__get__(model)
+        self._eager_denoise = type(model).denoise_step.__get__(model)
+        kwargs = {"mode": mode} if mode else {}
+        self._encode_graph = torch.compile(self._static_encode, backend=backend, dynamic=False, **kwargs)
+        self._denoise_graph = torch.compile(self._static_denoise, backend=backend, dynamic=False, **kwargs)
+
+    # ------------------------------------------------------------------ the compiled functions
+    def _static_encode(self, input_ids, image_input, image_mask, domain_id, num_actions: int) -> torch.Tensor:
+        return static_encode(self.model, input_ids, image_input, image_mask, domain_id, num_actions)
+
+    def _static_denoise(self, tokens, domain_id, x_t, proprio, t) -> torch.Tensor:
+        return self._eager_denoise(Context(tokens=tokens, domain_id=domain_id), x_t, proprio, t)
+
+    # ------------------------------------------------------------------ batching
+    def padded_size(self, batch: int) -> int:
+        """The warmed size a batch runs at: the next bucket, or a multiple of the largest one."""
+        largest = self.batch_sizes[-1]
+        if batch > largest:
+            return -(-batch // largest) * largest
+        return next(b for b in self.batch_sizes if b >= batch)
+
+    def _run(self, graph: Callable[..., torch.Tensor], tensors: list[torch.Tensor], *extra) -> torch.Tensor:
+        padded = self.padded_size(tensors[0].shape[0])
+        tensors = [_pad_rows(x, padded) for x in tensors]
+        step = min(padded, self.batch_sizes[-1])
+        outs = []
+        for start in range(0, padded, step):
+            if self.mode == "reduce-overhead":
+                torch.compiler.cudagraph_mark_step_begin()
+            # Freezing must be on when inductor compiles (lazily, at a first call): passing it in
+            # torch.compile(options=...) leaves the linears unpacked (aten.addmm), this packs them for oneDNN.
+            with torch._inductor.config.patch(freezing=self.mode is None):
+                out = graph(*(x[start : start + step] for x in tensors), *extra)
+            # CUDA graphs reuse their output buffers on the next replay: keep a private copy.
+            outs.append(out.clone() if self.mode == "reduce-overhead" else out)
+        return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+    def _use_eager(self) -> bool:
+        return torch.is_grad_enabled() or self.model.training
+
+    # ------------------------------------------------------------------ what XVLAModel calls
+    def encode(
+        self, input_ids, image_input, image_mask, domain_id, num_actions: int | None = None
+    ) -> Context:
+        if self._use_eager():
+            return self._eager_encode(input_ids, image_input, image_mask, domain_id, num_actions)
+        if not bool(image_mask[:, 0].all()):
+            raise ValueError(
+                "image_mask[:, 0] must be True: view 0 (the main camera) is required for every sample"
+            )
+        num_actions = num_actions or self.model.chunk_size
+        tokens = self._run(self._encode_graph, [input_ids, image_input, image_mask, domain_id], num_actions)
+        return Context(tokens=tokens, domain_id=_pad_rows(domain_id, tokens.shape[0]))
+
+    def denoise_step(
+        self, context: Context, x_t: torch.Tensor, proprio: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
+        if self._use_eager():
+            return self._eager_denoise(context, x_t, proprio, t)
+        batch = x_t.shape[0]
+        tensors = [context.tokens, context.domain_id, x_t, proprio, t]
+        return self._run(self._denoise_graph, tensors)[:batch]
+
+    # ------------------------------------------------------------------ warm-up
+    def warmup(
+        self,
+        views: int,
+        image_size: tuple[int, int],
+        text_length: int | None = None,
+        batch_sizes: Sequence[int] | None = None,
+    ) -> float:
+        """Compile (or load from the cache) every warmed batch size now; returns the seconds it took."""
+        model = self.model
+        length = int(text_length or model.config.tokenizer_max_length)
+        height, width = image_size
+        device = model.device
+        start = time.perf_counter()
+        for batch in batch_sizes or self.batch_sizes:
+            inputs = dict(
+                input_ids=torch.ones(batch, length, dtype=torch.long, device=device),
+                image_input=torch.zeros(batch, views, 3, height, width, device=device),
+                image_mask=torch.ones(batch, views, dtype=torch.bool, device=device),
+                domain_id=torch.zeros(batch, dtype=torch.long, device=device),
+                proprio=torch.zeros(batch, model.dim_proprio, device=device),
+            )
+            with torch.inference_mode():
+                model.generate_actions(**inputs, steps=2)
+        seconds = time.perf_counter() - start
+        logger.info(
+            "fast path warmed for batch sizes %s in %.1fs", list(batch_sizes or self.batch_sizes), seconds
+        )
+        return seconds
+
+    def disable(self) -> None:
+        """Back to the eager methods (e.g. before training the same model again)."""
+        for name in ("encode", "denoise_step"):
+            self.model.__dict__.pop(name, None)
+        self.model.fast_path = None
+
+
+def enable_fast_path(
+    model: XVLAModel,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    mode: str | None = None,
+    backend: str = "inductor",
+) -> FastPath:
+    """Route ``model.encode`` / ``model.denoise_step`` through compiled static-shape graphs.
+
+    Call it after the weights are loaded and the model is on its device and dtype (the CPU graphs
+    freeze the weights). ``mode`` defaults to ``"reduce-overhead"`` (CUDA graphs) on CUDA and to
+    inductor with freezing on CPU. Compilation happens lazily per batch size, or in
+    :meth:`FastPath.warmup`.
+    """
+    device = model.device
+    if backend == "inductor":
+        check_compile_supported(device)
+    if mode is None and device.type == "cuda":
+        mode = "reduce-overhead"
+    # One graph per (batch size, view count, image size) for each of the two functions: the default limit
+    # of 8 per function would send a server with 4 sizes x 3 view counts back to eager after the 8th.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    previous = getattr(model, "fast_path", None)
+    if previous is not None:
+        previous.disable()
+    fast = FastPath(model, batch_sizes, mode, backend)
+    # Instance attributes shadow the methods, so generate_actions() picks the compiled versions.
+    model.encode = fast.encode
+    model.denoise_step = fast.denoise_step
+    model.fast_path = fast
+    return fast

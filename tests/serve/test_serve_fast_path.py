@@ -1,0 +1,46 @@
+"""ServeEngine with the fast path: compile=True reaches the policy, warm-up compiles every batch size first."""
+
+from __future__ import annotations
+
+from xvla import XVLAPolicy
+from xvla.serve.engine import ServeEngine
+
+from .serve_support import serve_config
+
+
+class RecordingFastPath:
+    """Stands in for xvla.fast.FastPath: records the warm-up call instead of compiling (seconds, not minutes)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def warmup(self, views, image_size):
+        self.calls.append((views, tuple(image_size)))
+        return 0.0
+
+
+def test_warmup_compiles_the_configured_views_and_size(tokenizer):
+    engine = ServeEngine(XVLAPolicy(serve_config(), tokenizer=tokenizer))
+    fast = RecordingFastPath()
+    engine.model.fast_path = fast
+    engine.warmup()
+    assert fast.calls == [(engine.config.total_image_views, tuple(engine.processed_image_size))]
+
+
+def test_from_pretrained_passes_compile_to_the_policy(serve_checkpoint, monkeypatch):
+    seen = {}
+
+    def fake_enable(model, batch_sizes):
+        seen["batch_sizes"] = tuple(batch_sizes)
+        model.fast_path = RecordingFastPath()
+
+    monkeypatch.setattr("xvla.fast.enable_fast_path", fake_enable)
+    engine = ServeEngine.from_pretrained(serve_checkpoint, device="cpu", compile=True, compile_batch_sizes=(1, 4))
+    assert seen["batch_sizes"] == (1, 4)
+    engine.warmup()
+    assert engine.model.fast_path.calls
+
+
+def test_default_is_eager(serve_checkpoint):
+    engine = ServeEngine.from_pretrained(serve_checkpoint, device="cpu")
+    assert getattr(engine.model, "fast_path", None) is None

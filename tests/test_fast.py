@@ -1,0 +1,91 @@
+"""The fast inference path (xvla.fast): compiled graphs agree with eager and with the reference fixtures.
+
+One compile of the tiny parity model (fp32) keeps this file at a few tens of seconds; speed itself is
+measured in benchmarks/compare_lerobot.py, never asserted here.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from xvla import XVLAPolicy
+from xvla.fast import FastPath, _pad_rows, check_compile_supported, enable_fast_path
+
+FIXTURES = Path(__file__).parent / "fixtures" / "parity"
+CASE = "lerobot_mixed_domains"  # B=3, mixed domain ids, an empty camera slot: padding and masking at once
+
+
+def load_case(name: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    with safe_open(str(FIXTURES / name / "io.safetensors"), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
+def sample_inputs(io: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    keys = ("input_ids", "image_input", "image_mask", "domain_id", "proprio")
+    return {k: io[k] for k in keys}
+
+
+def test_compiled_fp32_matches_reference_with_padding_and_slices():
+    io, meta = load_case(CASE)
+    # Sizes (2,): the batch of 3 is padded to 4 and run as two slices of 2 -- one graph of each kind.
+    policy = XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint", compile=True, compile_batch_sizes=(2,))
+    fast = policy.model.fast_path
+    assert isinstance(fast, FastPath) and fast.padded_size(3) == 4
+    actions = policy.model.generate_actions(**sample_inputs(io), steps=int(meta["steps"]), noise=io["noise"])
+    torch.testing.assert_close(actions, io["actions"], atol=1e-4, rtol=0)
+    # A single sample gives the same actions as inside the batch: padding rows do not leak.
+    one = {k: v[1:2] for k, v in sample_inputs(io).items()}
+    alone = policy.model.generate_actions(**one, steps=int(meta["steps"]), noise=io["noise"][1:2])
+    torch.testing.assert_close(alone, actions[1:2], atol=1e-5, rtol=0)
+
+
+def test_training_and_autograd_bypass_the_compiled_graphs():
+    io, _ = load_case(CASE)
+    policy = XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint")
+    kwargs = dict(**sample_inputs(io), action=io["action"], t=io["t"], noise=io["loss_noise"])
+    expected = policy.model(**kwargs)
+    fast = enable_fast_path(policy.model, batch_sizes=(4,))
+    fast._encode_graph = fast._denoise_graph = None  # any use of a graph would fail loudly
+    losses = policy.model(**kwargs)  # grad enabled: the eager methods run
+    for name, value in expected.items():
+        torch.testing.assert_close(losses[name], value)
+    fast.disable()
+    assert "encode" not in policy.model.__dict__ and policy.model.fast_path is None
+
+
+def test_pad_rows_repeats_the_first_sample():
+    x = torch.arange(6.0).view(3, 2)
+    padded = _pad_rows(x, 5)
+    assert padded.shape == (5, 2) and torch.equal(padded[3:], x[:1].expand(2, 2))
+    assert _pad_rows(x, 3) is x
+
+
+def test_bucket_sizes_and_invalid_sizes():
+    policy = XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint")
+    fast = enable_fast_path(policy.model, batch_sizes=(8, 1, 2, 4))
+    assert [fast.padded_size(b) for b in (1, 2, 3, 5, 8, 9, 17)] == [1, 2, 4, 8, 8, 16, 24]
+    with pytest.raises(ValueError, match="batch_sizes"):
+        enable_fast_path(policy.model, batch_sizes=(0,))
+
+
+def test_clear_errors_where_inductor_cannot_work(monkeypatch):
+    with pytest.raises(ValueError, match="compile=False"):
+        check_compile_supported(torch.device("meta"))
+    monkeypatch.setattr("xvla.fast.shutil.which", lambda name: None)
+    with pytest.raises(ValueError, match="C\\+\\+ compiler"):
+        check_compile_supported(torch.device("cpu"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graphs_bf16_close_to_fp32():
+    io, meta = load_case(CASE)
+    policy = XVLAPolicy.from_pretrained(
+        FIXTURES / CASE / "checkpoint", device="cuda", dtype="bfloat16", compile=True, compile_batch_sizes=(4,)
+    )
+    assert policy.model.fast_path.mode == "reduce-overhead"
+    inputs = {k: v.cuda() for k, v in sample_inputs(io).items()}
+    for _ in range(3):  # CUDA graphs are recorded on a later call than the first: replay them too
+        actions = policy.model.generate_actions(**inputs, steps=int(meta["steps"]), noise=io["noise"].cuda())
+    torch.testing.assert_close(actions.float().cpu(), io["actions"], atol=5e-2, rtol=0)
