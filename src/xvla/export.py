@@ -110,10 +110,10 @@ def export_onnx(
     with torch.no_grad():
         encoder_args = tuple(ex[k] for k in ENCODER_INPUTS)
         context = EncoderGraph(model)(*encoder_args)
-        _export(EncoderGraph(model), encoder_args, ENCODER_INPUTS, "context", out / "encoder.onnx", opset)
+        _export(EncoderGraph(model).eval(), encoder_args, ENCODER_INPUTS, "context", out / "encoder.onnx", opset)
         t = torch.ones(2)
         step_args = (context, ex["domain_id"], ex["noise"], ex["proprio"], t)
-        _export(StepGraph(model), step_args, STEP_INPUTS, "action", out / "denoise_step.onnx", opset)
+        _export(StepGraph(model).eval(), step_args, STEP_INPUTS, "action", out / "denoise_step.onnx", opset)
     meta = {
         "format": "xvla-onnx/1", "views": views, "image_size": list(image_size),
         "text_length": cfg.tokenizer_max_length, "chunk_size": cfg.chunk_size, "model_action_dim": model.dim_action,

@@ -24,7 +24,7 @@ def test_warmup_compiles_the_configured_views_and_size(tokenizer):
     fast = RecordingFastPath()
     engine.model.fast_path = fast
     engine.warmup()
-    assert fast.calls == [(engine.config.total_image_views, tuple(engine.processed_image_size))]
+    assert fast.calls == [(engine.config.total_image_views, tuple(engine.image_size))]
 
 
 def test_from_pretrained_passes_compile_to_the_policy(serve_checkpoint, monkeypatch):

@@ -111,7 +111,7 @@ def test_cli_eval_checkpoint(metaworld, tiny_policy, tmp_path):
     assert report["settings"]["policy"] == str(tmp_path / "ckpt") and report["overall"]["mean_length"] == 2
 
 
-def test_rollout_key_map_goes_model_key_to_simulator_key(metaworld, tiny_policy, tmp_path):
+def test_rollout_key_map_goes_model_key_to_simulator_key(metaworld, tiny_policy, tmp_path, monkeypatch):
     """The same direction as training and eval-offline: --key-map MODEL_KEY=SIMULATOR_KEY."""
     from xvla.sim.evaluate import EvalConfig, evaluate
     from xvla.utils import UserFacingError
@@ -123,7 +123,7 @@ def test_rollout_key_map_goes_model_key_to_simulator_key(metaworld, tiny_policy,
         seen.append(sorted(k for k in batch if k.startswith("observation.images.")))
         return real({**batch, "observation.images.main": batch["observation.images.front"]}, **kwargs)
 
-    tiny_policy.predict_action_chunk = spy
+    monkeypatch.setattr(tiny_policy, "predict_action_chunk", spy)
     config = EvalConfig(policy="tiny", tasks="reach-v3", episodes_per_task=1, num_envs=1, videos=0, image_size=32,
                         max_steps=2, output=str(tmp_path), progress=False, domain_id=0,
                         key_map={"observation.images.front": "observation.images.main"})  # fmt: skip
@@ -134,7 +134,8 @@ def test_rollout_key_map_goes_model_key_to_simulator_key(metaworld, tiny_policy,
         evaluate(config, policy=tiny_policy)
 
 
-def test_a_rollout_step_feeds_the_policy_the_same_inputs_as_the_python_api(metaworld, tiny_policy, tmp_path):
+def test_a_rollout_step_feeds_the_policy_the_same_inputs_as_the_python_api(metaworld, tiny_policy, tmp_path,
+                                                                         monkeypatch):
     """One observation path: the rollout hands the raw simulator observation to the policy's processor,
     so its model inputs equal those of the same frames given to ``prepare_inputs`` by hand."""
     import numpy as np
@@ -151,7 +152,7 @@ def test_a_rollout_step_feeds_the_policy_the_same_inputs_as_the_python_api(metaw
         batches.append(batch)
         return real(batch, **kwargs)
 
-    tiny_policy.predict_action_chunk = spy
+    monkeypatch.setattr(tiny_policy, "predict_action_chunk", spy)
     evaluate(EvalConfig(policy="tiny", tasks="reach-v3", episodes_per_task=1, num_envs=1, videos=0, image_size=48,
                         max_steps=1, output=str(tmp_path), progress=False, domain_id=3), policy=tiny_policy)  # fmt: skip
     env = MetaWorldEnv("reach-v3", "sawyer", image_size=48, max_episode_steps=1)
