@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("libero.libero", reason="LIBERO is not installed: pip install 'xvla[libero]'")
+pytestmark = pytest.mark.slow  # a real LIBERO scene per test: ~100 s together on 2 cores (`make test-slow`)
 
 from xvla.sim.libero import (  # noqa: E402
     IMAGE_KEY,
