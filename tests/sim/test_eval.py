@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from xvla import XVLAConfig, XVLAPolicy
-from xvla.config import tiny_florence_config
+from .conftest import tiny_sim_policy
 
 
 def test_expert_eval_writes_report(metaworld, tmp_path):
@@ -51,13 +50,7 @@ def test_cli_eval_expert(metaworld, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_policy(tokenizer):
-    config = XVLAConfig(
-        hidden_size=32, depth=1, num_heads=4, num_domains=24, len_soft_prompts=2, dim_time=8, max_len_seq=200,
-        chunk_size=4, n_action_steps=2, action_mode="auto", real_action_dim=4, max_action_dim=6, max_state_dim=8,
-        florence_config=tiny_florence_config(width=24, vocab_size=300), tokenizer_max_length=12,
-        image_size=(32, 32), image_keys=["observation.images.main", "observation.images.wrist"],
-    )  # fmt: skip
-    return XVLAPolicy(config, tokenizer=tokenizer)
+    return tiny_sim_policy(tokenizer)
 
 
 def test_xvla_policy_rollouts_do_not_depend_on_num_envs(metaworld, tiny_policy):

@@ -5,19 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xvla import XVLAConfig, XVLAPolicy
-from xvla.config import tiny_florence_config
+from .conftest import tiny_sim_policy
 
 
 @pytest.fixture(scope="module")
 def policy(tokenizer):
-    config = XVLAConfig(
-        hidden_size=32, depth=1, num_heads=4, num_domains=24, len_soft_prompts=2, dim_time=8, max_len_seq=200,
-        chunk_size=6, n_action_steps=3, action_mode="auto", real_action_dim=4, max_action_dim=6, max_state_dim=8,
-        florence_config=tiny_florence_config(width=24, vocab_size=300), tokenizer_max_length=12,
-        image_size=(32, 32), image_keys=["observation.images.main", "observation.images.wrist"],
-    )  # fmt: skip
-    return XVLAPolicy(config, tokenizer=tokenizer)
+    return tiny_sim_policy(tokenizer, chunk_size=6, n_action_steps=3)
 
 
 def rollout(policy, execution, delay, steps=12):
