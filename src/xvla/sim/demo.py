@@ -309,8 +309,8 @@ def _success_bars(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _write_report(report_dir: Path, info: dict, p1, p2, results: dict, fields: dict) -> None:
-    s = info["settings"]
+def _copy_report_assets(report_dir: Path, info: dict, p1, p2, results: dict) -> list[str]:
+    """Loss curves, the success bars and one rollout video per evaluation into the report; the video names."""
     for name, result in (("phase1", p1), ("phase2", p2)):
         curve = Path(result.output_dir) / "loss_curve.png"
         if curve.is_file():
@@ -319,10 +319,15 @@ def _write_report(report_dir: Path, info: dict, p1, p2, results: dict, fields: d
     videos = []
     for key, rep in results.items():
         for v in rep.get("videos", []):
-            src = Path(rep["settings"]["output"]) / v
             dst = report_dir / f"rollout_{key.replace('/', '_')}.mp4"
-            shutil.copy(src, dst)
+            shutil.copy(Path(rep["settings"]["output"]) / v, dst)
             videos.append(dst.name)
+    return videos
+
+
+def _write_report(report_dir: Path, info: dict, p1, p2, results: dict, fields: dict) -> None:
+    s = info["settings"]
+    videos = _copy_report_assets(report_dir, info, p1, p2, results)
     p1_train, p1_total = info["params"]["phase1"]
     p2_train, p2_total = info["params"]["phase2"]
     t = info["timings_s"]
