@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from conftest import make_batch, tiny_config
@@ -69,3 +71,53 @@ def test_adapter_of_the_09b_model_is_under_1_mb():
     rows = domain_rows(policy.model, 3)
     size = sum(t.numel() * 4 for t in rows.values())  # float32 bytes
     assert 100_000 * 4 < size < 1024 * 1024, size
+
+
+@pytest.fixture
+def two_widths(tmp_path, tokenizer):
+    """A 4-wide base robot and, on the same backbone, a 7-wide robot trained as domain 2 (auto mode, 8-wide heads)."""
+    torch.manual_seed(0)
+    fields = dict(num_domains=6, action_mode="auto", max_action_dim=8)
+    XVLAPolicy(tiny_config(real_action_dim=4, domains={0: "gripper4"}, **fields), tokenizer=tokenizer).save_pretrained(
+        tmp_path / "base"
+    )
+    arm = XVLAPolicy.from_pretrained(tmp_path / "base", tokenizer=tokenizer, real_action_dim=7, domain_id=2,
+                                     domains={0: "gripper4", 2: "arm7"})  # fmt: skip
+    with torch.no_grad():
+        for name, param in arm.model.named_parameters():
+            if name in domain_rows(arm.model, 2):
+                param[2].normal_(0, 0.05)
+    export_adapter(arm, 2, tmp_path / "arm7.safetensors")
+    return XVLAPolicy.from_pretrained(tmp_path / "base", tokenizer=tokenizer), arm, tmp_path / "arm7.safetensors"
+
+
+def test_one_batch_mixes_robots_of_different_action_widths(two_widths):
+    base, arm, path = two_widths
+    base_alone = XVLAPolicy.from_pretrained(base.source_dir, tokenizer=base.tokenizer)
+    info = base.load_adapter(path)
+    assert base.action_widths(["gripper4", "arm7"]) == [4, 7] and base.action_widths([0, info.domain_id]) == [4, 7]
+    batch = make_batch(base.config, batch_size=2)
+    noise = torch.randn(2, base.config.chunk_size, base.model.dim_action, generator=torch.Generator().manual_seed(3))
+    mixed = base.predict_action_chunk({**batch, "robot": ["gripper4", "arm7"]}, noise=noise)
+    assert mixed.shape[-1] == 7 and torch.isnan(mixed[0, :, 4:]).all() and torch.isfinite(mixed[1]).all()
+    one, two = {k: v[:1] for k, v in batch.items()}, {k: v[1:] for k, v in batch.items()}
+    alone4 = base_alone.predict_action_chunk({**one, "domain_id": 0}, noise=noise[:1])
+    alone7 = arm.predict_action_chunk({**two, "domain_id": 2}, noise=noise[1:])
+    assert alone4.shape[-1] == 4 and alone7.shape[-1] == 7
+    torch.testing.assert_close(mixed[0, :, :4], alone4[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(mixed[1], alone7[0], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="one action space per batch"):
+        base.predict_action_chunk({**batch, "robot": ["gripper4", "arm7"]}, prefix=torch.zeros(2, 1, 4))
+
+
+def test_an_adapter_of_another_model_action_width_is_refused(two_widths, tmp_path):
+    from safetensors.torch import save_file
+
+    from xvla.adapters import read_adapter
+
+    base, _, path = two_widths
+    tensors, metadata = read_adapter(path)
+    metadata["max_action_dim"] = 10
+    save_file(tensors, str(tmp_path / "wide.safetensors"), metadata={"xvla": json.dumps(metadata)})
+    with pytest.raises(ValueError, match="10-wide model actions"):
+        base.load_adapter(tmp_path / "wide.safetensors")

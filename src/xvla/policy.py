@@ -22,7 +22,15 @@ from torch import nn
 
 from . import checkpoints as ckpt
 from . import processing
-from .adapters import AdapterInfo, check_compatible, free_slot, read_adapter
+from .adapters import (
+    AdapterInfo,
+    adapter_action_space,
+    check_compatible,
+    free_slot,
+    merge_lora,
+    read_adapter,
+    split_lora,
+)
 from .config import XVLAConfig
 from .domains import trained_domains
 from .hub import resolve_folder
@@ -89,7 +97,9 @@ class XVLAPolicy(nn.Module):
             enable_fast_path(policy.model, batch_sizes=compile_batch_sizes or DEFAULT_BATCH_SIZES)
         return policy
 
-    def load_model_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True, source: str = "") -> None:
+    def load_model_state_dict(
+        self, state_dict: dict[str, torch.Tensor], strict: bool = True, source: str = ""
+    ) -> None:
         expected = self.model.state_dict()
         missing = [k for k in expected if k not in state_dict and k not in OPTIONAL_BUFFERS]
         unexpected = [k for k in state_dict if k not in expected]
@@ -126,25 +136,55 @@ class XVLAPolicy(nn.Module):
 
     # ------------------------------------------------------------------ adapters
     @torch.no_grad()
-    def load_adapter(self, path: str | os.PathLike, name: str | None = None, domain_id: int | None = None) -> AdapterInfo:
+    def load_adapter(
+        self, path: str | os.PathLike, name: str | None = None, domain_id: int | None = None
+    ) -> AdapterInfo:
         """Load a robot adapter (``xvla adapter export``) into a free domain slot (or ``domain_id``).
 
-        Refused with a clear error: a file made for another backbone, another action mode or other table
-        shapes. Select the robot in a batch with ``robot=name`` or its ``domain_id``.
+        The robot may use another action mode or width than the base (same model action width): its
+        samples are pre/post-processed with its own action space, also in a batch mixed with other robots.
+        A LoRA adapter changes the shared backbone, so it is merged in and must be the only adapter.
+        Refused with a clear error: a file made for another backbone or with other table shapes.
+        Select the robot in a batch with ``robot=name`` or its ``domain_id``.
         """
         tensors, metadata = read_adapter(path)
-        check_compatible(self.model, self.config, tensors, metadata, path)
         name = name or metadata["name"]
+        lora_owner = next((a.name for a in self.adapters.values() if a.metadata.get("lora")), None)
+        if lora_owner is not None:
+            raise ValueError(f"LoRA adapter {lora_owner!r} has changed this policy's backbone: load {name!r} into a "
+                             "fresh copy of the base checkpoint")  # fmt: skip
+        if metadata.get("lora") and self.adapters:
+            raise ValueError(f"adapter {path} holds LoRA weights, which change the backbone every robot shares: load "
+                             f"it into a policy with no other adapter (loaded: {sorted(self.adapters)})")  # fmt: skip
+        check_compatible(self.model, tensors, metadata, path)
         if name in self.adapters:
-            raise ValueError(f"an adapter named {name!r} is loaded already (domain {self.adapters[name].domain_id})")
-        slot = free_slot(self.config, {a.domain_id for a in self.adapters.values()}) if domain_id is None else domain_id
+            raise ValueError(
+                f"an adapter named {name!r} is loaded already (domain {self.adapters[name].domain_id})"
+            )
+        slot = (
+            free_slot(self.config, {a.domain_id for a in self.adapters.values()})
+            if domain_id is None
+            else domain_id
+        )
         processing.check_domain_ids(slot, self.config.num_domains, "domain_id")
+        rows, lora = split_lora(tensors)
         params = dict(self.model.named_parameters())
-        for key, row in tensors.items():
+        for key, row in rows.items():
             params[key][slot].copy_(row.to(params[key].dtype))
+        if lora:
+            merge_lora(self.model, lora, metadata["lora"], path)
+        self.model.set_domain_action_space(slot, adapter_action_space(metadata))
         self.config.domains = {**trained_domains(self.config), slot: name}
         self.adapters[name] = AdapterInfo(name, slot, str(path), metadata)
         return self.adapters[name]
+
+    def action_widths(self, robots: Any) -> list[int]:
+        """The action width of each robot (names, or domain ids): in a batch mixing robots of different
+        widths, ``predict_action_chunk`` returns the widest and fills a narrower robot's extra channels with NaN."""
+        names = [robots] if isinstance(robots, str) else robots
+        if isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names):
+            robots = self.processor.robot_ids(names)
+        return self.model.action_widths(robots)
 
     # ------------------------------------------------------------------ tokenizer
     @property
@@ -192,9 +232,17 @@ class XVLAPolicy(nn.Module):
         """
         self.eval()
         inputs = self.prepare_inputs(batch)
-        constraint = {} if prefix is None else {"prefix": prefix, "prefix_weights": prefix_weights, "guidance": guidance}
+        constraint = (
+            {}
+            if prefix is None
+            else {"prefix": prefix, "prefix_weights": prefix_weights, "guidance": guidance}
+        )
         actions = self.model.generate_actions(
-            **inputs, steps=steps or self.config.num_denoising_steps, noise=noise, generator=generator, **constraint
+            **inputs,
+            steps=steps or self.config.num_denoising_steps,
+            noise=noise,
+            generator=generator,
+            **constraint,
         )
         return actions.float()
 

@@ -60,6 +60,13 @@ def test_every_frame_reads_back_aligned(written_dataset):
         ds[len(ds)]
 
 
+def test_cached_frames_equal_decoded_ones(written_dataset):
+    plain, cached = (LeRobotDataset(written_dataset, chunk_size=CHUNK, cache_frames=c) for c in (False, True))
+    for idx in reversed(range(len(plain))):  # the first read of an episode decodes all of it
+        torch.testing.assert_close(cached[idx][FRONT], plain[idx][FRONT], atol=0, rtol=0)
+    assert len(cached._frames) == sum(LENGTHS)  # one decoded frame per video frame, each decoded once
+
+
 def test_chunk_longer_than_episode_pads(written_dataset):
     ds = LeRobotDataset(written_dataset, chunk_size=10, camera_keys=[WRIST])
     item = ds[sum(LENGTHS[:2])]  # first frame of the 4-frame episode 2

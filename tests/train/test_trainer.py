@@ -118,7 +118,15 @@ def test_lora_recipe(tmp_path, dataset_a, tiny_checkpoint, tokenizer):
     assert set(init) == set(final)  # merged: plain keys, no lora_* tensors
     assert any(changed(init, final, "transformer.blocks")) and any(changed(init, final, "vlm."))
     assert torch.equal(init["transformer.pos_emb"], final["transformer.pos_emb"])  # no adapter, frozen
-    XVLAPolicy.from_pretrained(full.final_model_dir)
+    merged = XVLAPolicy.from_pretrained(full.final_model_dir)
+    # The run's adapter file (domain rows + peft-named LoRA weights) turns the base into the merged model.
+    base = XVLAPolicy.from_pretrained(tiny_checkpoint)
+    info = base.load_adapter(full.output_dir / "adapter.safetensors", domain_id=merged.config.domain_id)
+    assert info.metadata["lora"]["r"] == 8 and info.metadata["lora"]["peft_type"] == "LORA"
+    for key, value in merged.model.state_dict().items():
+        assert torch.allclose(base.model.state_dict()[key], value, atol=1e-6), key
+    with pytest.raises(ValueError, match="changed this policy's backbone"):
+        base.load_adapter(full.output_dir / "adapter.safetensors", name="again")
     # Resume: base checkpoint + adapters from the training state.
     run(tmp_path / "l2", dataset_a, tokenizer, recipe="lora", steps=4, save_freq=2, stop_at=2,
         policy={"path": str(tiny_checkpoint)}, optimizer={"lr": 1e-2})  # fmt: skip

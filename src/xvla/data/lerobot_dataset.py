@@ -11,6 +11,7 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -367,6 +368,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         revision: str | None = None,
         cache_dir: str | Path | None = None,
         max_open_videos: int = 16,
+        cache_frames: bool = False,
     ):
         super().__init__()
         if int(chunk_size) < 1:
@@ -380,6 +382,10 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self.action_key = action_key
         self.tolerance_s = float(tolerance_s) if tolerance_s is not None else 0.4 / self.meta.fps
         self.max_open_videos = max_open_videos
+        # Decoded video frames kept in RAM (uint8), one episode decoded at a time: seeking dominates the
+        # cost of random access, so a small dataset is then decoded once instead of once per sample.
+        self.cache_frames = bool(cache_frames)
+        self._frames: dict[tuple[str, int], np.ndarray] = {}
 
         features = self.meta.features
         if action_key not in features:
@@ -568,8 +574,10 @@ class LeRobotDataset(torch.utils.data.Dataset):
             if self._decoders is None:
                 self._decoders = DecoderCache(self.max_open_videos)
             decoder = self._decoders.get(path, name=f"{key} (episode {ep.episode_index})")
-            ts = from_ts + float(self._arrays["timestamp"][row])
-            hwc = decoder.frames_at([ts], self.tolerance_s)[0]
+            if self.cache_frames:
+                hwc = self._cached_frame(key, slot, row, decoder, from_ts)
+            else:
+                hwc = decoder.frames_at([from_ts + float(self._arrays["timestamp"][row])], self.tolerance_s)[0]
         else:
             hwc = self._decode_image(key, row)
         h, w, c = ft["shape"] if len(ft["shape"]) == 3 else (None, None, None)
@@ -584,6 +592,14 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 img[None], size=self.image_size, mode="bilinear", align_corners=False, antialias=True
             )[0].clamp_(0.0, 1.0)
         return img
+
+    def _cached_frame(self, key: str, slot: int, row: int, decoder: Any, from_ts: float) -> np.ndarray:
+        if (key, row) not in self._frames:
+            start, length = int(self._ep_start[slot]), int(self._ep_length[slot])
+            stamps = from_ts + np.asarray(self._arrays["timestamp"][start : start + length], dtype=np.float64)
+            for offset, frame in enumerate(decoder.frames_at(stamps, self.tolerance_s)):
+                self._frames[(key, start + offset)] = frame
+        return self._frames[(key, row)]
 
     def _decode_image(self, key: str, row: int) -> np.ndarray:
         from PIL import Image

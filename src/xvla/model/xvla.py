@@ -12,6 +12,8 @@ Image and text encoding, and the projections of their tokens, run once per chunk
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -24,11 +26,20 @@ from .transformer import Context, SoftPromptedTransformer
 from .vlm import FlorenceEncoder
 
 
-def build_action_space_for(config: XVLAConfig) -> BaseActionSpace:
-    mode = config.action_mode.lower()
+def _same_space(a: BaseActionSpace, b: BaseActionSpace) -> bool:
+    return type(a) is type(b) and a.real_dim == b.real_dim and a.dim_action == b.dim_action
+
+
+def build_action_space_for(config: Any) -> BaseActionSpace:
+    """The action space a config (or an adapter's metadata, with the same field names) declares."""
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    mode = str(get("action_mode")).lower()
     if mode == "auto":
         return build_action_space(
-            mode, real_dim=config.real_action_dim, max_dim=config.max_action_dim, loss_weight=config.auto_loss_weight
+            mode,
+            real_dim=get("real_action_dim"),
+            max_dim=get("max_action_dim"),
+            loss_weight=get("auto_loss_weight", 1.0),
         )
     return build_action_space(mode)
 
@@ -40,6 +51,9 @@ class XVLAModel(nn.Module):
         self.chunk_size = config.chunk_size
         self.action_space = build_action_space_for(config)
         self.dim_action = int(self.action_space.dim_action)
+        # Domains whose robot uses another action space than ``action_space`` (robot adapters): one batch
+        # can mix them; pre/post-processing then runs per group of samples (see ``space_groups``).
+        self.domain_spaces: dict[int, BaseActionSpace] = {}
         self.dim_proprio = config.proprio_dim
         self.vlm = FlorenceEncoder(config.florence_config)
         self.transformer = SoftPromptedTransformer(
@@ -72,6 +86,66 @@ class XVLAModel(nn.Module):
     def real_action_dim(self) -> int:
         return int(self.action_space.real_dim)
 
+    # ------------------------------------------------------------------ per-domain action spaces
+    def set_domain_action_space(self, domain_id: int, space: BaseActionSpace | None) -> None:
+        """Give ``domain_id`` its own action space (``None``: back to the model's); it must have this model's
+        action width, since its domain rows of the action encoder / decoder are that wide."""
+        if space is None or _same_space(space, self.action_space):
+            self.domain_spaces.pop(int(domain_id), None)
+            return
+        if int(space.dim_action) != self.dim_action:
+            raise ValueError(
+                f"action space '{space.name}' is {space.dim_action} channels wide in the model but this backbone's "
+                f"action heads are {self.dim_action} wide: the robot cannot share this backbone"
+            )
+        self.domain_spaces[int(domain_id)] = space
+
+    def space_for(self, domain_id: int) -> BaseActionSpace:
+        return self.domain_spaces.get(int(domain_id), self.action_space)
+
+    def action_widths(self, domain_id: Any) -> list[int]:
+        """The robot action width of each sample of a batch with these domain ids."""
+        ids = torch.as_tensor(domain_id).reshape(-1).tolist()
+        return [int(self.space_for(d).real_dim) for d in ids]
+
+    def space_groups(self, domain_id: torch.Tensor) -> list[tuple[BaseActionSpace, torch.Tensor | None]]:
+        """(space, sample indices) for each action space in the batch; indices None = the whole batch."""
+        if not self.domain_spaces:
+            return [(self.action_space, None)]
+        ids = domain_id.reshape(-1).tolist()
+        groups: dict[int, list[int]] = {}
+        spaces: dict[int, BaseActionSpace] = {}
+        for i, d in enumerate(ids):
+            space = self.space_for(d)
+            groups.setdefault(id(space), []).append(i)
+            spaces[id(space)] = space
+        if len(groups) == 1:
+            return [(next(iter(spaces.values())), None)]
+        return [(spaces[k], torch.tensor(v, device=domain_id.device)) for k, v in groups.items()]
+
+    def _preprocess(self, domain_id: torch.Tensor, proprio: torch.Tensor, x_t: torch.Tensor):
+        groups = self.space_groups(domain_id)
+        if len(groups) == 1:
+            return groups[0][0].preprocess(proprio, x_t)
+        proprio_m, x_t_m = torch.empty_like(proprio), torch.empty_like(x_t)
+        for space, idx in groups:
+            proprio_m[idx], x_t_m[idx] = space.preprocess(proprio[idx], x_t[idx])
+        return proprio_m, x_t_m
+
+    def postprocess(self, domain_id: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Model actions -> robot actions, per sample's action space. In a batch of robots with different
+        widths the result is as wide as the widest; a narrower robot's extra channels are NaN
+        (``action_widths`` says how many are real)."""
+        groups = self.space_groups(domain_id)
+        if len(groups) == 1:
+            return groups[0][0].postprocess(action)
+        parts = [(idx, space.postprocess(action[idx])) for space, idx in groups]
+        width = max(part.shape[-1] for _, part in parts)
+        out = action.new_full((*action.shape[:-1], width), float("nan"))
+        for idx, part in parts:
+            out[idx, ..., : part.shape[-1]] = part
+        return out
+
     def apply_trainable_flags(self) -> None:
         """Set requires_grad from the config's freeze/train switches (a real freeze, not a zero LR)."""
         cfg = self.config
@@ -100,9 +174,13 @@ class XVLAModel(nn.Module):
         if input_ids.dim() != 2 or input_ids.shape[0] != batch:
             raise ValueError(f"input_ids must be [B={batch}, L], got shape {tuple(input_ids.shape)}")
         if tuple(image_mask.shape) != tuple(image_input.shape[:2]):
-            raise ValueError(f"image_mask must be [B, V]={tuple(image_input.shape[:2])}, got {tuple(image_mask.shape)}")
+            raise ValueError(
+                f"image_mask must be [B, V]={tuple(image_input.shape[:2])}, got {tuple(image_mask.shape)}"
+            )
         if domain_id.shape != (batch,):
-            raise ValueError(f"domain_id must be [B={batch}] (one id per sample), got shape {tuple(domain_id.shape)}")
+            raise ValueError(
+                f"domain_id must be [B={batch}] (one id per sample), got shape {tuple(domain_id.shape)}"
+            )
         check_domain_ids(domain_id, self.config.num_domains)
         if proprio.dim() != 2 or proprio.shape[0] != batch or proprio.shape[1] != self.dim_proprio:
             raise ValueError(
@@ -112,14 +190,18 @@ class XVLAModel(nn.Module):
             )
 
     # ------------------------------------------------------------------ encoding (once per chunk)
-    def encode(self, input_ids, image_input, image_mask, domain_id, num_actions: int | None = None) -> Context:
+    def encode(
+        self, input_ids, image_input, image_mask, domain_id, num_actions: int | None = None
+    ) -> Context:
         enc = self.vlm(input_ids, image_input.to(self.dtype), image_mask)
         return self.transformer.encode_context(
             enc["vlm_features"], enc["aux_visual_inputs"], domain_id, num_actions or self.chunk_size
         )
 
-    def denoise_step(self, context: Context, x_t: torch.Tensor, proprio: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        proprio_m, x_t_m = self.action_space.preprocess(proprio, x_t)
+    def denoise_step(
+        self, context: Context, x_t: torch.Tensor, proprio: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
+        proprio_m, x_t_m = self._preprocess(context.domain_id, proprio, x_t)
         return self.transformer.denoise(context, x_t_m, proprio_m, t)
 
     # ------------------------------------------------------------------ sampling
@@ -157,12 +239,18 @@ class XVLAModel(nn.Module):
             if noise is None:
                 noise = torch.randn(shape, generator=generator, device=self.device, dtype=torch.float32)
             elif tuple(noise.shape) != shape:
-                raise ValueError(f"noise must have shape {shape} = [B, chunk_size, model action dim], got {tuple(noise.shape)}")
+                raise ValueError(
+                    f"noise must have shape {shape} = [B, chunk_size, model action dim], got {tuple(noise.shape)}"
+                )
             x1 = noise.to(device=self.device, dtype=self.dtype)
             constraint = None
             if prefix is not None:
+                groups = self.space_groups(domain_id)
+                if len(groups) > 1:
+                    raise ValueError("a committed prefix needs one action space per batch: these samples' robots "
+                                     "use different ones; constrain them in separate calls")  # fmt: skip
                 constraint = build_prefix_constraint(
-                    self.action_space, prefix, prefix_weights, shape, mode=guidance, max_guidance=max_guidance,
+                    groups[0][0], prefix, prefix_weights, shape, mode=guidance, max_guidance=max_guidance,
                     dtype=self.dtype, device=self.device,
                 )  # fmt: skip
             context = self.encode(input_ids, image_input, image_mask, domain_id)
@@ -175,7 +263,7 @@ class XVLAModel(nn.Module):
                     action = self.denoise_step(context, x_t, proprio, t)
                 else:
                     action = self._constrained_step(context, x_t, proprio, t, i / steps, constraint)
-            return self.action_space.postprocess(action)
+            return self.postprocess(domain_id, action)
         finally:
             self.train(was_training)
 
@@ -220,9 +308,18 @@ class XVLAModel(nn.Module):
         if noise is None:
             noise = torch.randn(action.shape, generator=generator, device=self.device, dtype=torch.float32)
         elif noise.shape != action.shape:
-            raise ValueError(f"noise must have the action's shape {tuple(action.shape)}, got {tuple(noise.shape)}")
+            raise ValueError(
+                f"noise must have the action's shape {tuple(action.shape)}, got {tuple(noise.shape)}"
+            )
         noise = noise.to(device=self.device, dtype=self.dtype)
         x_t = noise * t.view(-1, 1, 1) + action * (1 - t).view(-1, 1, 1)
         context = self.encode(input_ids, image_input, image_mask, domain_id, num_actions=action.shape[1])
         pred = self.denoise_step(context, x_t, proprio, t)
-        return self.action_space.compute_loss(pred, action)
+        groups = self.space_groups(domain_id)
+        if len(groups) == 1:
+            return groups[0][0].compute_loss(pred, action)
+        losses: dict[str, torch.Tensor] = {}
+        for space, idx in groups:  # each robot's loss terms, weighted by its share of the batch
+            for name, value in space.compute_loss(pred[idx], action[idx]).items():
+                losses[name] = losses.get(name, 0) + value * (len(idx) / batch)
+        return losses

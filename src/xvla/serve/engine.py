@@ -56,12 +56,14 @@ class Sample:
     prefix: torch.Tensor | None = None  # [1, chunk, action dim]: committed actions, zero-padded to the chunk
     prefix_weights: torch.Tensor | None = None  # [1, chunk]: zero beyond the committed actions
     guidance: str = "inpaint"
+    action_space: str = ""  # the robot's action space: a committed prefix is mapped back through it
 
     @property
     def batch_key(self) -> tuple:
-        """Samples with equal keys can share one forward pass (a committed prefix adds its guidance mode)."""
+        """Samples with equal keys can share one forward pass (a committed prefix adds its guidance mode and
+        action space; without one, robots of different action spaces share a pass)."""
         base = (self.steps, int(self.image_input.shape[1]))
-        return base if self.prefix is None else (*base, self.guidance)
+        return base if self.prefix is None else (*base, self.guidance, self.action_space)
 
 
 class ServeEngine:
@@ -82,11 +84,15 @@ class ServeEngine:
         self.checkpoint = checkpoint
         cfg = self.config
         if encoded_channel_order not in ("rgb", "bgr"):
-            raise ValueError(f"encoded_channel_order={encoded_channel_order!r} is invalid: choose 'rgb' or 'bgr'")
+            raise ValueError(
+                f"encoded_channel_order={encoded_channel_order!r} is invalid: choose 'rgb' or 'bgr'"
+            )
         self.limits = limits or Limits()
         steps = int(default_steps or cfg.num_denoising_steps)
         if not 1 <= steps <= self.limits.max_steps:
-            raise ValueError(f"steps={steps} is invalid: it must be in [1, max_steps={self.limits.max_steps}]")
+            raise ValueError(
+                f"steps={steps} is invalid: it must be in [1, max_steps={self.limits.max_steps}]"
+            )
         allowed = served_domains(cfg, domain_ids)
         self.processor = policy.processor
         self._noise_lock = threading.Lock()
@@ -146,8 +152,11 @@ class ServeEngine:
     def load_adapter(self, path: str | Path, name: str | None = None) -> Any:
         """Load a robot adapter into a free domain slot and serve it (requests pick it by ``robot`` or id)."""
         info = self.policy.load_adapter(path, name=name)
+        widths = tuple(
+            (a.domain_id, self.model.action_widths([a.domain_id])[0]) for a in self.policy.adapters.values()
+        )
         self.spec = dataclasses.replace(self.spec, allowed_domains=self.spec.allowed_domains | {info.domain_id},
-                                        robots=robot_table(self.config))  # fmt: skip
+                                        robots=robot_table(self.config), domain_action_dims=widths)  # fmt: skip
         logger.info("adapter %r (%s) serves as domain %d", info.name, path, info.domain_id)
         return info
 
@@ -182,11 +191,15 @@ class ServeEngine:
     def prepare(self, obs: Observation) -> Sample:
         """Validated observation -> model inputs (CPU tensors) through the policy's processor."""
         inputs = self.processor(self.observation_dict(obs))
-        return Sample(**inputs, noise=self.draw_noise(obs), steps=obs.steps, **self.prefix_fields(obs))
+        space = self.model.space_for(obs.domain_id)
+        return Sample(**inputs, noise=self.draw_noise(obs), steps=obs.steps, **self.prefix_fields(obs),
+                      action_space=f"{space.name}/{space.real_dim}")  # fmt: skip
 
     def observation_dict(self, obs: Observation) -> dict[str, Any]:
         """The request as the LeRobot-form observation the processor reads (views in the order sent)."""
-        keys = list(self.config.image_keys or [f"{processing.IMAGE_PREFIX}view{i}" for i in range(len(obs.images))])
+        keys = list(
+            self.config.image_keys or [f"{processing.IMAGE_PREFIX}view{i}" for i in range(len(obs.images))]
+        )
         frames: list[Any] = list(obs.images) + [None] * (len(keys) - len(obs.images))
         out: dict[str, Any] = dict(zip(keys, frames, strict=True))
         out.update({"task": obs.task, "domain_id": obs.domain_id})
@@ -211,7 +224,9 @@ class ServeEngine:
     def draw_noise(self, obs: Observation) -> torch.Tensor:
         """Explicit noise, else ``randn`` from a CPU generator seeded with the request's seed, else the server's."""
         if obs.noise is not None:
-            return torch.from_numpy(np.ascontiguousarray(obs.noise, dtype=np.float32)).reshape(self.noise_shape())
+            return torch.from_numpy(np.ascontiguousarray(obs.noise, dtype=np.float32)).reshape(
+                self.noise_shape()
+            )
         if obs.seed is not None:
             return torch.randn(self.noise_shape(), generator=torch.Generator().manual_seed(obs.seed))
         with self._noise_lock:
@@ -245,9 +260,9 @@ class ServeEngine:
                     "prefix": cat("prefix"), "prefix_weights": cat("prefix_weights"), "guidance": samples[0].guidance,
                 }),
             )  # fmt: skip
-        out = actions.float().cpu().numpy()
-        finite = np.isfinite(out.reshape(out.shape[0], -1)).all(axis=1)
-        return [out[i] if finite[i] else NON_FINITE for i in range(out.shape[0])]
+        widths = self.model.action_widths(cat("domain_id"))  # robots of different widths share the pass
+        out = [a[:, :w] for a, w in zip(actions.float().cpu().numpy(), widths, strict=True)]
+        return [a if np.isfinite(a).all() else NON_FINITE for a in out]
 
     def warmup(self) -> float:
         """Run one dummy chunk (compiles kernels, checks the model end to end); returns seconds taken."""
@@ -290,7 +305,16 @@ class ServeEngine:
             "domain_ids": sorted(self.spec.allowed_domains),
             "default_domain_id": cfg.domain_id,
             "robots": dict(self.spec.robots),
-            "adapters": [{"name": a.name, "domain_id": a.domain_id, "path": a.path} for a in self.policy.adapters.values()],
+            "adapters": [
+                {
+                    "name": a.name,
+                    "domain_id": a.domain_id,
+                    "path": a.path,
+                    "action_mode": a.metadata.get("action_mode"),
+                    "action_dim": self.spec.action_dim_for(a.domain_id),
+                }
+                for a in self.policy.adapters.values()
+            ],  # fmt: skip
             "views": {
                 "configured": cfg.total_image_views,
                 "max_images": self.spec.max_views,

@@ -69,6 +69,9 @@ class MixtureConfig:
     # "intention abstraction"); None keeps chunk_size consecutive frames.
     action_horizon_s: float | None = None
     color_jitter: ColorJitterConfig = field(default_factory=ColorJitterConfig)
+    # Keep decoded video frames in RAM (uint8, per loader process): a dataset that fits in memory is then
+    # decoded once instead of once per sample, which takes video decoding off a small model's training step.
+    cache_frames: bool = False
 
 
 @dataclass

@@ -119,7 +119,8 @@ def open_sources(train_cfg: TrainConfig, policy_config: XVLAConfig, camera_keys:
         chunk = policy_config.chunk_size
         frames = frames_for_horizon(horizon, meta.fps, chunk) if horizon else chunk
         dataset = LeRobotDataset(root, chunk_size=frames, episodes=cfg.episodes,
-                                 camera_keys=sorted(set(camera_map.values())), action_key=action_key)  # fmt: skip
+                                 camera_keys=sorted(set(camera_map.values())), action_key=action_key,
+                                 cache_frames=train_cfg.mixture.cache_frames)  # fmt: skip
         domain, why = _source_domain(cfg, root, policy_config, train_cfg.new_domain.id is not None)
         processing.check_domain_ids(domain, policy_config.num_domains, f"dataset {cfg.label}: domain_id")
         if len(dataset) == 0:

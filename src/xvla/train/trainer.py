@@ -474,16 +474,18 @@ class Trainer:
             plot_metrics(out / METRICS_CSV, out / PLOT_NAME)
         if cfg.diagnostics:
             self._write_diagnostics(out, run.policy)
-        if cfg.recipe == "prompt" and final_dir is not None and env.is_main:
-            self._write_adapter(final_dir, out / ADAPTER_NAME)
+        if cfg.trainable in ("domain", "lora") and final_dir is not None and env.is_main:
+            lora_model = run.policy.model if cfg.trainable == "lora" else None
+            self._write_adapter(final_dir, out / ADAPTER_NAME, lora_model)
         return TrainResult(out, final_dir, cfg.steps, self.history, run.counts, env.is_main)
 
-    def _write_adapter(self, model_dir: Path, path: Path) -> None:
-        """A prompt-recipe run ends with its robot as an adapter file (its domain rows + metadata)."""
+    def _write_adapter(self, model_dir: Path, path: Path, lora_model: torch.nn.Module | None) -> None:
+        """A prompt or LoRA run ends with its robot as an adapter file (its domain rows, the LoRA weights of a
+        LoRA run under peft's names, and metadata)."""
         from ..adapters import export_adapter
 
         policy = XVLAPolicy.from_pretrained(model_dir, tokenizer=self.tokenizer)
-        export_adapter(policy, policy.config.domain_id, path)
+        export_adapter(policy, policy.config.domain_id, path, lora_model=lora_model)
         self._log(f"adapter for domain {policy.config.domain_id}: {path} ({path.stat().st_size / 1024:.1f} KiB)")
 
     # -------------------------------------------------------------- loop
