@@ -32,14 +32,18 @@ def base_and_trained(tmp_path, tokenizer):
 
 def test_export_load_gives_the_trained_robots_actions(base_and_trained, tmp_path, tokenizer):
     base_dir, trained_dir = base_and_trained
-    assert main(["adapter", "export", str(trained_dir), "--domain", "2", str(tmp_path / "arm.safetensors")]) == 0
+    assert (
+        main(["adapter", "export", str(trained_dir), "--domain", "2", str(tmp_path / "arm.safetensors")]) == 0
+    )
     trained = XVLAPolicy.from_pretrained(trained_dir, tokenizer=tokenizer)
     base = XVLAPolicy.from_pretrained(base_dir, tokenizer=tokenizer)
     info = base.load_adapter(tmp_path / "arm.safetensors")
     assert info.name == "new-arm" and info.domain_id == 1  # the first slot no trained domain uses
     assert base.adapters["new-arm"].metadata["action_mode"] == base.config.action_mode
     batch = make_batch(base.config, batch_size=1)
-    noise = torch.randn(1, base.config.chunk_size, base.model.dim_action, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(
+        1, base.config.chunk_size, base.model.dim_action, generator=torch.Generator().manual_seed(1)
+    )
     expected = trained.predict_action_chunk({**batch, "domain_id": 2}, noise=noise)
     assert torch.equal(base.predict_action_chunk({**batch, "robot": "new-arm"}, noise=noise), expected)
     assert torch.equal(base.predict_action_chunk({**batch, "domain_id": 1}, noise=noise), expected)
@@ -78,9 +82,9 @@ def two_widths(tmp_path, tokenizer):
     """A 4-wide base robot and, on the same backbone, a 7-wide robot trained as domain 2 (auto mode, 8-wide heads)."""
     torch.manual_seed(0)
     fields = dict(num_domains=6, action_mode="auto", max_action_dim=8)
-    XVLAPolicy(tiny_config(real_action_dim=4, domains={0: "gripper4"}, **fields), tokenizer=tokenizer).save_pretrained(
-        tmp_path / "base"
-    )
+    XVLAPolicy(
+        tiny_config(real_action_dim=4, domains={0: "gripper4"}, **fields), tokenizer=tokenizer
+    ).save_pretrained(tmp_path / "base")
     arm = XVLAPolicy.from_pretrained(tmp_path / "base", tokenizer=tokenizer, real_action_dim=7, domain_id=2,
                                      domains={0: "gripper4", 2: "arm7"})  # fmt: skip
     with torch.no_grad():
@@ -88,16 +92,25 @@ def two_widths(tmp_path, tokenizer):
             if name in domain_rows(arm.model, 2):
                 param[2].normal_(0, 0.05)
     export_adapter(arm, 2, tmp_path / "arm7.safetensors")
-    return XVLAPolicy.from_pretrained(tmp_path / "base", tokenizer=tokenizer), arm, tmp_path / "arm7.safetensors"
+    return (
+        XVLAPolicy.from_pretrained(tmp_path / "base", tokenizer=tokenizer),
+        arm,
+        tmp_path / "arm7.safetensors",
+    )
 
 
 def test_one_batch_mixes_robots_of_different_action_widths(two_widths):
     base, arm, path = two_widths
     base_alone = XVLAPolicy.from_pretrained(base.source_dir, tokenizer=base.tokenizer)
     info = base.load_adapter(path)
-    assert base.action_widths(["gripper4", "arm7"]) == [4, 7] and base.action_widths([0, info.domain_id]) == [4, 7]
+    assert base.action_widths(["gripper4", "arm7"]) == [4, 7] and base.action_widths([0, info.domain_id]) == [
+        4,
+        7,
+    ]
     batch = make_batch(base.config, batch_size=2)
-    noise = torch.randn(2, base.config.chunk_size, base.model.dim_action, generator=torch.Generator().manual_seed(3))
+    noise = torch.randn(
+        2, base.config.chunk_size, base.model.dim_action, generator=torch.Generator().manual_seed(3)
+    )
     mixed = base.predict_action_chunk({**batch, "robot": ["gripper4", "arm7"]}, noise=noise)
     assert mixed.shape[-1] == 7 and torch.isnan(mixed[0, :, 4:]).all() and torch.isfinite(mixed[1]).all()
     one, two = {k: v[:1] for k, v in batch.items()}, {k: v[1:] for k, v in batch.items()}
@@ -121,3 +134,19 @@ def test_an_adapter_of_another_model_action_width_is_refused(two_widths, tmp_pat
     save_file(tensors, str(tmp_path / "wide.safetensors"), metadata={"xvla": json.dumps(metadata)})
     with pytest.raises(ValueError, match="10-wide model actions"):
         base.load_adapter(tmp_path / "wide.safetensors")
+
+
+def test_info_lists_an_adapter_file_and_the_adapters_loaded_into_a_checkpoint(two_widths, capsys):
+    base, _, path = two_widths
+    assert main(["info", str(path)]) == 0
+    about = json.loads(capsys.readouterr().out)
+    assert about["name"] == "arm7" and about["action_dim"] == 7 and about["model_action_dim"] == 8
+    assert about["lora_tensors"] == 0 and about["bytes"] == path.stat().st_size
+    assert main(["info", str(base.source_dir), "--adapters", f"left={path}"]) == 0
+    domains = json.loads(capsys.readouterr().out)["domains"]
+    assert domains["adapters"] == {
+        "left": {"domain_id": 1, "action_mode": "auto", "action_dim": 7, "path": str(path)}
+    }
+    assert domains["trained"] == {"0": "gripper4", "1": "left"} and domains["free"] == [2, 3, 4, 5]
+    assert main(["info", str(base.source_dir), "--adapters", "no-equals-sign"]) == 2
+    assert "must look like NAME=PATH" in capsys.readouterr().err

@@ -226,3 +226,29 @@ def merge_lora(
         weight.copy_((weight.float() + scale * (b.float() @ a.float())).to(weight.dtype))
         merged += 1
     return merged
+
+
+def parse_adapter_specs(items: list[str] | None, flag: str = "--adapters") -> list[tuple[str, str]]:
+    """``NAME=PATH`` entries (the serve and info flags) -> [(name, path)]."""
+    out = []
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ValueError(
+                f"{flag} entry {item!r} must look like NAME=PATH (a robot name and an adapter file)"
+            )
+        out.append((name.strip(), path.strip()))
+    return out
+
+
+def describe_adapter(path: str | Path) -> dict[str, Any]:
+    """What ``xvla info ADAPTER.safetensors`` prints: the robot, its action space and what it was trained on."""
+    tensors, metadata = read_adapter(path)
+    rows, lora = split_lora(tensors)
+    space = adapter_action_space(metadata)
+    return {
+        "path": str(path), "bytes": Path(path).stat().st_size, **metadata,
+        "action_dim": int(space.real_dim), "model_action_dim": int(space.dim_action),
+        "domain_rows": {k: list(v.shape) for k, v in rows.items()},
+        "parameters": sum(v.numel() for v in tensors.values()), "lora_tensors": len(lora),
+    }  # fmt: skip

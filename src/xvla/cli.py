@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .flags import add_dataclass_flags, dataclass_from_args
 from .utils import UserFacingError
@@ -23,7 +24,10 @@ class ConvertConfig:
 
 @dataclass
 class InfoConfig:
-    path: str = field(metadata={"help": "checkpoint folder or Hub id"})
+    path: str = field(metadata={"help": "checkpoint folder or Hub id, or an adapter file (.safetensors)"})
+    adapters: list[str] | None = field(default=None, metadata={
+        "help": "robot adapters to load into the checkpoint first, NAME=PATH,NAME=PATH: the domain table then "
+                "lists them and the ids left free"})  # fmt: skip
 
 
 @dataclass
@@ -53,7 +57,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .domains import describe_domains
     from .policy import resolve_checkpoint_dir
 
-    folder = resolve_checkpoint_dir(dataclass_from_args(InfoConfig, args).path)
+    cfg = dataclass_from_args(InfoConfig, args)
+    if Path(cfg.path).is_file():
+        from .adapters import describe_adapter
+
+        print(json.dumps(describe_adapter(cfg.path), indent=2))
+        return 0
+    folder = resolve_checkpoint_dir(cfg.path)
     config, fmt = ckpt.config_from_json(ckpt.read_config_json(folder), folder)
     fields = ("action_mode", "real_action_dim", "chunk_size", "n_action_steps", "num_denoising_steps", "hidden_size",
               "depth", "num_domains", "max_state_dim", "image_keys", "image_size", "resize_imgs_with_padding",
@@ -63,9 +73,28 @@ def cmd_info(args: argparse.Namespace) -> int:
     summary["num_image_views"] = config.total_image_views
     summary["tokenizer_files"] = sorted(p.name for p in folder.iterdir() if p.name in ckpt.TOKENIZER_FILES)
     # A 30-domain checkpoint without its own table is (or descends from) the released base model.
-    summary["domains"] = describe_domains(config, released=config.num_domains == 30 and not config.domains)
+    released = config.num_domains == 30 and not config.domains
+    policy = _with_adapters(folder, cfg.adapters) if cfg.adapters else None
+    summary["domains"] = describe_domains(policy.config if policy else config, released=released)
+    if policy is not None:
+        summary["domains"]["adapters"] = {
+            a.name: {"domain_id": a.domain_id, "action_mode": a.metadata.get("action_mode"),
+                     "action_dim": policy.action_widths([a.domain_id])[0], "path": a.path}
+            for a in policy.adapters.values()
+        }  # fmt: skip
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _with_adapters(folder: Path, items: list[str]) -> Any:
+    """The checkpoint with the adapters ``items`` (NAME=PATH) loaded, as ``xvla serve --adapters`` would."""
+    from .adapters import parse_adapter_specs
+    from .policy import XVLAPolicy
+
+    policy = XVLAPolicy.from_pretrained(folder)
+    for name, path in parse_adapter_specs(items):
+        policy.load_adapter(path, name=name)
+    return policy
 
 
 def cmd_smoke(args: argparse.Namespace) -> int:
@@ -98,7 +127,9 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     }
     chunk = policy.predict_action_chunk(batch, generator=torch.Generator().manual_seed(cfg.seed))
     elapsed = time.perf_counter() - start
-    print(f"saved and reloaded a {sum(p.numel() for p in policy.parameters()) / 1e6:.2f}M-parameter X-VLA at {out}")
+    print(
+        f"saved and reloaded a {sum(p.numel() for p in policy.parameters()) / 1e6:.2f}M-parameter X-VLA at {out}"
+    )
     print(f"action chunk {tuple(chunk.shape)} (chunk x real action dim), first 3 steps:")
     for row in chunk[0, :3].tolist():
         print("  " + " ".join(f"{v:+.3f}" for v in row))

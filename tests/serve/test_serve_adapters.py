@@ -13,13 +13,15 @@ from xvla.adapters import domain_rows, export_adapter
 from .serve_support import CHUNK, running_server, serve_config
 
 
-def make_adapters(tmp_path, tokenizer):
-    """A base checkpoint and two robots "trained" from it (different domain rows), exported as adapters."""
+def make_adapters(tmp_path, tokenizer, robots=None):
+    """A base checkpoint (ee6d, 20-wide) and two robots "trained" from it (different domain rows and, with
+    ``robots`` = {name: config overrides}, their own action spaces), exported as adapters."""
     torch.manual_seed(0)
     XVLAPolicy(serve_config(domains={0: "base"}), tokenizer=tokenizer).save_pretrained(tmp_path / "base")
     paths = {}
-    for robot, scale in (("left-arm", 0.05), ("right-arm", 0.1)):
-        trained = XVLAPolicy.from_pretrained(tmp_path / "base")
+    robots = robots or {"left-arm": {}, "right-arm": {}}
+    for (robot, overrides), scale in zip(robots.items(), (0.05, 0.1), strict=True):
+        trained = XVLAPolicy.from_pretrained(tmp_path / "base", **overrides)
         with torch.no_grad():
             for name, param in trained.model.named_parameters():
                 if name in domain_rows(trained.model, 1):
@@ -41,13 +43,38 @@ def test_two_robots_in_one_batch_equal_each_alone(tmp_path, tokenizer):
     rng = np.random.default_rng(0)
     left, right = observation("left-arm", rng), observation("right-arm", rng)
     spec = f"left-arm={paths['left-arm']},right-arm={paths['right-arm']}"
-    with running_server(base, adapters=spec.split(",")) as srv, httpx.Client(base_url=srv.url, timeout=60) as http:
+    with (
+        running_server(base, adapters=spec.split(",")) as srv,
+        httpx.Client(base_url=srv.url, timeout=60) as http,
+    ):
         info = http.get("/info").json()
         assert {a["name"] for a in info["adapters"]} == {"left-arm", "right-arm"}
         both = http.post("/v1/act", json={"observations": [left, right]}).json()["actions"]
     for robot, obs, answer in (("left-arm", left, both[0]), ("right-arm", right, both[1])):
         alone = {**obs, "robot": None, "domain_id": 1}
         with running_server(tmp_path / robot) as srv, httpx.Client(base_url=srv.url, timeout=60) as http:
+            expected = http.post("/v1/act", json={"observations": [alone]}).json()["actions"][0]
+        np.testing.assert_allclose(answer, expected, atol=1e-5)
+
+
+def test_robots_of_different_action_widths_share_a_batch(tmp_path, tokenizer):
+    widths = {"arm7": 7, "bimanual12": 12}
+    robots = {
+        name: {"action_mode": "auto", "real_action_dim": w, "max_action_dim": 20}
+        for name, w in widths.items()
+    }
+    base, paths = make_adapters(tmp_path, tokenizer, robots)
+    rng = np.random.default_rng(0)
+    obs = {name: observation(name, rng) for name in widths}
+    with running_server(base, adapters=[f"{n}={p}" for n, p in paths.items()]) as srv, \
+            httpx.Client(base_url=srv.url, timeout=60) as http:  # fmt: skip
+        info = {a["name"]: a["action_dim"] for a in http.get("/info").json()["adapters"]}
+        assert info == widths
+        both = http.post("/v1/act", json={"observations": list(obs.values())}).json()["actions"]
+    for (name, width), answer in zip(widths.items(), both, strict=True):
+        assert np.asarray(answer).shape == (CHUNK, width)
+        alone = {**obs[name], "robot": None, "domain_id": 1}
+        with running_server(tmp_path / name) as srv, httpx.Client(base_url=srv.url, timeout=60) as http:
             expected = http.post("/v1/act", json={"observations": [alone]}).json()["actions"][0]
         np.testing.assert_allclose(answer, expected, atol=1e-5)
 

@@ -112,11 +112,10 @@ def build_engine(cfg: ServeConfig) -> ServeEngine:
         limits=limits,
         encoded_channel_order=cfg.encoded_channel_order,
     )
-    for item in cfg.adapters or []:
-        name, sep, path = item.partition("=")
-        if not sep:
-            raise ValueError(f"--adapters entry {item!r} must look like NAME=PATH")
-        engine.load_adapter(path.strip(), name.strip())
+    from ..adapters import parse_adapter_specs
+
+    for name, path in parse_adapter_specs(cfg.adapters):
+        engine.load_adapter(path, name)
     return engine
 
 
