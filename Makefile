@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-EXTRAS ?= data,train,serve,sim,libero,export,dev
+EXTRAS ?= data,train,serve,sim,libero,export,fast,dev
 
 .PHONY: install demo test test-slow lint bench clean
 

@@ -34,7 +34,7 @@ SIZES = {
     "small": (dict(hidden_size=256, depth=4, num_heads=4), 64, 128, 2, 32),  # 4x4 (+1) tokens per view
     "full": (dict(), 1024, 224, 2, 64),  # LeRobot's defaults + Florence-2-large: the released 0.9B size
 }
-VARIANTS = ("ref-fp32", "ref-bf16", "fp32", "fp32-compiled", "fast")
+VARIANTS = ("ref-fp32", "ref-bf16", "fp32", "fp32-compiled", "fast", "int8")
 
 
 def florence_remote(width: int, length: int) -> dict:
@@ -195,9 +195,17 @@ def load_ours(args, checkpoint: str) -> dict[str, Any]:
     if "fp32-compiled" in args.variants:
         enable_fast_path(fp32, batch_sizes=args.batches)
         models["fp32-compiled"] = fp32
-    if "fast" in args.variants:
-        models["fast"] = XVLAPolicy.from_pretrained(
-            checkpoint, dtype="bfloat16", compile=True, compile_batch_sizes=tuple(args.batches)
+    if "fast" in args.variants:  # = from_pretrained(dtype="bfloat16", compile=True), with a choice of mode
+        models["fast"] = XVLAPolicy.from_pretrained(checkpoint, dtype="bfloat16").model
+        enable_fast_path(models["fast"], batch_sizes=args.batches, mode=args.compile_mode)
+
+    if "int8" in args.variants:  # int8 dynamic quantization of the linears, then the compiled path
+        models["int8"] = XVLAPolicy.from_pretrained(
+            checkpoint,
+            dtype=args.int8_dtype,
+            quantize="int8",
+            compile=True,
+            compile_batch_sizes=tuple(args.batches),
         ).model
 
     def runner(model):
@@ -280,6 +288,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timed rounds per batch size")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument(
+        "--compile-mode", default=None, help="torch.compile mode of the fast path (e.g. max-autotune)"
+    )
+    parser.add_argument(
+        "--int8-dtype", default="float32", help="dtype of the int8 variant's unquantized parts"
+    )
     parser.add_argument("--size", help=argparse.SUPPRESS)  # internal, for the worker
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     parser.add_argument("--florence-json", help=argparse.SUPPRESS)

@@ -95,3 +95,18 @@ def test_cuda_graphs_bf16_close_to_fp32():
     for _ in range(3):  # CUDA graphs are recorded on a later call than the first: replay them too
         actions = policy.model.generate_actions(**inputs, steps=int(meta["steps"]), noise=io["noise"].cuda())
     torch.testing.assert_close(actions.float().cpu(), io["actions"], atol=5e-2, rtol=0)
+
+
+def test_int8_quantization_of_the_linears_stays_close_to_fp32():
+    pytest.importorskip("torchao")
+    io, meta = load_case(CASE)
+    policy = XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint", quantize="int8")
+    linears = {n: m for n, m in policy.model.named_modules() if isinstance(m, torch.nn.Linear)}
+    quantized = [n for n, m in linears.items() if type(m.weight) is not torch.nn.Parameter]
+    assert quantized and all(not n.startswith("transformer.soft_prompt") for n in quantized)
+    actions = policy.model.generate_actions(**sample_inputs(io), steps=int(meta["steps"]), noise=io["noise"])
+    err = (actions - io["actions"]).abs()
+    scale = io["actions"].abs().mean()
+    assert 0 < err.mean() < 0.1 * scale, (err.mean(), scale)  # quantized: not bit-equal, but close
+    with pytest.raises(ValueError, match="only scheme is 'int8'"):
+        XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint", quantize="int4")

@@ -132,7 +132,7 @@ class FastPath:
                 torch.compiler.cudagraph_mark_step_begin()
             # Freezing must be on when inductor compiles (lazily, at a first call): passing it in
             # torch.compile(options=...) leaves the linears unpacked (aten.addmm), this packs them for oneDNN.
-            with torch._inductor.config.patch(freezing=self.mode is None):
+            with torch._inductor.config.patch(freezing=self.mode != "reduce-overhead"):
                 out = graph(*(x[start : start + step] for x in tensors), *extra)
             # CUDA graphs reuse their output buffers on the next replay: keep a private copy.
             outs.append(out.clone() if self.mode == "reduce-overhead" else out)
@@ -231,3 +231,23 @@ def enable_fast_path(
     model.denoise_step = fast.denoise_step
     model.fast_path = fast
     return fast
+
+
+def quantize_int8(model: XVLAModel) -> int:
+    """Dynamic int8 quantization of the linear layers (int8 weights, per-token int8 activations), in place.
+
+    Uses torchao (``pip install torchao``); compile the model afterwards (``enable_fast_path``) so that
+    inductor fuses the quantize / int8 matmul / rescale steps. The domain-indexed tables, the soft prompts
+    and the action encoder / decoder stay in full precision: they are small and sit at the model's ends.
+    Returns the number of quantized layers.
+    """
+    try:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+    except ImportError as exc:
+        raise ImportError(
+            "quantize='int8' needs torchao: `pip install torchao` (or `pip install 'xvla[fast]'`)"
+        ) from exc
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m.in_features >= 64]
+    chosen = set(names)
+    quantize_(model, Int8DynamicActivationInt8WeightConfig(), filter_fn=lambda m, fqn: fqn in chosen)
+    return len(names)

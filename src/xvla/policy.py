@@ -65,6 +65,7 @@ class XVLAPolicy(nn.Module):
         revision: str | None = None,
         compile: bool = False,
         compile_batch_sizes: tuple[int, ...] | None = None,
+        quantize: str | None = None,
         **config_overrides: Any,
     ) -> XVLAPolicy:
         """Load an X-VLA checkpoint in our, LeRobot's or the official format (auto-detected).
@@ -72,7 +73,8 @@ class XVLAPolicy(nn.Module):
         ``config_overrides`` replace config fields (e.g. ``dtype="bfloat16"``, ``domain_id=3``).
         ``compile=True`` turns on the fast inference path (:mod:`xvla.fast`: compiled graphs with frozen
         weights at the batch sizes ``compile_batch_sizes``, default 1, 2, 4, 8); with
-        ``dtype="bfloat16"`` it is the fastest CPU (AMX) and GPU setting.
+        ``dtype="bfloat16"`` it is the fastest CPU (AMX) and GPU setting. ``quantize="int8"``: dynamic int8
+        quantization of the linear layers (torchao), for inference; combine it with ``compile=True``.
         """
         folder = resolve_checkpoint_dir(path_or_hub_id, revision=revision)
         raw = ckpt.read_config_json(folder)
@@ -91,6 +93,12 @@ class XVLAPolicy(nn.Module):
         if device is not None:
             policy.to(resolve_device(device))
         policy.eval()
+        if quantize is not None:
+            if quantize != "int8":
+                raise ValueError(f"quantize={quantize!r} is unknown: the only scheme is 'int8'")
+            from .fast import quantize_int8
+
+            quantize_int8(policy.model)
         if compile:
             from .fast import DEFAULT_BATCH_SIZES, enable_fast_path
 
