@@ -26,12 +26,7 @@ KEYS = ("input_ids", "image_input", "image_mask", "domain_id", "proprio")
 def fixture_case(name: str) -> tuple[Path, dict, int, torch.Tensor]:
     with safe_open(str(FIXTURES / name / "io.safetensors"), framework="pt") as f:
         io, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
-    return (
-        FIXTURES / name / "checkpoint",
-        {k: io[k] for k in (*KEYS, "noise")},
-        int(meta["steps"]),
-        io["actions"],
-    )
+    return FIXTURES / name / "checkpoint", {k: io[k] for k in (*KEYS, "noise")}, int(meta["steps"]), io["actions"]
 
 
 def random_case(path: str, batch: int = 4) -> tuple[Path, dict, int, None]:
@@ -62,32 +57,22 @@ def run(path: Path, inputs: dict, steps: int, dtype: str, compile: bool) -> torc
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default = sorted(p.name for p in FIXTURES.iterdir() if (p / "io.safetensors").exists())
     parser.add_argument("--fixtures", nargs="+", default=default, help="fixture names, or 'none'")
-    parser.add_argument(
-        "--checkpoints", nargs="*", default=[], help="other checkpoint folders (random inputs)"
-    )
+    parser.add_argument("--checkpoints", nargs="*", default=[], help="other checkpoint folders (random inputs)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cases = [(n, *fixture_case(n)) for n in args.fixtures if n != "none"]
     cases += [(c, *random_case(c)) for c in args.checkpoints]
-    print(
-        "| checkpoint | batch | compared with | fp32 max / mean | bf16 eager max / mean | fast path max / mean |"
-    )
+    print("| checkpoint | batch | compared with | fp32 max / mean | bf16 eager max / mean | fast path max / mean |")
     print("|---|---|---|---|---|---|")
     for name, path, inputs, steps, reference in cases:
         fp32 = run(path, inputs, steps, "float32", False)
         base = reference if reference is not None else fp32
         cells = []
-        for out in (
-            fp32,
-            run(path, inputs, steps, "bfloat16", False),
-            run(path, inputs, steps, "bfloat16", True),
-        ):
+        for out in (fp32, run(path, inputs, steps, "bfloat16", False), run(path, inputs, steps, "bfloat16", True)):
             err = (out - base).abs()
             cells.append(f"{err.max().item():.1e} / {err.mean().item():.1e}")
         label = "LeRobot fp32 (recorded)" if reference is not None else "xvla fp32"

@@ -74,9 +74,7 @@ def run_case(name: str, batch: int, dtype: str, device: str, steps: int, repeats
             times.append(time.perf_counter() - start)
         # Split: encoding (once per chunk) vs one denoising step.
         start = time.perf_counter()
-        context = model.encode(
-            inputs["input_ids"], inputs["image_input"], inputs["image_mask"], inputs["domain_id"]
-        )
+        context = model.encode(inputs["input_ids"], inputs["image_input"], inputs["image_mask"], inputs["domain_id"])
         sync()
         encode_s = time.perf_counter() - start
         x = torch.randn(batch, config.chunk_size, model.dim_action, device=device, dtype=model.dtype)
@@ -100,14 +98,10 @@ def run_case(name: str, batch: int, dtype: str, device: str, steps: int, repeats
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["tiny", "mid"], choices=list(CONFIGS))
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    parser.add_argument(
-        "--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"]
-    )
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
@@ -134,13 +128,9 @@ def main() -> None:
                 if out.returncode != 0 or not lines:
                     print(f"{name} b{batch} {dtype}: FAILED\n{out.stderr[-2000:]}", file=sys.stderr)
                     continue
-                row = json.loads(lines[-1][len("RESULT ") :])
+                row = json.loads(lines[-1][len("RESULT "):])
                 rows.append(row)
-                print(
-                    f"done {name} b{batch} {dtype}: {row['chunk_ms']:.1f} ms/chunk",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                print(f"done {name} b{batch} {dtype}: {row['chunk_ms']:.1f} ms/chunk", file=sys.stderr, flush=True)
 
     print(f"\nX-VLA inference ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch threads={args.threads}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}, "

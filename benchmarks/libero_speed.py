@@ -28,13 +28,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
 
-SUITE_EPISODES = {
-    "libero_spatial": 500,
-    "libero_object": 500,
-    "libero_goal": 500,
-    "libero_10": 500,
-    "libero_90": 4500,
-}
+SUITE_EPISODES = {"libero_spatial": 500, "libero_object": 500, "libero_goal": 500, "libero_10": 500, "libero_90": 4500}
 
 
 def timed(fn, repeats: int) -> float:
@@ -62,13 +56,7 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     env.render_images = True
     step_render = timed(lambda: env.step(hold), max(3, args.steps // 4))
     env.close()
-    return {
-        "build_s": build,
-        "reset_s": reset,
-        "step_s": step,
-        "render_s": render,
-        "step_render_s": step_render,
-    }
+    return {"build_s": build, "reset_s": reset, "step_s": step, "render_s": render, "step_render_s": step_render}
 
 
 def projection(m: dict[str, float], suite: str, args: argparse.Namespace) -> dict[str, float]:
@@ -95,18 +83,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60, help="timed control steps (default: %(default)s)")
     p.add_argument("--camera-size", type=int, default=256)
     p.add_argument("--chunk", type=int, default=30, help="actions executed per policy query")
-    p.add_argument(
-        "--cpu-chunk-s",
-        type=float,
-        default=9.43,
-        help="seconds per chunk of the policy on this CPU (full model, fp32, batch 1; docs/benchmarks.md)",
-    )
-    p.add_argument(
-        "--gpu-chunk-s",
-        type=float,
-        default=0.15,
-        help="ASSUMED seconds per batched chunk on a GPU (not measured here)",
-    )
+    p.add_argument("--cpu-chunk-s", type=float, default=9.43,
+                   help="seconds per chunk of the policy on this CPU (full model, fp32, batch 1; docs/benchmarks.md)")
+    p.add_argument("--gpu-chunk-s", type=float, default=0.15,
+                   help="ASSUMED seconds per batched chunk on a GPU (not measured here)")
     p.add_argument("--num-envs", type=int, default=8, help="simulator processes on the GPU machine")
     args = p.parse_args()
     m = measure(args)
@@ -117,14 +97,10 @@ def main() -> None:
                        ("step_s", "control step, no rendering"), ("render_s", "render both cameras"),
                        ("step_render_s", "control step + both cameras")):  # fmt: skip
         print(f"| {label} | {m[key]:.4f} |")
-    print(
-        f"\nFull protocol, every episode at its step limit (upper bound); policy {args.cpu_chunk_s:.2f} s/chunk on "
-        f"CPU, {args.gpu_chunk_s:.2f} s/batched chunk on a GPU (assumed), {args.num_envs} simulators there.\n"
-    )
-    print(
-        "| suite | episodes | s/episode, render every step | s/episode, xvla | hours: render every step + CPU policy "
-        "| hours: xvla + CPU policy | hours: xvla + GPU policy |"
-    )
+    print(f"\nFull protocol, every episode at its step limit (upper bound); policy {args.cpu_chunk_s:.2f} s/chunk on "
+          f"CPU, {args.gpu_chunk_s:.2f} s/batched chunk on a GPU (assumed), {args.num_envs} simulators there.\n")
+    print("| suite | episodes | s/episode, render every step | s/episode, xvla | hours: render every step + CPU policy "
+          "| hours: xvla + CPU policy | hours: xvla + GPU policy |")
     print("|---|---|---|---|---|---|---|")
     for suite in SUITE_EPISODES:
         r = projection(m, suite, args)

@@ -19,9 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -56,9 +54,7 @@ def main() -> None:
                 ort_ms.append(1000 * (time.perf_counter() - t0))
                 t0 = time.perf_counter()
                 with torch.no_grad():
-                    context = model.encode(
-                        ex["input_ids"], ex["image_input"], ex["image_mask"], ex["domain_id"]
-                    )
+                    context = model.encode(ex["input_ids"], ex["image_input"], ex["image_mask"], ex["domain_id"])
                     x1, action = ex["noise"], torch.zeros_like(ex["noise"])
                     for i in range(10, 0, -1):
                         t = torch.full((batch,), i / 10)

@@ -46,9 +46,7 @@ def train_policy(output: Path, chunk_size: int, n_action_steps: int, steps: int)
     from xvla.sim.variants import get_variant
 
     torch.set_num_threads(1)  # the machine is shared
-    s = DemoSettings(
-        output=str(output), chunk_size=chunk_size, n_action_steps=n_action_steps, steps_phase1=steps
-    )
+    s = DemoSettings(output=str(output), chunk_size=chunk_size, n_action_steps=n_action_steps, steps_phase1=steps)
     variant = get_variant("sawyer")
     demos = output / "demos"
     if not (demos / "summary.json").exists():
@@ -204,9 +202,7 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
         d = np.array([c["delay"] for c in mine]) + (i - 2) * 0.12  # side by side, not on top of each other
         s = [summarize(c) for c in mine]
         rate = np.array([x["success_rate"] for x in s]) * 100
-        err = np.array(
-            [[r - 100 * x["ci95"][0], 100 * x["ci95"][1] - r] for r, x in zip(rate, s, strict=True)]
-        ).T
+        err = np.array([[r - 100 * x["ci95"][0], 100 * x["ci95"][1] - r] for r, x in zip(rate, s, strict=True)]).T
         axes[0].errorbar(d, rate, yerr=err, marker="o", capsize=3, label=strategy)
         axes[1].plot(d, [x["mean_switch_jump"] for x in s], marker="o", label=strategy)
         axes[2].plot(d, [x["mean_jerk"] for x in s], marker="o", label=strategy)
@@ -233,9 +229,7 @@ def side_by_side(out: Path, path: Path) -> Path | None:
         f = out / f"frames_{cell_key(strategy, delay, 'inpaint').replace('/', '_')}.npz"
         if f.exists():
             data = np.load(f)
-            main = data["frames"][
-                :, :, : data["frames"].shape[1]
-            ]  # the first (main) camera of the side-by-side frame
+            main = data["frames"][:, :, : data["frames"].shape[1]]  # the first (main) camera of the side-by-side frame
             clips.append((f"{strategy} d={delay} {'ok' if data['success'] else 'fail'}", main))
     if not clips:
         return None
@@ -244,9 +238,7 @@ def side_by_side(out: Path, path: Path) -> Path | None:
     for t in range(length):
         tiles = []
         for label, clip in clips:
-            tile = Image.fromarray(np.ascontiguousarray(clip[min(t, len(clip) - 1)])).resize(
-                (192, 192), Image.NEAREST
-            )
+            tile = Image.fromarray(np.ascontiguousarray(clip[min(t, len(clip) - 1)])).resize((192, 192), Image.NEAREST)
             ImageDraw.Draw(tile).text((4, 4), f"{label} t={min(t, len(clip) - 1)}", fill=(255, 255, 0))
             tiles.append(np.asarray(tile))
         frames.append(np.concatenate(tiles, axis=1))
@@ -274,9 +266,7 @@ def report(args) -> None:
 
 # ---------------------------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train the benchmark policy (demo recipe, Phase I on sawyer)")
     t.add_argument("--output", default="outputs/realtime_policy")
@@ -292,9 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--delays", type=lambda x: [int(v) for v in x.split(",")], default=DELAYS)
     r.add_argument("--guided-delays", type=lambda x: [int(v) for v in x.split(",") if v], default=[],
                    help="also run rtc with guided sampling at these delays")  # fmt: skip
-    r.add_argument(
-        "--execute-steps", type=int, default=8, help="actions per chunk before the next (default 8)"
-    )
+    r.add_argument("--execute-steps", type=int, default=8, help="actions per chunk before the next (default 8)")
     r.add_argument("--max-steps", type=int, default=150)
     r.add_argument("--num-envs", type=int, default=2)
     r.add_argument("--image-size", type=int, default=64)

@@ -104,9 +104,7 @@ def official_payload(rng: np.random.Generator, info: dict, domain_id: int, heigh
 
 
 # ------------------------------------------------------------------------------------------ load
-def load_level(
-    url: str, info: dict, clients: int, duration: float, max_requests: int, image_size: int
-) -> dict:
+def load_level(url: str, info: dict, clients: int, duration: float, max_requests: int, image_size: int) -> dict:
     import httpx
 
     domains = info["domain_ids"]
@@ -121,9 +119,7 @@ def load_level(
     barrier = threading.Barrier(clients)
 
     def client(i: int) -> None:
-        with httpx.Client(
-            base_url=url, timeout=60, transport=httpx.HTTPTransport(socket_options=NODELAY)
-        ) as http:
+        with httpx.Client(base_url=url, timeout=60, transport=httpx.HTTPTransport(socket_options=NODELAY)) as http:
             barrier.wait()
             while time.perf_counter() < stop_at:
                 with lock:
@@ -132,9 +128,7 @@ def load_level(
                     budget[0] -= 1
                 start = time.perf_counter()
                 try:
-                    response = http.post(
-                        "/act", content=bodies[i], headers={"content-type": "application/json"}
-                    )
+                    response = http.post("/act", content=bodies[i], headers={"content-type": "application/json"})
                     key = str(response.status_code)
                     ok = response.status_code == 200 and len(response.json()["action"]) == info["chunk_size"]
                 except httpx.HTTPError as exc:
@@ -176,20 +170,7 @@ def bad_arrays(rng: random.Random) -> list:
     b64 = encode(np.zeros((4, 4, 3), np.uint8))
     header = json.loads(b64)
     return [
-        "garbage",
-        "",
-        "{",
-        "[]",
-        "[[1, 2], [3]]",
-        "null",
-        "3",
-        '{"a": 1}',
-        7,
-        -1.5,
-        True,
-        [],
-        ["x"],
-        {"x": 1},
+        "garbage", "", "{", "[]", "[[1, 2], [3]]", "null", "3", '{"a": 1}', 7, -1.5, True, [], ["x"], {"x": 1},
         json.dumps({**header, "dtype": rng.choice(["|O", "<U3", "<c8", "V4", "foo", "<M8[s]", "|b1"])}),
         json.dumps({**header, "shape": [rng.randint(5, 10**7), rng.randint(5, 10**7), 3]}),
         json.dumps({**header, "shape": [-4, -4, 3]}),
@@ -220,33 +201,13 @@ def bad_states(rng: random.Random, width: int) -> list:
         encode(np.zeros((2, width), np.float32)),
         encode(np.zeros(0, np.float32)),
         '["a", "b"]',
-        "[1, [2]]",
-        "garbage",
-        None,
-        {"x": 1},
-        5,
-        "[NaN]",
-        "[1e999]",
+        "[1, [2]]", "garbage", None, {"x": 1}, 5, "[NaN]", "[1e999]",
         encode(np.zeros(3, np.complex64)),
     ]
 
 
 def bad_scalars(rng: random.Random, top: int) -> list:
-    return [
-        -1,
-        -(10**12),
-        top + rng.randint(0, 100),
-        10**30,
-        2.5,
-        "seven",
-        "",
-        None,
-        [1],
-        {"a": 1},
-        True,
-        "1e3",
-        "NaN",
-    ]
+    return [-1, -(10**12), top + rng.randint(0, 100), 10**30, 2.5, "seven", "", None, [1], {"a": 1}, True, "1e3", "NaN"]
 
 
 def fuzz_requests(rng: random.Random, info: dict, good: dict, count: int, max_body: int):
@@ -278,11 +239,7 @@ def fuzz_requests(rng: random.Random, info: dict, good: dict, count: int, max_bo
         return "/act", json.dumps(body).encode(), f"missing {missing}"
 
     def no_images():
-        return (
-            "/act",
-            json.dumps({k: v for k, v in good.items() if not k.startswith("image")}).encode(),
-            "no image",
-        )
+        return "/act", json.dumps({k: v for k, v in good.items() if not k.startswith("image")}).encode(), "no image"
 
     def too_many_images():
         body = dict(good)
@@ -301,11 +258,7 @@ def fuzz_requests(rng: random.Random, info: dict, good: dict, count: int, max_bo
         return "/act", rng.choice([b"[]", b"null", b"42", b'"act"', b"true", b"[{}]"]), "non-object JSON"
 
     def nan_literal():
-        return (
-            "/act",
-            json.dumps(good).replace('"domain_id": ', '"domain_id": NaN, "x": ').encode(),
-            "NaN literal",
-        )
+        return "/act", json.dumps(good).replace('"domain_id": ', '"domain_id": NaN, "x": ').encode(), "NaN literal"
 
     def oversized():
         return "/act", b'{"pad": "' + b"x" * (max_body + rng.randint(1, 4096)) + b'"}', "oversized body"
@@ -332,14 +285,10 @@ def fuzz(url: str, info: dict, count: int, seed: int, proc: subprocess.Popen) ->
     good = official_payload(nprng, info, info["domain_ids"][0], 32, 32)
     counts = {"4xx": 0, "5xx": 0, "2xx": 0, "connection errors": 0}
     examples: list[str] = []
-    with httpx.Client(
-        base_url=url, timeout=30, transport=httpx.HTTPTransport(socket_options=NODELAY)
-    ) as http:
+    with httpx.Client(base_url=url, timeout=30, transport=httpx.HTTPTransport(socket_options=NODELAY)) as http:
         for i, (path, body, what) in enumerate(fuzz_requests(rng, info, good, count, 8 * 1024 * 1024)):
             try:
-                status = http.post(
-                    path, content=body, headers={"content-type": "application/json"}
-                ).status_code
+                status = http.post(path, content=body, headers={"content-type": "application/json"}).status_code
                 bucket = f"{status // 100}xx"
             except httpx.HTTPError as exc:
                 bucket, status = "connection errors", type(exc).__name__
@@ -357,15 +306,9 @@ def fuzz(url: str, info: dict, count: int, seed: int, proc: subprocess.Popen) ->
 
 # ------------------------------------------------------------------------------------------ main
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--policy.path", dest="policy_path", default=None, help="default: build a random checkpoint"
-    )
-    parser.add_argument(
-        "--size", choices=["tiny", "small"], default="tiny", help="the random checkpoint's size"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy.path", dest="policy_path", default=None, help="default: build a random checkpoint")
+    parser.add_argument("--size", choices=["tiny", "small"], default="tiny", help="the random checkpoint's size")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level")
@@ -402,9 +345,7 @@ def main() -> int:
               "uint8 frames (json_numpy), mixed domain ids, official /act")  # fmt: skip
         load_level(url, info, 1, 1.0, 50, args.image_size)  # warm-up
         rows = []
-        print(
-            f"\n{'clients':>7} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'mean batch':>11}"
-        )
+        print(f"\n{'clients':>7} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'mean batch':>11}")
         for n in args.concurrency:
             row = load_level(url, info, n, args.duration, args.max_requests, args.image_size)
             rows.append(row)

@@ -48,9 +48,7 @@ def _peak_mb(device: str) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "max RSS"
 
 
-def run_model_case(
-    name, batch, precision, device, warmup, repeats, threads, grad_ckpt, compile=False
-) -> dict:
+def run_model_case(name, batch, precision, device, warmup, repeats, threads, grad_ckpt, compile=False) -> dict:
     import torch
 
     from xvla import XVLAPolicy
@@ -81,9 +79,7 @@ def run_model_case(
     trainable = select_trainable(policy.model, "config")
     if compile:
         compile_for_training(policy.model)
-    optimizer = build_optimizer(
-        policy.model, trainable, cfg.optimizer, fused=fused_adamw_supported(torch.device(device))
-    )
+    optimizer = build_optimizer(policy.model, trainable, cfg.optimizer, fused=fused_adamw_supported(torch.device(device)))
     scheduler = GroupLRScheduler(
         optimizer, build_schedules(cfg.optimizer, cfg.scheduler, cfg.steps), step=500
     )

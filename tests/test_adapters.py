@@ -32,18 +32,14 @@ def base_and_trained(tmp_path, tokenizer):
 
 def test_export_load_gives_the_trained_robots_actions(base_and_trained, tmp_path, tokenizer):
     base_dir, trained_dir = base_and_trained
-    assert (
-        main(["adapter", "export", str(trained_dir), "--domain", "2", str(tmp_path / "arm.safetensors")]) == 0
-    )
+    assert main(["adapter", "export", str(trained_dir), "--domain", "2", str(tmp_path / "arm.safetensors")]) == 0
     trained = XVLAPolicy.from_pretrained(trained_dir, tokenizer=tokenizer)
     base = XVLAPolicy.from_pretrained(base_dir, tokenizer=tokenizer)
     info = base.load_adapter(tmp_path / "arm.safetensors")
     assert info.name == "new-arm" and info.domain_id == 1  # the first slot no trained domain uses
     assert base.adapters["new-arm"].metadata["action_mode"] == base.config.action_mode
     batch = make_batch(base.config, batch_size=1)
-    noise = torch.randn(
-        1, base.config.chunk_size, base.model.dim_action, generator=torch.Generator().manual_seed(1)
-    )
+    noise = torch.randn(1, base.config.chunk_size, base.model.dim_action, generator=torch.Generator().manual_seed(1))
     expected = trained.predict_action_chunk({**batch, "domain_id": 2}, noise=noise)
     assert torch.equal(base.predict_action_chunk({**batch, "robot": "new-arm"}, noise=noise), expected)
     assert torch.equal(base.predict_action_chunk({**batch, "domain_id": 1}, noise=noise), expected)

@@ -53,9 +53,7 @@ def test_round_trip_through_every_format_keeps_actions_and_identity(tmp_path, to
         assert identity(loaded) == identity(reference), dst
         assert torch.equal(loaded.predict_action_chunk(batch(), noise=noise), expected), dst
     assert json.loads((tmp_path / "official" / "preprocessor_config.json").read_text())["size"] == {
-        "height": 48,
-        "width": 40,
-    }
+        "height": 48, "width": 40}
 
 
 def test_convert_refuses_an_existing_destination_and_leaves_nothing_on_failure(tmp_path, tokenizer, capsys):

@@ -27,9 +27,7 @@ def test_runnable_command_blocks(block, tmp_path):
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
     for line in filter(None, (x.split("#")[0].strip() for x in block.splitlines())):
         command = line.replace("python -m", f"{sys.executable} -m", 1)
-        done = subprocess.run(
-            command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-        )
+        done = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
 
 

@@ -286,9 +286,7 @@ def test_clear_errors():
 
 def test_motion_metrics():
     actions = np.array([[0.0], [0.5], [0.5], [1.5], [1.5]])
-    m = motion_metrics(
-        actions, idle=[True, False, False, False, False], switch=[False, True, False, True, False]
-    )
+    m = motion_metrics(actions, idle=[True, False, False, False, False], switch=[False, True, False, True, False])
     # the first chunk's start from rest is not a switch; the second chunk jumps by 1
     assert m["max_switch_jump"] == 1.0 and m["idle_steps"] == 1 and m["switches"] == 1
     assert m["max_jerk"] == pytest.approx(1.0)  # second differences of [0, 0.5, 0.5, 1.5, 1.5]: -0.5, 1, -1

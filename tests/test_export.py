@@ -38,10 +38,7 @@ def test_onnx_sampler_matches_the_reference_fixture(exported):
         io, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
     policy = XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint")
     inputs = {k: io[k].numpy() for k in ("input_ids", "image_input", "image_mask", "domain_id", "proprio")}
-    for rows in (
-        slice(0, 3),
-        slice(1, 2),
-    ):  # the exported batch was 2: batch 3 and 1 exercise the dynamic axis
+    for rows in (slice(0, 3), slice(1, 2)):  # the exported batch was 2: batch 3 and 1 exercise the dynamic axis
         part = {k: v[rows] for k, v in inputs.items()}
         raw = OnnxSampler(exported)(part, io["noise"][rows].numpy(), steps=int(meta["steps"]))
         actions = policy.model.action_space.postprocess(torch.from_numpy(raw))

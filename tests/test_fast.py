@@ -30,9 +30,7 @@ def sample_inputs(io: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def test_compiled_fp32_matches_reference_with_padding_and_slices():
     io, meta = load_case(CASE)
     # Sizes (2,): the batch of 3 is padded to 4 and run as two slices of 2 -- one graph of each kind.
-    policy = XVLAPolicy.from_pretrained(
-        FIXTURES / CASE / "checkpoint", compile=True, compile_batch_sizes=(2,)
-    )
+    policy = XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint", compile=True, compile_batch_sizes=(2,))
     fast = policy.model.fast_path
     assert isinstance(fast, FastPath) and fast.padded_size(3) == 4
     actions = policy.model.generate_actions(**sample_inputs(io), steps=int(meta["steps"]), noise=io["noise"])
@@ -84,11 +82,7 @@ def test_clear_errors_where_inductor_cannot_work(monkeypatch):
 def test_cuda_graphs_bf16_close_to_fp32():
     io, meta = load_case(CASE)
     policy = XVLAPolicy.from_pretrained(
-        FIXTURES / CASE / "checkpoint",
-        device="cuda",
-        dtype="bfloat16",
-        compile=True,
-        compile_batch_sizes=(4,),
+        FIXTURES / CASE / "checkpoint", device="cuda", dtype="bfloat16", compile=True, compile_batch_sizes=(4,)
     )
     assert policy.model.fast_path.mode == "reduce-overhead"
     inputs = {k: v.cuda() for k, v in sample_inputs(io).items()}

@@ -51,7 +51,7 @@ def test_loss_terms_match_reference(case):
         input_ids=io["input_ids"], image_input=io["image_input"], image_mask=io["image_mask"],
         domain_id=io["domain_id"], proprio=io["proprio"], action=io["action"], t=io["t"], noise=io["loss_noise"],
     )  # fmt: skip
-    expected = {k[len("loss.") :]: v for k, v in io.items() if k.startswith("loss.")}
+    expected = {k[len("loss."):]: v for k, v in io.items() if k.startswith("loss.")}
     assert set(losses) == set(expected)
     for name, value in expected.items():
         torch.testing.assert_close(losses[name], value, atol=1e-4, rtol=1e-4)
@@ -66,7 +66,5 @@ def test_converted_checkpoints_give_identical_actions(case, tmp_path):
     ref = policy.model.generate_actions(**inputs, steps=2, noise=io["noise"])
     for fmt in formats:
         policy.save_pretrained(tmp_path / fmt, format=fmt)
-        out = XVLAPolicy.from_pretrained(tmp_path / fmt).model.generate_actions(
-            **inputs, steps=2, noise=io["noise"]
-        )
+        out = XVLAPolicy.from_pretrained(tmp_path / fmt).model.generate_actions(**inputs, steps=2, noise=io["noise"])
         assert torch.equal(out, ref), fmt

@@ -79,9 +79,7 @@ def test_guided_differs_from_inpaint_and_leaves_zero_weights_alone():
 def test_guided_runs_under_inference_mode():
     model, x, noise = model_and_inputs()
     with torch.inference_mode():
-        out = model.generate_actions(
-            **x, steps=2, noise=noise, prefix=torch.zeros(2, 2, 7), guidance="guided"
-        )
+        out = model.generate_actions(**x, steps=2, noise=noise, prefix=torch.zeros(2, 2, 7), guidance="guided")
     assert torch.isfinite(out).all()
 
 
@@ -115,9 +113,7 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="prefix_weights must be"):
         model.generate_actions(**x, noise=noise, prefix=torch.zeros(2, 2, 7), prefix_weights=torch.ones(3))
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
-        model.generate_actions(
-            **x, noise=noise, prefix=torch.zeros(2, 2, 7), prefix_weights=torch.tensor([2.0, 1])
-        )
+        model.generate_actions(**x, noise=noise, prefix=torch.zeros(2, 2, 7), prefix_weights=torch.tensor([2.0, 1]))
 
 
 def test_guidance_scale_is_clipped_at_the_noisy_end():

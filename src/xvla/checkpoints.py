@@ -63,15 +63,11 @@ PREPROCESSOR_NAME = "preprocessor_config.json"
 def read_config_json(folder: Path) -> dict[str, Any]:
     path = Path(folder) / CONFIG_NAME
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path} not found: an X-VLA checkpoint folder needs config.json and {WEIGHTS_NAME}"
-        )
+        raise FileNotFoundError(f"{path} not found: an X-VLA checkpoint folder needs config.json and {WEIGHTS_NAME}")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"{path} is not valid JSON ({exc}); the checkpoint is corrupt or incomplete"
-        ) from exc
+        raise ValueError(f"{path} is not valid JSON ({exc}); the checkpoint is corrupt or incomplete") from exc
 
 
 def detect_format(config: dict[str, Any]) -> str:
@@ -117,9 +113,7 @@ def florence_config_to_native(florence: dict[str, Any]) -> dict[str, Any]:
         "window_size": vision.get("window_size", 12),
         "projection_dim": vision.get("projection_dim", florence.get("projection_dim", 1024)),
         "max_position_embeddings": (vision.get("image_pos_embed") or {}).get("max_pos_embeddings", 50),
-        "max_temporal_embeddings": (vision.get("visual_temporal_embedding") or {}).get(
-            "max_temporal_embeddings", 100
-        ),
+        "max_temporal_embeddings": (vision.get("visual_temporal_embedding") or {}).get("max_temporal_embeddings", 100),
         "drop_path_rate": vision.get("drop_path_rate", 0.1),
     }
     sources = vision.get("image_feature_source", ["spatial_avg_pool", "temporal_avg_pool"])
@@ -136,12 +130,7 @@ def florence_config_to_native(florence: dict[str, Any]) -> dict[str, Any]:
         "attention_dropout": 0.0, "activation_dropout": 0.0, "scale_embedding": False, "pad_token_id": 1,
         "bos_token_id": 0, "eos_token_id": 2,
     }  # fmt: skip
-    keep = set(text_defaults) | {
-        "init_std",
-        "encoder_layerdrop",
-        "decoder_layerdrop",
-        "decoder_start_token_id",
-    }
+    keep = set(text_defaults) | {"init_std", "encoder_layerdrop", "decoder_layerdrop", "decoder_start_token_id"}
     native_text = {**text_defaults, **{k: v for k, v in text.items() if k in keep}}
     return {"vision_config": native_vision, "text_config": native_text}
 
@@ -164,14 +153,8 @@ def florence_config_to_remote(florence: dict[str, Any]) -> dict[str, Any]:
         "depths": list(v.get("depths", [1, 1, 9, 1])),
         "window_size": v.get("window_size", 12),
         "projection_dim": proj,
-        "visual_temporal_embedding": {
-            "type": "COSINE",
-            "max_temporal_embeddings": v.get("max_temporal_embeddings", 100),
-        },
-        "image_pos_embed": {
-            "type": "learned_abs_2d",
-            "max_pos_embeddings": v.get("max_position_embeddings", 50),
-        },
+        "visual_temporal_embedding": {"type": "COSINE", "max_temporal_embeddings": v.get("max_temporal_embeddings", 100)},
+        "image_pos_embed": {"type": "learned_abs_2d", "max_pos_embeddings": v.get("max_position_embeddings", 50)},
         "image_feature_source": ["spatial_avg_pool", "temporal_avg_pool"],
     }
     text = {"model_type": "florence2_language", **t}
@@ -238,9 +221,7 @@ def config_from_lerobot(data: dict[str, Any], folder: Path | None = None) -> XVL
 
 def _features_image_size(features: dict[str, Any] | None, keys: list[str] | None) -> tuple[int, int] | None:
     """LeRobot declares the frame size per camera in ``input_features`` ([3, H, W]); the first camera's wins."""
-    shapes = [
-        tuple(features[k]["shape"][-2:]) for k in keys or [] if len(features[k].get("shape") or []) == 3
-    ]
+    shapes = [tuple(features[k]["shape"][-2:]) for k in keys or [] if len(features[k].get("shape") or []) == 3]
     if not shapes:
         return None
     if len(set(shapes)) > 1:
@@ -400,32 +381,11 @@ def config_to_official(config: XVLAConfig) -> dict[str, Any]:
 
 _REMOTE_TO_NATIVE_RULES = [
     (re.compile(r"^vlm\.vision_tower\.convs\.(\d+)\.proj\."), r"vlm.vision_tower.convs.\1.conv."),
-    (
-        re.compile(
-            r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)conv([12])\.fn\.dw\."
-        ),
-        r"\1conv\2.",
-    ),
-    (
-        re.compile(
-            r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)(?:window|channel)_attn\.norm\."
-        ),
-        r"\1norm1.",
-    ),
-    (
-        re.compile(
-            r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)(window|channel)_attn\.fn\."
-        ),
-        r"\1\2_attn.",
-    ),
-    (
-        re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)ffn\.norm\."),
-        r"\1norm2.",
-    ),
-    (
-        re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)ffn\.fn\.net\."),
-        r"\1ffn.",
-    ),
+    (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)conv([12])\.fn\.dw\."), r"\1conv\2."),
+    (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)(?:window|channel)_attn\.norm\."), r"\1norm1."),
+    (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)(window|channel)_attn\.fn\."), r"\1\2_attn."),
+    (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)ffn\.norm\."), r"\1norm2."),
+    (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)ffn\.fn\.net\."), r"\1ffn."),
     (re.compile(r"^vlm\.image_proj_norm\."), "vlm.multi_modal_projector.image_proj_norm."),
     (re.compile(r"^vlm\.image_pos_embed\."), "vlm.multi_modal_projector.image_position_embed."),
     (re.compile(r"^vlm\.visual_temporal_embed\."), "vlm.multi_modal_projector.visual_temporal_embed."),
@@ -433,26 +393,12 @@ _REMOTE_TO_NATIVE_RULES = [
 ]
 _NATIVE_TO_REMOTE_RULES = [
     (re.compile(r"^vlm\.vision_tower\.convs\.(\d+)\.conv\."), r"vlm.vision_tower.convs.\1.proj."),
-    (
-        re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)conv([12])\."),
-        r"\1conv\2.fn.dw.",
-    ),
+    (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)conv([12])\."), r"\1conv\2.fn.dw."),
     (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.spatial_block\.)norm1\."), r"\1window_attn.norm."),
     (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.channel_block\.)norm1\."), r"\1channel_attn.norm."),
-    (
-        re.compile(
-            r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)(window|channel)_attn\."
-        ),
-        r"\1\2_attn.fn.",
-    ),
-    (
-        re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)norm2\."),
-        r"\1ffn.norm.",
-    ),
-    (
-        re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)ffn\."),
-        r"\1ffn.fn.net.",
-    ),
+    (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)(window|channel)_attn\."), r"\1\2_attn.fn."),
+    (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)norm2\."), r"\1ffn.norm."),
+    (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)ffn\."), r"\1ffn.fn.net."),
     (re.compile(r"^vlm\.multi_modal_projector\.image_proj_norm\."), "vlm.image_proj_norm."),
     (re.compile(r"^vlm\.multi_modal_projector\.image_position_embed\."), "vlm.image_pos_embed."),
     (re.compile(r"^vlm\.multi_modal_projector\.visual_temporal_embed\."), "vlm.visual_temporal_embed."),
@@ -519,7 +465,7 @@ UNUSED_KEY_PATTERN = re.compile(
 def to_internal_state_dict(state_dict: dict[str, torch.Tensor], fmt: str) -> dict[str, torch.Tensor]:
     """Any supported file layout -> our module's keys (native Florence, no ``model.`` prefix)."""
     if fmt == "lerobot" or all(k.startswith("model.") for k in state_dict):
-        state_dict = {k[len("model.") :] if k.startswith("model.") else k: v for k, v in state_dict.items()}
+        state_dict = {k[len("model."):] if k.startswith("model.") else k: v for k, v in state_dict.items()}
     state_dict = {k: v for k, v in state_dict.items() if not UNUSED_KEY_PATTERN.match(k)}
     if is_remote_layout(state_dict):
         state_dict = remote_to_native(state_dict)
@@ -568,9 +514,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         ) from exc
 
 
-def save_weights_file(
-    state_dict: dict[str, torch.Tensor], folder: Path, metadata: dict[str, str] | None = None
-) -> None:
+def save_weights_file(state_dict: dict[str, torch.Tensor], folder: Path, metadata: dict[str, str] | None = None) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     # safetensors refuses shared storage; each tensor gets its own copy.
     seen: set[int] = set()
@@ -579,9 +523,7 @@ def save_weights_file(
         if ptr in seen:
             tensors[key] = value.clone()
         seen.add(ptr)
-    atomic_write(
-        Path(folder) / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata=metadata or {})
-    )
+    atomic_write(Path(folder) / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata=metadata or {}))
 
 
 def write_config(data: dict[str, Any], folder: Path) -> None:

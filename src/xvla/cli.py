@@ -127,9 +127,7 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     }
     chunk = policy.predict_action_chunk(batch, generator=torch.Generator().manual_seed(cfg.seed))
     elapsed = time.perf_counter() - start
-    print(
-        f"saved and reloaded a {sum(p.numel() for p in policy.parameters()) / 1e6:.2f}M-parameter X-VLA at {out}"
-    )
+    print(f"saved and reloaded a {sum(p.numel() for p in policy.parameters()) / 1e6:.2f}M-parameter X-VLA at {out}")
     print(f"action chunk {tuple(chunk.shape)} (chunk x real action dim), first 3 steps:")
     for row in chunk[0, :3].tolist():
         print("  " + " ".join(f"{v:+.3f}" for v in row))

@@ -214,10 +214,7 @@ class XVLAConfig:
         check_domain_ids(self.domain_id, self.num_domains)
         if self.num_image_views is not None:
             positive("num_image_views")
-            if (
-                self.image_keys is not None
-                and self.num_image_views < len(self.image_keys) + self.empty_cameras
-            ):
+            if self.image_keys is not None and self.num_image_views < len(self.image_keys) + self.empty_cameras:
                 raise ValueError(
                     f"num_image_views={self.num_image_views} is too small for {len(self.image_keys)} cameras "
                     f"+ empty_cameras={self.empty_cameras}; set it to at least "
@@ -235,12 +232,9 @@ class XVLAConfig:
         for name in ("image_size", "resize_imgs_with_padding"):
             value = getattr(self, name)
             if value is not None and (
-                len(value) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+                len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
             ):
-                raise ValueError(
-                    f"{name}={value!r} is invalid: it must be None or (height, width) positive ints"
-                )
+                raise ValueError(f"{name}={value!r} is invalid: it must be None or (height, width) positive ints")
         self._validate_florence()
 
     def _validate_florence(self) -> None:
@@ -252,15 +246,7 @@ class XVLAConfig:
             )
         vision, text = fc["vision_config"], fc["text_config"]
         stages = len(vision.get("embed_dim", []))
-        for key in (
-            "num_heads",
-            "num_groups",
-            "depths",
-            "patch_size",
-            "patch_stride",
-            "patch_padding",
-            "patch_prenorm",
-        ):
+        for key in ("num_heads", "num_groups", "depths", "patch_size", "patch_stride", "patch_padding", "patch_prenorm"):
             if key in vision and len(vision[key]) != stages:
                 raise ValueError(
                     f"florence_config.vision_config.{key} has {len(vision[key])} entries but embed_dim has "

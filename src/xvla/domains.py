@@ -47,20 +47,14 @@ def trained_domains(config: Any) -> dict[int, str]:
 
 
 def resolve_domain(
-    config: Any,
-    explicit: int | None = None,
-    named: int | None = None,
-    named_by: str = "",
-    name: str | None = None,
+    config: Any, explicit: int | None = None, named: int | None = None, named_by: str = "", name: str | None = None
 ) -> tuple[int, str]:
     """(domain id, why) for a command. ``named`` is what a dataset/variant/request says, ``name`` its label."""
     known = trained_domains(config)
     if explicit is not None:
         check_domain_ids(explicit, config.num_domains, "--domain-id")
         if int(explicit) not in known:
-            logger.warning(
-                "domain %d was never trained in this checkpoint (trained: %s)", explicit, _fmt(known)
-            )
+            logger.warning("domain %d was never trained in this checkpoint (trained: %s)", explicit, _fmt(known))
         return int(explicit), "--domain-id"
     by_name = [d for d, n in known.items() if name is not None and n == name]
     if by_name:

@@ -67,19 +67,12 @@ class StepGraph(nn.Module):
         return step(self.model, Context(tokens=context, domain_id=domain_id), x_t, proprio, t)
 
 
-def example_inputs(
-    model: XVLAModel, batch: int, views: int, image_size: tuple[int, int]
-) -> dict[str, torch.Tensor]:
+def example_inputs(model: XVLAModel, batch: int, views: int, image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
     cfg = model.config
     gen = torch.Generator().manual_seed(0)
     height, width = image_size
     return {
-        "input_ids": torch.randint(
-            3,
-            model.vlm.language_model.shared.num_embeddings,
-            (batch, cfg.tokenizer_max_length),
-            generator=gen,
-        ),
+        "input_ids": torch.randint(3, model.vlm.language_model.shared.num_embeddings, (batch, cfg.tokenizer_max_length), generator=gen),
         "image_input": torch.randn(batch, views, 3, height, width, generator=gen),
         "image_mask": torch.ones(batch, views, dtype=torch.bool),
         "domain_id": torch.arange(batch) % cfg.num_domains,
@@ -88,9 +81,7 @@ def example_inputs(
     }
 
 
-def _export(
-    module: nn.Module, args: tuple, names: tuple[str, ...], output: str, path: Path, opset: int
-) -> None:
+def _export(module: nn.Module, args: tuple, names: tuple[str, ...], output: str, path: Path, opset: int) -> None:
     batch = torch.export.Dim("batch", min=1, max=1024)
     shapes = {name: {0: batch} for name in names}
     program = torch.onnx.export(
@@ -119,9 +110,7 @@ def export_onnx(
     with torch.no_grad():
         encoder_args = tuple(ex[k] for k in ENCODER_INPUTS)
         context = EncoderGraph(model)(*encoder_args)
-        _export(
-            EncoderGraph(model).eval(), encoder_args, ENCODER_INPUTS, "context", out / "encoder.onnx", opset
-        )
+        _export(EncoderGraph(model).eval(), encoder_args, ENCODER_INPUTS, "context", out / "encoder.onnx", opset)
         t = torch.ones(2)
         step_args = (context, ex["domain_id"], ex["noise"], ex["proprio"], t)
         _export(StepGraph(model).eval(), step_args, STEP_INPUTS, "action", out / "denoise_step.onnx", opset)
@@ -161,20 +150,12 @@ class OnnxSampler:
         for i in range(steps, 0, -1):
             t = np.full((x1.shape[0],), i / steps, dtype=np.float32)
             x_t = x1 * t[:, None, None] + action * (1 - t)[:, None, None]
-            step_feed = {
-                "context": context,
-                "domain_id": feed["domain_id"],
-                "x_t": x_t,
-                "proprio": proprio,
-                "t": t,
-            }
+            step_feed = {"context": context, "domain_id": feed["domain_id"], "x_t": x_t, "proprio": proprio, "t": t}
             (action,) = self.step.run(None, step_feed)
         return action
 
 
-def check_onnx(
-    model: XVLAModel, out_dir: str | Path, batch: int = 3, threads: int | None = None
-) -> dict[str, float]:
+def check_onnx(model: XVLAModel, out_dir: str | Path, batch: int = 3, threads: int | None = None) -> dict[str, float]:
     """Max abs difference between onnxruntime and eager torch (fp32) at a batch size not used at export."""
     meta = json.loads((Path(out_dir) / "export.json").read_text())
     ex = example_inputs(model, batch, meta["views"], tuple(meta["image_size"]))
@@ -186,21 +167,13 @@ def check_onnx(
         ours = torch.from_numpy(raw)
         post = model.action_space.postprocess(ours)
         start = time.perf_counter()
-        eager = type(model).generate_actions(
-            model, **{k: ex[k] for k in (*ENCODER_INPUTS, "proprio")}, noise=ex["noise"]
-        )
+        eager = type(model).generate_actions(model, **{k: ex[k] for k in (*ENCODER_INPUTS, "proprio")}, noise=ex["noise"])
         eager_s = time.perf_counter() - start
-    return {
-        "max_abs_diff": float((post - eager).abs().max()),
-        "onnx_s": onnx_s,
-        "eager_s": eager_s,
-        "batch": batch,
-    }
+    return {"max_abs_diff": float((post - eager).abs().max()), "onnx_s": onnx_s, "eager_s": eager_s, "batch": batch}
 
 
-def trtexec_command(
-    out_dir: str | Path, graph: str, max_batch: int = 8, precision: str = "bf16"
-) -> list[str]:
+
+def trtexec_command(out_dir: str | Path, graph: str, max_batch: int = 8, precision: str = "bf16") -> list[str]:
     """The ``trtexec`` call that builds a TensorRT engine from one exported graph (batch 1..max_batch)."""
     folder = Path(out_dir)
     meta = json.loads((folder / "export.json").read_text())

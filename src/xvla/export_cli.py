@@ -29,24 +29,18 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"max abs diff {result['max_abs_diff']:.1e}; {1000 * result['onnx_s']:.0f} ms vs "
               f"{1000 * result['eager_s']:.0f} ms per chunk")  # fmt: skip
         if result["max_abs_diff"] > 1e-4:
-            raise ValueError(
-                f"the exported graphs differ from eager by {result['max_abs_diff']:.1e} (> 1e-4)"
-            )
+            raise ValueError(f"the exported graphs differ from eager by {result['max_abs_diff']:.1e} (> 1e-4)")
     return 0
 
 
 def register(subparsers) -> None:
     """Add ``xvla export`` to the ``xvla`` command (called from xvla.cli)."""
-    p = subparsers.add_parser(
-        "export", help="export a checkpoint to ONNX (encoder + denoising step, dynamic batch)"
-    )
+    p = subparsers.add_parser("export", help="export a checkpoint to ONNX (encoder + denoising step, dynamic batch)")
     p.add_argument("checkpoint", help="checkpoint folder (any supported format) or Hub id")
     p.add_argument("output", help="output folder for encoder.onnx, denoise_step.onnx, export.json")
     p.add_argument("--format", default="onnx", choices=["onnx"])
     p.add_argument("--views", type=int, help="camera views per sample (default: the checkpoint's)")
-    p.add_argument(
-        "--image-size", type=int, nargs=2, metavar=("H", "W"), help="default: the checkpoint's, else 224 224"
-    )
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="default: the checkpoint's, else 224 224")
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-eager check")
     p.set_defaults(func=cmd_export)

@@ -18,12 +18,8 @@ from typing import Any
 
 
 def add_dataclass_flags(
-    parser: argparse.ArgumentParser,
-    cls: Any,
-    positional: tuple[str, ...] = (),
-    skip: tuple[str, ...] = (),
-    aliases: dict[str, list[str]] | None = None,
-    optional_positional: bool = False,
+    parser: argparse.ArgumentParser, cls: Any, positional: tuple[str, ...] = (), skip: tuple[str, ...] = (),
+    aliases: dict[str, list[str]] | None = None, optional_positional: bool = False,
 ) -> None:
     """Add one flag per leaf field of ``cls`` (defaults stay the dataclass's: unset flags are absent).
 
@@ -112,9 +108,7 @@ def _help(cls: Any, name: str) -> str:
 
 
 def _is_bool(tp: Any) -> bool:
-    return tp is bool or (
-        typing.get_origin(tp) in (typing.Union, types.UnionType) and bool in typing.get_args(tp)
-    )
+    return tp is bool or (typing.get_origin(tp) in (typing.Union, types.UnionType) and bool in typing.get_args(tp))
 
 
 def _text(value: Any) -> str:
@@ -183,11 +177,8 @@ def convert(value: Any, tp: Any, where: str) -> Any:
         return tuple(convert(v, args[0] if args else Any, where) for v in value)
     if origin is dict or tp is dict:
         if isinstance(value, str):
-            value = (
-                parse_pairs(value, where)
-                if "=" in value and not value.lstrip().startswith("{")
-                else (parse_literal(value, where))
-            )
+            value = parse_pairs(value, where) if "=" in value and not value.lstrip().startswith("{") else (
+                parse_literal(value, where))
         if not isinstance(value, dict):
             raise ValueError(f"{where}={value!r} is invalid: expected a mapping (JSON object)")
         return dict(value)
@@ -257,3 +248,5 @@ def parse_literal(text: str, where: str) -> Any:
     if "," in text:
         return [part.strip() for part in text.split(",") if part.strip()]
     raise ValueError(f'{where}={text!r} is invalid: give JSON, e.g. [1, 2] or {{"key": "value"}}')
+
+

@@ -105,9 +105,7 @@ class XVLAPolicy(nn.Module):
             enable_fast_path(policy.model, batch_sizes=compile_batch_sizes or DEFAULT_BATCH_SIZES)
         return policy
 
-    def load_model_state_dict(
-        self, state_dict: dict[str, torch.Tensor], strict: bool = True, source: str = ""
-    ) -> None:
+    def load_model_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True, source: str = "") -> None:
         expected = self.model.state_dict()
         missing = [k for k in expected if k not in state_dict and k not in OPTIONAL_BUFFERS]
         unexpected = [k for k in state_dict if k not in expected]
@@ -144,9 +142,7 @@ class XVLAPolicy(nn.Module):
 
     # ------------------------------------------------------------------ adapters
     @torch.no_grad()
-    def load_adapter(
-        self, path: str | os.PathLike, name: str | None = None, domain_id: int | None = None
-    ) -> AdapterInfo:
+    def load_adapter(self, path: str | os.PathLike, name: str | None = None, domain_id: int | None = None) -> AdapterInfo:
         """Load a robot adapter (``xvla adapter export``) into a free domain slot (or ``domain_id``).
 
         The robot may use another action mode or width than the base (same model action width): its
@@ -166,14 +162,8 @@ class XVLAPolicy(nn.Module):
                              f"it into a policy with no other adapter (loaded: {sorted(self.adapters)})")  # fmt: skip
         check_compatible(self.model, tensors, metadata, path)
         if name in self.adapters:
-            raise ValueError(
-                f"an adapter named {name!r} is loaded already (domain {self.adapters[name].domain_id})"
-            )
-        slot = (
-            free_slot(self.config, {a.domain_id for a in self.adapters.values()})
-            if domain_id is None
-            else domain_id
-        )
+            raise ValueError(f"an adapter named {name!r} is loaded already (domain {self.adapters[name].domain_id})")
+        slot = free_slot(self.config, {a.domain_id for a in self.adapters.values()}) if domain_id is None else domain_id
         processing.check_domain_ids(slot, self.config.num_domains, "domain_id")
         rows, lora = split_lora(tensors)
         params = dict(self.model.named_parameters())
@@ -240,17 +230,9 @@ class XVLAPolicy(nn.Module):
         """
         self.eval()
         inputs = self.prepare_inputs(batch)
-        constraint = (
-            {}
-            if prefix is None
-            else {"prefix": prefix, "prefix_weights": prefix_weights, "guidance": guidance}
-        )
+        constraint = {} if prefix is None else {"prefix": prefix, "prefix_weights": prefix_weights, "guidance": guidance}
         actions = self.model.generate_actions(
-            **inputs,
-            steps=steps or self.config.num_denoising_steps,
-            noise=noise,
-            generator=generator,
-            **constraint,
+            **inputs, steps=steps or self.config.num_denoising_steps, noise=noise, generator=generator, **constraint
         )
         return actions.float()
 

@@ -45,9 +45,7 @@ def as_image_tensor(image: Any, key: str = "image") -> torch.Tensor:
     if tensor.dim() == 3:
         tensor = tensor.unsqueeze(0)
     if tensor.dim() != 4 or tensor.shape[1] not in (1, 3):
-        raise ValueError(
-            f"'{key}': expected an image of shape [B, 3, H, W] (or HxWx3 numpy), got {tuple(tensor.shape)}"
-        )
+        raise ValueError(f"'{key}': expected an image of shape [B, 3, H, W] (or HxWx3 numpy), got {tuple(tensor.shape)}")
     if tensor.shape[1] == 1:
         tensor = tensor.expand(-1, 3, -1, -1)
     return tensor
@@ -146,9 +144,7 @@ def stack_cameras(images: Sequence[torch.Tensor], total_views: int) -> tuple[tor
     return torch.stack(views, dim=1), mask
 
 
-def rename_keys(
-    observation: dict[str, Any], key_map: dict[str, str], source: str = "observation"
-) -> dict[str, Any]:
+def rename_keys(observation: dict[str, Any], key_map: dict[str, str], source: str = "observation") -> dict[str, Any]:
     """Apply a key map, which always goes MODEL KEY -> SOURCE KEY (dataset, simulator or robot key).
 
     The one meaning of ``--key-map model_key=source_key`` in every command.
@@ -205,9 +201,7 @@ def domain_ids(value: Any, batch: int, num_domains: int, device: torch.device | 
     if ids.numel() == 1 and batch > 1:
         ids = ids.expand(batch)
     if ids.numel() != batch:
-        raise ValueError(
-            f"'domain_id' has {ids.numel()} values for a batch of {batch}; give one id or one per sample"
-        )
+        raise ValueError(f"'domain_id' has {ids.numel()} values for a batch of {batch}; give one id or one per sample")
     check_domain_ids(ids, num_domains)
     return ids.contiguous()
 
@@ -224,9 +218,7 @@ def load_tokenizer(name_or_path: str | Path, local_dir: str | Path | None = None
     for folder in (local_dir, name_or_path):
         if folder is not None and _has_tokenizer_files(Path(folder)):
             candidates.append((_tokenizer_from_files, str(folder), {}))
-    candidates.append(
-        (AutoTokenizer.from_pretrained, str(name_or_path), {"local_files_only": True})
-    )  # HF cache
+    candidates.append((AutoTokenizer.from_pretrained, str(name_or_path), {"local_files_only": True}))  # HF cache
     if not Path(name_or_path).exists() and _hub_resolvable():
         candidates.append((AutoTokenizer.from_pretrained, str(name_or_path), {}))
     errors = []
@@ -234,9 +226,7 @@ def load_tokenizer(name_or_path: str | Path, local_dir: str | Path | None = None
         try:
             return load(candidate, **kwargs)
         except Exception as exc:  # noqa: BLE001 - reported below with the fix
-            errors.append(
-                f"{candidate}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            )
+            errors.append(f"{candidate}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     raise OSError(
         f"could not load the tokenizer '{name_or_path}' ({'; '.join(errors)}). The Hugging Face Hub may be "
         "unreachable. Provide it offline: put tokenizer files (tokenizer.json or vocab.json + merges.txt) in the "
@@ -256,9 +246,7 @@ def train_bpe_tokenizer(texts: Sequence[str], vocab_size: int = 300):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
     tok.train_from_iterator(list(texts) * 4, trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
-    )
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
     )
@@ -305,9 +293,7 @@ def tokenize(tokenizer, texts: Sequence[str] | str, max_length: int) -> torch.Te
 
 
 # ---------------------------------------------------------------------------------------------- LIBERO
-def libero_observation(
-    observation: dict[str, Any], main_camera: str = "observation.images.image"
-) -> dict[str, Any]:
+def libero_observation(observation: dict[str, Any], main_camera: str = "observation.images.image") -> dict[str, Any]:
     """LIBERO observation -> X-VLA inputs (the processor the released LIBERO checkpoints expect).
 
     - ``observation.robot_state`` = {"eef": {"pos": [B, 3], "mat": [B, 3, 3]}, ...} becomes
@@ -346,7 +332,5 @@ def _rotate_180(image: Any, key: str) -> Any:
         return np.ascontiguousarray(image[..., ::-1, ::-1, :])
     tensor = torch.as_tensor(image)
     if tensor.dim() not in (3, 4) or tensor.shape[-3] not in (1, 3):
-        raise ValueError(
-            f"'{key}': an image tensor must be 3xHxW or Bx3xHxW, got shape {tuple(tensor.shape)}"
-        )
+        raise ValueError(f"'{key}': an image tensor must be 3xHxW or Bx3xHxW, got shape {tuple(tensor.shape)}")
     return torch.flip(tensor, dims=[-2, -1])

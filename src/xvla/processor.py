@@ -84,9 +84,7 @@ class ObservationProcessor:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            self._tokenizer = processing.load_tokenizer(
-                self.config.tokenizer_name, local_dir=self.tokenizer_dir
-            )
+            self._tokenizer = processing.load_tokenizer(self.config.tokenizer_name, local_dir=self.tokenizer_dir)
             check_tokenizer_fits(self._tokenizer, self.text_vocab_size, self.config.tokenizer_name)
         return self._tokenizer
 
@@ -143,11 +141,7 @@ class ObservationProcessor:
                     f"{present}. Rename your cameras to match (--key-map), or pass None for a camera that is absent."
                 )
             return list(self.config.image_keys)
-        keys = sorted(
-            k
-            for k in batch
-            if k.startswith(processing.IMAGE_PREFIX) and not k.startswith(EMPTY_CAMERA_PREFIX)
-        )
+        keys = sorted(k for k in batch if k.startswith(processing.IMAGE_PREFIX) and not k.startswith(EMPTY_CAMERA_PREFIX))
         if not keys:
             raise KeyError(
                 "the batch has no camera image: add at least one 'observation.images.<camera>' entry "
@@ -245,9 +239,7 @@ class ObservationProcessor:
         action = torch.as_tensor(action).float()
         action = action.unsqueeze(0) if action.dim() == 2 else action
         if action.dim() != 3:
-            raise ValueError(
-                f"'action' must be [chunk, dim] or [B, chunk, dim], got shape {tuple(action.shape)}"
-            )
+            raise ValueError(f"'action' must be [chunk, dim] or [B, chunk, dim], got shape {tuple(action.shape)}")
         width = action.shape[-1]
         check_action_width(self.config, width, space)
         action = torch.nn.functional.pad(action, (0, space.dim_action - width))

@@ -27,9 +27,7 @@ def test_matches_lerobots_own_reader():
         for key in ("observation.state", "action", "action_is_pad"):
             assert item[key].tolist() == want[key], (idx, key)
         for cam in ds.meta.camera_keys:
-            np.testing.assert_allclose(
-                item[cam].mean(dim=(1, 2)).numpy(), want[f"{cam}.mean_rgb"], atol=1 / 255
-            )
+            np.testing.assert_allclose(item[cam].mean(dim=(1, 2)).numpy(), want[f"{cam}.mean_rgb"], atol=1 / 255)
 
 
 def test_resume_a_lerobot_dataset(tmp_path):

@@ -59,9 +59,7 @@ def test_same_inputs_and_actions_on_every_path(checkpoint, observation):
 
     # Training collation: one raw sample (as the dataset gives it) through the collator.
     sample = {cam: frame for cam, frame in zip(CAMS, frames, strict=True)}
-    sample.update(
-        {"observation.state": state, "task": TASK, "domain_id": DOMAIN, "action": np.zeros((CHUNK, 20))}
-    )
+    sample.update({"observation.state": state, "task": TASK, "domain_id": DOMAIN, "action": np.zeros((CHUNK, 20))})
     sample.update({k: torch.tensor(0) for k in ("action_is_pad", "mixture_index", "sample_index", "draw")})
     collated = Collator(policy.processor)([sample])
     for name, value in inputs.items():
@@ -82,9 +80,7 @@ def test_same_inputs_and_actions_on_every_path(checkpoint, observation):
         np.testing.assert_allclose(np.asarray(served.json()["action"]), actions, atol=1e-5, rtol=0)
 
         native = {cam: json_numpy.dumps(f) for cam, f in zip(CAMS, frames, strict=True)}
-        native.update(
-            {"observation.state": state.tolist(), "task": TASK, "domain_id": DOMAIN, "noise": noise.tolist()}
-        )
+        native.update({"observation.state": state.tolist(), "task": TASK, "domain_id": DOMAIN, "noise": noise.tolist()})
         served = http.post("/v1/act", json={"observations": [native]})
         assert served.status_code == 200, served.text
         np.testing.assert_allclose(np.asarray(served.json()["actions"][0]), actions, atol=1e-5, rtol=0)

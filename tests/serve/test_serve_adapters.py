@@ -43,10 +43,7 @@ def test_two_robots_in_one_batch_equal_each_alone(tmp_path, tokenizer):
     rng = np.random.default_rng(0)
     left, right = observation("left-arm", rng), observation("right-arm", rng)
     spec = f"left-arm={paths['left-arm']},right-arm={paths['right-arm']}"
-    with (
-        running_server(base, adapters=spec.split(",")) as srv,
-        httpx.Client(base_url=srv.url, timeout=60) as http,
-    ):
+    with running_server(base, adapters=spec.split(",")) as srv, httpx.Client(base_url=srv.url, timeout=60) as http:
         info = http.get("/info").json()
         assert {a["name"] for a in info["adapters"]} == {"left-arm", "right-arm"}
         both = http.post("/v1/act", json={"observations": [left, right]}).json()["actions"]

@@ -38,9 +38,7 @@ def test_client_act(server, rng):
         assert client.last_timing["batch_sizes"] == [1]
         np.testing.assert_allclose(client.act(obs, seed=3), chunk, atol=1e-6)
         noise = torch.randn(CHUNK, ACTION_DIM)
-        np.testing.assert_allclose(
-            client.act(obs, noise=noise), client.act(obs, noise=noise.numpy()), atol=1e-6
-        )
+        np.testing.assert_allclose(client.act(obs, noise=noise), client.act(obs, noise=noise.numpy()), atol=1e-6)
         batch = client.act_batch([obs, observation(rng, domain_id=4)], seed=3)
         assert batch.shape == (2, CHUNK, ACTION_DIM)
         np.testing.assert_allclose(batch[0], chunk, atol=1e-5)  # seed + 0 for the first observation
@@ -94,9 +92,7 @@ def test_cli_flags_come_from_serve_config():
     from xvla.flags import dataclass_from_args
     from xvla.serve.server import ServeConfig
 
-    args = build_parser().parse_args(
-        ["serve", "--policy.path", "some/dir", "--domain-ids", "0,3", "--port=9"]
-    )
+    args = build_parser().parse_args(["serve", "--policy.path", "some/dir", "--domain-ids", "0,3", "--port=9"])
     cfg = dataclass_from_args(ServeConfig, args)
     assert cfg.policy_path == "some/dir" and cfg.host == "127.0.0.1" and cfg.port == 9
     assert cfg.domain_ids == [0, 3] and cfg.api_key is None and cfg.max_batch_size >= 1
@@ -105,9 +101,7 @@ def test_cli_flags_come_from_serve_config():
         args = build_parser().parse_args(["serve", "--policy.path", "some/dir", flag])
         assert dataclass_from_args(ServeConfig, args).adapters == adapters
     with pytest.raises(ValueError, match="port"):
-        dataclass_from_args(
-            ServeConfig, build_parser().parse_args(["serve", "--policy.path=x", "--port", "high"])
-        )
+        dataclass_from_args(ServeConfig, build_parser().parse_args(["serve", "--policy.path=x", "--port", "high"]))
 
 
 def test_cli_serves_and_stops_gracefully(serve_checkpoint, tmp_path):

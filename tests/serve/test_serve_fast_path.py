@@ -35,9 +35,7 @@ def test_from_pretrained_passes_compile_to_the_policy(serve_checkpoint, monkeypa
         model.fast_path = RecordingFastPath()
 
     monkeypatch.setattr("xvla.fast.enable_fast_path", fake_enable)
-    engine = ServeEngine.from_pretrained(
-        serve_checkpoint, device="cpu", compile=True, compile_batch_sizes=(1, 4)
-    )
+    engine = ServeEngine.from_pretrained(serve_checkpoint, device="cpu", compile=True, compile_batch_sizes=(1, 4))
     assert seen["batch_sizes"] == (1, 4)
     engine.warmup()
     assert engine.model.fast_path.calls

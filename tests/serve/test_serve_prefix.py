@@ -27,9 +27,7 @@ def observation(rng):
 
 def in_process(policy, obs, noise, **kwargs):
     batch = {**obs, "observation.state": obs["observation.state"][None], "task": [obs["task"]]}
-    return policy.predict_action_chunk(batch, noise=torch.from_numpy(noise)[None], steps=3, **kwargs)[
-        0
-    ].numpy()
+    return policy.predict_action_chunk(batch, noise=torch.from_numpy(noise)[None], steps=3, **kwargs)[0].numpy()
 
 
 @pytest.mark.parametrize("guidance", ["inpaint", "guided"])
@@ -44,9 +42,7 @@ def test_server_prefix_equals_in_process(server, serve_checkpoint, guidance):
                           guidance=guidance)  # fmt: skip
     with Client(server.url) as client:
         served = client.act(obs, noise=noise, steps=3, prefix=prefix, delay=2, guidance=guidance)
-        explicit = client.act(
-            obs, noise=noise, steps=3, prefix=prefix, prefix_weights=weights[0], guidance=guidance
-        )
+        explicit = client.act(obs, noise=noise, steps=3, prefix=prefix, prefix_weights=weights[0], guidance=guidance)
         free = client.act(obs, noise=noise, steps=3)
     np.testing.assert_allclose(served, expected, atol=1e-5)
     np.testing.assert_allclose(explicit, expected, atol=1e-5)

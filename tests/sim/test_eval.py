@@ -127,9 +127,8 @@ def test_rollout_key_map_goes_model_key_to_simulator_key(metaworld, tiny_policy,
         evaluate(config, policy=tiny_policy)
 
 
-def test_a_rollout_step_feeds_the_policy_the_same_inputs_as_the_python_api(
-    metaworld, tiny_policy, tmp_path, monkeypatch
-):
+def test_a_rollout_step_feeds_the_policy_the_same_inputs_as_the_python_api(metaworld, tiny_policy, tmp_path,
+                                                                         monkeypatch):
     """One observation path: the rollout hands the raw simulator observation to the policy's processor,
     so its model inputs equal those of the same frames given to ``prepare_inputs`` by hand."""
     import numpy as np

@@ -101,9 +101,7 @@ def test_matches_robosuite_math():
     """Random, skewed and near-180-degree rot6d against robosuite's own mat2quat / quat2axisangle."""
     T = pytest.importorskip("robosuite.utils.transform_utils")
     rng = np.random.default_rng(1)
-    near = [
-        rot6d_of(rotation(rng.normal(size=3), math.pi - eps)) for eps in (0.0, 1e-6, 1e-4) for _ in range(20)
-    ]
+    near = [rot6d_of(rotation(rng.normal(size=3), math.pi - eps)) for eps in (0.0, 1e-6, 1e-4) for _ in range(20)]
     rot6d = np.concatenate([rng.normal(size=(300, 6)), near])
     a1, a2 = rot6d[:, :3], rot6d[:, 3:]
     b1 = a1 / (np.linalg.norm(a1, axis=-1, keepdims=True) + 1e-6)
@@ -116,9 +114,7 @@ def test_matches_robosuite_math():
     ours = rot6d_to_axis_angle(rot6d, "numpy")
     same_vector = np.abs(ours - ref).max(-1) < 1e-5
     assert same_vector[:300].all()  # away from 180 degrees: the same numbers
-    for mine, theirs in zip(
-        ours[~same_vector], ref[~same_vector], strict=True
-    ):  # at 180: q or -q, one rotation
+    for mine, theirs in zip(ours[~same_vector], ref[~same_vector], strict=True):  # at 180: q or -q, one rotation
         np.testing.assert_allclose(axis_angle_to_matrix(mine), axis_angle_to_matrix(theirs), atol=1e-5)
     np.testing.assert_allclose(matrix_to_quat_xyzw(np.eye(3)), [0, 0, 0, 1], atol=1e-7)
 
@@ -207,31 +203,14 @@ def test_cli_defaults_follow_the_protocol():
     from xvla.sim.libero_eval import config_from_args
 
     cfg = config_from_args(parse_eval("--env", "libero", "--policy.path", "ckpt"))
-    assert (cfg.policy, cfg.suite, cfg.tasks, cfg.episodes_per_task, cfg.max_steps) == (
-        "ckpt",
-        "libero_spatial",
-        None,
-        50,
-        800,
-    )
-    assert (cfg.state_source, cfg.domain_id, cfg.seed, cfg.output) == (
-        "open_loop",
-        None,
-        0,
-        "outputs/libero/libero_spatial",
-    )
+    assert (cfg.policy, cfg.suite, cfg.tasks, cfg.episodes_per_task, cfg.max_steps) == ("ckpt", "libero_spatial", None, 50, 800)
+    assert (cfg.state_source, cfg.domain_id, cfg.seed, cfg.output) == ("open_loop", None, 0, "outputs/libero/libero_spatial")
     assert (cfg.num_envs, cfg.videos, cfg.progress, cfg.overwrite) == (4, 3, True, False)
     cfg = config_from_args(parse_eval(
         "--env", "libero", "--suite", "libero_10", "--policy.url", "http://h:1", "--tasks", "0,3", "--episodes-per-task",
         "10", "--max-steps", "100", "--state-source", "measured", "--domain-id", "0", "--no-progress", "--overwrite"))  # fmt: skip
     assert (cfg.policy, cfg.policy_url, cfg.tasks, cfg.episodes_per_task) == (None, "http://h:1", [0, 3], 10)
-    assert (cfg.max_steps, cfg.state_source, cfg.domain_id, cfg.progress, cfg.overwrite) == (
-        100,
-        "measured",
-        0,
-        False,
-        True,
-    )
+    assert (cfg.max_steps, cfg.state_source, cfg.domain_id, cfg.progress, cfg.overwrite) == (100, "measured", 0, False, True)
     assert (cfg.output, config_from_args(parse_eval("--env", "libero", "--suite", "libero_10", "c")).max_steps) == (
         "outputs/libero/libero_10", 900)  # fmt: skip
     assert config_from_args(parse_eval("--env", "libero", "c", "--tasks", "7")).tasks == [7]

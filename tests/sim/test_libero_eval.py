@@ -92,9 +92,7 @@ def test_through_the_server_matches_in_process(first_run, checkpoint, tmp_path):
     server = BackgroundServer(ServeConfig(policy_path=str(checkpoint), port=0, device="cpu", threads=1, seed=0,
                                           log_level="warning", batch_timeout_ms=5.0)).start()  # fmt: skip
     try:
-        remote = evaluate_libero(
-            capped(tmp_path, "server", policy_url=server.url, episodes_per_task=1, videos=0)
-        )
+        remote = evaluate_libero(capped(tmp_path, "server", policy_url=server.url, episodes_per_task=1, videos=0))
     finally:
         server.stop()
     ours, theirs = report["episodes"][0], remote["episodes"][0]
@@ -106,9 +104,5 @@ def test_worker_processes_give_the_same_episodes(first_run, checkpoint, tmp_path
     _, report = first_run
     parallel = evaluate_libero(capped(tmp_path, "pool", policy=str(checkpoint), num_envs=2, videos=0))
     for ours, theirs in zip(report["episodes"], parallel["episodes"], strict=True):
-        assert (theirs["task_id"], theirs["episode"], theirs["length"]) == (
-            ours["task_id"],
-            ours["episode"],
-            ours["length"],
-        )
+        assert (theirs["task_id"], theirs["episode"], theirs["length"]) == (ours["task_id"], ours["episode"], ours["length"])
         np.testing.assert_allclose(theirs["final_state"], ours["final_state"], atol=1e-5)

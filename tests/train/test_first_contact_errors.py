@@ -25,36 +25,17 @@ def one_line_error(capsys, argv) -> str:
     return err
 
 
-def test_cli_names_the_flag_for_each_first_contact_mistake(
-    tmp_path, dataset_a, tokenizer_dir, tiny_checkpoint, capsys
-):
-    err = one_line_error(
-        capsys, ["train", f"--dataset.root={tmp_path / 'nope'}", f"--output_dir={tmp_path / 'o'}"]
-    )
+def test_cli_names_the_flag_for_each_first_contact_mistake(tmp_path, dataset_a, tokenizer_dir, tiny_checkpoint, capsys):
+    err = one_line_error(capsys, ["train", f"--dataset.root={tmp_path / 'nope'}", f"--output_dir={tmp_path / 'o'}"])
     assert "--dataset.root" in err and "does not exist" in err
     err = one_line_error(capsys, ["train", f"--output_dir={tmp_path / 'empty'}", "--resume"])
     assert "--resume" in err and "no training run" in err
-    err = one_line_error(
-        capsys,
-        [
-            "train",
-            f"--dataset.root={dataset_a}",
-            f"--output_dir={tmp_path / 'w'}",
-            f"--tokenizer={tokenizer_dir}",
-            "--policy.action_mode=ee6d",
-        ],
-    )
+    err = one_line_error(capsys, ["train", f"--dataset.root={dataset_a}", f"--output_dir={tmp_path / 'w'}",
+                                  f"--tokenizer={tokenizer_dir}", "--policy.action_mode=ee6d"])
     assert "7-dim actions" in err and "--policy.action_mode=auto" in err
-    err = one_line_error(
-        capsys,
-        [
-            "train",
-            f"--dataset.root={dataset_a}",
-            f"--output_dir={tmp_path / 'k'}",
-            f"--policy.path={tiny_checkpoint}",
-            '--dataset.keys={"observation.images.nope": "observation.images.front"}',
-        ],
-    )
+    err = one_line_error(capsys, ["train", f"--dataset.root={dataset_a}", f"--output_dir={tmp_path / 'k'}",
+                                  f"--policy.path={tiny_checkpoint}",
+                                  '--dataset.keys={"observation.images.nope": "observation.images.front"}'])
     assert "observation.images.nope" in err and "model key" in err
     err = one_line_error(capsys, ["convert", str(tmp_path / "missing"), str(tmp_path / "out")])
     assert "does not exist" in err
@@ -69,20 +50,9 @@ def test_a_corrupt_weights_file_is_one_line(tmp_path, tiny_checkpoint, capsys):
     assert "model.safetensors" in err and "truncated or corrupt" in err
 
 
-def test_interrupted_training_says_how_to_resume_and_final_copies(
-    tmp_path, dataset_a, tokenizer, monkeypatch
-):
-    cfg = {
-        "dataset": {"root": str(dataset_a)},
-        "policy": tiny_policy_fields(),
-        "steps": 3,
-        "batch_size": 2,
-        "num_workers": 0,
-        "save_freq": 3,
-        "tensorboard": False,
-        "plot": False,
-        "output_dir": str(tmp_path / "r"),
-    }
+def test_interrupted_training_says_how_to_resume_and_final_copies(tmp_path, dataset_a, tokenizer, monkeypatch):
+    cfg = {"dataset": {"root": str(dataset_a)}, "policy": tiny_policy_fields(), "steps": 3, "batch_size": 2,
+           "num_workers": 0, "save_freq": 3, "tensorboard": False, "plot": False, "output_dir": str(tmp_path / "r")}
     Trainer(build_train_config(cfg), tokenizer=tokenizer).run()
     # `final` is a real folder: `cp -r` gives a loadable copy, not a dangling relative link
     subprocess.run(["cp", "-r", str(tmp_path / "r" / "final"), str(tmp_path / "copy")], check=True)
@@ -97,9 +67,7 @@ def test_interrupted_training_says_how_to_resume_and_final_copies(
         trainer.run()
 
 
-def test_a_nan_loss_stops_training_before_anything_is_saved(
-    tmp_path, dataset_a, tokenizer_dir, monkeypatch, capsys
-):
+def test_a_nan_loss_stops_training_before_anything_is_saved(tmp_path, dataset_a, tokenizer_dir, monkeypatch, capsys):
     from xvla.model.xvla import XVLAModel
 
     real_forward = XVLAModel.forward
@@ -112,18 +80,7 @@ def test_a_nan_loss_stops_training_before_anything_is_saved(
     out = tmp_path / "nan"
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({"policy": tiny_policy_fields(), "dataset": {"root": str(dataset_a)}}))
-    err = one_line_error(
-        capsys,
-        [
-            "train",
-            f"--config={config}",
-            f"--output_dir={out}",
-            "--steps=3",
-            "--save_freq=1",
-            "--num_workers=0",
-            "--batch_size=2",
-            f"--tokenizer={tokenizer_dir}",
-        ],
-    )
+    err = one_line_error(capsys, ["train", f"--config={config}", f"--output_dir={out}", "--steps=3", "--save_freq=1",
+                                  "--num_workers=0", "--batch_size=2", f"--tokenizer={tokenizer_dir}"])
     assert "the loss is nan at step 1" in err and "--optimizer.lr" in err
     assert not list(out.glob("checkpoints/0*"))  # stopped before the first checkpoint

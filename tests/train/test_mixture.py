@@ -88,9 +88,7 @@ def _mixture(dataset_a, dataset_b, **overrides):
         {"root": str(dataset_b), "weight": 1.0, "domain_id": 4, "keys": {FRONT: TOP}, "task": "do the thing"},
     ], **overrides}})  # fmt: skip
     sources = open_sources(cfg, config, list(config.image_keys))
-    ds = MixtureDataset(
-        sources, list(config.image_keys), config.chunk_size, cfg.mixture.color_jitter, seed=cfg.seed
-    )
+    ds = MixtureDataset(sources, list(config.image_keys), config.chunk_size, cfg.mixture.color_jitter, seed=cfg.seed)
     return ds, sources
 
 
@@ -156,9 +154,7 @@ def test_resample_chunk_identity_and_interpolation():
 
 def test_loader_workers_do_not_change_the_data(dataset_a, dataset_b, tokenizer):
     ds, _ = _mixture(dataset_a, dataset_b, color_jitter={"enable": True})
-    collate = Collator(
-        XVLAPolicy(tiny_train_config(image_keys=[FRONT, WRIST]), tokenizer=tokenizer).processor
-    )
+    collate = Collator(XVLAPolicy(tiny_train_config(image_keys=[FRONT, WRIST]), tokenizer=tokenizer).processor)
 
     def batches(workers):
         sampler = MixtureBatchSampler(ds.sizes, [1.0, 1.0], batch_size=3, seed=11)

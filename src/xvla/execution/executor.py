@@ -125,14 +125,10 @@ class ActionExecutor:
     # ------------------------------------------------------------------ background inference
     def _launch(self, observation: Mapping[str, Any], request: ChunkRequest) -> None:
         # The caller may reuse its buffers after this tick: the thread works on a copy.
-        frozen = {
-            k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v) for k, v in observation.items()
-        }
+        frozen = {k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v) for k, v in observation.items()}
         self._future = self._pool.submit(self._infer, frozen, request)
 
-    def _infer(
-        self, observation: Mapping[str, Any], request: ChunkRequest
-    ) -> tuple[ChunkRequest, np.ndarray, float]:
+    def _infer(self, observation: Mapping[str, Any], request: ChunkRequest) -> tuple[ChunkRequest, np.ndarray, float]:
         start = self.clock()
         chunk = self.source(observation, request)
         return request, np.asarray(chunk), self.clock() - start
@@ -150,9 +146,7 @@ class ActionExecutor:
             return  # real time: never wait for the thread
         self._future = None
         try:
-            done_request, chunk, seconds = (
-                future.result()
-            )  # a failed inference raises here, in the control loop
+            done_request, chunk, seconds = future.result()  # a failed inference raises here, in the control loop
         except BaseException:
             self.scheduler.cancel()  # the next tick asks again
             raise

@@ -46,7 +46,5 @@ def trace_metrics(trace: Sequence[StepRecord], dims: Sequence[int] | None = None
     if not known:
         return motion_metrics(np.zeros((0, 1)), [], [], None, jerk_order)
     fill = np.zeros_like(np.asarray(known[0], dtype=np.float64)) if hold is None else hold
-    actions = np.stack(
-        [np.asarray(r.action if r.action is not None else fill, dtype=np.float64) for r in trace]
-    )
+    actions = np.stack([np.asarray(r.action if r.action is not None else fill, dtype=np.float64) for r in trace])
     return motion_metrics(actions, [r.idle for r in trace], [r.switch for r in trace], dims, jerk_order)

@@ -30,9 +30,7 @@ class PolicySource:
     ``observation`` is one unbatched LeRobot-style observation (HxWx3 frames, a 1-D state, ``task``).
     """
 
-    def __init__(
-        self, policy: Any, *, seed: int | None = None, steps: int | None = None, guidance: str = "inpaint"
-    ):
+    def __init__(self, policy: Any, *, seed: int | None = None, steps: int | None = None, guidance: str = "inpaint"):
         self.policy = policy
         self.seed = seed
         self.steps = steps
@@ -61,9 +59,7 @@ class PolicySource:
 class ClientSource:
     """A remote policy server through :class:`xvla.serve.Client` (``act`` with prefix and delay)."""
 
-    def __init__(
-        self, client: Any, *, seed: int | None = None, steps: int | None = None, guidance: str = "inpaint"
-    ):
+    def __init__(self, client: Any, *, seed: int | None = None, steps: int | None = None, guidance: str = "inpaint"):
         self.client = client
         self.seed = seed
         self.steps = steps

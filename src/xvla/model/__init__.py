@@ -2,10 +2,4 @@ from .transformer import DomainAwareLinear, SoftPromptedTransformer, timestep_em
 from .vlm import FlorenceEncoder
 from .xvla import XVLAModel
 
-__all__ = [
-    "DomainAwareLinear",
-    "FlorenceEncoder",
-    "SoftPromptedTransformer",
-    "XVLAModel",
-    "timestep_embedding",
-]
+__all__ = ["DomainAwareLinear", "FlorenceEncoder", "SoftPromptedTransformer", "XVLAModel", "timestep_embedding"]

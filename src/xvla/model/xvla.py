@@ -54,6 +54,7 @@ class XVLAModel(nn.Module):
         # Domains whose robot uses another action space than ``action_space`` (robot adapters): one batch
         # can mix them; pre/post-processing then runs per group of samples (see ``space_groups``).
         self.domain_spaces: dict[int, BaseActionSpace] = {}
+        self._groups_memo: tuple[torch.Tensor, list] | None = None
         self.dim_proprio = config.proprio_dim
         self.vlm = FlorenceEncoder(config.florence_config)
         self.transformer = SoftPromptedTransformer(
@@ -90,6 +91,7 @@ class XVLAModel(nn.Module):
     def set_domain_action_space(self, domain_id: int, space: BaseActionSpace | None) -> None:
         """Give ``domain_id`` its own action space (``None``: back to the model's); it must have this model's
         action width, since its domain rows of the action encoder / decoder are that wide."""
+        self._groups_memo = None
         if space is None or _same_space(space, self.action_space):
             self.domain_spaces.pop(int(domain_id), None)
             return
@@ -112,6 +114,14 @@ class XVLAModel(nn.Module):
         """(space, sample indices) for each action space in the batch; indices None = the whole batch."""
         if not self.domain_spaces:
             return [(self.action_space, None)]
+        memo = self._groups_memo
+        if memo is not None and memo[0] is domain_id:  # the same ids at every denoising step: group once
+            return memo[1]
+        groups = self._group_by_space(domain_id)
+        self._groups_memo = (domain_id, groups)
+        return groups
+
+    def _group_by_space(self, domain_id: torch.Tensor) -> list[tuple[BaseActionSpace, torch.Tensor | None]]:
         ids = domain_id.reshape(-1).tolist()
         groups: dict[int, list[int]] = {}
         spaces: dict[int, BaseActionSpace] = {}

@@ -119,20 +119,14 @@ class _Routes:
         declared = request.headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
-                raise RequestError(
-                    "content-length", f"invalid Content-Length header {declared[:20]!r}", status=400
-                )
+                raise RequestError("content-length", f"invalid Content-Length header {declared[:20]!r}", status=400)
             if int(declared) > limit:
-                raise RequestError(
-                    "body", f"the body is {int(declared)} bytes, at most {limit} bytes are allowed", 413
-                )
+                raise RequestError("body", f"the body is {int(declared)} bytes, at most {limit} bytes are allowed", 413)
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > limit:
-                raise RequestError(
-                    "body", f"the body is over {limit} bytes, at most {limit} bytes are allowed", 413
-                )
+                raise RequestError("body", f"the body is over {limit} bytes, at most {limit} bytes are allowed", 413)
         return bytes(body)
 
     def decode(self, body: bytes, parse: Callable[[dict], Any]) -> list[Sample]:
@@ -178,9 +172,7 @@ class _Routes:
             return error_response(exc.status, str(exc), rid, exc.field, headers)
         except QueueFullError as exc:
             logger.warning("%s %s -> 503 busy (%s)", rid, request.url.path, exc)
-            return error_response(
-                503, f"the server is busy ({exc}); retry shortly", rid, headers={"Retry-After": "1"}
-            )
+            return error_response(503, f"the server is busy ({exc}); retry shortly", rid, headers={"Retry-After": "1"})
         except ShuttingDownError as exc:
             return error_response(503, str(exc), rid)
         except ClientDisconnect:
@@ -202,9 +194,7 @@ class _Routes:
             body = parse_json_body(await self.read_body(request))
             path, name = body.get("path"), body.get("name")
             if not isinstance(path, str) or not (name is None or isinstance(name, str)):
-                raise RequestError(
-                    "path", "send {'path': '<adapter file on the server>', 'name': '<robot name>'}"
-                )
+                raise RequestError("path", "send {'path': '<adapter file on the server>', 'name': '<robot name>'}")
             try:
                 info = await anyio.to_thread.run_sync(self.engine.load_adapter, path, name)
             except (ValueError, OSError) as exc:
@@ -240,9 +230,7 @@ class _Routes:
     async def act(self, request: Request) -> JSONResponse:
         async def work(rid: str) -> JSONResponse:
             self.check_key(request)
-            results, _ = await self.infer(
-                await self.read_body(request), lambda p: parse_official(p, self.engine.spec)
-            )
+            results, _ = await self.infer(await self.read_body(request), lambda p: parse_official(p, self.engine.spec))
             return JSONResponse({"action": results[0].value.tolist()})
 
         return await self.handle(request, work)
@@ -251,18 +239,14 @@ class _Routes:
         async def work(rid: str) -> JSONResponse:
             start = time.perf_counter()
             self.check_key(request)
-            results, decode_s = await self.infer(
-                await self.read_body(request), lambda p: parse_native(p, self.engine.spec)
-            )
+            results, decode_s = await self.infer(await self.read_body(request), lambda p: parse_native(p, self.engine.spec))
             timing = {
                 "total_ms": round(1000 * (time.perf_counter() - start), 3), "decode_ms": round(1000 * decode_s, 3),
                 "queue_ms": [round(1000 * r.queue_s, 3) for r in results],
                 "inference_ms": [round(1000 * r.run_s, 3) for r in results],
                 "batch_sizes": [r.batch_size for r in results],
             }  # fmt: skip
-            return JSONResponse(
-                {"actions": [r.value.tolist() for r in results], "request_id": rid, "timing": timing}
-            )
+            return JSONResponse({"actions": [r.value.tolist() for r in results], "request_id": rid, "timing": timing})
 
         return await self.handle(request, work)
 
@@ -283,9 +267,7 @@ def create_app(engine: ServeEngine, settings: AppSettings | None = None) -> Fast
         finally:
             # uvicorn has let in-flight requests finish by now; drain whatever they queued.
             batcher.stop()
-            logger.info(
-                "batcher stopped after %d samples in %d batches", batcher.stats.samples, batcher.stats.batches
-            )
+            logger.info("batcher stopped after %d samples in %d batches", batcher.stats.samples, batcher.stats.batches)
 
     app = FastAPI(title="xvla policy server", version=engine.describe()["version"], lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)  # fmt: skip

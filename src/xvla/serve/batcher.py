@@ -137,9 +137,7 @@ class DynamicBatcher:
             if not self._accepting:
                 raise ShuttingDownError("the server is shutting down and accepts no new requests")
             if self._pending >= self.max_queue:
-                raise QueueFullError(
-                    f"{self._pending} samples are already waiting (max_queue={self.max_queue})"
-                )
+                raise QueueFullError(f"{self._pending} samples are already waiting (max_queue={self.max_queue})")
             self._pending += 1
             self._queue.put(_Item(payload, key, future))  # under the lock: never after _STOP
         return future
@@ -214,6 +212,4 @@ class DynamicBatcher:
             if error is not None:
                 item.future.set_exception(error)
             else:
-                item.future.set_result(
-                    BatchResult(values[i], len(group), start - item.submitted, end - start)
-                )
+                item.future.set_result(BatchResult(values[i], len(group), start - item.submitted, end - start))

@@ -96,9 +96,7 @@ def encode_image(image: Any, image_format: str = "raw", jpeg_quality: int = 95) 
     return encode_array(np.frombuffer(buf.getvalue(), dtype=np.uint8))
 
 
-def observation_to_wire(
-    observation: Mapping[str, Any], image_format: str = "raw", jpeg_quality: int = 95
-) -> dict:
+def observation_to_wire(observation: Mapping[str, Any], image_format: str = "raw", jpeg_quality: int = 95) -> dict:
     """One LeRobot-style observation (unbatched, or batch of 1) -> the /v1/act JSON form."""
     out: dict[str, Any] = {}
     for key, value in observation.items():
@@ -135,17 +133,13 @@ def with_prefix(observation: Mapping[str, Any], prefix: Any = None, delay: int |
     extra = {k: v for k, v in (("prefix", prefix), ("delay", delay), ("prefix_weights", prefix_weights),
                                ("guidance", guidance)) if v is not None}  # fmt: skip
     if extra and prefix is None:
-        raise ValueError(
-            "delay, prefix_weights and guidance only apply to a prefix: pass prefix=the committed actions"
-        )
+        raise ValueError("delay, prefix_weights and guidance only apply to a prefix: pass prefix=the committed actions")
     return {**observation, **extra} if extra else observation
 
 
 def _act_body(observations: Sequence[Mapping[str, Any]], seed: int | None, noise: Any, steps: int | None,
               image_format: str, jpeg_quality: int) -> dict[str, Any]:  # fmt: skip
-    body: dict[str, Any] = {
-        "observations": [observation_to_wire(o, image_format, jpeg_quality) for o in observations]
-    }
+    body: dict[str, Any] = {"observations": [observation_to_wire(o, image_format, jpeg_quality) for o in observations]}
     if seed is not None:
         body["seed"] = int(seed)
     if noise is not None:
@@ -168,9 +162,7 @@ def _official_body(images: Sequence[Any], proprio: Any, instruction: str, domain
         body[f"image{i}"] = json.dumps(encode_array(frame_to_uint8_hwc(image)))
     if steps is not None:
         body["steps"] = int(steps)
-    if (
-        seed is not None
-    ):  # extensions of the official API (reproducible sampling); official servers ignore them
+    if seed is not None:  # extensions of the official API (reproducible sampling); official servers ignore them
         body["seed"] = int(seed)
     if noise is not None:
         body["noise"] = encode_array(_to_numpy(noise).astype(np.float32))
@@ -206,9 +198,7 @@ class Client:
         self.jpeg_quality = jpeg_quality
         self.last_timing: dict[str, Any] | None = None
         httpx_kwargs.setdefault("transport", httpx.HTTPTransport(socket_options=NODELAY))
-        self._http = httpx.Client(
-            base_url=self.url, timeout=timeout, headers=_headers(api_key), **httpx_kwargs
-        )
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=_headers(api_key), **httpx_kwargs)
 
     def act(self, observation: Mapping[str, Any], *, seed: int | None = None, noise: Any = None,
             steps: int | None = None, prefix: Any = None, delay: int | None = None, prefix_weights: Any = None,
@@ -263,9 +253,7 @@ class AsyncClient:
         self.jpeg_quality = jpeg_quality
         self.last_timing: dict[str, Any] | None = None
         httpx_kwargs.setdefault("transport", httpx.AsyncHTTPTransport(socket_options=NODELAY))
-        self._http = httpx.AsyncClient(
-            base_url=self.url, timeout=timeout, headers=_headers(api_key), **httpx_kwargs
-        )
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=_headers(api_key), **httpx_kwargs)
 
     async def act(self, observation: Mapping[str, Any], *, seed: int | None = None, noise: Any = None,
                   steps: int | None = None, prefix: Any = None, delay: int | None = None,

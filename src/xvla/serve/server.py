@@ -29,65 +29,35 @@ class ServeConfig:
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind (loopback only by default)"})
     port: int = 8010
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto (cuda when available)"})
-    dtype: str | None = field(
-        default=None, metadata={"help": "float32 or bfloat16 (default: the checkpoint's)"}
-    )
-    compile: bool = field(
-        default=False,
-        metadata={
-            "help": "the fast path: compiled graphs, warmed at start for every batch size (with --dtype bfloat16 on AMX)"
-        },
-    )
-    compile_batch_sizes: list[int] | None = field(
-        default=None,
-        metadata={"help": "batch sizes compiled at start (default 1,2,4,8); larger batches are split"},
-    )
-    api_key: str | None = field(
-        default=None,
-        metadata={
-            "help": "require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (default: env XVLA_API_KEY)"
-        },
-    )
+    dtype: str | None = field(default=None, metadata={"help": "float32 or bfloat16 (default: the checkpoint's)"})
+    compile: bool = field(default=False, metadata={
+        "help": "the fast path: compiled graphs, warmed at start for every batch size (with --dtype bfloat16 on AMX)"})
+    compile_batch_sizes: list[int] | None = field(default=None, metadata={
+        "help": "batch sizes compiled at start (default 1,2,4,8); larger batches are split"})
+    api_key: str | None = field(default=None, metadata={
+        "help": "require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (default: env XVLA_API_KEY)"})
     max_batch_size: int = field(default=8, metadata={"help": "most samples in one forward pass"})
-    batch_timeout_ms: float = field(
-        default=5.0, metadata={"help": "how long a sample waits for others to join"}
-    )
+    batch_timeout_ms: float = field(default=5.0, metadata={"help": "how long a sample waits for others to join"})
     max_body_mb: float = field(default=20.0, metadata={"help": "request size limit (413 above it)"})
     max_queue: int = field(default=256, metadata={"help": "waiting samples before answering 503"})
-    steps: int | None = field(
-        default=None, metadata={"help": "default denoising steps (default: the checkpoint's)"}
-    )
+    steps: int | None = field(default=None, metadata={"help": "default denoising steps (default: the checkpoint's)"})
     max_steps: int = field(default=100, metadata={"help": "largest 'steps' a request may ask for"})
     seed: int | None = field(default=None, metadata={"help": "seed of the noise of unseeded requests"})
-    domain_ids: list[int] | None = field(
-        default=None,
-        metadata={"help": "serve these domain ids, e.g. 0,3 (default: the ones the checkpoint trained)"},
-    )
-    threads: int | None = field(
-        default=None, metadata={"help": "torch CPU threads (default: torch's choice)"}
-    )
-    encoded_channel_order: str = field(
-        default="rgb",
-        metadata={
-            "help": "channel order of decoded JPEG/PNG images; 'bgr' reproduces the official (OpenCV) server"
-        },
-    )
+    domain_ids: list[int] | None = field(default=None, metadata={
+        "help": "serve these domain ids, e.g. 0,3 (default: the ones the checkpoint trained)"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
+    encoded_channel_order: str = field(default="rgb", metadata={
+        "help": "channel order of decoded JPEG/PNG images; 'bgr' reproduces the official (OpenCV) server"})
     limits: Limits = field(default_factory=Limits)
     graceful_timeout_s: float = 30.0
-    adapters: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "robot adapters to serve on this backbone, NAME=PATH,NAME=PATH (xvla adapter export)"
-        },
-    )
+    adapters: list[str] | None = field(default=None, metadata={
+        "help": "robot adapters to serve on this backbone, NAME=PATH,NAME=PATH (xvla adapter export)"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
     access_log: bool = field(default=False, metadata={"help": "log every request line"})
 
     def __post_init__(self) -> None:
         if self.log_level not in ("debug", "info", "warning", "error"):
-            raise ValueError(
-                f"--log-level {self.log_level!r} is invalid: choose debug, info, warning or error"
-            )
+            raise ValueError(f"--log-level {self.log_level!r} is invalid: choose debug, info, warning or error")
         if self.dtype not in (None, "float32", "bfloat16"):
             raise ValueError(f"--dtype {self.dtype!r} is invalid: choose float32 or bfloat16")
 
@@ -174,8 +144,8 @@ def serve(cfg: ServeConfig) -> None:
 class BackgroundServer:
     """A real uvicorn server on a free loopback port, in a daemon thread of this process.
 
-    with BackgroundServer(ServeConfig(policy_path=...)) as server:
-        requests.post(server.url + "/act", json=...)
+        with BackgroundServer(ServeConfig(policy_path=...)) as server:
+            requests.post(server.url + "/act", json=...)
     """
 
     def __init__(self, cfg: ServeConfig, engine: ServeEngine | None = None, warmup: bool = True):

@@ -18,9 +18,7 @@ def cmd_gen_demos(args: argparse.Namespace) -> int:
     for name, v in summary["variants"].items():
         tried = sum(t["attempts"] for t in v["tasks"].values())
         rate = f"{v['episodes']}/{tried}" if tried else "-"
-        print(
-            f"{name:16s} {v['domain_id']:6d} {v['episodes']:8d} {v['frames']:7d} {rate:>14s}  {v['dataset']}"
-        )
+        print(f"{name:16s} {v['domain_id']:6d} {v['episodes']:8d} {v['frames']:7d} {rate:>14s}  {v['dataset']}")
     print(f"done in {summary['seconds']:.1f}s; summary: {config.output}/summary.json")
     return 0
 
@@ -72,11 +70,7 @@ def register(sub) -> None:
                         optional_positional=True)  # fmt: skip
     shared = (*flat_fields(EvalConfig), "start_method")
     add_dataclass_flags(p, LiberoEvalConfig, skip=shared, aliases={"policy_url": ["--policy.url"]})
-    p.add_argument(
-        "--policy.path", dest="policy", default=argparse.SUPPRESS, help="checkpoint folder or Hub id"
-    )
-    p.add_argument(
-        "--env", choices=("metaworld", "libero"), default="metaworld", help="simulator (default: metaworld)"
-    )
+    p.add_argument("--policy.path", dest="policy", default=argparse.SUPPRESS, help="checkpoint folder or Hub id")
+    p.add_argument("--env", choices=("metaworld", "libero"), default="metaworld", help="simulator (default: metaworld)")
     p.add_argument("--json", action="store_true", help="also print the overall numbers as JSON")
     p.set_defaults(func=cmd_eval)

@@ -38,9 +38,7 @@ class DemoSettings:
     train_variants: str = DEFAULT_TRAIN_VARIANTS
     heldout_variant: str = DEFAULT_HELDOUT
     episodes_per_task: int = 20  # demonstrations per (task, training variant)
-    heldout_episodes_per_task: int | None = (
-        None  # demonstrations per task on the held-out variant (default: same)
-    )
+    heldout_episodes_per_task: int | None = None  # demonstrations per task on the held-out variant (default: same)
     steps_phase1: int = 1200
     steps_phase2: int = 300
     eval_episodes: int = 5  # evaluation episodes per task and variant
@@ -144,9 +142,7 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     summary = _make_demos(s, out / "demos", tasks, train_vs, held, timings)
     tokenizer = build_tokenizer(sorted(set(INSTRUCTIONS.values())))
     ids = [v.domain_id for v in [*train_vs, held]]
-    fields = model_fields(
-        s, max(ids) + 1, max(v.action.action_dim for v in [*train_vs, held]), train_vs[0].domain_id
-    )
+    fields = model_fields(s, max(ids) + 1, max(v.action.action_dim for v in [*train_vs, held]), train_vs[0].domain_id)
     p1, p2 = _train_phases(s, out, fields, train_vs, held, tokenizer, timings)
     results = _evaluate_phases(s, out / "eval", tasks, train_vs, held, p1, p2, tokenizer, timings)
 
@@ -191,9 +187,7 @@ def _make_demos(s: DemoSettings, demos_dir: Path, tasks, train_vs, held, timings
     t = time.perf_counter()
     common = dict(output=str(demos_dir), tasks=tasks, seed=s.seed, workers=s.workers, image_size=s.image_size,
                   overwrite=True, progress=s.progress)  # fmt: skip
-    summary = generate_demonstrations(
-        DemoConfig(variants=train_vs, episodes_per_task=s.episodes_per_task, **common)
-    )
+    summary = generate_demonstrations(DemoConfig(variants=train_vs, episodes_per_task=s.episodes_per_task, **common))
     held_eps = s.heldout_episodes_per_task or s.episodes_per_task
     held_summary = generate_demonstrations(DemoConfig(variants=[held], episodes_per_task=held_eps, **common))
     summary["variants"].update(held_summary["variants"])
@@ -230,9 +224,7 @@ def _train_phases(s: DemoSettings, out: Path, fields: dict, train_vs, held, toke
     return p1, p2
 
 
-def _evaluate_phases(
-    s: DemoSettings, eval_dir: Path, tasks, train_vs, held, p1, p2, tokenizer, timings
-) -> dict:
+def _evaluate_phases(s: DemoSettings, eval_dir: Path, tasks, train_vs, held, p1, p2, tokenizer, timings) -> dict:
     """Phase I on its variants; the held-out variant before (a training domain's prompt) and after Phase II."""
     from ..policy import XVLAPolicy
 
@@ -243,9 +235,7 @@ def _evaluate_phases(
     adapted = XVLAPolicy.from_pretrained(p2.final_model_dir, tokenizer=tokenizer)
     results: dict[str, dict] = {}
     for i, v in enumerate(train_vs):
-        results[f"phase1/{v.name}"] = _eval(
-            s, phase1, tasks, v, eval_dir / f"phase1_{v.name}", videos=int(i == 0)
-        )
+        results[f"phase1/{v.name}"] = _eval(s, phase1, tasks, v, eval_dir / f"phase1_{v.name}", videos=int(i == 0))
     results[f"before/{held.name}"] = _eval(s, phase1, tasks, held, eval_dir / f"before_{held.name}",
                                            domain_id=train_vs[0].domain_id)  # fmt: skip
     results[f"after/{held.name}"] = _eval(s, adapted, tasks, held, eval_dir / f"after_{held.name}", videos=1)
@@ -283,10 +273,7 @@ def _rows(results: dict, train_vs, held, summary, tasks) -> list[dict]:
 
 
 def results_table(rows: list[dict]) -> str:
-    lines = [
-        "| stage | variant | success | 95% CI | per task | expert (demos) |",
-        "|---|---|---|---|---|---|",
-    ]
+    lines = ["| stage | variant | success | 95% CI | per task | expert (demos) |", "|---|---|---|---|---|---|"]
     for r in rows:
         lo, hi = r["ci95"]
         per = ", ".join(f"{t.removesuffix('-v3')} {k}" for t, k in r["per_task"].items())

@@ -39,28 +39,17 @@ PRIVILEGED_NAMES = STATE_NAMES + [f"object_{i}" for i in range(14)] + ["goal_x",
 
 @dataclass
 class DemoConfig:
-    output: str = field(
-        default="outputs/demos", metadata={"help": "folder for the datasets (one per variant)"}
-    )
-    tasks: str | list[str] = field(
-        default="mt10", metadata={"help": "task set (mt10, mt50, easy) or comma-separated names"}
-    )
+    output: str = field(default="outputs/demos", metadata={"help": "folder for the datasets (one per variant)"})
+    tasks: str | list[str] = field(default="mt10", metadata={"help": "task set (mt10, mt50, easy) or comma-separated names"})
     variants: str | list[EmbodimentVariant] = field(
-        default="sawyer", metadata={"help": "comma-separated variant names or JSON files, or 'all'"}
-    )
+        default="sawyer", metadata={"help": "comma-separated variant names or JSON files, or 'all'"})
     episodes_per_task: int = 10
     seed: int = field(default=0, metadata={"help": "base seed of the layouts"})
     workers: int = field(default=2, metadata={"help": "parallel simulator processes"})
     max_steps: int = field(default=200, metadata={"help": "actions per episode before an episode is dropped"})
-    image_size: int | tuple[int, int] | None = field(
-        default=None, metadata={"help": "camera size (default: the variant's)"}
-    )
-    max_attempts_factor: float = field(
-        default=3.0, metadata={"help": "at most this many attempts per kept episode"}
-    )
-    privileged_state: bool = field(
-        default=False, metadata={"help": "append object and goal positions to the state"}
-    )
+    image_size: int | tuple[int, int] | None = field(default=None, metadata={"help": "camera size (default: the variant's)"})
+    max_attempts_factor: float = field(default=3.0, metadata={"help": "at most this many attempts per kept episode"})
+    privileged_state: bool = field(default=False, metadata={"help": "append object and goal positions to the state"})
     overwrite: bool = field(default=False, metadata={"help": "replace existing datasets"})
     start_method: str | None = None  # multiprocessing start method (default: fork where available)
     progress: bool = True

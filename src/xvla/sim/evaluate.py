@@ -38,15 +38,9 @@ EXPERT = "expert"
 
 @dataclass
 class EvalConfig:
-    policy: str = field(
-        metadata={"help": "checkpoint folder or Hub id, or 'expert' (Meta-World's scripted policies)"}
-    )
-    tasks: str | list[str] = field(
-        default="mt10", metadata={"help": "task set (mt10, mt50, easy) or comma-separated names"}
-    )
-    variant: str | EmbodimentVariant = field(
-        default="sawyer", metadata={"help": "embodiment variant name or JSON file"}
-    )
+    policy: str = field(metadata={"help": "checkpoint folder or Hub id, or 'expert' (Meta-World's scripted policies)"})
+    tasks: str | list[str] = field(default="mt10", metadata={"help": "task set (mt10, mt50, easy) or comma-separated names"})
+    variant: str | EmbodimentVariant = field(default="sawyer", metadata={"help": "embodiment variant name or JSON file"})
     episodes_per_task: int = 10
     seed: int = field(default=1000, metadata={"help": "base seed of the layouts and noise"})
     num_envs: int = field(default=2, metadata={"help": "parallel simulator processes"})
@@ -54,38 +48,19 @@ class EvalConfig:
     videos: int = field(default=3, metadata={"help": "episodes saved as mp4"})
     output: str = "outputs/eval"
     device: str = "cpu"
-    dtype: str | None = field(
-        default=None, metadata={"help": "float32 or bfloat16 (default: the checkpoint's)"}
-    )
-    compile: bool = field(
-        default=False, metadata={"help": "the fast path (compiled graphs; see docs/benchmarks.md)"}
-    )
-    domain_id: int | None = field(
-        default=None, metadata={"help": "default: the domain the checkpoint trained for this variant"}
-    )
-    n_action_steps: int | None = field(
-        default=None, metadata={"help": "actions executed per chunk (default: the checkpoint's)"}
-    )
+    dtype: str | None = field(default=None, metadata={"help": "float32 or bfloat16 (default: the checkpoint's)"})
+    compile: bool = field(default=False, metadata={"help": "the fast path (compiled graphs; see docs/benchmarks.md)"})
+    domain_id: int | None = field(default=None, metadata={"help": "default: the domain the checkpoint trained for this variant"})
+    n_action_steps: int | None = field(default=None, metadata={"help": "actions executed per chunk (default: the checkpoint's)"})
     denoising_steps: int | None = field(default=None, metadata={"help": "default: the checkpoint's"})
-    action_horizon_s: float | None = field(
-        default=None, metadata={"help": "the chunk spans this many seconds (if trained so)"}
-    )
-    image_size: int | None = field(
-        default=None, metadata={"help": "camera size in pixels (default: the variant's)"}
-    )
-    key_map: dict[str, str] = field(
-        default_factory=dict, metadata={"help": "model key=simulator key pairs, comma-separated"}
-    )
+    action_horizon_s: float | None = field(default=None, metadata={"help": "the chunk spans this many seconds (if trained so)"})
+    image_size: int | None = field(default=None, metadata={"help": "camera size in pixels (default: the variant's)"})
+    key_map: dict[str, str] = field(default_factory=dict, metadata={"help": "model key=simulator key pairs, comma-separated"})
     privileged_state: bool = False
     start_method: str | None = None
     progress: bool = True
-    execution: str = field(
-        default="sync",
-        metadata={
-            "help": "how chunks are executed while the next one is computed: "
-            "sync, replace, blend, ensemble or rtc (docs/realtime.md)"
-        },
-    )
+    execution: str = field(default="sync", metadata={"help": "how chunks are executed while the next one is computed: "
+                                                    "sync, replace, blend, ensemble or rtc (docs/realtime.md)"})
     delay_steps: int = field(default=0, metadata={"help": "simulated inference delay, in control steps"})
 
     def __post_init__(self) -> None:
@@ -126,9 +101,7 @@ def load_policy(config: EvalConfig):
     from ..policy import XVLAPolicy
 
     overrides = {"dtype": config.dtype} if config.dtype else {}
-    return XVLAPolicy.from_pretrained(
-        config.policy, device=config.device, compile=config.compile, **overrides
-    )
+    return XVLAPolicy.from_pretrained(config.policy, device=config.device, compile=config.compile, **overrides)
 
 
 def episode_specs(tasks: list[str], episodes_per_task: int, seed: int, videos: int) -> list[EpisodeSpec]:
@@ -224,9 +197,7 @@ def eval_domain(policy: Any, config: EvalConfig) -> tuple[int, str]:
     variant = config.variant
     if getattr(policy, "config", None) is None:  # the scripted experts take no domain
         return (variant.domain_id if config.domain_id is None else config.domain_id), "scripted expert"
-    return resolve_domain(
-        policy.config, config.domain_id, variant.domain_id, f"variant {variant.name!r}", variant.name
-    )
+    return resolve_domain(policy.config, config.domain_id, variant.domain_id, f"variant {variant.name!r}", variant.name)
 
 
 def evaluate(config: EvalConfig, policy: Any = None) -> dict[str, Any]:
@@ -260,14 +231,8 @@ def evaluate(config: EvalConfig, policy: Any = None) -> dict[str, Any]:
         "settings": settings,
         **summarize(results, config.tasks),
         "episodes": [
-            {
-                "task": r.task,
-                "index": r.index,
-                "seed": r.seed,
-                "success": r.success,
-                "length": r.length,
-                "motion": r.motion,
-            }
+            {"task": r.task, "index": r.index, "seed": r.seed, "success": r.success, "length": r.length,
+             "motion": r.motion}
             for r in results
         ],  # fmt: skip
         "videos": videos,

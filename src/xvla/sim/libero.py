@@ -41,13 +41,7 @@ import numpy as np  # noqa: E402
 
 SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
 # Policy steps per episode (settle steps not counted), as in the official X-VLA client.
-MAX_STEPS = {
-    "libero_spatial": 800,
-    "libero_object": 800,
-    "libero_goal": 800,
-    "libero_10": 900,
-    "libero_90": 800,
-}
+MAX_STEPS = {"libero_spatial": 800, "libero_object": 800, "libero_goal": 800, "libero_10": 900, "libero_90": 800}
 SETTLE_STEPS = 10
 SETTLE_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
 SEED_OFFSET = 142  # env.seed(142 + episode): the official client's init_seed 42 + 100
@@ -208,9 +202,7 @@ def suite_tasks(suite: str) -> list[str]:
 
 def _check_state_source(value: str) -> str:
     if value not in STATE_SOURCES:
-        raise ValueError(
-            f"state_source={value!r} is unknown; choose 'open_loop' (official) or 'measured' (LeRobot)"
-        )
+        raise ValueError(f"state_source={value!r} is unknown; choose 'open_loop' (official) or 'measured' (LeRobot)")
     return value
 
 
@@ -254,9 +246,7 @@ class LiberoEnv(gym.Env):
         self.suite = check_suite(suite)
         self._bench = get_suite(suite)
         if not 0 <= int(task_id) < self._bench.n_tasks:
-            raise ValueError(
-                f"task_id={task_id} is out of range: {suite} has tasks 0-{self._bench.n_tasks - 1}"
-            )
+            raise ValueError(f"task_id={task_id} is out of range: {suite} has tasks 0-{self._bench.n_tasks - 1}")
         self.task_id = int(task_id)
         task = self._bench.get_task(self.task_id)
         self.task_name, self.instruction = task.name, task.language

@@ -76,13 +76,9 @@ class LiberoEvalConfig:
     def __post_init__(self) -> None:
         check_suite(self.suite)
         if self.policy is not None and self.policy_url is not None:
-            raise ValueError(
-                "give one of policy (a checkpoint path or Hub id) and policy_url (a running server), not both"
-            )
+            raise ValueError("give one of policy (a checkpoint path or Hub id) and policy_url (a running server), not both")
         if self.state_source not in STATE_SOURCES:
-            raise ValueError(
-                f"state_source={self.state_source!r}: choose 'open_loop' (official) or 'measured' (LeRobot)"
-            )
+            raise ValueError(f"state_source={self.state_source!r}: choose 'open_loop' (official) or 'measured' (LeRobot)")
         for name in ("episodes_per_task", "num_envs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
@@ -192,9 +188,7 @@ def _receive(conn) -> tuple:
 # ---------------------------------------------------------------------------------------------- policies
 def noise_seed(seed: int, task_id: int, episode: int, chunk: int) -> int:
     """The flow-matching noise seed of one chunk: independent of batching, workers and restarts."""
-    return int(
-        np.random.SeedSequence([int(seed), int(task_id), int(episode), int(chunk)]).generate_state(1)[0]
-    )
+    return int(np.random.SeedSequence([int(seed), int(task_id), int(episode), int(chunk)]).generate_state(1)[0])
 
 
 def chunk_noise(seeds: list[int], chunk_size: int, action_dim: int) -> np.ndarray:
@@ -253,9 +247,7 @@ class ServerPolicy:
         self.client.close()
 
 
-NO_POLICY = (
-    "no policy: give --policy.path (a checkpoint folder or Hub id) or --policy.url (a running `xvla serve`)"
-)
+NO_POLICY = "no policy: give --policy.path (a checkpoint folder or Hub id) or --policy.url (a running `xvla serve`)"
 
 
 def load_policy(cfg: LiberoEvalConfig) -> Any:
@@ -537,9 +529,7 @@ def evaluate_libero(cfg: LiberoEvalConfig, policy: Any = None) -> dict[str, Any]
     try:
         expected = libero_domain(policy, None)
         cfg = replace(cfg, domain_id=libero_domain(policy, cfg.domain_id))
-        domain_warning = check_domain_id(
-            cfg.domain_id, f"{cfg.policy or ''} {policy_description(policy)}", expected
-        )
+        domain_warning = check_domain_id(cfg.domain_id, f"{cfg.policy or ''} {policy_description(policy)}", expected)
         store = EpisodeStore(cfg)
         specs = episode_specs(task_ids, cfg.episodes_per_task, cfg.videos)
         timing, ran = _run_missing(policy, specs, cfg, instructions, store)
@@ -620,17 +610,8 @@ def _report(cfg: LiberoEvalConfig, records: list[dict], task_ids: list[int], ins
 
 # ---------------------------------------------------------------------------------------------- CLI
 # Flags of `xvla eval` that only Meta-World understands: an error with --env libero, not silently ignored.
-METAWORLD_ONLY = (
-    "variant",
-    "image_size",
-    "key_map",
-    "privileged_state",
-    "action_horizon_s",
-    "execution",
-    "delay_steps",
-    "dtype",
-    "compile",
-)
+METAWORLD_ONLY = ("variant", "image_size", "key_map", "privileged_state", "action_horizon_s", "execution", "delay_steps",
+                  "dtype", "compile")
 
 
 def config_from_args(args) -> LiberoEvalConfig:

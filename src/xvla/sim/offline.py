@@ -34,18 +34,10 @@ class OfflineEvalConfig:
     policy: str = field(metadata={"help": "checkpoint folder or Hub id"})
     dataset: str = field(metadata={"help": "LeRobot dataset folder or Hub id"})
     output: str = "outputs/eval_offline"
-    episodes: str | list[int] | None = field(
-        default=None, metadata={"help": "e.g. 15-19 or 3,7,9 (default: all)"}
-    )
-    stride: int | None = field(
-        default=None, metadata={"help": "frames between predictions (default: n_action_steps)"}
-    )
-    domain_id: int | None = field(
-        default=None, metadata={"help": "default: the domain the checkpoint trained for this dataset"}
-    )
-    key_map: dict[str, str] = field(
-        default_factory=dict, metadata={"help": "model key=dataset key pairs, comma-separated"}
-    )
+    episodes: str | list[int] | None = field(default=None, metadata={"help": "e.g. 15-19 or 3,7,9 (default: all)"})
+    stride: int | None = field(default=None, metadata={"help": "frames between predictions (default: n_action_steps)"})
+    domain_id: int | None = field(default=None, metadata={"help": "default: the domain the checkpoint trained for this dataset"})
+    key_map: dict[str, str] = field(default_factory=dict, metadata={"help": "model key=dataset key pairs, comma-separated"})
     plot_episodes: int = field(default=3, metadata={"help": "episodes to plot"})
     device: str = "cpu"
     seed: int = 0
@@ -78,9 +70,7 @@ def evaluate_offline(config: OfflineEvalConfig, policy: Any = None, tokenizer: A
                         camera_keys=cams or None)  # fmt: skip
     if not model_cams:
         model_cams = cams = list(ds.camera_keys)
-    domain, why = resolve_domain(
-        pcfg, config.domain_id, dataset_domain(root), f"dataset {root.name!r}", root.name
-    )
+    domain, why = resolve_domain(pcfg, config.domain_id, dataset_domain(root), f"dataset {root.name!r}", root.name)
     logger.info("domain %d: %s", domain, why)
     stride = config.stride or pcfg.n_action_steps
     width = int(math.prod(ds.meta.features[action_key]["shape"]))
@@ -91,9 +81,7 @@ def evaluate_offline(config: OfflineEvalConfig, policy: Any = None, tokenizer: A
         queries += [(slot, start + f) for f in range(0, stop - start, stride)]
     pred, target, pad = _predict_along(policy, ds, queries, key, domain, config, action_key)
     if pred.shape[-1] < width:
-        raise ValueError(
-            f"the policy predicts {pred.shape[-1]} action dims but the dataset's {action_key!r} has {width}"
-        )
+        raise ValueError(f"the policy predicts {pred.shape[-1]} action dims but the dataset's {action_key!r} has {width}")
     valid = ~pad
     err = pred - target
     per_dim = []
@@ -106,14 +94,8 @@ def evaluate_offline(config: OfflineEvalConfig, policy: Any = None, tokenizer: A
         })  # fmt: skip
     e = err[valid]
     report = {
-        "settings": {
-            **asdict(config),
-            "dataset_root": str(root),
-            "domain_id": int(domain),
-            "domain_reason": why,
-            "stride": stride,
-            "chunk_size": pcfg.chunk_size,
-        },  # fmt: skip
+        "settings": {**asdict(config), "dataset_root": str(root), "domain_id": int(domain), "domain_reason": why, "stride": stride,
+                     "chunk_size": pcfg.chunk_size},  # fmt: skip
         "predictions": len(queries),
         "episodes": [int(e) for e in ds.episodes],
         "per_dim": per_dim,
@@ -168,9 +150,7 @@ def _plots(folder: Path, ds, queries, pred, target, stride: int, width: int, epi
                 ax.scatter([f0], [pred[i, 0, d]], color="tab:orange", s=6)
             ax.set_xlabel("frame")
             ax.set_ylabel(f"action[{d}]")
-            ax.set_title(
-                f"episode {ds.episodes[slot]}, action dim {d} (chunks every {stride} frames)", fontsize=9
-            )
+            ax.set_title(f"episode {ds.episodes[slot]}, action dim {d} (chunks every {stride} frames)", fontsize=9)
             ax.legend(fontsize=7)
             fig.tight_layout()
             path = folder / f"episode_{ds.episodes[slot]}_dim_{d}.png"
@@ -198,9 +178,7 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for r in report["per_dim"]:
-        lines.append(
-            f"| {r['dim']} | {r['mae']:.4f} | {r['rmse']:.4f} | {r['mae_first_step']:.4f} | {r['target_std']:.4f} |"
-        )
+        lines.append(f"| {r['dim']} | {r['mae']:.4f} | {r['rmse']:.4f} | {r['mae_first_step']:.4f} | {r['target_std']:.4f} |")
     o = report["overall"]
     lines.append(f"| **all** | {o['mae']:.4f} | {o['rmse']:.4f} | | |")
     return "\n".join(lines) + "\n"
@@ -213,9 +191,7 @@ def _episodes(text: str) -> list[int]:
             a, _, b = part.partition("-")
             out += list(range(int(a), int(b or a) + 1))
     except ValueError:
-        raise ValueError(
-            f"--episodes {text!r} is invalid: give episode indices like 15-19 or 3,7,9"
-        ) from None
+        raise ValueError(f"--episodes {text!r} is invalid: give episode indices like 15-19 or 3,7,9") from None
     return out
 
 

@@ -61,9 +61,7 @@ class EpisodeResult:
     reward: float
     frames: list[np.ndarray] | None = None  # cameras side by side, when recorded
     final_state: np.ndarray | None = None  # observation.state after the last action
-    motion: dict[str, float] | None = (
-        None  # jerk, jumps at chunk switches, idle steps (xvla.execution.motion_metrics)
-    )
+    motion: dict[str, float] | None = None  # jerk, jumps at chunk switches, idle steps (xvla.execution.motion_metrics)
 
 
 @dataclass
@@ -165,9 +163,7 @@ def chunk_to_control_rate(chunk: np.ndarray, fps: float, horizon_s: float | None
     return chunk[lo] * (1 - w) + chunk[hi] * w
 
 
-def _predict(
-    policy: Any, batch: dict, seeds: list[int], steps: int | None, constraint: dict | None = None
-) -> np.ndarray:
+def _predict(policy: Any, batch: dict, seeds: list[int], steps: int | None, constraint: dict | None = None) -> np.ndarray:
     kwargs: dict[str, Any] = {}
     noise = _chunk_noise(policy, seeds)
     if noise is not None:
@@ -207,9 +203,7 @@ def _hold_action(variant: EmbodimentVariant):
 
     def hold(last: np.ndarray | None) -> np.ndarray:
         out = np.zeros(transform.action_dim if last is None else len(last), dtype=np.float32)
-        out[transform.gripper_index] = (
-            transform.gripper_offset if last is None else last[transform.gripper_index]
-        )
+        out[transform.gripper_index] = transform.gripper_offset if last is None else last[transform.gripper_index]
         return out
 
     return hold
@@ -437,9 +431,7 @@ class _Rollout:
 
     def finish(self, s: _Slot, success: bool) -> None:
         trace = s.scheduler.trace
-        motion = motion_metrics(
-            np.stack(s.env_actions)[:, :3], [r.idle for r in trace], [r.switch for r in trace]
-        )
+        motion = motion_metrics(np.stack(s.env_actions)[:, :3], [r.idle for r in trace], [r.switch for r in trace])
         self.results[s.number] = EpisodeResult(
             s.spec.task, s.spec.index, s.spec.seed, success, s.length, s.reward, s.frames,
             np.asarray(s.obs["observation.state"]).copy(), motion,

@@ -24,7 +24,6 @@ from .params import canonical_name, is_domain_table
 
 logger = logging.getLogger(__name__)
 
-
 def used_domains(config: XVLAConfig, from_checkpoint: bool) -> dict[int, str]:
     """Ids a new domain must not take: the trained ones, and the released table for a released base model."""
     used = trained_domains(config)

@@ -115,9 +115,7 @@ def open_sources(train_cfg: TrainConfig, policy_config: XVLAConfig, camera_keys:
         meta = LeRobotDatasetMeta(root)
         camera_map = _camera_map(cfg, meta, camera_keys)
         action_key, state_key = _action_and_state_keys(cfg, meta.features, policy_config)
-        horizon = (
-            cfg.action_horizon_s if cfg.action_horizon_s is not None else train_cfg.mixture.action_horizon_s
-        )
+        horizon = cfg.action_horizon_s if cfg.action_horizon_s is not None else train_cfg.mixture.action_horizon_s
         chunk = policy_config.chunk_size
         frames = frames_for_horizon(horizon, meta.fps, chunk) if horizon else chunk
         dataset = LeRobotDataset(root, chunk_size=frames, episodes=cfg.episodes,
@@ -127,9 +125,7 @@ def open_sources(train_cfg: TrainConfig, policy_config: XVLAConfig, camera_keys:
         processing.check_domain_ids(domain, policy_config.num_domains, f"dataset {cfg.label}: domain_id")
         if len(dataset) == 0:
             raise ValueError(f"dataset {cfg.label} has no frames (episodes={cfg.episodes})")
-        sources.append(
-            Source(dataset, cfg, int(domain), why, camera_map, state_key, action_key, horizon, cfg.label)
-        )
+        sources.append(Source(dataset, cfg, int(domain), why, camera_map, state_key, action_key, horizon, cfg.label))
     return sources
 
 
@@ -157,17 +153,13 @@ def _camera_map(cfg: DatasetConfig, meta, camera_keys: list[str]) -> dict[str, s
     return camera_map
 
 
-def _action_and_state_keys(
-    cfg: DatasetConfig, features: dict, policy_config: XVLAConfig
-) -> tuple[str, str | None]:
+def _action_and_state_keys(cfg: DatasetConfig, features: dict, policy_config: XVLAConfig) -> tuple[str, str | None]:
     """The dataset's action and state keys, checked against the model's action space and state width."""
     action_key = cfg.keys.get(ACTION_KEY, ACTION_KEY)
     if action_key not in features:
         raise ValueError(f"dataset {cfg.label} has no {action_key!r} feature (features: {sorted(features)}); map the "
                          "action with keys: {'action': '<dataset key>'}")  # fmt: skip
-    check_action_width(
-        policy_config, int(math.prod(features[action_key]["shape"])), where=f"dataset {cfg.label}"
-    )
+    check_action_width(policy_config, int(math.prod(features[action_key]["shape"])), where=f"dataset {cfg.label}")
     if not policy_config.use_proprio:
         return action_key, None
     state_key = cfg.keys.get(STATE_KEY, STATE_KEY)

@@ -185,9 +185,7 @@ def _restore_lora(policy: XVLAPolicy, resume_from: Path) -> None:
     named = dict(policy.model.named_parameters())
     missing = [n for n in tensors if n not in named]
     if missing:
-        raise ValueError(
-            f"the checkpoint's LoRA state does not match the model: unknown tensors {missing[:5]}"
-        )
+        raise ValueError(f"the checkpoint's LoRA state does not match the model: unknown tensors {missing[:5]}")
     with torch.no_grad():
         for n, t in tensors.items():
             named[n].copy_(t)
@@ -331,11 +329,7 @@ class Trainer:
         self._build_optimizer(run)
         if self.cfg.dry_run:
             names = [g["name"] for g in run.optimizer.param_groups]
-            self._log(
-                lr_table(
-                    build_schedules(self.cfg.optimizer, self.cfg.scheduler, self.cfg.steps), self.cfg, names
-                )
-            )
+            self._log(lr_table(build_schedules(self.cfg.optimizer, self.cfg.scheduler, self.cfg.steps), self.cfg, names))
             return TrainResult(run.out, None, run.start_step, [], run.counts, self.env.is_main)
         self._build_loader(run)
         return self._train(run)
@@ -348,9 +342,7 @@ class Trainer:
         state = st.read_json(resume_from / st.TRAINING_STATE / "trainer_state.json") if resume_from else None
         start_step = int(state["step"]) if state else 0
         if start_step >= cfg.steps:
-            raise ValueError(
-                f"the checkpoint is at step {start_step} >= --steps={cfg.steps}: raise --steps to go on"
-            )
+            raise ValueError(f"the checkpoint is at step {start_step} >= --steps={cfg.steps}: raise --steps to go on")
         st.seed_everything(cfg.seed)
         metas = _read_metas(cfg)
         policy, save_dtype, source = self._build_policy(metas, resume_from)
@@ -370,11 +362,7 @@ class Trainer:
         if config.action_mode.lower() != "auto" or config.real_action_dim is not None:
             return
         keys = [d.keys.get("action", "action") for d in self.cfg.datasets()]
-        widths = {
-            int(math.prod(m.features[k]["shape"]))
-            for k, m in zip(keys, metas, strict=True)
-            if k in m.features
-        }
+        widths = {int(math.prod(m.features[k]["shape"])) for k, m in zip(keys, metas, strict=True) if k in m.features}
         if widths and max(widths) < config.max_action_dim:
             self._log(
                 f"warning: action_mode 'auto' without real_action_dim: the loss also covers the "
@@ -477,9 +465,7 @@ class Trainer:
         cfg, env, out = self.cfg, self.env, run.out
         if env.is_main:
             cfg.save(out / TRAIN_CONFIG)
-        metrics = MetricsLogger(
-            out, env.is_main, cfg.tensorboard, resume_step=run.start_step if run.resume_from else None
-        )
+        metrics = MetricsLogger(out, env.is_main, cfg.tensorboard, resume_step=run.start_step if run.resume_from else None)
         try:
             final_dir = self._loop(run, metrics)
         finally:
@@ -500,9 +486,7 @@ class Trainer:
 
         policy = XVLAPolicy.from_pretrained(model_dir, tokenizer=self.tokenizer)
         export_adapter(policy, policy.config.domain_id, path, lora_model=lora_model)
-        self._log(
-            f"adapter for domain {policy.config.domain_id}: {path} ({path.stat().st_size / 1024:.1f} KiB)"
-        )
+        self._log(f"adapter for domain {policy.config.domain_id}: {path} ({path.stat().st_size / 1024:.1f} KiB)")
 
     # -------------------------------------------------------------- loop
     def _loop(self, run: _Run, metrics: MetricsLogger) -> Path | None:
@@ -516,9 +500,7 @@ class Trainer:
             self._unfreeze_if_due(run, step)
             lrs = {g["name"]: g["lr"] for g in run.optimizer.param_groups}
             sums = self._accumulate(data_iter, run.bf16)
-            if not bool(
-                torch.isfinite(sums["loss"])
-            ):  # stop before a NaN reaches the weights or a checkpoint
+            if not bool(torch.isfinite(sums["loss"])):  # stop before a NaN reaches the weights or a checkpoint
                 raise FloatingPointError(
                     f"the loss is {float(sums['loss'])} at step {step + 1}: lower --optimizer.lr, check the data for "
                     "NaNs, or use --mixed_precision=no"
@@ -560,9 +542,7 @@ class Trainer:
         for micro in range(accum):
             batch = next(data_iter)
             if cfg.diagnostics:
-                self.samples_seen += list(
-                    zip(batch["mixture_index"].tolist(), batch["sample_index"].tolist(), strict=True)
-                )
+                self.samples_seen += list(zip(batch["mixture_index"].tolist(), batch["sample_index"].tolist(), strict=True))
             batch = _move(batch, env.device)
             with dist_utils.no_sync(self._wrapped, env.distributed and not fsdp and micro < accum - 1):
                 with _autocast(env.device, bf16):
@@ -590,20 +570,13 @@ class Trainer:
         run.scheduler.step()
         return grad_norm
 
-    def _log_interval(
-        self, interval: _Interval, lrs: dict[str, float], step: int, metrics: MetricsLogger
-    ) -> dict:
+    def _log_interval(self, interval: _Interval, lrs: dict[str, float], step: int, metrics: MetricsLogger) -> dict:
         cfg, env = self.cfg, self.env
         keys = sorted(interval.sums)
-        values = (
-            torch.stack([torch.as_tensor(interval.sums[k], device=env.device).float() for k in keys])
-            / interval.steps
-        )
+        values = torch.stack([torch.as_tensor(interval.sums[k], device=env.device).float() for k in keys]) / interval.steps
         row = dict(zip(keys, dist_utils.all_reduce_mean(env, values).tolist(), strict=True))
         elapsed = time.perf_counter() - interval.start
-        row["samples_per_s"] = (
-            interval.steps * cfg.batch_size * cfg.grad_accum_steps * env.world_size / max(elapsed, 1e-9)
-        )
+        row["samples_per_s"] = interval.steps * cfg.batch_size * cfg.grad_accum_steps * env.world_size / max(elapsed, 1e-9)
         row.update({f"lr/{name}": lr for name, lr in lrs.items()})
         metrics.log(step, row)
         self.history.append({"step": step, **row})
