@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-EXTRAS ?= data,train,serve,sim,libero,export,fast,dev
+EXTRAS ?= data,train,serve,sim,libero,export,dev
 
 .PHONY: install demo test test-slow lint bench clean
 
@@ -15,13 +15,19 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# torchao (quantize="int8") only where its tests run: transformers imports it at start-up when present,
+# which slows every command down and prints loader warnings.
+$(VENV)/.installed-fast: $(VENV)/.installed
+	$(PIP) install -q -e ".[fast]"
+	touch $@
+
 demo: install
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/xvla demo
 
-test: install
+test: $(VENV)/.installed-fast
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
-test-slow: install
+test-slow: $(VENV)/.installed-fast
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m slow
 
 lint: install
