@@ -115,6 +115,8 @@ def test_one_batch_mixes_robots_of_different_action_widths(two_widths):
     assert alone4.shape[-1] == 4 and alone7.shape[-1] == 7
     torch.testing.assert_close(mixed[0, :, :4], alone4[0], atol=1e-5, rtol=0)
     torch.testing.assert_close(mixed[1], alone7[0], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="use their own action spaces"):
+        base.save_pretrained(base.source_dir.parent / "mixed")  # it would lose arm7's action space
     with pytest.raises(ValueError, match="one action space per batch"):
         base.predict_action_chunk({**batch, "robot": ["gripper4", "arm7"]}, prefix=torch.zeros(2, 1, 4))
 

@@ -135,6 +135,12 @@ class XVLAPolicy(nn.Module):
 
     def save_pretrained(self, directory: str | os.PathLike, format: str = "xvla") -> Path:
         """Write config.json + model.safetensors + tokenizer files (+ xvla.json for other formats)."""
+        if self.model.domain_spaces:
+            own = sorted(a.name for a in self.adapters.values() if a.domain_id in self.model.domain_spaces)
+            raise ValueError(
+                f"adapters {own} use their own action spaces, which a checkpoint (one action_mode) cannot hold: "
+                "save the base checkpoint without them and keep the adapters as files (xvla adapter export)"
+            )
         return ckpt.write_checkpoint(
             directory, self.model.state_dict(), self.config, format,
             tokenizer=self.processor.loaded_tokenizer, source_dir=self.source_dir,
