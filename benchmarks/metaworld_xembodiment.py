@@ -129,45 +129,21 @@ def main(argv=None) -> int:
     stages = Stages(out, {**asdict(s), "seeds": seeds, "quick": args.quick})
     tasks = resolve_tasks(s.tasks)
     train_vs, held = resolve_variants(s.train_variants), get_variant(s.heldout_variant)
-    t0 = time.perf_counter()
     demos = out / "demos"
     stages.run("demos", lambda: _demos(s, demos, tasks, train_vs, held))
-
     tokenizer = build_tokenizer(sorted(set(INSTRUCTIONS.values())))
     ids = [v.domain_id for v in [*train_vs, held]]
-    fields = model_fields(
-        s, max(ids) + 1, max(v.action.action_dim for v in [*train_vs, held]), train_vs[0].domain_id
-    )
-    runner = Runner(s, out, demos, fields, tokenizer, args.save_every, train_vs, held)
-    rows: list[dict] = []
-
-    def evaluate(key: str, label: str, run: dict, variants, domain=None, adapter=None) -> None:
-        for v in variants:
-            row = stages.run(
-                f"eval/{key}/{v.name}", lambda v=v: runner.evaluate(label, run, v, tasks, domain, adapter)
-            )
-            rows.append(row)
-            print(f"{label:34s} {v.name:16s} {row['successes']}/{row['episodes']}", flush=True)
-
+    width = max(v.action.action_dim for v in [*train_vs, held])
+    fields = model_fields(s, max(ids) + 1, width, train_vs[0].domain_id)
+    runner = Runner(s, out, demos, fields, tokenizer, args.save_every, train_vs, held, stages, tasks)
     for seed in seeds:
-        for shared in (False, True):
-            name = f"phase1_{'shared' if shared else 'prompts'}_seed{seed}"
-            run = stages.run(f"train/{name}", lambda n=name, sh=shared, sd=seed: runner.phase1(n, sh, sd))
-            label = f"Phase I, {'one shared domain' if shared else 'soft prompts'} (seed {seed})"
-            evaluate(name, label, run, train_vs, domain=train_vs[0].domain_id if shared else None)
-    start = stages.data["done"][f"train/phase1_prompts_seed{seeds[0]}"]
-    evaluate("before", "held-out, no adaptation", start, [held], domain=train_vs[0].domain_id)
-    for key, label, recipe, src in (("prompt", "adapt: prompts only (adapter file)", "prompt", start),
-                                    ("lora", "adapt: LoRA r=8 + prompts", "lora", start),
-                                    ("full", "adapt: full fine-tuning", "lerobot", start),
-                                    ("scratch", "adapt: from scratch", "lerobot", None)):  # fmt: skip
-        run = stages.run(
-            f"train/adapt_{key}", lambda k=key, r=recipe, src=src: runner.adapt(f"adapt_{k}", r, src)
-        )
-        evaluate(f"adapt_{key}", label, run, [held], adapter=run["adapter"] if key == "prompt" else None)
+        runner.phase1_rows(seed)
+    runner.adaptation_rows(stages.data["done"][f"train/phase1_prompts_seed{seeds[0]}"])
 
+    done = stages.data["done"].values()
     result = {"quick": args.quick, "settings": stages.data["settings"], "demos": stages.data["done"]["demos"],
-              "total_s": round(time.perf_counter() - t0, 1), "rows": rows, "adapter_bytes": _size(start, out),
+              "stage_s": round(sum(d.get("seconds", 0) + d.get("eval_s", 0) for d in done), 1),
+              "rows": runner.rows, "adapter_bytes": _size(out),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
                          f"{torch.get_num_threads()}"}  # fmt: skip
     stages._write(out / "results.json", result)
@@ -178,7 +154,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _size(start: dict, out: Path) -> int | None:
+def _size(out: Path) -> int | None:
     path = out / "adapt_prompt" / "adapter.safetensors"
     return path.stat().st_size if path.is_file() else None
 
@@ -199,9 +175,49 @@ def _demos(s, demos: Path, tasks, train_vs, held) -> dict:
 class Runner:
     """The training runs and evaluations of the benchmark (each a stage)."""
 
-    def __init__(self, s, out: Path, demos: Path, fields: dict, tokenizer, save_every: int, train_vs, held):
+    def __init__(self, s, out: Path, demos: Path, fields: dict, tokenizer, save_every: int, train_vs, held,
+                 stages: Stages, tasks: list[str]):  # fmt: skip
         self.s, self.out, self.demos, self.fields, self.tokenizer = s, out, demos, fields, tokenizer
-        self.save_every, self.train_vs, self.held = save_every, train_vs, held
+        self.save_every, self.train_vs, self.held, self.stages, self.tasks = (
+            save_every,
+            train_vs,
+            held,
+            stages,
+            tasks,
+        )
+        self.rows: list[dict] = []
+
+    def phase1_rows(self, seed: int) -> None:
+        """Both Phase I models of one seed, each evaluated on every training variant."""
+        first = self.train_vs[0].domain_id
+        for shared in (False, True):
+            name = f"phase1_{'shared' if shared else 'prompts'}_seed{seed}"
+            run = self.stages.run(f"train/{name}", lambda n=name, sh=shared: self.phase1(n, sh, seed))
+            label = f"Phase I, {'one shared domain' if shared else 'soft prompts'} (seed {seed})"
+            self.evaluate_stage(name, label, run, self.train_vs, domain=first if shared else None)
+
+    def adaptation_rows(self, start: dict) -> None:
+        """The held-out variant: no adaptation, then each adaptation recipe (all but scratch from ``start``)."""
+        held = self.held
+        self.evaluate_stage(
+            "before", "held-out, no adaptation", start, [held], domain=self.train_vs[0].domain_id
+        )
+        for key, label, recipe, src in (("prompt", "adapt: prompts only (adapter file)", "prompt", start),
+                                        ("lora", "adapt: LoRA r=8 + prompts", "lora", start),
+                                        ("full", "adapt: full fine-tuning", "lerobot", start),
+                                        ("scratch", "adapt: from scratch", "lerobot", None)):  # fmt: skip
+            run = self.stages.run(
+                f"train/adapt_{key}", lambda k=key, r=recipe, sr=src: self.adapt(f"adapt_{k}", r, sr)
+            )
+            adapter = run["adapter"] if key == "prompt" else None
+            self.evaluate_stage(f"adapt_{key}", label, run, [held], adapter=adapter)
+
+    def evaluate_stage(self, key: str, label: str, run: dict, variants, domain=None, adapter=None) -> None:
+        for v in variants:
+            row = self.stages.run(f"eval/{key}/{v.name}",
+                                  lambda v=v: self.evaluate(label, run, v, self.tasks, domain, adapter))  # fmt: skip
+            self.rows.append(row)
+            print(f"{label:34s} {v.name:16s} {row['successes']}/{row['episodes']}", flush=True)
 
     def _train(self, name: str, values: dict) -> dict:
         from xvla.sim.demo import _last_loss, _train, _trainable
@@ -307,8 +323,8 @@ def markdown(result: dict, tasks, train_vs, held) -> str:
         f"adaptation {s['steps_phase2']} steps, batch {s['batch_size']}, fp32 eager.",
         f"- Evaluation: {s['eval_episodes']} episodes per task (layouts of seed 1000, unseen in training), at most "
         f"{s['eval_max_steps']} actions; 95% Wilson intervals.",
-        f"- Machine: {result['machine']}; total wall-clock {result['total_s'] / 60:.1f} min in this invocation "
-        f"(demonstrations {result['demos']['seconds']:.0f} s)."
+        f"- Machine: {result['machine']}; wall-clock of all stages {result['stage_s'] / 60:.1f} min "
+        f"(demonstrations {result['demos']['seconds']:.0f} s; training and evaluation the rest)."
         + (f" The prompt-only adapter file is {size / 1024:.1f} KiB." if size else ""),
         "",
         "| setting | variant | success | 95% CI | per task | trainable / total parameters | train wall-clock |",
@@ -322,20 +338,7 @@ def markdown(result: dict, tasks, train_vs, held) -> str:
             f"({100 * r['successes'] / max(r['episodes'], 1):.0f}%) | {100 * lo:.0f}-{100 * hi:.0f}% | {per} | "
             f"{r['trainable']:,} / {r['total']:,} | {r['train_s']:.0f} s |"
         )
-    lines += [
-        "",
-        "Pooled over the training variants:",
-        "",
-        "| Phase I setting | success | 95% CI |",
-        "|---|---|---|",
-    ]
-    from xvla.sim.evaluate import wilson_interval
-
-    for setting in dict.fromkeys(r["setting"] for r in result["rows"] if r["setting"].startswith("Phase I")):
-        got = [r for r in result["rows"] if r["setting"] == setting]
-        k, n = sum(r["successes"] for r in got), sum(r["episodes"] for r in got)
-        lo, hi = wilson_interval(k, n)
-        lines.append(f"| {setting} | {k}/{n} ({100 * k / max(n, 1):.0f}%) | {100 * lo:.0f}-{100 * hi:.0f}% |")
+    lines += ["", "Pooled over the training variants:", "", *pooled_table(result["rows"])]
     lines += [
         "",
         "'One shared domain' trains every variant under a single domain id (one soft prompt, one set of action "
@@ -347,6 +350,19 @@ def markdown(result: dict, tasks, train_vs, held) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def pooled_table(rows: list[dict]) -> list[str]:
+    """Phase I rows pooled over the training variants, per setting and seed."""
+    from xvla.sim.evaluate import wilson_interval
+
+    lines = ["| Phase I setting | success | 95% CI |", "|---|---|---|"]
+    for setting in dict.fromkeys(r["setting"] for r in rows if r["setting"].startswith("Phase I")):
+        got = [r for r in rows if r["setting"] == setting]
+        k, n = sum(r["successes"] for r in got), sum(r["episodes"] for r in got)
+        lo, hi = wilson_interval(k, n)
+        lines.append(f"| {setting} | {k}/{n} ({100 * k / max(n, 1):.0f}%) | {100 * lo:.0f}-{100 * hi:.0f}% |")
+    return lines
 
 
 if __name__ == "__main__":
