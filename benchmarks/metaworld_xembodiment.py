@@ -136,14 +136,17 @@ def main(argv=None) -> int:
     width = max(v.action.action_dim for v in [*train_vs, held])
     fields = model_fields(s, max(ids) + 1, width, train_vs[0].domain_id)
     runner = Runner(s, out, demos, fields, tokenizer, args.save_every, train_vs, held, stages, tasks)
-    for seed in seeds:
-        runner.phase1_rows(seed)
+    runner.phase1_rows(seeds[0])
+    # The adaptations start from the first seed's model: run them before the other seeds' Phase I.
     runner.adaptation_rows(stages.data["done"][f"train/phase1_prompts_seed{seeds[0]}"])
+    for seed in seeds[1:]:
+        runner.phase1_rows(seed)
 
     done = stages.data["done"].values()
     result = {"quick": args.quick, "settings": stages.data["settings"], "demos": stages.data["done"]["demos"],
               "stage_s": round(sum(d.get("seconds", 0) + d.get("eval_s", 0) for d in done), 1),
-              "rows": runner.rows, "adapter_bytes": _size(out),
+              "rows": sorted(runner.rows, key=lambda r: not r["setting"].startswith("Phase I")),
+              "adapter_bytes": _size(out),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
                          f"{torch.get_num_threads()}"}  # fmt: skip
     stages._write(out / "results.json", result)
