@@ -158,15 +158,7 @@ def convert(value: Any, tp: Any, where: str) -> Any:
             return value
         return from_dict(tp, value, where + ".")
     if origin is list:
-        if isinstance(value, str) and args and args[0] is str and not value.lstrip().startswith("["):
-            value = [part.strip() for part in value.split(",") if part.strip()]  # one item needs no comma
-        elif isinstance(value, str):
-            value = parse_literal(value, where)
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where}={value!r} is invalid: expected a list")
-        if args and dataclasses.is_dataclass(args[0]):
-            return [convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-        return [convert(v, args[0], where) for v in value] if args else list(value)
+        return _convert_list(value, args, where)
     if origin is tuple:
         if isinstance(value, str):
             value = parse_literal(value, where)
@@ -206,6 +198,18 @@ def convert(value: Any, tp: Any, where: str) -> Any:
         return str(value)
     return value
 
+
+
+def _convert_list(value: Any, args: tuple, where: str) -> list:
+    if isinstance(value, str) and args and args[0] is str and not value.lstrip().startswith("["):
+        value = [part.strip() for part in value.split(",") if part.strip()]  # one item needs no comma
+    elif isinstance(value, str):
+        value = parse_literal(value, where)
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{where}={value!r} is invalid: expected a list")
+    if args and dataclasses.is_dataclass(args[0]):
+        return [convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    return [convert(v, args[0], where) for v in value] if args else list(value)
 
 def parse_bool(value: Any, where: str) -> bool:
     if isinstance(value, bool):
