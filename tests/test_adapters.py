@@ -148,3 +148,21 @@ def test_info_lists_an_adapter_file_and_the_adapters_loaded_into_a_checkpoint(tw
     assert domains["trained"] == {"0": "gripper4", "1": "left"} and domains["free"] == [2, 3, 4, 5]
     assert main(["info", str(base.source_dir), "--adapters", "no-equals-sign"]) == 2
     assert "must look like NAME=PATH" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # two compiles of every graph (~90 s); the mechanism is covered in tests/test_fast.py
+def test_an_adapter_loaded_into_a_compiled_policy_is_used(two_widths):
+    """Compiled graphs freeze the weights: loading an adapter afterwards must rebuild them, not serve stale rows."""
+    base, arm, path = two_widths
+    compiled = XVLAPolicy.from_pretrained(base.source_dir, tokenizer=base.tokenizer, compile=True,
+                                          compile_batch_sizes=(1,))  # fmt: skip
+    batch = make_batch(base.config, batch_size=1)
+    noise = torch.randn(1, base.config.chunk_size, base.model.dim_action, generator=torch.Generator().manual_seed(3))
+    before = compiled.predict_action_chunk({**batch, "domain_id": 0}, noise=noise)  # compiles, weights frozen
+    info = compiled.load_adapter(path)
+    assert compiled.model.fast_path is not None  # still the fast path
+    expected = arm.predict_action_chunk({**batch, "domain_id": 2}, noise=noise)
+    got = compiled.predict_action_chunk({**batch, "robot": "arm7"}, noise=noise)
+    assert got.shape[-1] == 7 and info.domain_id != 2
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(compiled.predict_action_chunk({**batch, "domain_id": 0}, noise=noise), before)

@@ -104,3 +104,25 @@ def test_int8_quantization_of_the_linears_stays_close_to_fp32():
     assert 0 < err.mean() < 0.1 * scale, (err.mean(), scale)  # quantized: not bit-equal, but close
     with pytest.raises(ValueError, match="only scheme is 'int8'"):
         XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint", quantize="int4")
+
+
+def test_weights_changed_rebuilds_graphs_that_froze_the_old_weights():
+    """bf16 graphs hold prepacked copies of the linears: an in-place change (a LoRA merge) needs new graphs."""
+    from conftest import tiny_config
+
+    from xvla.model import XVLAModel
+
+    torch.manual_seed(0)
+    model = XVLAModel(tiny_config(dtype="bfloat16", hidden_size=64, depth=1)).eval()
+    inputs = dict(input_ids=torch.randint(3, 200, (1, 12)), image_input=torch.randn(1, 1, 3, 32, 32),
+                  image_mask=torch.ones(1, 1, dtype=torch.bool), domain_id=torch.zeros(1, dtype=torch.long),
+                  proprio=torch.randn(1, model.dim_proprio), noise=torch.randn(1, 4, model.dim_action))  # fmt: skip
+    fast = enable_fast_path(model, batch_sizes=(1,))
+    model.generate_actions(**inputs)  # compiles: the linears are prepacked for oneDNN
+    with torch.no_grad():
+        model.transformer.blocks[0].mlp.fc1.weight.mul_(-3.0)
+    fast.weights_changed()
+    compiled = model.generate_actions(**inputs)
+    fast.disable()
+    eager = model.generate_actions(**inputs)
+    assert (compiled - eager).abs().max() < 0.05  # bf16 rounding; stale weights are off by about 1

@@ -22,6 +22,7 @@ Compiled kernels are cached on disk by inductor (``TORCHINDUCTOR_CACHE_DIR``, de
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import time
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
+# Every FastPath, and every weight change, gets a fresh number: dynamo's cache belongs to the function's code,
+# shared by all FastPaths, and a graph frozen with other weights must never match.
+_WEIGHTS_VERSIONS = itertools.count()
 
 
 def check_compile_supported(device: torch.device) -> None:
@@ -58,6 +62,22 @@ def check_compile_supported(device: torch.device) -> None:
             ) from exc
     else:
         raise ValueError(f"compile=True is supported on cpu and cuda, not {device.type}; use compile=False")
+
+
+def inductor_config(device: torch.device, mode: str | None) -> dict[str, object]:
+    """Inductor settings patched around each compiled call (they must hold when a graph compiles, lazily).
+
+    - ``freezing``: weights become constants, linears are prepacked for oneDNN (AMX tiles in bf16).
+      Passing it as ``torch.compile(options=...)`` left them unpacked (``aten.addmm``) in torch 2.13.
+    - CPU only, measured on the mid config (benchmarks/compare_lerobot.py, docs/benchmarks.md): a kernel
+      runs on one thread unless each thread gets >= 64k elements, and the graph's wrapper is C++. With
+      ``OMP_WAIT_POLICY=PASSIVE`` every parallel region and barrier wakes sleeping threads, which cost
+      more than a LayerNorm of one sample does; together -20% per chunk at batch 1.
+    """
+    config: dict[str, object] = {"freezing": mode != "reduce-overhead"}
+    if device.type == "cpu":
+        config.update({"cpp_wrapper": True, "cpp.min_chunk_size": 1 << 16})
+    return config
 
 
 def _pad_rows(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -99,6 +119,8 @@ class FastPath:
         self.batch_sizes = tuple(sorted({int(b) for b in batch_sizes}))
         self.mode = mode
         self.backend = backend
+        self.weights_version = next(_WEIGHTS_VERSIONS)
+        self._inductor_config = inductor_config(model.device, mode)
         self._eager_encode = type(model).encode.__get__(model)
         self._eager_denoise = type(model).denoise_step.__get__(model)
         kwargs = {"mode": mode} if mode else {}
@@ -107,10 +129,22 @@ class FastPath:
 
     # ------------------------------------------------------------------ the compiled functions
     def _static_encode(self, input_ids, image_input, image_mask, domain_id, num_actions: int) -> torch.Tensor:
+        self._guard_weights_version()
         return static_encode(self.model, input_ids, image_input, image_mask, domain_id, num_actions)
 
     def _static_denoise(self, tokens, domain_id, x_t, proprio, t) -> torch.Tensor:
+        self._guard_weights_version()
         return self._eager_denoise(Context(tokens=tokens, domain_id=domain_id), x_t, proprio, t)
+
+    def _guard_weights_version(self) -> None:
+        # Read while tracing, so dynamo guards on the value: after weights_changed() every graph is traced
+        # (and frozen) again. Frozen graphs hold copies of prepacked weights, which in-place updates miss.
+        if self.weights_version < 0:
+            raise AssertionError("weights_version is never negative")
+
+    def weights_changed(self) -> None:
+        """Call after changing the model's weights in place (an adapter, a LoRA merge): recompiles lazily."""
+        self.weights_version = next(_WEIGHTS_VERSIONS)
 
     # ------------------------------------------------------------------ batching
     def padded_size(self, batch: int) -> int:
@@ -128,9 +162,7 @@ class FastPath:
         for start in range(0, padded, step):
             if self.mode == "reduce-overhead":
                 torch.compiler.cudagraph_mark_step_begin()
-            # Freezing must be on when inductor compiles (lazily, at a first call): passing it in
-            # torch.compile(options=...) leaves the linears unpacked (aten.addmm), this packs them for oneDNN.
-            with torch._inductor.config.patch(freezing=self.mode != "reduce-overhead"):
+            with torch._inductor.config.patch(self._inductor_config):
                 out = graph(*(x[start : start + step] for x in tensors), *extra)
             # CUDA graphs reuse their output buffers on the next replay: keep a private copy.
             outs.append(out.clone() if self.mode == "reduce-overhead" else out)
@@ -220,7 +252,7 @@ def enable_fast_path(
     # One graph per (batch size, view count, image size) for each of the two functions: the default limit
     # of 8 per function would send a server with 4 sizes x 3 view counts back to eager after the 8th.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-    previous = getattr(model, "fast_path", None)
+    previous = model.fast_path
     if previous is not None:
         previous.disable()
     fast = FastPath(model, batch_sizes, mode, backend)

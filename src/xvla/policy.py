@@ -178,6 +178,8 @@ class XVLAPolicy(nn.Module):
         if lora:
             merge_lora(self.model, lora, metadata["lora"], path)
         self.model.set_domain_action_space(slot, adapter_action_space(metadata))
+        if self.model.fast_path is not None:
+            self.model.fast_path.weights_changed()
         self.config.domains = {**trained_domains(self.config), slot: name}
         self.adapters[name] = AdapterInfo(name, slot, str(path), metadata)
         return self.adapters[name]

@@ -55,6 +55,7 @@ class XVLAModel(nn.Module):
         # can mix them; pre/post-processing then runs per group of samples (see ``space_groups``).
         self.domain_spaces: dict[int, BaseActionSpace] = {}
         self._groups_memo: tuple[torch.Tensor, list] | None = None
+        self.fast_path = None  # an xvla.fast.FastPath once enable_fast_path() routes inference through it
         self.dim_proprio = config.proprio_dim
         self.vlm = FlorenceEncoder(config.florence_config)
         self.transformer = SoftPromptedTransformer(

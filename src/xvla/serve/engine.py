@@ -158,6 +158,8 @@ class ServeEngine:
         self.spec = dataclasses.replace(self.spec, allowed_domains=self.spec.allowed_domains | {info.domain_id},
                                         robots=robot_table(self.config), domain_action_dims=widths)  # fmt: skip
         logger.info("adapter %r (%s) serves as domain %d", info.name, path, info.domain_id)
+        if self.model.fast_path is not None:  # the new weights need new frozen graphs: build them now
+            self.warmup()
         return info
 
     # ------------------------------------------------------------------ properties
@@ -277,7 +279,7 @@ class ServeEngine:
             seed=0,
         )
         start = time.perf_counter()
-        fast = getattr(self.model, "fast_path", None)
+        fast = self.model.fast_path
         if fast is not None:  # compile every batch size now, so no request waits for a compile
             fast.warmup(views=self.config.total_image_views, image_size=(height, width))
         (result,) = self.run([self.prepare(obs)])
