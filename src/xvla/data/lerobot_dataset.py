@@ -60,6 +60,30 @@ class EpisodeInfo:
     videos: dict[str, tuple[str, float, float | None]] = field(default_factory=dict)
 
 
+def _episode_rows(table, eps: list[EpisodeInfo], path: Path) -> tuple[np.ndarray, dict[int, int]]:
+    """Row indices of ``eps`` in one data file, ordered by (episode, frame), and where each episode starts.
+
+    Checks every episode's frame count against its metadata: a mismatch means an interrupted write.
+    """
+    ep_col = _column_to_numpy(table.column("episode_index"), "episode_index", (1,), "int64", path)
+    fi_col = _column_to_numpy(table.column("frame_index"), "frame_index", (1,), "int64", path)
+    order = np.lexsort((fi_col, ep_col))
+    sorted_ep = ep_col[order]
+    take, starts, taken = [], {}, 0
+    for ep in eps:
+        lo, hi = np.searchsorted(sorted_ep, [ep.episode_index, ep.episode_index + 1])
+        if hi - lo != ep.length:
+            raise ValueError(
+                f"episode {ep.episode_index} has {hi - lo} frames in {path} but the episode metadata says "
+                f"{ep.length}: the dataset is inconsistent (an interrupted download or write); download "
+                f"it again"
+            )
+        starts[ep.episode_index] = taken
+        take.append(order[lo:hi])
+        taken += ep.length
+    return (np.concatenate(take) if take else np.zeros(0, dtype=np.int64)), starts
+
+
 class LeRobotDatasetMeta:
     """The metadata of a LeRobot dataset: ``info.json``, tasks, episodes and stats.
 
@@ -464,23 +488,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
                     f"file does not belong to this dataset or is damaged"
                 )
             table = _read_parquet(path, numeric + image_keys)
-            ep_col = _column_to_numpy(table.column("episode_index"), "episode_index", (1,), "int64", path)
-            fi_col = _column_to_numpy(table.column("frame_index"), "frame_index", (1,), "int64", path)
-            order = np.lexsort((fi_col, ep_col))
-            sorted_ep = ep_col[order]
-            take, taken = [], 0
+            take_idx, local_starts = _episode_rows(table, eps, path)
             for ep in eps:
-                lo, hi = np.searchsorted(sorted_ep, [ep.episode_index, ep.episode_index + 1])
-                if hi - lo != ep.length:
-                    raise ValueError(
-                        f"episode {ep.episode_index} has {hi - lo} frames in {path} but the episode metadata says "
-                        f"{ep.length}: the dataset is inconsistent (an interrupted download or write); download "
-                        f"it again"
-                    )
-                ep_rows[ep.episode_index] = (offset + taken, ep.length)
-                take.append(order[lo:hi])
-                taken += ep.length
-            take_idx = np.concatenate(take) if take else np.zeros(0, dtype=np.int64)
+                ep_rows[ep.episode_index] = (offset + local_starts[ep.episode_index], ep.length)
             for k in numeric:
                 ft = features[k]
                 parts[k].append(_column_to_numpy(table.column(k), k, tuple(ft["shape"]), ft["dtype"], path)[take_idx])

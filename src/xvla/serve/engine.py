@@ -104,15 +104,7 @@ class ServeEngine:
         self.tokenizer = policy.tokenizer  # load now: a missing tokenizer fails at start-up, not per request
         self.image_size = self.processor.image_size
         self.image_tokens = self._count_image_tokens(self.image_size)
-        capacity = self._free_tokens() // self.image_tokens
-        if capacity < cfg.total_image_views:
-            raise ValueError(
-                f"this checkpoint cannot run: its {cfg.total_image_views} camera views of "
-                f"{self.image_size[0]}x{self.image_size[1]} ({self.image_tokens} tokens each) plus "
-                f"chunk_size={cfg.chunk_size} and tokenizer_max_length={cfg.tokenizer_max_length} exceed "
-                f"max_len_seq={self.model.transformer.max_len_seq}"
-            )
-        max_views = min(MAX_VIEWS, capacity) - cfg.empty_cameras
+        max_views = self._max_views()
         self.spec = ModelSpec(
             proprio_dim=cfg.proprio_dim,
             use_proprio=cfg.use_proprio,
@@ -166,6 +158,19 @@ class ServeEngine:
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    def _max_views(self) -> int:
+        """How many camera views a request may send: what fits in max_len_seq, less the padded empty slots."""
+        cfg = self.config
+        capacity = self._free_tokens() // self.image_tokens
+        if capacity < cfg.total_image_views:
+            raise ValueError(
+                f"this checkpoint cannot run: its {cfg.total_image_views} camera views of "
+                f"{self.image_size[0]}x{self.image_size[1]} ({self.image_tokens} tokens each) plus "
+                f"chunk_size={cfg.chunk_size} and tokenizer_max_length={cfg.tokenizer_max_length} exceed "
+                f"max_len_seq={self.model.transformer.max_len_seq}"
+            )
+        return min(MAX_VIEWS, capacity) - cfg.empty_cameras
 
     def _free_tokens(self) -> int:
         """Sequence positions left for image tokens once the action chunk and the text are placed."""

@@ -328,11 +328,7 @@ def _copy_report_assets(report_dir: Path, info: dict, p1, p2, results: dict) -> 
 def _write_report(report_dir: Path, info: dict, p1, p2, results: dict, fields: dict) -> None:
     s = info["settings"]
     videos = _copy_report_assets(report_dir, info, p1, p2, results)
-    p1_train, p1_total = info["params"]["phase1"]
-    p2_train, p2_total = info["params"]["phase2"]
     t = info["timings_s"]
-    train_frames = sum(info["frames"][v] for v in info["train_variants"])
-    train_eps = sum(info["episodes"][v] for v in info["train_variants"])
     phase1_rows = [r for r in info["rows"] if r["stage"] == "phase1"]
     k = sum(r["successes"] for r in phase1_rows)
     n = sum(r["episodes"] for r in phase1_rows)
@@ -365,6 +361,26 @@ def _write_report(report_dir: Path, info: dict, p1, p2, results: dict, fields: d
         "",
         "![success](success.png)",
         "",
+        *_training_section(info, fields),
+        "## Files",
+        "",
+        "- `../demos/<variant>/`: the LeRobot v3.0 datasets; `../phase1/`, `../phase2/`: training runs "
+        "(`final/` is the model); `../eval/*/`: per-evaluation `results.json` / `results.md` / videos.",
+        *(f"- Rollout video: [{v}]({v})" for v in videos),
+        "",
+        "Reproduce: `xvla demo " + " ".join(_flags(s)) + "`",
+    ]
+    (report_dir / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def _training_section(info: dict, fields: dict) -> list[str]:
+    """The report's "what was trained" section: data, model, both phases."""
+    s, t = info["settings"], info["timings_s"]
+    p1_train, p1_total = info["params"]["phase1"]
+    p2_train, p2_total = info["params"]["phase2"]
+    train_frames = sum(info["frames"][v] for v in info["train_variants"])
+    train_eps = sum(info["episodes"][v] for v in info["train_variants"])
+    return [
         "## What was trained, on what, for how long",
         "",
         f"- Tasks: {', '.join(info['tasks'])}; images {s['image_size']}x{s['image_size']} px (main + wrist camera), "
@@ -390,15 +406,7 @@ def _write_report(report_dir: Path, info: dict, p1, p2, results: dict, fields: d
         "",
         "![Phase II loss](loss_phase2.png)",
         "",
-        "## Files",
-        "",
-        "- `../demos/<variant>/`: the LeRobot v3.0 datasets; `../phase1/`, `../phase2/`: training runs "
-        "(`final/` is the model); `../eval/*/`: per-evaluation `results.json` / `results.md` / videos.",
-        *(f"- Rollout video: [{v}]({v})" for v in videos),
-        "",
-        "Reproduce: `xvla demo " + " ".join(_flags(s)) + "`",
     ]
-    (report_dir / "README.md").write_text("\n".join(lines) + "\n")
 
 
 def after_domain(info: dict) -> int:
