@@ -15,6 +15,8 @@ What :func:`enable_fast_path` does to an :class:`~xvla.model.XVLAModel` (for inf
   ``batch_sizes`` (larger batches run in slices of the largest). Padding rows repeat sample 0 and are
   dropped; samples never interact, so a sample's actions do not depend on the padding.
 - Under autograd, or in training mode, the eager methods run instead: frozen weights would be stale.
+- The graphs freeze the weights (prepacked copies of the linears): after changing weights in place, call
+  :meth:`FastPath.weights_changed` (``XVLAPolicy.load_adapter`` does) and the graphs are rebuilt lazily.
 
 Compiled kernels are cached on disk by inductor (``TORCHINDUCTOR_CACHE_DIR``, default
 ``/tmp/torchinductor_<user>``): the first compile on a machine is paid once, later processes load it.
