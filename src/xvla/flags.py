@@ -139,20 +139,7 @@ def convert(value: Any, tp: Any, where: str) -> Any:
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        if value is None or (
-            isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args
-        ):
-            if type(None) in args:
-                return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return convert(value, arg, where)
-            except (ValueError, TypeError) as exc:
-                errors.append(str(exc))
-        raise ValueError(f"{where}={value!r} is invalid: {'; '.join(errors)}")
+        return _convert_union(value, args, where)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
@@ -198,6 +185,23 @@ def convert(value: Any, tp: Any, where: str) -> Any:
         return str(value)
     return value
 
+
+def _convert_union(value: Any, args: tuple, where: str) -> Any:
+    """The first member type that accepts the value; None (or "none"/"null") where the union allows it."""
+    if value is None or (
+        isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args
+    ):
+        if type(None) in args:
+            return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return convert(value, arg, where)
+        except (ValueError, TypeError) as exc:
+            errors.append(str(exc))
+    raise ValueError(f"{where}={value!r} is invalid: {'; '.join(errors)}")
 
 
 def _convert_list(value: Any, args: tuple, where: str) -> list:
