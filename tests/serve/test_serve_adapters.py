@@ -91,3 +91,39 @@ def test_adding_an_adapter_at_run_time_needs_the_api_key(tmp_path, tokenizer):
         unknown = http.post("/v1/act", json={"observations": [observation("nobody", np.random.default_rng(1))]},
                             headers={"x-api-key": "k"})  # fmt: skip
         assert unknown.status_code == 422 and "unknown robot" in unknown.json()["detail"]
+
+
+def test_an_adapter_loads_between_chunks_never_during_one(tmp_path, tokenizer):
+    """POST /v1/adapters runs in a worker thread beside the batcher: a load (a LoRA merge rewrites the backbone)
+    must not overlap a chunk in progress."""
+    import threading
+    import time
+
+    from xvla.serve.engine import ServeEngine
+    from xvla.serve.protocol import Observation
+
+    base, paths = make_adapters(tmp_path, tokenizer)
+    engine = ServeEngine.from_pretrained(base)
+    spans: dict[str, tuple[float, float]] = {}
+
+    def recorded(name, fn):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            time.sleep(0.3)  # long enough for the other thread to try to start
+            out = fn(*args, **kwargs)
+            spans[name] = (start, time.perf_counter())
+            return out
+
+        return wrapper
+
+    engine.model.generate_actions = recorded("chunk", engine.model.generate_actions)
+    engine.policy.load_adapter = recorded("load", engine.policy.load_adapter)
+    obs = Observation(images=[np.zeros((32, 32, 3), np.uint8)], state=np.zeros(4, np.float32), task="stack",
+                      domain_id=0, steps=2, seed=0)  # fmt: skip
+    chunk = threading.Thread(target=engine.run, args=([engine.prepare(obs)],))
+    chunk.start()
+    time.sleep(0.05)  # the chunk holds the model now
+    engine.load_adapter(paths["left-arm"])
+    chunk.join()
+    (c0, c1), (l0, l1) = spans["chunk"], spans["load"]
+    assert c1 <= l0 or l1 <= c0, spans

@@ -96,6 +96,9 @@ class ServeEngine:
         allowed = served_domains(cfg, domain_ids)
         self.processor = policy.processor
         self._noise_lock = threading.Lock()
+        # Adapters load (POST /v1/adapters) while the batcher runs chunks: a LoRA merge rewrites the shared
+        # backbone, so the two never overlap. Re-entrant: load_adapter warms compiled graphs through run().
+        self._model_lock = threading.RLock()
         self._generator = torch.Generator()
         if seed is None:
             self._generator.seed()
@@ -142,16 +145,19 @@ class ServeEngine:
         return cls(policy, checkpoint=str(path), **kwargs)
 
     def load_adapter(self, path: str | Path, name: str | None = None) -> Any:
-        """Load a robot adapter into a free domain slot and serve it (requests pick it by ``robot`` or id)."""
-        info = self.policy.load_adapter(path, name=name)
-        widths = tuple(
-            (a.domain_id, self.model.action_widths([a.domain_id])[0]) for a in self.policy.adapters.values()
-        )
-        self.spec = dataclasses.replace(self.spec, allowed_domains=self.spec.allowed_domains | {info.domain_id},
-                                        robots=robot_table(self.config), domain_action_dims=widths)  # fmt: skip
-        logger.info("adapter %r (%s) serves as domain %d", info.name, path, info.domain_id)
-        if self.model.fast_path is not None:  # the new weights need new frozen graphs: build them now
-            self.warmup()
+        """Load a robot adapter into a free domain slot and serve it (requests pick it by ``robot`` or id).
+
+        Waits for the chunk in progress; chunks wait for the load (and, compiled, the new graphs)."""
+        with self._model_lock:
+            info = self.policy.load_adapter(path, name=name)
+            widths = tuple(
+                (a.domain_id, self.model.action_widths([a.domain_id])[0]) for a in self.policy.adapters.values()
+            )
+            self.spec = dataclasses.replace(self.spec, allowed_domains=self.spec.allowed_domains | {info.domain_id},
+                                            robots=robot_table(self.config), domain_action_dims=widths)  # fmt: skip
+            logger.info("adapter %r (%s) serves as domain %d", info.name, path, info.domain_id)
+            if self.model.fast_path is not None:  # the new weights need new frozen graphs: build them now
+                self.warmup()
         return info
 
     # ------------------------------------------------------------------ properties
@@ -254,7 +260,7 @@ class ServeEngine:
         def cat(name: str) -> torch.Tensor:
             return torch.cat([getattr(s, name) for s in samples]).to(dev, non_blocking=True)
 
-        with torch.inference_mode():
+        with self._model_lock, torch.inference_mode():
             actions = self.model.generate_actions(
                 input_ids=cat("input_ids"),
                 image_input=cat("image_input"),
