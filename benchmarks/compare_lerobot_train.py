@@ -10,7 +10,8 @@ rounds (one training step each per round) and the table gives medians.
 
 One step = forward (flow-matching loss, dropout on) + backward + grad-norm clip (10) + AdamW
 (lr 1e-4, betas 0.9/0.99). The reference uses torch's default AdamW; ours uses what our trainer uses
-(fused AdamW), and ``compiled`` adds :func:`xvla.train.speed.compile_for_training`.
+(fused AdamW), and ``compiled`` adds
+:func:`xvla.train.speed.compile_for_training` (whose dropout draws hashed masks: xvla.model.dropout).
 """
 
 from __future__ import annotations

@@ -1,0 +1,73 @@
+"""Dropout for the action head whose random masks are cheap inside compiled training graphs.
+
+Eager code calls torch's dropout. Inside ``torch.compile`` (``xvla train --compile``), torch's dropout
+becomes inductor's Philox random numbers, which cost about 6 ns per element on a CPU core: a third of a
+bf16 training step of the ``mid`` model went to drawing masks. Here the graph draws one random seed per
+call instead, and each element's keep/drop bit is a 32-bit integer hash of (seed, element index), which
+inductor fuses into the kernel that applies the mask, in vector instructions (about 5x faster).
+
+The masks have the same distribution (keep probability 1 - p to 2**-24, independent across elements
+and calls); only the random stream differs from torch's, as it already does between eager and compiled
+torch. Attention-probability dropout needs the probabilities, so under compile with dropout on, attention
+runs as explicit matmul / softmax / dropout / matmul (which is also what torch's CPU attention does when
+``dropout_p > 0``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_THRESHOLD_BITS = 24
+_MAX_ELEMENTS = 2**31 - 1  # element indices are int32
+
+
+def _mix32(h: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer finaliser (xor-shift-multiply, "lowbias32") on int32 tensors.
+
+    int32 products wrap around in the generated vector code, which is the modular arithmetic the hash
+    wants; right shifts of int32 are arithmetic, so each is masked to make it a logical shift.
+    """
+    h = h ^ ((h >> 16) & 0xFFFF)
+    h = h * 0x7FEB352D
+    h = h ^ ((h >> 15) & 0x1FFFF)
+    h = h * -0x7B935975  # 0x846CA68B as a signed int32
+    return h ^ ((h >> 16) & 0xFFFF)
+
+
+def hashed_keep_mask(
+    shape: torch.Size, seed: torch.Tensor, p: float, device: torch.device | None = None
+) -> torch.Tensor:
+    """Boolean mask of ``shape``: True (keep) with probability 1 - p, from an int32 ``seed`` tensor."""
+    numel = shape.numel()
+    index = torch.arange(numel, dtype=torch.int32, device=device).view(shape)
+    h = _mix32(_mix32(index ^ seed) + seed)
+    return ((h >> 8) & 0xFFFFFF) >= round(p * (1 << _THRESHOLD_BITS))
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``F.dropout(x, p, training)``, with hashed masks when traced by ``torch.compile``."""
+    if not training or p == 0.0:
+        return x
+    if not torch.compiler.is_compiling() or x.numel() > _MAX_ELEMENTS or p >= 1.0:
+        return F.dropout(x, p, training=True)
+    seed = torch.randint(0, 2**31 - 1, (), dtype=torch.int32, device=x.device)
+    keep = hashed_keep_mask(x.shape, seed, p, x.device)
+    return x * keep.to(x.dtype) * (1.0 / (1.0 - p))
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` that uses :func:`dropout` (same constructor, no parameters, same state dict)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+    """Scaled dot-product attention [B, heads, L, d] with dropout ``dropout_p`` on the probabilities."""
+    if dropout_p == 0.0 or not torch.compiler.is_compiling():
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+    probs = torch.softmax(scores, dim=-1)
+    return dropout(probs, dropout_p, training=True).to(v.dtype) @ v

@@ -1,0 +1,76 @@
+"""xvla.model.dropout: hashed dropout masks (used inside compiled training graphs) behave like dropout."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from xvla.model.dropout import Dropout, attention, dropout, hashed_keep_mask
+
+P = 0.1
+
+
+def lowbias32(h: int) -> int:
+    """The hash on Python integers (unbounded, masked to 32 bits by hand): what the int32 tensor code must equal."""
+    h &= 0xFFFFFFFF
+    h ^= h >> 16
+    h = (h * 0x7FEB352D) & 0xFFFFFFFF
+    h ^= h >> 15
+    h = (h * 0x846CA68B) & 0xFFFFFFFF
+    return h ^ (h >> 16)
+
+
+def python_keep(index: int, seed: int, p: float) -> bool:
+    h = lowbias32((lowbias32(index ^ seed) + seed) & 0xFFFFFFFF)
+    return (h >> 8) >= round(p * (1 << 24))
+
+
+@pytest.fixture(scope="module")
+def compiled_dropout():
+    return torch.compile(lambda x: dropout(x, P, training=True))
+
+
+def test_the_int32_mask_is_the_32_bit_hash():
+    seed = 0x5EED1234
+    mask = hashed_keep_mask(torch.Size([1 << 16]), torch.tensor(seed, dtype=torch.int32), P)
+    for i in list(range(300)) + list(range((1 << 16) - 300, 1 << 16)):
+        assert bool(mask[i]) == python_keep(i, seed, P), i
+
+
+def test_masks_keep_one_minus_p_independently_of_position_and_seed():
+    shape = torch.Size([1024, 1024])
+    a = hashed_keep_mask(shape, torch.tensor(7, dtype=torch.int32), P).flatten().float()
+    b = hashed_keep_mask(shape, torch.tensor(8, dtype=torch.int32), P).flatten().float()
+    n = a.numel()
+    tol = 5 * (P * (1 - P) / n) ** 0.5  # five standard deviations of a binomial rate
+    assert abs(a.mean().item() - (1 - P)) < tol
+    drop_a, drop_b = 1 - a, 1 - b
+    assert abs((drop_a[1:] * drop_a[:-1]).mean().item() - P * P) < 5 * (P * P / n) ** 0.5  # neighbours
+    assert abs((drop_a * drop_b).mean().item() - P * P) < 5 * (P * P / n) ** 0.5  # two seeds
+
+
+def test_compiled_dropout_scales_kept_values_and_routes_gradients_through_the_same_mask(compiled_dropout):
+    x = torch.randn(64, 512, requires_grad=True)
+    y = compiled_dropout(x)
+    kept = y != 0
+    assert 0.85 < kept.float().mean().item() < 0.95
+    torch.testing.assert_close(y[kept], x[kept] / (1 - P))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / (1 - P))
+    assert not torch.equal(compiled_dropout(x) != 0, kept)  # a new mask per call
+
+
+def test_eval_mode_and_eager_calls_are_torch_dropout():
+    x = torch.randn(8, 16)
+    module = Dropout(P).eval()
+    assert module(x) is x
+    torch.manual_seed(3)
+    eager = dropout(x, P, training=True)
+    torch.manual_seed(3)
+    torch.testing.assert_close(eager, F.dropout(x, P, training=True))
+
+
+def test_compiled_attention_with_dropout_is_attention():
+    q, k, v = (torch.randn(2, 4, 40, 16) for _ in range(3))
+    # p this small rounds to a threshold of 0: every element is kept, so only the attention maths differs.
+    out = torch.compile(lambda q, k, v: attention(q, k, v, dropout_p=1e-9))(q, k, v)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), atol=1e-5, rtol=1e-5)
