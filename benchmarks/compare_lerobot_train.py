@@ -11,7 +11,7 @@ rounds (one training step each per round) and the table gives medians.
 One step = forward (flow-matching loss, dropout on) + backward + grad-norm clip (10) + AdamW
 (lr 1e-4, betas 0.9/0.99). The reference uses torch's default AdamW; ours uses what our trainer uses
 (fused AdamW), and ``compiled`` adds
-:func:`xvla.train.speed.compile_for_training` (whose dropout draws hashed masks: xvla.model.dropout).
+:func:`xvla.train.speed.compile_for_training` (whose dropout and GELU take their compiled forms: xvla.model.compiled_ops).
 """
 
 from __future__ import annotations

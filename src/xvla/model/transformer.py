@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .dropout import Dropout, attention
+from .compiled_ops import Dropout, GeluTanh, attention
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 100.0) -> torch.Tensor:
@@ -75,7 +75,7 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int, dropout: float = 0.1):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU(approximate="tanh")
+        self.act = GeluTanh()
         self.fc2 = nn.Linear(hidden, dim)
         self.drop = Dropout(dropout)
 

@@ -1,10 +1,10 @@
-"""xvla.model.dropout: hashed dropout masks (used inside compiled training graphs) behave like dropout."""
+"""xvla.model.compiled_ops: the compiled forms of dropout, attention and GELU compute what torch's do."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from xvla.model.dropout import Dropout, attention, dropout, hashed_keep_mask
+from xvla.model.compiled_ops import Dropout, GeluTanh, attention, dropout, hashed_keep_mask
 
 P = 0.1
 
@@ -74,3 +74,14 @@ def test_compiled_attention_with_dropout_is_attention():
     # p this small rounds to a threshold of 0: every element is kept, so only the attention maths differs.
     out = torch.compile(lambda q, k, v: attention(q, k, v, dropout_p=1e-9))(q, k, v)
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_gelu_is_the_tanh_approximation_with_the_same_gradient():
+    x = (torch.randn(4096, dtype=torch.float64) * 4).float().requires_grad_()
+    compiled = torch.compile(GeluTanh())(x)
+    (grad,) = torch.autograd.grad(compiled.sum(), x)
+    eager = F.gelu(x, approximate="tanh")
+    (expected_grad,) = torch.autograd.grad(eager.sum(), x)
+    torch.testing.assert_close(compiled, eager, atol=2e-6, rtol=1e-6)
+    torch.testing.assert_close(grad, expected_grad, atol=2e-6, rtol=1e-5)
+    assert torch.equal(GeluTanh()(x), eager)  # eager: torch's own kernel

@@ -1,19 +1,25 @@
-"""Dropout for the action head whose random masks are cheap inside compiled training graphs.
+"""Action-head pieces with a faster form inside ``torch.compile`` graphs; eager calls are plain torch.
 
-Eager code calls torch's dropout. Inside ``torch.compile`` (``xvla train --compile``), torch's dropout
-becomes inductor's Philox random numbers, which cost about 6 ns per element on a CPU core: a third of a
-bf16 training step of the ``mid`` model went to drawing masks. Here the graph draws one random seed per
-call instead, and each element's keep/drop bit is a 32-bit integer hash of (seed, element index), which
-inductor fuses into the kernel that applies the mask, in vector instructions (about 5x faster).
+Both forms compute the same function; only what inductor generates differs. Measured on this
+project's CPU (AVX-512, one thread, 3.7M bf16 elements, the ``mid`` MLP's hidden layer at batch 8):
 
-The masks have the same distribution (keep probability 1 - p to 2**-24, independent across elements
-and calls); only the random stream differs from torch's, as it already does between eager and compiled
-torch. Attention-probability dropout needs the probabilities, so under compile with dropout on, attention
-runs as explicit matmul / softmax / dropout / matmul (which is also what torch's CPU attention does when
-``dropout_p > 0``).
+- **Dropout.** torch's dropout becomes inductor's Philox random numbers, about 10 ns per element:
+  a third of a compiled bf16 training step of ``mid`` went to drawing masks. Here the graph draws one
+  random seed per call, and each element's keep/drop bit is a 32-bit integer hash of (seed, element
+  index), fused into the kernel that applies it (about 1 ns per element). The masks have the same
+  distribution (keep probability 1 - p to 2**-24, independent across elements and calls); only the
+  random stream differs from torch's, as it already does between eager and compiled torch. Attention
+  dropout needs the probabilities, so under compile with dropout on, attention runs as explicit
+  matmul / softmax / dropout / matmul (what torch's CPU attention does anyway when ``dropout_p > 0``).
+- **GELU, tanh approximation.** 0.5 * (1 + tanh(z)) is sigmoid(2z), and inductor's vector sigmoid
+  (an exp) is much cheaper than its tanh: 3.7 ms against 9.6 ms forward, 28 ms against 101 ms forward
+  plus backward in fp32. The two forms differ by float rounding only (5e-7 against 4e-7 max error from
+  a float64 reference, inputs up to |x| = 16).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -71,3 +77,15 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: floa
     scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
     probs = torch.softmax(scores, dim=-1)
     return dropout(probs, dropout_p, training=True).to(v.dtype) @ v
+
+
+_GELU_SCALE = 2.0 * math.sqrt(2.0 / math.pi)
+
+
+class GeluTanh(nn.Module):
+    """``nn.GELU(approximate="tanh")``, as x * sigmoid(2z) when traced by ``torch.compile``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_compiling():
+            return F.gelu(x, approximate="tanh")
+        return x * torch.sigmoid(_GELU_SCALE * (x + 0.044715 * x * x * x))
