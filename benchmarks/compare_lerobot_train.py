@@ -84,7 +84,7 @@ def worker(args) -> None:
         optimizer.zero_grad(set_to_none=True)
         ms = 1000 * (time.perf_counter() - start)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print("RESULT " + json.dumps({"ms": ms, "loss": float(total), "peak_mb": peak}), flush=True)
+        print("RESULT " + json.dumps({"ms": ms, "loss": total.item(), "peak_mb": peak}), flush=True)
 
 
 class Worker:

@@ -105,7 +105,7 @@ def run_model_case(name, batch, precision, device, warmup, repeats, threads, gra
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        return float(total)
+        return total.item()
 
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
