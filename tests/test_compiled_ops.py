@@ -85,3 +85,16 @@ def test_compiled_gelu_is_the_tanh_approximation_with_the_same_gradient():
     torch.testing.assert_close(compiled, eager, atol=2e-6, rtol=1e-6)
     torch.testing.assert_close(grad, expected_grad, atol=2e-6, rtol=1e-5)
     assert torch.equal(GeluTanh()(x), eager)  # eager: torch's own kernel
+
+
+def test_gradient_checkpointing_recomputes_the_same_mask():
+    from torch.utils.checkpoint import checkpoint
+
+    x = torch.randn(4096)
+    w = torch.ones(4096, requires_grad=True)
+    step = torch.compile(
+        lambda w: checkpoint(lambda w: dropout(x * w, 0.5, training=True), w, use_reentrant=False)
+    )
+    y = step(w)
+    y.sum().backward()  # the backward recomputes the forward: a new seed would give another mask
+    torch.testing.assert_close(w.grad, x * (y != 0) / 0.5)
