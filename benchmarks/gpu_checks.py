@@ -109,7 +109,7 @@ def inference_rows(args) -> list[dict]:
 
 def run_training(args) -> str:
     cmd = [sys.executable, str(HERE / "train.py"), "--device", "cuda", "--configs", "mid", "--batches", "8",
-           "--skip-data", "--repeats", str(args.repeats)]  # fmt: skip
+           "--skip-data", "--compile", "--repeats", str(args.repeats)]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT).stdout
 
 

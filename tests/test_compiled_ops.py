@@ -29,11 +29,15 @@ def compiled_dropout():
     return torch.compile(lambda x: dropout(x, P, training=True))
 
 
-def test_the_int32_mask_is_the_32_bit_hash():
+def test_the_int32_mask_is_the_32_bit_hash_eager_and_compiled():
     seed = 0x5EED1234
-    mask = hashed_keep_mask(torch.Size([1 << 16]), torch.tensor(seed, dtype=torch.int32), P)
-    for i in list(range(300)) + list(range((1 << 16) - 300, 1 << 16)):
-        assert bool(mask[i]) == python_keep(i, seed, P), i
+    expected = torch.tensor([python_keep(i, seed, P) for i in range(1 << 16)])
+    for make_mask in (
+        hashed_keep_mask,
+        torch.compile(hashed_keep_mask),
+    ):  # vector kernels must wrap like Python
+        mask = make_mask(torch.Size([1 << 16]), torch.tensor(seed, dtype=torch.int32), P)
+        assert torch.equal(mask, expected)
 
 
 def test_masks_keep_one_minus_p_independently_of_position_and_seed():
@@ -98,3 +102,14 @@ def test_gradient_checkpointing_recomputes_the_same_mask():
     y = step(w)
     y.sum().backward()  # the backward recomputes the forward: a new seed would give another mask
     torch.testing.assert_close(w.grad, x * (y != 0) / 0.5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_compiled_masks_are_the_same_hash():
+    # Triton's int32 arithmetic must wrap and shift like the CPU kernels' for the mask to be this hash.
+    seed = 0x5EED1234
+    keep = torch.compile(hashed_keep_mask)(
+        torch.Size([1 << 16]), torch.tensor(seed, dtype=torch.int32).cuda(), P, "cuda"
+    )
+    expected = torch.tensor([python_keep(i, seed, P) for i in range(1 << 16)])
+    assert torch.equal(keep.cpu(), expected)
