@@ -16,9 +16,9 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 # torchao (quantize="int8") only where its tests run: transformers imports it at start-up when present,
-# which slows every command down and prints loader warnings.
+# which slows every command down and prints loader warnings. OpenVINO: the exported graphs' second runtime.
 $(VENV)/.installed-fast: $(VENV)/.installed
-	$(PIP) install -q -e ".[fast]"
+	$(PIP) install -q -e ".[fast,openvino]"
 	touch $@
 
 demo: install

@@ -10,7 +10,9 @@ medians over rounds, so load from other processes hits every variant alike.
     python benchmarks/compare_lerobot.py --reference-python ... --sizes mid full --batches 1 8
 
 Variants: ``ref-fp32``/``ref-bf16`` (LeRobot, its ``dtype`` field), ``fp32`` (ours, eager),
-``fp32-compiled`` (ours, ``compile=True``), ``fast`` (ours, ``dtype="bfloat16", compile=True``).
+``fp32-compiled`` (ours, ``compile=True``), ``fast`` (ours, ``dtype="bfloat16", compile=True``),
+``int8`` (ours, ``quantize="int8", compile=True``), ``openvino-f32`` / ``openvino-bf16`` (our ONNX export of
+the same checkpoint on OpenVINO: ``OnnxSampler(out, runtime="openvino", precision=...)``).
 Errors are max / mean abs differences of the action chunk from the reference fp32 chunk (same noise).
 """
 
@@ -34,7 +36,7 @@ SIZES = {
     "small": (dict(hidden_size=256, depth=4, num_heads=4), 64, 128, 2, 32),  # 4x4 (+1) tokens per view
     "full": (dict(), 1024, 224, 2, 64),  # LeRobot's defaults + Florence-2-large: the released 0.9B size
 }
-VARIANTS = ("ref-fp32", "ref-bf16", "fp32", "fp32-compiled", "fast", "int8")
+VARIANTS = ("ref-fp32", "ref-bf16", "fp32", "fp32-compiled", "fast", "int8", "openvino-f32", "openvino-bf16")
 
 
 def florence_remote(width: int, length: int) -> dict:
@@ -215,7 +217,29 @@ def load_ours(args, checkpoint: str) -> dict[str, Any]:
 
         return run
 
-    return {name: runner(m) for name, m in models.items()}
+    runners = {name: runner(m) for name, m in models.items()}
+    for name in [v for v in args.variants if v.startswith("openvino-")]:
+        runners[name] = openvino_runner(args, fp32, Path(checkpoint).parent / "onnx", name.split("-")[1])
+    return runners
+
+
+def openvino_runner(args, model, out_dir: Path, precision: str):
+    """Our ONNX export of ``model`` (written once to out_dir) run by OpenVINO: (batch) -> (ms, actions)."""
+    import torch
+
+    from xvla.export import OnnxSampler, export_onnx
+
+    _, _, image, views, _ = SIZES[args.size]
+    if not (out_dir / "export.json").is_file():
+        export_onnx(model, out_dir, views=views, image_size=(image, image))
+    sampler = OnnxSampler(out_dir, threads=args.threads, runtime="openvino", precision=precision)
+
+    def run(batch: int) -> tuple[float, Any]:
+        inputs, noise = make_inputs(args.size, batch, 32)
+        feed = {k: v.numpy() for k, v in inputs.items()}
+        return timed(lambda: model.action_space.postprocess(torch.from_numpy(sampler(feed, noise.numpy(), steps=10))))
+
+    return run
 
 
 def measure(args, reference: Reference, ours: dict[str, Any]) -> list[dict]:

@@ -10,7 +10,7 @@ Two graphs rather than one sampler, so that the number of denoising steps stays 
 - ``denoise_step.onnx``: ``context, domain_id, x_t [B, T, D], proprio [B, P], t [B] -> action [B, T, D]``
   (the network's clean-action prediction, before the action space's postprocess).
 
-:class:`OnnxSampler` runs the flow-matching loop over the two graphs with onnxruntime; ``export.json``
+:class:`OnnxSampler` runs the flow-matching loop over the two graphs with onnxruntime or OpenVINO; ``export.json``
 beside them records the shapes and the action space so the loop can be rebuilt in any language.
 TensorRT engines are built from these files (docs/export.md).
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,25 +125,67 @@ def export_onnx(
     return meta
 
 
+RUNTIMES = ("onnxruntime", "openvino")
+
+
+def _onnxruntime_graphs(folder: Path, providers: list[str] | None, threads: int | None) -> list[Callable]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    sessions = [
+        ort.InferenceSession(str(folder / name), options, providers=providers or ["CPUExecutionProvider"])
+        for name in ("encoder.onnx", "denoise_step.onnx")
+    ]
+    return [lambda feed, s=session: s.run(None, feed)[0] for session in sessions]
+
+
+def _openvino_graphs(folder: Path, precision: str, threads: int | None) -> list[Callable]:
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise ImportError("runtime='openvino' needs OpenVINO: `pip install openvino` (or 'xvla[openvino]')") from exc
+    if precision not in ("f32", "bf16", "f16"):
+        raise ValueError(f"precision={precision!r}: OpenVINO's inference precision is one of f32, bf16, f16")
+    config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    core = ov.Core()
+    compiled = [core.compile_model(str(folder / name), "CPU", config) for name in ("encoder.onnx", "denoise_step.onnx")]
+    return [lambda feed, c=graph: c(feed)[0] for graph in compiled]
+
+
 class OnnxSampler:
-    """The flow-matching loop over the exported graphs, with onnxruntime (CPU unless providers say else)."""
+    """The flow-matching loop over the exported graphs, on onnxruntime (default) or OpenVINO.
 
-    def __init__(self, out_dir: str | Path, providers: list[str] | None = None, threads: int | None = None):
-        import onnxruntime as ort
+    ``runtime="onnxruntime"``: ``providers`` choose the device (CPU unless they say else), fp32.
+    ``runtime="openvino"``: Intel's runtime on the CPU; ``precision`` is its inference precision
+    (``"f32"``, or ``"bf16"`` on CPUs with AMX / AVX-512 bf16, where OpenVINO keeps its own choice of
+    layers in f32). Measured in docs/benchmarks.md.
+    """
 
+    def __init__(
+        self,
+        out_dir: str | Path,
+        providers: list[str] | None = None,
+        threads: int | None = None,
+        runtime: str = "onnxruntime",
+        precision: str = "f32",
+    ):
         folder = Path(out_dir)
         self.meta = json.loads((folder / "export.json").read_text())
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        providers = providers or ["CPUExecutionProvider"]
-        self.encoder = ort.InferenceSession(str(folder / "encoder.onnx"), options, providers=providers)
-        self.step = ort.InferenceSession(str(folder / "denoise_step.onnx"), options, providers=providers)
+        if runtime == "onnxruntime":
+            self.encoder, self.step = _onnxruntime_graphs(folder, providers, threads)
+        elif runtime == "openvino":
+            self.encoder, self.step = _openvino_graphs(folder, precision, threads)
+        else:
+            raise ValueError(f"runtime={runtime!r} is unknown: use one of {', '.join(RUNTIMES)}")
 
     def __call__(self, inputs: dict[str, Any], noise: np.ndarray, steps: int | None = None) -> np.ndarray:
         """Model inputs (numpy or torch) + noise [B, T, D] -> the raw action [B, T, D] (before postprocess)."""
         feed = {k: np.asarray(inputs[k]) for k in ENCODER_INPUTS}
-        (context,) = self.encoder.run(None, feed)
+        context = self.encoder(feed)
         x1 = np.asarray(noise, dtype=np.float32)
         proprio = np.asarray(inputs["proprio"], dtype=np.float32)
         action = np.zeros_like(x1)
@@ -151,7 +194,7 @@ class OnnxSampler:
             t = np.full((x1.shape[0],), i / steps, dtype=np.float32)
             x_t = x1 * t[:, None, None] + action * (1 - t)[:, None, None]
             step_feed = {"context": context, "domain_id": feed["domain_id"], "x_t": x_t, "proprio": proprio, "t": t}
-            (action,) = self.step.run(None, step_feed)
+            action = np.asarray(self.step(step_feed), dtype=np.float32)
         return action
 
 
