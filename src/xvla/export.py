@@ -161,8 +161,8 @@ class OnnxSampler:
 
     ``runtime="onnxruntime"``: ``providers`` choose the device (CPU unless they say else), fp32.
     ``runtime="openvino"``: Intel's runtime on the CPU; ``precision`` is its inference precision
-    (``"f32"``, or ``"bf16"`` on CPUs with AMX / AVX-512 bf16, where OpenVINO keeps its own choice of
-    layers in f32). Measured in docs/benchmarks.md.
+    (``"f32"``; ``"bf16"`` on CPUs with AMX / AVX-512 bf16, where OpenVINO keeps its own choice of
+    layers in f32; ``"f16"``, not measured). Measured in docs/benchmarks.md.
     """
 
     def __init__(

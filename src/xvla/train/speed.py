@@ -8,7 +8,8 @@ The trainer calls :func:`compile_for_training` when its config asks for ``compil
 
 What is compiled, and why not the whole loss: the vision tower, the BART encoder and the action head's
 ``denoise`` are fixed-shape for a fixed batch size, so inductor fuses LayerNorm, GELU, dropout and the
-residual adds of both the forward and the backward pass into a few kernels each. The glue between them
+residual adds of both the forward and the backward pass into a few kernels each (the action head's
+dropout and GELU take cheaper compiled forms there: :mod:`xvla.model.compiled_ops`). The glue between them
 (camera-mask indexing, input checks, the loss terms) has data-dependent shapes or Python branches that
 would only split the graph, and costs little.
 """
