@@ -106,6 +106,31 @@ def test_int8_quantization_of_the_linears_stays_close_to_fp32():
         XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint", quantize="int4")
 
 
+def test_int8_linears_of_a_bf16_model_are_float32_islands_that_compile_to_onednn_int8():
+    """In bf16, inductor only pattern-matches torchao's int8 matmul to oneDNN's int8 linear (AMX) when the
+    rescale after it is float32: the quantized linears take and scale float32 and hand back bf16."""
+    pytest.importorskip("torchao")
+    from torch._inductor.utils import run_and_get_code
+
+    from xvla.fast import quantize_int8
+
+    block = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 64))
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 64)
+    expected = block(x)
+    model = torch.nn.Module()
+    model.block = block.to(torch.bfloat16).eval()
+    assert quantize_int8(model) == 2
+    with torch.no_grad():
+        out = model.block(x.bfloat16())
+        assert out.dtype == torch.bfloat16 and model.block[0].weight.dtype == torch.float32
+        assert (out.float() - expected).abs().max() < 0.05 * expected.abs().max()
+        with torch._inductor.config.patch(freezing=True):
+            compiled, (code,) = run_and_get_code(torch.compile(model.block), x.bfloat16())
+    assert "qlinear_pointwise" in code and "_int_mm" not in code
+    torch.testing.assert_close(compiled.float(), out.float(), atol=0.05, rtol=0.05)
+
+
 def test_weights_changed_rebuilds_graphs_that_froze_the_old_weights():
     """bf16 graphs hold prepacked copies of the linears: an in-place change (a LoRA merge) needs new graphs."""
     from conftest import tiny_config
