@@ -114,8 +114,8 @@ def test_int8_linears_of_a_bf16_model_are_float32_islands_that_compile_to_onednn
 
     from xvla.fast import quantize_int8
 
-    block = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 64))
     torch.manual_seed(0)
+    block = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 64))
     x = torch.randn(2, 16, 64)
     expected = block(x)
     model = torch.nn.Module()

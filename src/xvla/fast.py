@@ -276,7 +276,7 @@ def quantize_int8(model: XVLAModel) -> int:
     In a bf16 model the quantized linears still take, scale and return float32, cast at their edges
     (:func:`_float32_island`): inductor only turns torchao's int8 matmul into oneDNN's prepacked int8
     linear (AMX int8 tiles) when the rescaling after the matmul is float32 throughout; with a bf16 rescale
-    it stays on ``aten._int_mm``, which ran at a third of that speed here (docs/benchmarks.md).
+    it stays on ``aten._int_mm``, which ran at about a third of that speed here (docs/benchmarks.md).
     """
     try:
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
