@@ -31,7 +31,7 @@ def compiled_dropout():
 
 def test_the_int32_mask_is_the_32_bit_hash_eager_and_compiled():
     seed = 0x5EED1234
-    expected = torch.tensor([python_keep(i, seed, P) for i in range(1 << 16)])
+    expected = torch.tensor([python_keep(i, seed, P) for i in range(1 << 16)], dtype=torch.uint8)
     for make_mask in (
         hashed_keep_mask,
         torch.compile(hashed_keep_mask),
@@ -111,5 +111,5 @@ def test_cuda_compiled_masks_are_the_same_hash():
     keep = torch.compile(hashed_keep_mask)(
         torch.Size([1 << 16]), torch.tensor(seed, dtype=torch.int32).cuda(), P, "cuda"
     )
-    expected = torch.tensor([python_keep(i, seed, P) for i in range(1 << 16)])
+    expected = torch.tensor([python_keep(i, seed, P) for i in range(1 << 16)], dtype=torch.uint8)
     assert torch.equal(keep.cpu(), expected)
