@@ -45,7 +45,6 @@ def test_fused_adamw_probe():
     assert fused_adamw_supported(torch.device("meta")) is False
 
 
-
 HEAP_PROBE = """
 import ctypes, sys
 import torch
