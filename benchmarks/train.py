@@ -1,14 +1,16 @@
 """Training speed and memory, and data-loading throughput from a LeRobot v3.0 dataset with video.
 
 Model cases (each in its own subprocess, so peak memory belongs to that case alone): one full
-optimizer step = ``XVLAPolicy.prepare_inputs`` + flow-matching forward + backward + grad clipping +
-AdamW over the four parameter groups, on a synthetic batch of two 224x224 cameras and 64 text tokens.
+optimizer step = flow-matching forward + backward + grad clipping + AdamW over the four parameter
+groups, on a synthetic batch of two 224x224 cameras and 64 text tokens that the policy's processor
+turned into model inputs beforehand (as the loader's ``Collator`` does, in its workers).
 Reported: median ms/step over ``--repeats`` steps after ``--warmup``, samples/s, peak memory (max
 RSS on CPU, max allocated on CUDA).
 
 Data cases: a v3.0 dataset (two mp4 cameras, 240x320, 30 fps) is written once to a temp folder
 (or ``--data-root``), then ``MixtureDataset`` + ``MixtureBatchSampler`` + ``DataLoader`` are read for
-``--data-batches`` batches: video decoding, resize to 224x224, optional colour jitter, collate.
+``--data-batches`` batches: video decoding, optional colour jitter, and the ``Collator`` (the policy's
+processor: resize to 224x224, normalisation, tokenization, padding).
 
     python benchmarks/train.py                                   # mid, fp32 + bf16, batch 4; data 0/2 workers
     python benchmarks/train.py --configs tiny mid --batches 2 8 --device cuda
@@ -38,6 +40,7 @@ CONFIGS = {
     "mid": (dict(hidden_size=512, depth=8, num_heads=8, florence=dict(width=128, stages=4)), 224, 2, 64),
     "full": (dict(), 224, 2, 64),
 }  # fmt: skip
+DATA_TASK = "pick up the cube"  # the data benchmark's one instruction
 
 
 def _peak_mb(device: str) -> tuple[float, str]:
@@ -92,6 +95,9 @@ def run_model_case(name, batch, precision, device, warmup, repeats, threads, gra
     data["observation.language.tokens"] = torch.randint(3, 1000, (batch, length), generator=gen)
     data["action"] = torch.randn(batch, config.chunk_size, policy.model.dim_action, generator=gen)
     data["domain_id"] = torch.zeros(batch, dtype=torch.long)
+    # What the loader's Collator hands the training step: the policy's processor output plus targets.
+    inputs = policy.processor(data)
+    inputs["action"] = policy.processor.actions(data["action"], policy.model.action_space)
     bf16 = precision == "bf16"
 
     def sync():
@@ -99,7 +105,7 @@ def run_model_case(name, batch, precision, device, warmup, repeats, threads, gra
             torch.cuda.synchronize()
 
     def step():
-        batch_dev = {k: v.to(device) for k, v in data.items()}
+        batch_dev = {k: v.to(device) for k, v in inputs.items()}
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
             total, _ = module(batch_dev)
         total.backward()
@@ -153,7 +159,7 @@ def write_bench_dataset(root: Path, episodes: int = 8, length: int = 60, hw=(240
                 "observation.state": rng.standard_normal(8).astype(np.float32),
                 "action": rng.standard_normal(7).astype(np.float32),
             })  # fmt: skip
-        writer.save_episode(task="pick up the cube")
+        writer.save_episode(task=DATA_TASK)
     writer.finalize()
     return root
 
@@ -162,6 +168,8 @@ def run_data_case(root: str, workers: int, batch: int, batches: int, jitter: boo
     import torch
 
     from xvla.config import XVLAConfig, tiny_florence_config
+    from xvla.processing import train_bpe_tokenizer
+    from xvla.processor import ObservationProcessor
     from xvla.train.config import build_train_config
     from xvla.train.mixture import Collator, MixtureBatchSampler, MixtureDataset, build_loader, open_sources
 
@@ -171,10 +179,11 @@ def run_data_case(root: str, workers: int, batch: int, batches: int, jitter: boo
                         image_keys=keys, image_size=(224, 224), action_mode="auto", real_action_dim=7)  # fmt: skip
     cfg = build_train_config({"dataset": {"root": root}, "mixture": {"color_jitter": {"enable": jitter}}})
     sources = open_sources(cfg, config, keys)
-    ds = MixtureDataset(sources, keys, config.chunk_size, 20, config.max_state_dim, config.image_size,
-                        cfg.mixture.color_jitter, seed=0)  # fmt: skip
+    ds = MixtureDataset(sources, keys, config.chunk_size, color_jitter_cfg=cfg.mixture.color_jitter, seed=0)
     sampler = MixtureBatchSampler(ds.sizes, [1.0], batch_size=batch, seed=0)
-    loader = iter(build_loader(ds, sampler, Collator(None), num_workers=workers, prefetch_factor=4))
+    # The policy's own observation pipeline, with a small local tokenizer (the benchmark runs offline).
+    processor = ObservationProcessor(config, train_bpe_tokenizer([DATA_TASK], vocab_size=300))
+    loader = iter(build_loader(ds, sampler, Collator(processor), num_workers=workers, prefetch_factor=4))
     next(loader)  # workers started, first batch out
     start = time.perf_counter()
     for _ in range(batches):
