@@ -197,3 +197,14 @@ def test_cli_on_a_dataset_written_by_lerobot(tmp_path, tiny_checkpoint):
     policy = XVLAPolicy.from_pretrained(out / "final")
     assert policy.config.real_action_dim == 3 and policy.model.real_action_dim == 3
     assert [int(r["step"]) for r in read_metrics(out / "metrics.csv")][-1] == 4
+
+
+
+@pytest.mark.slow  # compiles three graphs forward and backward: about 2 CPU-minutes
+def test_compiled_training_trains_with_the_compiled_dropout(tmp_path, dataset_a, tokenizer):
+    # The action head's dropout (p = 0.1) takes its compiled form (hashed uint8 masks) in a real run.
+    res = run(tmp_path / "c", dataset_a, tokenizer, steps=3, save_freq=1, recipe="lerobot", compile=True)
+    losses = [h["loss"] for h in res.history]
+    assert len(losses) == 3 and torch.isfinite(torch.tensor(losses)).all()
+    first = weights(res.final_model_dir.parent.parent / "000001" / res.final_model_dir.name)
+    assert any(changed(first, weights(res.final_model_dir), "transformer."))
