@@ -199,7 +199,6 @@ def test_cli_on_a_dataset_written_by_lerobot(tmp_path, tiny_checkpoint):
     assert [int(r["step"]) for r in read_metrics(out / "metrics.csv")][-1] == 4
 
 
-
 @pytest.mark.slow  # compiles three graphs forward and backward: about 2 CPU-minutes
 def test_compiled_training_trains_with_the_compiled_dropout(tmp_path, dataset_a, tokenizer):
     # The action head's dropout (p = 0.1) takes its compiled form (hashed uint8 masks) in a real run.
