@@ -1,4 +1,5 @@
-"""Training speed-ups: compiled forward/backward graphs and a fused optimizer step.
+"""Training speed-ups: compiled forward/backward graphs, a fused optimizer step, and (CPU) an allocator
+that keeps freed memory for the next step.
 
     from xvla.train.speed import compile_for_training
     compile_for_training(policy.model)          # before wrapping in DDP; needs a C++ compiler on CPU
@@ -68,8 +69,8 @@ def keep_freed_memory() -> bool:
 
     By default glibc serves blocks above a moving threshold (128 KB to 32 MB) with fresh ``mmap`` pages
     and gives freed memory back to the OS, so every training step pays a page fault and a zeroed page for
-    each 4 KB of the activations it allocates again: 40k-90k faults per step at ``mid``, batch 8, and
-    about a tenth of a compiled bf16 step's time. With the mmap threshold at its ceiling and the trim
+    each 4 KB of the activations it allocates again: 25k-90k faults per step at ``mid``, batch 8, and
+    5-10% of a compiled bf16 step's time (A/B runs). With the mmap threshold at its ceiling and the trim
     threshold at 1 GB, the next step reuses the same memory (no faults); peak memory stays what the
     largest step needs. It changes only this process's allocator and no results. A no-op off glibc (and
     where another allocator such as jemalloc or tcmalloc is preloaded, glibc's settings are unused).
