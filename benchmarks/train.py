@@ -59,12 +59,10 @@ def run_model_case(name, batch, precision, device, warmup, repeats, threads, gra
     from xvla.train.config import build_train_config
     from xvla.train.optim import GroupLRScheduler, build_optimizer, build_schedules
     from xvla.train.params import select_trainable
-    from xvla.train.speed import compile_for_training, fused_adamw_supported, keep_freed_memory
+    from xvla.train.speed import compile_for_training, fused_adamw_supported
     from xvla.train.trainer import TrainingModule
 
     torch.set_num_threads(threads)
-    if device == "cpu":
-        keep_freed_memory()  # as `xvla train` does on CPU
     overrides, size, views, length = CONFIGS[name]
     overrides = dict(overrides)
     florence = overrides.pop("florence", None)

@@ -1,9 +1,13 @@
-"""Small helpers shared across the package: atomic file and folder writes, JSON, dtype names."""
+"""Small helpers shared across the package: atomic file and folder writes, JSON, dtype names, the allocator."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import json
 import os
+import platform
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -115,3 +119,42 @@ def atomic_directory(path: str | Path, overwrite: bool = False, flag: str = "--o
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_MAX = 32 << 20  # glibc's ceiling on 64-bit builds
+_TRIM_THRESHOLD = 1 << 30
+_TOP_PAD = 64 << 20  # grow the heap in large steps: fewer brk calls
+
+
+@functools.cache  # once per process: the setting is process-wide
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed blocks for reuse; True if it took effect. Every policy calls it.
+
+    By default glibc serves blocks above a moving threshold (128 KB to 32 MB) with fresh ``mmap`` pages
+    and gives freed memory back to the OS, so each training step or action chunk pays a page fault and a
+    zeroed page for every 4 KB of activations it allocates again. Measured at ``mid``, batch 8: 25k-90k
+    faults per training step (5-10% of a compiled bf16 step's time) and 130k-250k per eager fp32 chunk
+    (5%). With the mmap threshold at its ceiling and the trim threshold at 1 GB, the next step reuses the
+    same memory; peak memory stays what the largest step needs. It changes this process's allocator and
+    no result. A no-op off glibc, under a preloaded jemalloc / tcmalloc (glibc's settings go unused), and
+    with ``XVLA_KEEP_FREED_MEMORY=0`` in the environment.
+    """
+    if os.environ.get("XVLA_KEEP_FREED_MEMORY", "1") == "0":
+        return False
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    settings = (
+        (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX),
+        (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD),
+        (_M_TOP_PAD, _TOP_PAD),
+    )
+    return all([mallopt(param, value) == 1 for param, value in settings])

@@ -44,7 +44,7 @@ from .mixture import (
 )
 from .optim import GroupLRScheduler, build_optimizer, build_schedules
 from .params import DomainRowKeeper, apply_requires_grad, count_table, select_trainable
-from .speed import compile_for_training, fused_adamw_supported, keep_freed_memory
+from .speed import compile_for_training, fused_adamw_supported
 from .tracking import METRICS_CSV, PLOT_NAME, MetricsLogger, plot_metrics
 
 logger = logging.getLogger(__name__)
@@ -421,8 +421,6 @@ class Trainer:
             f"steps {run.start_step} -> {cfg.steps}; output {run.out}"
         )
         apply_requires_grad(policy.model, run.trainable, run.start_step, cfg.scheduler.freeze_steps)
-        if env.device.type == "cpu" and keep_freed_memory():
-            self._log("CPU allocator: glibc keeps freed memory for the next step (xvla.train.speed.keep_freed_memory)")
         if cfg.compile:
             compile_for_training(policy.model)
         run.module = TrainingModule(policy)
