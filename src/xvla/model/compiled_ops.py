@@ -6,7 +6,8 @@ project's CPU (AVX-512, one thread, 3.7M bf16 elements, the ``mid`` MLP's hidden
 - **Dropout.** torch's dropout becomes inductor's Philox random numbers, about 10 ns per element;
   without them a compiled bf16 training step of ``mid`` takes 0.80x the time. Here the graph draws one
   random seed per call, and each element's keep/drop bit is a 32-bit integer hash of (seed, element
-  index), fused into the kernel that applies it (1.4 ns per element with the load and store). The masks have the same
+  index), fused into the kernel that applies it (1.4 ns per element with the load and store), and the mask
+  autograd keeps is uint8 (:func:`hashed_keep_mask` says why). The masks have the same
   distribution (keep probability 1 - p to 2**-24, independent across elements and calls); only the
   random stream differs from torch's, as it already does between eager and compiled torch. Attention
   dropout needs the probabilities, so under compile with dropout on, attention runs as explicit
