@@ -202,3 +202,30 @@ def test_freeze_switches():
     model = XVLAModel(tiny_config(train_soft_prompts=False))
     assert not model.transformer.soft_prompt_hub.weight.requires_grad
     assert model.transformer.blocks[0].attn.qkv.weight.requires_grad
+
+
+def test_the_last_block_computes_only_the_decoded_rows_exactly():
+    """The last block runs its queries and MLP on the action rows only; they equal the full block's."""
+    from xvla.model.transformer import TransformerBlock
+
+    torch.manual_seed(0)
+    block = TransformerBlock(32, 4).eval()
+    x = torch.randn(2, 11, 32)
+    full = block(x)
+    kept = block(x, rows=3)
+    assert kept.shape == (2, 3, 32)
+    torch.testing.assert_close(kept, full[:, :3], rtol=0, atol=1e-6)
+
+
+def test_training_dropout_is_where_the_reference_has_it():
+    """Attention probabilities, after the GELU and after fc2 (LeRobot / timm): nothing after the attention
+    projection. With those two rates at zero, a block in training mode is deterministic."""
+    from xvla.model.transformer import TransformerBlock
+
+    torch.manual_seed(0)
+    block = TransformerBlock(32, 4).train()
+    assert block.attn.dropout == 0.1 and block.mlp.drop.p == 0.1
+    block.attn.dropout = 0.0
+    block.mlp.drop.p = 0.0
+    x = torch.randn(2, 11, 32)
+    torch.testing.assert_close(block(x), block.eval()(x), rtol=0, atol=0)

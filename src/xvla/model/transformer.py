@@ -6,7 +6,8 @@ Sequence layout (one row per sample)::
 
 Action tokens are ``action_encoder([noisy action, proprio, time embedding])``; the soft prompts are
 a per-domain learned block appended without positional embedding. Only the action tokens are
-decoded. Attribute names are the checkpoint keys (``transformer.blocks.0.attn.qkv.weight``...).
+decoded, so the last block computes their rows only (keys and values still cover every token).
+Attribute names are the checkpoint keys (``transformer.blocks.0.attn.qkv.weight``...).
 
 The context part (VLM and aux projections + their positional embeddings + soft prompts) does not
 depend on the denoising step, so :meth:`SoftPromptedTransformer.encode_context` computes it once
@@ -61,14 +62,16 @@ class Attention(nn.Module):
         self.head_dim = dim // num_heads
         self.dropout = dropout
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = Dropout(dropout)
+        self.proj = nn.Linear(dim, dim)  # no dropout after it, as in the reference (timm's default)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+        """Self-attention over all of ``x``; with ``rows``, only the first ``rows`` positions' outputs."""
         batch, length, dim = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if rows is not None:
+            q = q[:, :, :rows]
         x = attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(batch, length, dim)))
+        return self.proj(x.transpose(1, 2).reshape(batch, q.shape[2], dim))
 
 
 class Mlp(nn.Module):
@@ -93,8 +96,14 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+        """The block on ``x`` [B, L, H]; with ``rows``, only its first ``rows`` positions [B, rows, H].
+
+        Every position is still attended to (keys and values); the queries, the MLP and everything after
+        them run on the kept rows only, which is exact for those rows.
+        """
+        attended = self.attn(self.norm1(x), rows)
+        x = (x if rows is None else x[:, :rows]) + attended
         return x + self.mlp(self.norm2(x))
 
 
@@ -204,11 +213,14 @@ class SoftPromptedTransformer(nn.Module):
         )
         x = self.action_encoder(tokens, context.domain_id) + self.pos_emb[:, :num_actions]
         x = torch.cat([x, context.tokens], dim=1)
-        for block in self.blocks:
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            # Only the action tokens are decoded, so the last block computes only their rows.
+            rows = num_actions if i == last else None
             if self.gradient_checkpointing and self.training:
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, x, rows, use_reentrant=False)
             else:
-                x = block(x)
+                x = block(x, rows)
         return self.action_decoder(self.norm(x[:, :num_actions]), context.domain_id)
 
     def forward(
