@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import functools
 import json
+import logging
 import os
 import platform
 import shutil
@@ -24,6 +25,31 @@ class UserFacingError(RuntimeError):
 
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class _DropImportNoise(logging.Filter):
+    """Drops two harmless warnings that ``import transformers`` sets off when torchao is installed.
+
+    transformers imports torchao when it is present (``pip install 'xvla[fast]'``). On a CPU build of torch,
+    torchao cannot load its CUDA-only extensions and says so ("Failed to load ..._C_mxfp8..."), and it
+    registers two Enums the way torch 2.13 deprecates. Every ``xvla`` command would start with these four
+    lines; none of them concerns an X-VLA user. Other messages of these loggers pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.name == "torchao":
+            cuda_only = message.startswith("Failed to load") and "/torchao/_C" in message
+            return not (cuda_only and torch.version.cuda is None)
+        return "is an Enum subclass and is now natively supported" not in message
+
+
+def quiet_import_noise() -> None:
+    """Install :class:`_DropImportNoise` on the two loggers (idempotent); the package does it on import."""
+    for name in ("torchao", "torch.utils._pytree"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropImportNoise) for f in logger.filters):
+            logger.addFilter(_DropImportNoise())
 
 
 def resolve_device(preference: str | torch.device | None = "auto", local_rank: int = 0) -> torch.device:
