@@ -14,6 +14,11 @@ Variants: ``ref-fp32``/``ref-bf16`` (LeRobot, its ``dtype`` field), ``fp32`` (ou
 ``int8`` (ours, ``quantize="int8", compile=True``), ``openvino-f32`` / ``openvino-bf16`` (our ONNX export of
 the same checkpoint on OpenVINO: ``OnnxSampler(out, runtime="openvino", precision=...)``).
 Errors are max / mean abs differences of the action chunk from the reference fp32 chunk (same noise).
+
+Memory: all variants of the 0.9B size at once need more than 24 GB. Our variants then run in passes, each
+sized to the memory available beside the reference worker (``--memory-gb`` to set it; see
+:func:`plan_passes`); every pass times the reference again, and a table's ratios are to the reference
+rows of the same pass (its ``pass`` column).
 """
 
 from __future__ import annotations
@@ -180,8 +185,71 @@ class Reference:
 
 
 # ---------------------------------------------------------------------------------------- our variants
-def load_ours(args, checkpoint: str) -> dict[str, Any]:
-    """Our variants, each a callable (batch) -> actions. fp32 and fp32-compiled share one set of weights."""
+SHARE_FP32_WEIGHTS = {"fp32", "fp32-compiled", "openvino-f32", "openvino-bf16"}
+# What our variants keep resident, in units of the checkpoint's fp32 weights (W), measured at full size
+# (VmRSS after a chunk at batch 1, then 8; eighth session): loading any variant peaks at 2 W; the fp32
+# weights take 1 W (shared by SHARE_FP32_WEIGHTS); each warmed batch size of a compiled graph keeps its
+# own frozen, prepacked copy of the weights. The OpenVINO figures are from the fourth session's full-size
+# run: the export peaked at 7.7 GB beside 3.5 GB of fp32 weights, each compiled graph holds its weights.
+LOAD_PEAK = 2.0
+EXPORT_PEAK = 1.2
+FOOTPRINT = {  # variant: (fixed, per warmed batch size)
+    "fp32": (0.0, 0.0),
+    "fp32-compiled": (0.0, 1.1),
+    "fast": (1.0, 0.55),
+    "int8": (1.0, 0.3),
+    "openvino-f32": (1.0, 0.0),
+    "openvino-bf16": (0.5, 0.0),
+}
+
+
+def pass_footprint(variants: list[str], n_batches: int) -> float:
+    """Estimated peak memory of one process holding ``variants``, in units of the fp32 weights."""
+    resident = 1.0 if set(variants) & SHARE_FP32_WEIGHTS else 0.0
+    if any(v.startswith("openvino-") for v in variants):
+        resident += EXPORT_PEAK  # the export's working memory stays with the process (keep_freed_memory)
+    for v in variants:
+        fixed, per_batch = FOOTPRINT[v]
+        resident += fixed + per_batch * n_batches
+    return max(LOAD_PEAK, resident)
+
+
+def plan_passes(variants: list[str], n_batches: int, weights_share: float) -> list[list[str]]:
+    """Our variants in consecutive groups whose footprint fits the memory left beside the reference.
+
+    ``weights_share`` is the fp32 weights' size over that memory: ``mid`` fits in one pass, the 0.9B model
+    needs several for all variants. Each pass times the reference again, so ratios stay interleaved.
+    """
+    limit = 1.0 / weights_share
+    passes: list[list[str]] = []
+    for v in variants:
+        if passes and pass_footprint(passes[-1] + [v], n_batches) <= limit:
+            passes[-1].append(v)
+        else:
+            passes.append([v])
+    return passes
+
+
+def available_memory() -> float:
+    """Bytes the kernel could give this process now (MemAvailable), less 1 GB for activations and the rest."""
+    with open("/proc/meminfo") as f:
+        info = dict(line.split(":", 1) for line in f)
+    return int(info["MemAvailable"].split()[0]) * 1024 - 1e9
+
+
+def free_compiled_graphs() -> None:
+    """Drop the last pass's models: dynamo's cache holds their compiled graphs and frozen weights."""
+    import gc
+
+    import torch
+
+    torch._dynamo.reset()
+    gc.collect()
+
+
+def load_ours(args, checkpoint: str, variants: list[str]) -> dict[str, Any]:
+    """Our ``variants``, each a callable (batch) -> actions. fp32, fp32-compiled and the OpenVINO variants
+    share one set of fp32 weights, loaded only when one of them is asked for."""
     import copy
 
     import torch
@@ -191,17 +259,17 @@ def load_ours(args, checkpoint: str) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     models = {}
-    fp32 = XVLAPolicy.from_pretrained(checkpoint).model
-    if "fp32" in args.variants:
+    fp32 = XVLAPolicy.from_pretrained(checkpoint).model if set(variants) & SHARE_FP32_WEIGHTS else None
+    if "fp32" in variants:
         models["fp32"] = copy.copy(fp32)  # a shallow copy: same parameters, keeps the eager methods
-    if "fp32-compiled" in args.variants:
+    if "fp32-compiled" in variants:
         enable_fast_path(fp32, batch_sizes=args.batches)
         models["fp32-compiled"] = fp32
-    if "fast" in args.variants:  # = from_pretrained(dtype="bfloat16", compile=True), with a choice of mode
+    if "fast" in variants:  # = from_pretrained(dtype="bfloat16", compile=True), with a choice of mode
         models["fast"] = XVLAPolicy.from_pretrained(checkpoint, dtype="bfloat16").model
         enable_fast_path(models["fast"], batch_sizes=args.batches, mode=args.compile_mode)
 
-    if "int8" in args.variants:  # int8 dynamic quantization of the linears, then the compiled path
+    if "int8" in variants:  # int8 dynamic quantization of the linears, then the compiled path
         models["int8"] = XVLAPolicy.from_pretrained(
             checkpoint,
             dtype=args.int8_dtype,
@@ -218,7 +286,7 @@ def load_ours(args, checkpoint: str) -> dict[str, Any]:
         return run
 
     runners = {name: runner(m) for name, m in models.items()}
-    for name in [v for v in args.variants if v.startswith("openvino-")]:
+    for name in [v for v in variants if v.startswith("openvino-")]:
         runners[name] = openvino_runner(args, fp32, Path(checkpoint).parent / "onnx", name.split("-")[1])
     return runners
 
@@ -237,12 +305,14 @@ def openvino_runner(args, model, out_dir: Path, precision: str):
     def run(batch: int) -> tuple[float, Any]:
         inputs, noise = make_inputs(args.size, batch, 32)
         feed = {k: v.numpy() for k, v in inputs.items()}
-        return timed(lambda: model.action_space.postprocess(torch.from_numpy(sampler(feed, noise.numpy(), steps=10))))
+        return timed(
+            lambda: model.action_space.postprocess(torch.from_numpy(sampler(feed, noise.numpy(), steps=10)))
+        )
 
     return run
 
 
-def measure(args, reference: Reference, ours: dict[str, Any]) -> list[dict]:
+def measure(args, reference: Reference, ours: dict[str, Any], variants: list[str], number: int) -> list[dict]:
     """Interleaved rounds: each round times every variant once; one untimed warm-up (compiles) first."""
     import torch
 
@@ -253,18 +323,18 @@ def measure(args, reference: Reference, ours: dict[str, Any]) -> list[dict]:
 
     rows = []
     for batch in args.batches:
-        times: dict[str, list[float]] = {v: [] for v in args.variants}
+        times: dict[str, list[float]] = {v: [] for v in variants}
         actions = {}
-        for v in args.variants:
+        for v in variants:
             warm_ms, actions[v] = call(v, batch)
             print(f"  {args.size} b{batch} {v}: warm-up {warm_ms:.0f} ms", file=sys.stderr, flush=True)
         for _ in range(args.repeats):
-            for v in args.variants:
+            for v in variants:
                 times[v].append(call(v, batch)[0])
         base = actions.get("ref-fp32")
-        for v in args.variants:
+        for v in variants:
             err = (actions[v] - base).abs() if base is not None else torch.full((1,), float("nan"))
-            rows.append({"size": args.size, "batch": batch, "variant": v, "ms": statistics.median(times[v]),
+            rows.append({"size": args.size, "batch": batch, "pass": number, "variant": v, "ms": statistics.median(times[v]),
                          "times": times[v], "max_err": err.max().item(), "mean_err": err.mean().item()})  # fmt: skip
         print_table([r for r in rows if r["batch"] == batch], args)  # as it comes: full-size runs take long
     return rows
@@ -273,18 +343,19 @@ def measure(args, reference: Reference, ours: dict[str, Any]) -> list[dict]:
 def print_table(rows: list[dict], args) -> None:
     print(f"\nX-VLA vs LeRobot 0.4.4: 10 denoising steps, CPU ({os.cpu_count()} cores), torch threads={args.threads}, "
           f"OMP_WAIT_POLICY=PASSIVE, {args.repeats} interleaved rounds (median), one warm-up per variant\n")  # fmt: skip
-    print(
-        "| size | batch | variant | ms / chunk | x ref fp32 time | x ref bf16 time | max abs err | mean abs err |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    passes = any(r["pass"] > 1 for r in rows)  # ratios are always to the reference rows of the same pass
+    print(f"| size | batch |{' pass |' if passes else ''} variant | ms / chunk | x ref fp32 time | x ref bf16 time | "
+          "max abs err | mean abs err |")  # fmt: skip
+    print("|---" * (9 if passes else 8) + "|")
     for r in rows:
-        same = [q for q in rows if q["size"] == r["size"] and q["batch"] == r["batch"]]
+        same = [q for q in rows if (q["size"], q["batch"], q["pass"]) == (r["size"], r["batch"], r["pass"])]
         ref = {q["variant"]: q["ms"] for q in same}
 
         def ratio(name: str, r: dict = r, ref: dict = ref) -> str:
             return f"{r['ms'] / ref[name]:.2f}" if name in ref else "-"
 
-        print(f"| {r['size']} | {r['batch']} | {r['variant']} | {r['ms']:.1f} | {ratio('ref-fp32')} | "
+        pass_cell = f" {r['pass']} |" if passes else ""
+        print(f"| {r['size']} | {r['batch']} |{pass_cell} {r['variant']} | {r['ms']:.1f} | {ratio('ref-fp32')} | "
               f"{ratio('ref-bf16')} | {r['max_err']:.1e} | {r['mean_err']:.1e} |")  # fmt: skip
 
 
@@ -295,8 +366,21 @@ def run_size(args) -> list[dict]:
         florence_json.write_text(json.dumps(florence_for(args.size)))
         reference = Reference(args, checkpoint, str(florence_json))
         try:
-            ours = load_ours(args, checkpoint)
-            return measure(args, reference, ours)
+            references = [v for v in args.variants if v.startswith("ref-")]
+            ours = [v for v in args.variants if not v.startswith("ref-")]
+            weights = sum(f.stat().st_size for f in Path(checkpoint).glob("*.safetensors"))
+            budget = args.memory_gb * 1e9 if args.memory_gb else available_memory()
+            passes = plan_passes(ours, len(args.batches), weights / budget) if ours else [[]]
+            rows = []
+            for number, group in enumerate(passes, 1):
+                if len(passes) > 1:
+                    print(f"  {args.size}: pass {number} of {len(passes)}, {group} beside the reference "
+                          f"(all of {ours} at once would need more than {budget / 1e9:.1f} GB)", file=sys.stderr)  # fmt: skip
+                rows += measure(
+                    args, reference, load_ours(args, checkpoint, group), references + group, number
+                )
+                free_compiled_graphs()
+            return rows
         finally:
             reference.close()
 
@@ -312,6 +396,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timed rounds per batch size")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--memory-gb", type=float, help="memory for our variants (default: what is available "
+                        "after the reference worker started, less 1 GB); sizes that need more run in passes")  # fmt: skip
     parser.add_argument(
         "--compile-mode", default=None, help="torch.compile mode of the fast path (e.g. max-autotune)"
     )
