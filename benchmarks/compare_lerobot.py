@@ -188,12 +188,12 @@ class Reference:
 SHARE_FP32_WEIGHTS = {"fp32", "fp32-compiled", "openvino-f32", "openvino-bf16"}
 # What our variants keep resident, in units of the checkpoint's fp32 weights (W), measured at full size
 # (VmRSS after a chunk at batch 1, then 8; eighth session): loading any variant peaks at 2 W; the fp32
-# weights take 1 W (shared by SHARE_FP32_WEIGHTS); each warmed batch size of a compiled graph keeps its
-# own frozen, prepacked copy of the weights. The OpenVINO figures are from the fourth session's full-size
+# weights take 1 W (shared by SHARE_FP32_WEIGHTS); each compiled graph keeps its own frozen, prepacked copy
+# of the weights, and there are two per variant at most: batch 1 and a symbolic batch. The OpenVINO figures are from the fourth session's full-size
 # run: the export peaked at 7.7 GB beside 3.5 GB of fp32 weights, each compiled graph holds its weights.
 LOAD_PEAK = 2.0
 EXPORT_PEAK = 1.2
-FOOTPRINT = {  # variant: (fixed, per warmed batch size)
+FOOTPRINT = {  # variant: (fixed, per compiled graph)
     "fp32": (0.0, 0.0),
     "fp32-compiled": (0.0, 1.1),
     "fast": (1.0, 0.55),
@@ -203,18 +203,18 @@ FOOTPRINT = {  # variant: (fixed, per warmed batch size)
 }
 
 
-def pass_footprint(variants: list[str], n_batches: int) -> float:
+def pass_footprint(variants: list[str], graphs: int) -> float:
     """Estimated peak memory of one process holding ``variants``, in units of the fp32 weights."""
     resident = 1.0 if set(variants) & SHARE_FP32_WEIGHTS else 0.0
     if any(v.startswith("openvino-") for v in variants):
         resident += EXPORT_PEAK  # the export's working memory stays with the process (keep_freed_memory)
     for v in variants:
-        fixed, per_batch = FOOTPRINT[v]
-        resident += fixed + per_batch * n_batches
+        fixed, per_graph = FOOTPRINT[v]
+        resident += fixed + per_graph * graphs
     return max(LOAD_PEAK, resident)
 
 
-def plan_passes(variants: list[str], n_batches: int, weights_share: float) -> list[list[str]]:
+def plan_passes(variants: list[str], graphs: int, weights_share: float) -> list[list[str]]:
     """Our variants in consecutive groups whose footprint fits the memory left beside the reference.
 
     ``weights_share`` is the fp32 weights' size over that memory: ``mid`` fits in one pass, the 0.9B model
@@ -223,7 +223,7 @@ def plan_passes(variants: list[str], n_batches: int, weights_share: float) -> li
     limit = 1.0 / weights_share
     passes: list[list[str]] = []
     for v in variants:
-        if passes and pass_footprint(passes[-1] + [v], n_batches) <= limit:
+        if passes and pass_footprint(passes[-1] + [v], graphs) <= limit:
             passes[-1].append(v)
         else:
             passes.append([v])
@@ -370,7 +370,8 @@ def run_size(args) -> list[dict]:
             ours = [v for v in args.variants if not v.startswith("ref-")]
             weights = sum(f.stat().st_size for f in Path(checkpoint).glob("*.safetensors"))
             budget = args.memory_gb * 1e9 if args.memory_gb else available_memory()
-            passes = plan_passes(ours, len(args.batches), weights / budget) if ours else [[]]
+            graphs = (1 in args.batches) + any(b > 1 for b in args.batches)  # see xvla.fast
+            passes = plan_passes(ours, graphs, weights / budget) if ours else [[]]
             rows = []
             for number, group in enumerate(passes, 1):
                 if len(passes) > 1:

@@ -41,6 +41,22 @@ def test_compiled_fp32_matches_reference_with_padding_and_slices():
     torch.testing.assert_close(alone, actions[1:2], atol=1e-5, rtol=0)
 
 
+def test_one_frozen_graph_serves_every_batch_size_from_two():
+    # Each frozen graph holds a copy of the weights: batch 1 gets one graph, all padded sizes >= 2 share one.
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    io, meta = load_case(CASE)
+    policy = XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint")
+    counter = CompileCounterWithBackend("inductor")
+    enable_fast_path(policy.model, batch_sizes=(1, 2, 4), backend=counter)
+    for batch in (1, 2, 3, 4):
+        rows = [0, 1, 2, 0][:batch]
+        inputs = {k: v[rows] for k, v in sample_inputs(io).items()}
+        actions = policy.model.generate_actions(**inputs, steps=int(meta["steps"]), noise=io["noise"][rows])
+        torch.testing.assert_close(actions, io["actions"][rows], atol=1e-4, rtol=0)
+    assert counter.frame_count == 4  # encode and denoising step, each at batch 1 and at a symbolic batch
+
+
 def test_training_and_autograd_bypass_the_compiled_graphs():
     io, _ = load_case(CASE)
     policy = XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint")
