@@ -80,8 +80,16 @@ def test_pad_rows_repeats_the_first_sample():
 
 def test_bucket_sizes_and_invalid_sizes():
     policy = XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint")
+    sizes = (1, 2, 3, 5, 8, 9, 17)
+    # Frozen graphs (CPU): a symbolic batch, so a batch runs at its own size, in slices of at most 8 ...
     fast = enable_fast_path(policy.model, batch_sizes=(8, 1, 2, 4))
-    assert [fast.padded_size(b) for b in (1, 2, 3, 5, 8, 9, 17)] == [1, 2, 4, 8, 8, 16, 24]
+    assert [fast.padded_size(b) for b in sizes] == [1, 2, 3, 5, 8, 9, 17]
+    # ... except a lone row when batch 1 has no graph.
+    fast = enable_fast_path(policy.model, batch_sizes=(2, 4))
+    assert [fast.padded_size(b) for b in (1, 3, 4, 5, 9)] == [2, 3, 4, 6, 10]
+    # CUDA graphs (no freezing): one graph per size, so the next warmed size or a multiple of the largest.
+    fast = enable_fast_path(policy.model, batch_sizes=(8, 1, 2, 4), mode="reduce-overhead")
+    assert [fast.padded_size(b) for b in sizes] == [1, 2, 4, 8, 8, 16, 24]
     with pytest.raises(ValueError, match="batch_sizes"):
         enable_fast_path(policy.model, batch_sizes=(0,))
 

@@ -10,14 +10,16 @@ What :func:`enable_fast_path` does to an :class:`~xvla.model.XVLAModel` (for inf
   weights are constants of the graph, pre-packed for oneDNN (AMX tiles in bf16), and LayerNorm, GELU,
   residual adds and the timestep embedding are fused into a few C++ kernels. On CUDA the default mode is
   ``"reduce-overhead"``: the step is replayed as a CUDA graph, since a GPU is launch-bound on this loop.
-- Shapes stay static, so nothing recompiles while serving: every view is encoded (a missing view is
-  zeroed afterwards, exactly as the eager path leaves it) and the batch is padded up to the next of
-  ``batch_sizes`` (larger batches run in slices of the largest). Padding rows repeat sample 0 and are
-  dropped; samples never interact, so a sample's actions do not depend on the padding.
+- Nothing recompiles while serving: every view is encoded (a missing view is zeroed afterwards, exactly
+  as the eager path leaves it), and batches run in slices of at most the largest of ``batch_sizes``.
 - With frozen weights (CPU) the batch dimension is symbolic from 2 up: each frozen graph holds its own
   prepacked copy of the weights, so one graph per size meant one more copy of the model per warmed size
-  (0.9B, fp32: 3.9 GB each). One graph serves every padded size >= 2 and one serves batch 1 (which
-  dynamo always specializes); at ``mid`` they were as fast as per-size graphs (0.98-1.01x the chunk time).
+  (0.9B, fp32: 3.9 GB each). One graph serves every size >= 2 and one serves batch 1 (which dynamo
+  always specializes); at ``mid`` they were as fast as per-size graphs (0.98-1.01x the chunk time). A
+  batch runs at its own size, so ``batch_sizes`` only sets the largest slice and what ``warmup`` compiles.
+- CUDA graphs are per size: there a batch is padded up to the next of ``batch_sizes`` (or a multiple of
+  the largest). Padding rows repeat sample 0 and are dropped; samples never interact, so a sample's
+  actions do not depend on the padding.
 - Under autograd, or in training mode, the eager methods run instead: frozen weights would be stale.
 - The graphs freeze the weights (prepacked copies of the linears): after changing weights in place, call
   :meth:`FastPath.weights_changed` (``XVLAPolicy.load_adapter`` does) and the graphs are rebuilt lazily.
@@ -155,8 +157,16 @@ class FastPath:
 
     # ------------------------------------------------------------------ batching
     def padded_size(self, batch: int) -> int:
-        """The warmed size a batch runs at: the next bucket, or a multiple of the largest one."""
+        """The size a batch runs at, in slices of at most the largest warmed size.
+
+        With a symbolic batch (CPU) every size from 2 up has its graph already, so only a lone row left
+        over is padded (to 2 rows) when batch 1 was not warmed. Otherwise (a graph per size): the next
+        warmed size, or a multiple of the largest one.
+        """
         largest = self.batch_sizes[-1]
+        if self._symbolic_batch:
+            lone_row = batch % largest == 1 and 1 not in self.batch_sizes
+            return batch + 1 if lone_row else batch
         if batch > largest:
             return -(-batch // largest) * largest
         return next(b for b in self.batch_sizes if b >= batch)
@@ -170,7 +180,7 @@ class FastPath:
             if self.mode == "reduce-overhead":
                 torch.compiler.cudagraph_mark_step_begin()
             inputs = [x[start : start + step] for x in tensors]
-            if self._symbolic_batch and step > 1:
+            if self._symbolic_batch and inputs[0].shape[0] > 1:
                 for x in inputs:
                     torch._dynamo.mark_dynamic(x, 0)
             with torch._inductor.config.patch(self._inductor_config):
