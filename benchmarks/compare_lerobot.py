@@ -189,8 +189,9 @@ SHARE_FP32_WEIGHTS = {"fp32", "fp32-compiled", "openvino-f32", "openvino-bf16"}
 # What our variants keep resident, in units of the checkpoint's fp32 weights (W), measured at full size
 # (VmRSS after a chunk at batch 1, then 8; eighth session): loading any variant peaks at 2 W; the fp32
 # weights take 1 W (shared by SHARE_FP32_WEIGHTS); each compiled graph keeps its own frozen, prepacked copy
-# of the weights, and there are two per variant at most: batch 1 and a symbolic batch. The OpenVINO figures are from the fourth session's full-size
-# run: the export peaked at 7.7 GB beside 3.5 GB of fp32 weights, each compiled graph holds its weights.
+# of the weights, and there are two per variant at most: batch 1 and a symbolic batch. The OpenVINO figures
+# are from the fourth session's full-size run: the export peaked at 7.7 GB beside 3.5 GB of fp32 weights,
+# and each compiled graph holds its weights.
 LOAD_PEAK = 2.0
 EXPORT_PEAK = 1.2
 FOOTPRINT = {  # variant: (fixed, per compiled graph)

@@ -1,4 +1,4 @@
-"""The fast inference path: compiled graphs with frozen weights, static shapes, a few warmed batch sizes.
+"""The fast inference path: compiled graphs with frozen weights, static shapes but for the batch.
 
     policy = XVLAPolicy.from_pretrained(path, dtype="bfloat16", compile=True)
     policy.model.fast_path.warmup(views=2, image_size=(224, 224))   # optional: compile every batch size now
