@@ -223,7 +223,8 @@ class FastPath:
         text_length: int | None = None,
         batch_sizes: Sequence[int] | None = None,
     ) -> float:
-        """Compile (or load from the cache) every warmed batch size now; returns the seconds it took."""
+        """Run every warmed batch size once now, compiling (or loading from the cache) the graphs they use
+        (on CPU: one for batch 1, one for all sizes from 2 up); returns the seconds it took."""
         model = self.model
         length = int(text_length or model.config.tokenizer_max_length)
         height, width = image_size

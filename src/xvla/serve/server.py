@@ -33,7 +33,7 @@ class ServeConfig:
     compile: bool = field(default=False, metadata={
         "help": "the fast path: compiled graphs, warmed at start for every batch size (with --dtype bfloat16 on AMX)"})
     compile_batch_sizes: list[int] | None = field(default=None, metadata={
-        "help": "batch sizes compiled at start (default 1,2,4,8); larger batches are split"})
+        "help": "batch sizes warmed at start (default 1,2,4,8); larger batches run in slices of the largest"})
     api_key: str | None = field(default=None, metadata={
         "help": "require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (default: env XVLA_API_KEY)"})
     max_batch_size: int = field(default=8, metadata={"help": "most samples in one forward pass"})
