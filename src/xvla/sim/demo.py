@@ -31,33 +31,38 @@ DEFAULT_TRAIN_VARIANTS = "sawyer,sawyer-rot90"
 DEFAULT_HELDOUT = "sawyer-topdown"
 
 
+def _h(default, text: str):
+    """A field with ``--help`` text."""
+    return field(default=default, metadata={"help": text})
+
+
 @dataclass
 class DemoSettings:
-    output: str = "outputs/demo"
-    tasks: str = DEFAULT_TASKS
-    train_variants: str = DEFAULT_TRAIN_VARIANTS
-    heldout_variant: str = DEFAULT_HELDOUT
-    episodes_per_task: int = 20  # demonstrations per (task, training variant)
-    heldout_episodes_per_task: int | None = None  # demonstrations per task on the held-out variant (default: same)
-    steps_phase1: int = 1200
-    steps_phase2: int = 300
-    eval_episodes: int = 5  # evaluation episodes per task and variant
-    image_size: int = 64
-    seed: int = 0
-    workers: int = 2
-    batch_size: int = 32
-    lr_phase1: float = 5e-4
-    lr_phase2: float = 1e-3
-    eval_max_steps: int = 150
-    threads: int | None = None  # torch threads in the main process (default: all cores)
+    output: str = _h("outputs/demo", "folder for everything the demo writes; the report goes to OUTPUT/report")
+    tasks: str = _h(DEFAULT_TASKS, "comma-separated Meta-World tasks")
+    train_variants: str = _h(DEFAULT_TRAIN_VARIANTS, "embodiment variants Phase I trains on, one domain id each")
+    heldout_variant: str = _h(DEFAULT_HELDOUT, "the variant Phase II adapts to with soft prompts only")
+    episodes_per_task: int = _h(20, "scripted demonstrations per task and training variant")
+    heldout_episodes_per_task: int | None = _h(None, "demonstrations per task on the held-out variant (default: as above)")
+    steps_phase1: int = _h(1200, "Phase I (pretraining) optimizer steps")
+    steps_phase2: int = _h(300, "Phase II (soft-prompt adaptation) optimizer steps")
+    eval_episodes: int = _h(5, "closed-loop evaluation episodes per task and variant")
+    image_size: int = _h(64, "camera size in pixels (square)")
+    seed: int = _h(0, "seed of the demonstrations' layouts and of training (evaluation layouts are fixed: seed 1000)")
+    workers: int = _h(2, "simulator processes for demonstrations and evaluation")
+    batch_size: int = _h(32, "training batch size (both phases)")
+    lr_phase1: float = _h(5e-4, "Phase I peak learning rate")
+    lr_phase2: float = _h(1e-3, "Phase II peak learning rate")
+    eval_max_steps: int = _h(150, "actions per evaluation episode before it counts as a failure")
+    threads: int | None = _h(None, "torch threads in the main process (default: all cores)")
     # the model: a tiny Florence-2 (from scratch) and a small soft-prompted transformer
-    vlm_width: int = 48
-    hidden_size: int = 96
-    depth: int = 3
-    chunk_size: int = 8
-    n_action_steps: int = 4
-    denoising_steps: int = 4
-    progress: bool = True
+    vlm_width: int = _h(48, "width of the tiny Florence-2 trained from scratch")
+    hidden_size: int = _h(96, "width of the soft-prompted action transformer")
+    depth: int = _h(3, "blocks of the action transformer")
+    chunk_size: int = _h(8, "actions per predicted chunk")
+    n_action_steps: int = _h(4, "actions of each chunk executed before the next is asked for")
+    denoising_steps: int = _h(4, "flow-matching integration steps per chunk")
+    progress: bool = _h(True, "progress bars")
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
