@@ -32,8 +32,8 @@ class InfoConfig:
 
 @dataclass
 class SmokeConfig:
-    output: str = "outputs/smoke_checkpoint"
-    seed: int = 0
+    output: str = field(default="outputs/smoke_checkpoint", metadata={"help": "where the tiny checkpoint is saved"})
+    seed: int = field(default=0, metadata={"help": "seed of the random weights and inputs"})
 
 
 def cmd_convert(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ class ServeConfig:
 
     policy_path: str = field(metadata={"help": "checkpoint folder (any format) or Hub id"})
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind (loopback only by default)"})
-    port: int = 8010
+    port: int = field(default=8010, metadata={"help": "TCP port to listen on"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto (cuda when available)"})
     dtype: str | None = field(default=None, metadata={"help": "float32 or bfloat16 (default: the checkpoint's)"})
     compile: bool = field(default=False, metadata={

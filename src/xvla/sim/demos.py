@@ -52,7 +52,7 @@ class DemoConfig:
     privileged_state: bool = field(default=False, metadata={"help": "append object and goal positions to the state"})
     overwrite: bool = field(default=False, metadata={"help": "replace existing datasets"})
     start_method: str | None = None  # multiprocessing start method (default: fork where available)
-    progress: bool = True
+    progress: bool = field(default=True, metadata={"help": "progress bar"})
 
     def __post_init__(self) -> None:
         if isinstance(self.tasks, str):

@@ -41,13 +41,13 @@ class EvalConfig:
     policy: str = field(metadata={"help": "checkpoint folder or Hub id, or 'expert' (Meta-World's scripted policies)"})
     tasks: str | list[str] = field(default="mt10", metadata={"help": "task set (mt10, mt50, easy) or comma-separated names"})
     variant: str | EmbodimentVariant = field(default="sawyer", metadata={"help": "embodiment variant name or JSON file"})
-    episodes_per_task: int = 10
+    episodes_per_task: int = field(default=10, metadata={"help": "episodes per task"})
     seed: int = field(default=1000, metadata={"help": "base seed of the layouts and noise"})
     num_envs: int = field(default=2, metadata={"help": "parallel simulator processes"})
     max_steps: int = field(default=200, metadata={"help": "actions per episode"})
     videos: int = field(default=3, metadata={"help": "episodes saved as mp4"})
-    output: str = "outputs/eval"
-    device: str = "cpu"
+    output: str = field(default="outputs/eval", metadata={"help": "results folder (JSON, markdown, videos)"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
     dtype: str | None = field(default=None, metadata={"help": "float32 or bfloat16 (default: the checkpoint's)"})
     compile: bool = field(default=False, metadata={"help": "the fast path (compiled graphs; see docs/benchmarks.md)"})
     domain_id: int | None = field(default=None, metadata={"help": "default: the domain the checkpoint trained for this variant"})
@@ -58,7 +58,7 @@ class EvalConfig:
     key_map: dict[str, str] = field(default_factory=dict, metadata={"help": "model key=simulator key pairs, comma-separated"})
     privileged_state: bool = False
     start_method: str | None = None
-    progress: bool = True
+    progress: bool = field(default=True, metadata={"help": "progress bar"})
     execution: str = field(default="sync", metadata={"help": "how chunks are executed while the next one is computed: "
                                                     "sync, replace, blend, ensemble or rtc (docs/realtime.md)"})
     delay_steps: int = field(default=0, metadata={"help": "simulated inference delay, in control steps"})

@@ -26,7 +26,7 @@ import logging
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,26 +52,26 @@ PROTOCOL_FIELDS = ("policy", "policy_url", "suite", "max_steps", "state_source",
 
 @dataclass
 class LiberoEvalConfig:
-    policy: str | None = None  # checkpoint folder or Hub id (in-process policy)
-    policy_url: str | None = None  # or a running `xvla serve` (POST /act)
-    suite: str = "libero_spatial"
-    tasks: list[int] | None = None  # task ids; None = every task of the suite
-    episodes_per_task: int = 50
-    num_envs: int = 4
-    max_steps: int | None = None  # default: the suite's (800; libero_10 900)
-    state_source: str = "open_loop"
-    seed: int = 0  # flow-matching noise; scenes follow the protocol (init state i, env seed 142 + i)
-    domain_id: int | None = None  # None: the checkpoint's LIBERO domain if its table names one, else 3
-    n_action_steps: int | None = None  # None: the whole chunk (30 for the released checkpoints)
-    denoising_steps: int | None = None  # None: the policy's (10 for the released checkpoints)
-    settle_steps: int = 10
-    camera_size: int = 256
-    videos: int = 3  # episodes saved as mp4 (episode 0 of the first tasks)
-    output: str = "outputs/libero"
-    device: str = "cpu"
-    overwrite: bool = False  # start again instead of resuming
-    progress: bool = True
-    start_method: str = "spawn"  # workers never inherit this process's torch threads or GL state
+    policy: str | None = field(default=None, metadata={"help": "checkpoint folder or Hub id (in-process policy)"})
+    policy_url: str | None = field(default=None, metadata={"help": "or the URL of a running `xvla serve` (POST /act)"})
+    suite: str = field(default="libero_spatial", metadata={"help": "libero_spatial, libero_object, libero_goal or libero_10"})
+    tasks: list[int] | None = field(default=None, metadata={"help": "task ids, comma-separated (default: every task of the suite)"})
+    episodes_per_task: int = field(default=50, metadata={"help": "episodes per task (the protocol's 50)"})
+    num_envs: int = field(default=4, metadata={"help": "parallel simulator processes"})
+    max_steps: int | None = field(default=None, metadata={"help": "actions per episode (default: the suite's, 800; libero_10 900)"})
+    state_source: str = field(default="open_loop", metadata={"help": "open_loop (the previous chunk's last action after the first query) or measured; see docs/libero.md"})
+    seed: int = field(default=0, metadata={"help": "flow-matching noise; scenes follow the protocol (init state i, env seed 142 + i)"})
+    domain_id: int | None = field(default=None, metadata={"help": "default: the checkpoint's LIBERO domain if its table names one, else 3"})
+    n_action_steps: int | None = field(default=None, metadata={"help": "actions executed per chunk (default: the whole chunk, 30 for the released checkpoints)"})
+    denoising_steps: int | None = field(default=None, metadata={"help": "default: the policy's (10 for the released checkpoints)"})
+    settle_steps: int = field(default=10, metadata={"help": "no-op steps after a reset while objects settle"})
+    camera_size: int = field(default=256, metadata={"help": "render size in pixels"})
+    videos: int = field(default=3, metadata={"help": "episodes saved as mp4 (episode 0 of the first tasks)"})
+    output: str = field(default="outputs/libero", metadata={"help": "results folder (resumed if it holds a run)"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+    overwrite: bool = field(default=False, metadata={"help": "start again instead of resuming"})
+    progress: bool = field(default=True, metadata={"help": "progress bars"})
+    start_method: str = field(default="spawn", metadata={"help": "multiprocessing start method: workers never inherit this process's torch threads or GL state"})
 
     def __post_init__(self) -> None:
         check_suite(self.suite)

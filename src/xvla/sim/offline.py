@@ -39,9 +39,9 @@ class OfflineEvalConfig:
     domain_id: int | None = field(default=None, metadata={"help": "default: the domain the checkpoint trained for this dataset"})
     key_map: dict[str, str] = field(default_factory=dict, metadata={"help": "model key=dataset key pairs, comma-separated"})
     plot_episodes: int = field(default=3, metadata={"help": "episodes to plot"})
-    device: str = "cpu"
-    seed: int = 0
-    batch_size: int = 16
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+    seed: int = field(default=0, metadata={"help": "seed of the flow-matching noise"})
+    batch_size: int = field(default=16, metadata={"help": "predictions per policy call"})
 
     def __post_init__(self) -> None:
         if isinstance(self.episodes, str):
