@@ -4,7 +4,7 @@ Every ``xvla`` sub-command declares its settings as a dataclass (``TrainConfig``
 ``ServeConfig``, ...). :func:`add_dataclass_flags` turns the fields into flags (``--name`` and
 ``--name-with-dashes``; nested dataclasses as ``--group.name``), and :func:`dataclass_from_args`
 builds the dataclass back, converting each value to the field's annotated type with one error
-message style. Field help comes from ``field(metadata={"help": ...})``.
+message style. Field help comes from ``field(metadata={"help": ...})`` (:func:`documented` writes it).
 """
 
 from __future__ import annotations
@@ -15,6 +15,11 @@ import json
 import types
 import typing
 from typing import Any
+
+
+def documented(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING):
+    """A dataclass field with the help text its flag shows."""
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"help": help})
 
 
 def add_dataclass_flags(
@@ -30,7 +35,7 @@ def add_dataclass_flags(
     for name, tp in flat_fields(cls).items():
         if name in skip:
             continue
-        help_text = _help(cls, name)
+        help_text = field_help(cls, name)
         if name in positional:
             extra: dict[str, Any] = dict(nargs="?", default=argparse.SUPPRESS) if optional_positional else {}
             parser.add_argument(name, help=help_text, **extra)
@@ -97,12 +102,13 @@ def _defaults(cls: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _help(cls: Any, name: str) -> str:
+def field_help(cls: Any, name: str) -> str:
+    """The help text of a (dotted) field of ``cls``; empty when it has none."""
     node, *rest = name.split(".", 1)
     for f in dataclasses.fields(cls):
         if f.name == node:
             if rest:
-                return _help(typing.get_type_hints(cls)[node], rest[0])
+                return field_help(typing.get_type_hints(cls)[node], rest[0])
             return str(f.metadata.get("help", ""))
     return ""
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..flags import documented
 from ..processing import check_domain_ids
 
 IMAGE_PREFIX = "observation.images."
@@ -57,12 +58,13 @@ class RequestError(Exception):
 class Limits:
     """Bounds checked before decoding anything a client sends."""
 
-    max_image_side: int = 4096  # pixels, per side, raw or encoded
-    max_image_pixels: int = 4096 * 4096
-    max_instruction_chars: int = 4096
-    max_observations: int = 64  # per /v1/act request
+    max_image_side: int = documented(4096, "largest image side in pixels, raw or encoded (413 above it)")
+    max_image_pixels: int = documented(4096 * 4096, "largest image area in pixels")
+    max_instruction_chars: int = documented(4096, "longest instruction in characters")
+    max_observations: int = documented(64, "most observations in one /v1/act request")
     max_steps: int = 100
-    max_abs_value: float = 1e6  # state and noise entries; larger ones are no robot state and overflow the model
+    # Larger state or noise entries are no robot state and overflow the model.
+    max_abs_value: float = documented(1e6, "largest absolute state or noise entry accepted")
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ class ServeConfig:
     encoded_channel_order: str = field(default="rgb", metadata={
         "help": "channel order of decoded JPEG/PNG images; 'bgr' reproduces the official (OpenCV) server"})
     limits: Limits = field(default_factory=Limits)
-    graceful_timeout_s: float = 30.0
+    graceful_timeout_s: float = field(default=30.0, metadata={"help": "seconds in-flight requests get to finish on shutdown"})
     adapters: list[str] | None = field(default=None, metadata={
         "help": "robot adapters to serve on this backbone, NAME=PATH,NAME=PATH (xvla adapter export)"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})

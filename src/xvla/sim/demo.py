@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..flags import add_dataclass_flags, dataclass_from_args
+from ..flags import add_dataclass_flags, dataclass_from_args, documented
 from ..utils import write_json
 
 DEFAULT_TASKS = "button-press-topdown,drawer-close,handle-press"
@@ -31,38 +31,33 @@ DEFAULT_TRAIN_VARIANTS = "sawyer,sawyer-rot90"
 DEFAULT_HELDOUT = "sawyer-topdown"
 
 
-def _h(default, text: str):
-    """A field with ``--help`` text."""
-    return field(default=default, metadata={"help": text})
-
-
 @dataclass
 class DemoSettings:
-    output: str = _h("outputs/demo", "folder for everything the demo writes; the report goes to OUTPUT/report")
-    tasks: str = _h(DEFAULT_TASKS, "comma-separated Meta-World tasks")
-    train_variants: str = _h(DEFAULT_TRAIN_VARIANTS, "embodiment variants Phase I trains on, one domain id each")
-    heldout_variant: str = _h(DEFAULT_HELDOUT, "the variant Phase II adapts to with soft prompts only")
-    episodes_per_task: int = _h(20, "scripted demonstrations per task and training variant")
-    heldout_episodes_per_task: int | None = _h(None, "demonstrations per task on the held-out variant (default: as above)")
-    steps_phase1: int = _h(1200, "Phase I (pretraining) optimizer steps")
-    steps_phase2: int = _h(300, "Phase II (soft-prompt adaptation) optimizer steps")
-    eval_episodes: int = _h(5, "closed-loop evaluation episodes per task and variant")
-    image_size: int = _h(64, "camera size in pixels (square)")
-    seed: int = _h(0, "seed of the demonstrations' layouts and of training (evaluation layouts are fixed: seed 1000)")
-    workers: int = _h(2, "simulator processes for demonstrations and evaluation")
-    batch_size: int = _h(32, "training batch size (both phases)")
-    lr_phase1: float = _h(5e-4, "Phase I peak learning rate")
-    lr_phase2: float = _h(1e-3, "Phase II peak learning rate")
-    eval_max_steps: int = _h(150, "actions per evaluation episode before it counts as a failure")
-    threads: int | None = _h(None, "torch threads in the main process (default: all cores)")
+    output: str = documented("outputs/demo", "folder for everything the demo writes; the report goes to OUTPUT/report")
+    tasks: str = documented(DEFAULT_TASKS, "comma-separated Meta-World tasks")
+    train_variants: str = documented(DEFAULT_TRAIN_VARIANTS, "embodiment variants Phase I trains on, one domain id each")
+    heldout_variant: str = documented(DEFAULT_HELDOUT, "the variant Phase II adapts to with soft prompts only")
+    episodes_per_task: int = documented(20, "scripted demonstrations per task and training variant")
+    heldout_episodes_per_task: int | None = documented(None, "demonstrations per task on the held-out variant (default: as above)")
+    steps_phase1: int = documented(1200, "Phase I (pretraining) optimizer steps")
+    steps_phase2: int = documented(300, "Phase II (soft-prompt adaptation) optimizer steps")
+    eval_episodes: int = documented(5, "closed-loop evaluation episodes per task and variant")
+    image_size: int = documented(64, "camera size in pixels (square)")
+    seed: int = documented(0, "seed of the demonstrations' layouts and of training (evaluation layouts are fixed: seed 1000)")
+    workers: int = documented(2, "simulator processes for demonstrations and evaluation")
+    batch_size: int = documented(32, "training batch size (both phases)")
+    lr_phase1: float = documented(5e-4, "Phase I peak learning rate")
+    lr_phase2: float = documented(1e-3, "Phase II peak learning rate")
+    eval_max_steps: int = documented(150, "actions per evaluation episode before it counts as a failure")
+    threads: int | None = documented(None, "torch threads in the main process (default: all cores)")
     # the model: a tiny Florence-2 (from scratch) and a small soft-prompted transformer
-    vlm_width: int = _h(48, "width of the tiny Florence-2 trained from scratch")
-    hidden_size: int = _h(96, "width of the soft-prompted action transformer")
-    depth: int = _h(3, "blocks of the action transformer")
-    chunk_size: int = _h(8, "actions per predicted chunk")
-    n_action_steps: int = _h(4, "actions of each chunk executed before the next is asked for")
-    denoising_steps: int = _h(4, "flow-matching integration steps per chunk")
-    progress: bool = _h(True, "progress bars")
+    vlm_width: int = documented(48, "width of the tiny Florence-2 trained from scratch")
+    hidden_size: int = documented(96, "width of the soft-prompted action transformer")
+    depth: int = documented(3, "blocks of the action transformer")
+    chunk_size: int = documented(8, "actions per predicted chunk")
+    n_action_steps: int = documented(4, "actions of each chunk executed before the next is asked for")
+    denoising_steps: int = documented(4, "flow-matching integration steps per chunk")
+    progress: bool = documented(True, "progress bars")
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:

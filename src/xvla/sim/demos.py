@@ -43,7 +43,7 @@ class DemoConfig:
     tasks: str | list[str] = field(default="mt10", metadata={"help": "task set (mt10, mt50, easy) or comma-separated names"})
     variants: str | list[EmbodimentVariant] = field(
         default="sawyer", metadata={"help": "comma-separated variant names or JSON files, or 'all'"})
-    episodes_per_task: int = 10
+    episodes_per_task: int = field(default=10, metadata={"help": "successful demonstrations kept per task and variant"})
     seed: int = field(default=0, metadata={"help": "base seed of the layouts"})
     workers: int = field(default=2, metadata={"help": "parallel simulator processes"})
     max_steps: int = field(default=200, metadata={"help": "actions per episode before an episode is dropped"})

@@ -56,7 +56,7 @@ class EvalConfig:
     action_horizon_s: float | None = field(default=None, metadata={"help": "the chunk spans this many seconds (if trained so)"})
     image_size: int | None = field(default=None, metadata={"help": "camera size in pixels (default: the variant's)"})
     key_map: dict[str, str] = field(default_factory=dict, metadata={"help": "model key=simulator key pairs, comma-separated"})
-    privileged_state: bool = False
+    privileged_state: bool = field(default=False, metadata={"help": "append object and goal positions to the state (for policies trained so)"})
     start_method: str | None = None
     progress: bool = field(default=True, metadata={"help": "progress bar"})
     execution: str = field(default="sync", metadata={"help": "how chunks are executed while the next one is computed: "

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 class OfflineEvalConfig:
     policy: str = field(metadata={"help": "checkpoint folder or Hub id"})
     dataset: str = field(metadata={"help": "LeRobot dataset folder or Hub id"})
-    output: str = "outputs/eval_offline"
+    output: str = field(default="outputs/eval_offline", metadata={"help": "results folder (metrics JSON and plots)"})
     episodes: str | list[int] | None = field(default=None, metadata={"help": "e.g. 15-19 or 3,7,9 (default: all)"})
     stride: int | None = field(default=None, metadata={"help": "frames between predictions (default: n_action_steps)"})
     domain_id: int | None = field(default=None, metadata={"help": "default: the domain the checkpoint trained for this dataset"})

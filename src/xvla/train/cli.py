@@ -9,6 +9,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from .. import flags
 from .config import (
     RECIPES,
     TrainConfig,
@@ -72,7 +73,9 @@ def register(subparsers) -> None:
         kwargs: dict[str, Any] = dict(dest=name, default=argparse.SUPPRESS, metavar="V")
         if tp is bool:
             kwargs.update(nargs="?", const="true", metavar="BOOL")
-        p.add_argument(f"--{name}", help=f"(default: {_default_text(name)})", **kwargs)
+        text = flags.field_help(TrainConfig, name)
+        said = "default" in text  # the help already says what the default means
+        p.add_argument(f"--{name}", help=text if said else f"{text} (default: {_default_text(name)})".lstrip(), **kwargs)
     p.add_argument("--policy.path", dest="policy.path", default=argparse.SUPPRESS, metavar="PATH",
                    help="checkpoint folder or Hub id to start from (any supported format)")  # fmt: skip
     p.add_argument("--policy.type", dest="policy.type", default=argparse.SUPPRESS, help=argparse.SUPPRESS)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import flags
-from ..flags import convert, from_dict, parse_bool, parse_literal  # noqa: F401 - re-exported
+from ..flags import convert, documented, from_dict, parse_bool, parse_literal  # noqa: F401 - re-exported
 from ..utils import write_json
 
 RECIPES = ("official", "lerobot", "prompt", "lora")
@@ -29,29 +29,31 @@ PARAM_GROUPS = ("vlm", "soft_prompts", "action_heads", "transformer_core")
 class ColorJitterConfig:
     """Random brightness / contrast / saturation / hue changes, applied in a random order per sample."""
 
-    enable: bool = False
-    brightness: float = 0.2
-    contrast: float = 0.2
-    saturation: float = 0.2
-    hue: float = 0.0
+    enable: bool = documented(False, "jitter the training images' colours")
+    brightness: float = documented(0.2, "brightness factor drawn from [1 - b, 1 + b]")
+    contrast: float = documented(0.2, "contrast factor drawn from [1 - c, 1 + c]")
+    saturation: float = documented(0.2, "saturation factor drawn from [1 - s, 1 + s]")
+    hue: float = documented(0.0, "hue shift drawn from [-h, h] (at most 0.5)")
 
 
 @dataclass
 class DatasetConfig:
     """One LeRobot dataset: where it is, its weight and domain, and how its keys map to the model's."""
 
-    root: str | None = None  # local folder (takes precedence over repo_id)
-    repo_id: str | None = None  # Hugging Face dataset id, fetched when root is not given
-    revision: str | None = None
-    weight: float = 1.0  # relative sampling weight inside a mixture
-    domain_id: int | None = None  # None: the policy's domain_id
-    # model key -> dataset key, e.g. {"observation.images.image": "observation.images.front"};
-    # keys not listed map to themselves ("observation.state", "action", the cameras)
-    keys: dict[str, str] = field(default_factory=dict)
-    episodes: list[int] | None = None  # episode indices to use (default: all)
-    task: str | None = None  # replaces every frame's instruction
-    action_horizon_s: float | None = None  # overrides mixture.action_horizon_s for this dataset
-    name: str | None = None  # label in logs (default: the folder name)
+    root: str | None = documented(None, "local dataset folder (takes precedence over repo_id)")
+    repo_id: str | None = documented(None, "Hugging Face dataset id, fetched when root is not given")
+    revision: str | None = documented(None, "Hub revision (branch, tag or commit) of repo_id")
+    weight: float = documented(1.0, "relative sampling weight inside a mixture")
+    domain_id: int | None = documented(None, "domain id (soft prompt) this dataset trains (default: the policy's)")
+    keys: dict[str, str] = documented(
+        help="model key=dataset key pairs, e.g. observation.images.image=observation.images.front; keys not "
+        "listed map to themselves",
+        default_factory=dict,
+    )
+    episodes: list[int] | None = documented(None, "episode indices to use (default: all)")
+    task: str | None = documented(None, "instruction that replaces every frame's own")
+    action_horizon_s: float | None = documented(None, "overrides mixture.action_horizon_s for this dataset")
+    name: str | None = documented(None, "label in logs and checkpoints (default: the folder name)")
 
     @property
     def label(self) -> str:
@@ -64,29 +66,31 @@ class DatasetConfig:
 class MixtureConfig:
     """Several datasets sampled by weight; settings here apply to every dataset (and to ``dataset``)."""
 
-    datasets: list[DatasetConfig] = field(default_factory=list)
-    # Resample each action chunk to chunk_size points over this many seconds (linear interpolation,
-    # "intention abstraction"); None keeps chunk_size consecutive frames.
-    action_horizon_s: float | None = None
+    datasets: list[DatasetConfig] = documented(
+        help="several datasets, each with dataset's fields (JSON list here, or a config file)", default_factory=list
+    )
+    action_horizon_s: float | None = documented(
+        None, "resample each action chunk to chunk_size points over this many seconds (linear interpolation); "
+        "default: chunk_size consecutive frames"
+    )  # fmt: skip
     color_jitter: ColorJitterConfig = field(default_factory=ColorJitterConfig)
-    # Keep decoded video frames in RAM (uint8, per loader process): a dataset that fits in memory is then
-    # decoded once instead of once per sample, which takes video decoding off a small model's training step.
-    cache_frames: bool = False
+    # Frames decoded once instead of once per sample: takes video decoding off a small model's step.
+    cache_frames: bool = documented(False, "keep decoded video frames in RAM (uint8, per loader process)")
 
 
 @dataclass
 class OptimizerConfig:
     """AdamW over the four named parameter groups; each group's LR = lr x its scale x the schedule."""
 
-    lr: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    grad_clip_norm: float = 1.0  # <= 0: no clipping (the norm is still logged)
-    vlm_lr_scale: float = 0.1
-    soft_prompt_lr_scale: float = 0.1
-    action_heads_lr_scale: float = 1.0
-    transformer_core_lr_scale: float = 1.0
+    lr: float = documented(1e-4, "peak learning rate (each group's is lr x its scale)")
+    betas: tuple[float, float] = documented((0.9, 0.95), "AdamW betas")
+    eps: float = documented(1e-8, "AdamW epsilon")
+    weight_decay: float = documented(0.0, "AdamW weight decay")
+    grad_clip_norm: float = documented(1.0, "clip the gradient norm to this (<= 0: no clipping; the norm is logged)")
+    vlm_lr_scale: float = documented(0.1, "LR scale of the VLM (Florence-2 vision tower and text encoder)")
+    soft_prompt_lr_scale: float = documented(0.1, "LR scale of the soft prompts")
+    action_heads_lr_scale: float = documented(1.0, "LR scale of the domain-aware action heads")
+    transformer_core_lr_scale: float = documented(1.0, "LR scale of the action transformer's blocks")
 
     def scale(self, group: str) -> float:
         return {
@@ -101,40 +105,43 @@ class OptimizerConfig:
 class SchedulerConfig:
     """Per-group LR multiplier: 0 while frozen, linear warm-up, then cosine (or constant) to min_lr_ratio."""
 
-    type: str = "cosine"  # "cosine" | "constant"
-    warmup_steps: int = 1000
-    soft_prompt_warmup_steps: int | None = None  # the soft-prompt group's own warm-up (None: warmup_steps)
-    # For the first freeze_steps only the soft prompts and the action heads train (requires_grad=False
-    # elsewhere); the other groups then warm up over warmup_steps starting at freeze_steps.
-    freeze_steps: int = 0
-    decay_steps: int | None = None  # the cosine reaches min_lr_ratio at this step (None: --steps)
-    min_lr_ratio: float = 0.1
-    # lerobot-train's rule: if --steps < decay_steps, shrink warm-up and decay by steps / decay_steps.
-    auto_scale: bool = False
+    type: str = documented("cosine", "cosine or constant after the warm-up")
+    warmup_steps: int = documented(1000, "linear warm-up steps")
+    soft_prompt_warmup_steps: int | None = documented(None, "the soft prompts' own warm-up (default: warmup_steps)")
+    freeze_steps: int = documented(
+        0, "for this many first steps only the soft prompts and action heads train; the other groups then warm "
+        "up over warmup_steps"
+    )  # fmt: skip
+    decay_steps: int | None = documented(None, "the cosine reaches min_lr_ratio at this step (default: --steps)")
+    min_lr_ratio: float = documented(0.1, "final LR as a fraction of the peak")
+    auto_scale: bool = documented(
+        False, "lerobot-train's rule: if --steps < decay_steps, shrink warm-up and decay by steps / decay_steps"
+    )
 
 
 @dataclass
 class LoraConfig:
     """peft LoRA adapters on every nn.Linear of the model (the VLM and the action transformer)."""
 
-    enable: bool = False
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    exclude: list[str] = field(default_factory=list)  # substrings of module names to leave without adapters
+    enable: bool = documented(False, "train LoRA adapters (merged into the weights when saved)")
+    r: int = documented(8, "LoRA rank")
+    alpha: float = documented(16.0, "LoRA alpha (the update is scaled by alpha / r)")
+    dropout: float = documented(0.0, "dropout on the LoRA path")
+    exclude: list[str] = documented(help="substrings of module names to leave without adapters", default_factory=list)
 
 
 @dataclass
 class NewDomainConfig:
     """Phase II: give the new robot its own domain id (fresh soft prompt and domain heads)."""
 
-    id: int | str | None = None  # None: keep the policy's domain; "auto": the first free id; or an id
-    init_from: int | None = None  # copy prompt + heads from this existing domain instead of fresh ones
+    id: int | str | None = documented(None, "the new robot's domain id, or 'auto' (the first free id); default: "
+                                      "keep the policy's")  # fmt: skip
+    init_from: int | None = documented(None, "copy prompt + heads from this existing domain instead of fresh ones")
 
 
 @dataclass
 class TrainConfig:
-    recipe: str = "official"
+    recipe: str = documented("official", "named settings to start from: " + ", ".join(RECIPES))
     policy: dict[str, Any] = field(default_factory=dict)  # {"path": ..., <XVLAConfig field>: value}
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
@@ -142,39 +149,39 @@ class TrainConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     new_domain: NewDomainConfig = field(default_factory=NewDomainConfig)
-    # Only the rows of the domain-indexed tables (soft prompts, domain-aware heads) that belong to
-    # the trained domains change; every other domain's rows stay bit-identical.
-    train_domain_rows_only: bool = False
-    # Which parameters train: "config" follows the policy's freeze/train switches, "domain" only
-    # soft prompts + domain-aware layers, "lora" adapters + soft prompts + action heads.
-    trainable: str = "config"
+    train_domain_rows_only: bool = documented(
+        False, "only the trained domains' rows of the soft prompts and domain heads change; every other "
+        "domain's rows stay bit-identical"
+    )  # fmt: skip
+    trainable: str = documented(
+        "config", "which parameters train: config (the policy's freeze switches), domain (soft prompts + "
+        "domain-aware layers) or lora (adapters + soft prompts + action heads)"
+    )  # fmt: skip
 
-    steps: int = 10_000
-    batch_size: int = 8  # per process, per micro-step
-    grad_accum_steps: int = 1
-    num_workers: int | None = None  # loader processes; None: one per spare CPU core, at most 4
-    prefetch_factor: int = 2
-    seed: int = 1000
-    output_dir: str | None = None
-    resume: bool = False
-    save_freq: int = 1000
-    keep_last: int = 3  # checkpoints kept on disk (0: keep all)
-    save_final: bool = True
-    log_freq: int = 10
-    mixed_precision: str = (
-        "auto"  # "auto" (bf16 when policy.dtype is bfloat16 or on a bf16 GPU) | "no" | "bf16"
+    steps: int = documented(10_000, "optimizer steps")
+    batch_size: int = documented(8, "samples per process per micro-step")
+    grad_accum_steps: int = documented(1, "micro-steps per optimizer step")
+    num_workers: int | None = documented(None, "data loader processes (default: one per spare CPU core, at most 4)")
+    prefetch_factor: int = documented(2, "batches each loader process prepares ahead")
+    seed: int = documented(1000, "seed of the sampling, the noise, dropout and new weights")
+    output_dir: str | None = documented(None, "run folder: checkpoints, metrics, plots (default: outputs/train/<date>_<time>_<recipe>)")
+    resume: bool = documented(False, "continue from the last checkpoint in output_dir")
+    save_freq: int = documented(1000, "steps between checkpoints")
+    keep_last: int = documented(3, "checkpoints kept on disk (0: keep all)")
+    save_final: bool = documented(True, "save a checkpoint after the last step")
+    log_freq: int = documented(10, "steps between logged metrics")
+    mixed_precision: str = documented("auto", "auto (bf16 when policy.dtype is bfloat16 or on a bf16 GPU), no or bf16")
+    gradient_checkpointing: bool = documented(False, "recompute activations in the backward to save memory")
+    compile: bool = documented(False, "compile the vision tower, text encoder and action head (docs/training.md)")
+    device: str = documented("auto", "auto, cpu or cuda")
+    fsdp: bool = documented(False, "shard parameters, gradients and optimizer state (FSDP2) instead of DDP")
+    tokenizer: str | None = documented(
+        None, "tokenizer folder or Hub id (default: the checkpoint's, else policy.tokenizer_name)"
     )
-    gradient_checkpointing: bool = False
-    compile: bool = False  # compile the vision tower, text encoder and action head (xvla.train.speed)
-    device: str = "auto"  # "auto" | "cpu" | "cuda"
-    fsdp: bool = False  # shard parameters / grads / optimizer state (FSDP2) instead of DDP
-    tokenizer: str | None = (
-        None  # tokenizer folder or Hub id (default: the checkpoint's, else policy.tokenizer_name)
-    )
-    plot: bool = True
-    tensorboard: bool = True
-    dry_run: bool = False  # build everything, print parameter counts and the LR schedule, do not train
-    diagnostics: bool = False  # write per-rank sample ids and parameter checksums (tests, debugging)
+    plot: bool = documented(True, "plot the logged metrics (loss, LR) into a PNG in output_dir")
+    tensorboard: bool = documented(True, "write TensorBoard logs (when tensorboard is installed)")
+    dry_run: bool = documented(False, "build everything, print parameter counts and the LR schedule; do not train")
+    diagnostics: bool = documented(False, "write per-rank sample ids and parameter checksums (tests, debugging)")
 
     # ------------------------------------------------------------------ helpers
     def datasets(self) -> list[DatasetConfig]:
