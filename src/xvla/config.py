@@ -11,11 +11,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .actions import ACTION_REGISTRY, registered_action_modes
+from .flags import documented
 from .processing import check_domain_ids
 
 DTYPES = ("float32", "bfloat16")
@@ -113,54 +114,64 @@ def tiny_florence_config(
 @dataclass
 class XVLAConfig:
     # Input / output structure
-    n_obs_steps: int = 1
-    chunk_size: int = 32
-    n_action_steps: int = 32
+    n_obs_steps: int = documented(1, "observation steps per sample (the policy uses the latest)")
+    chunk_size: int = documented(32, "actions per predicted chunk")
+    n_action_steps: int = documented(32, "actions of a chunk executed before the next is predicted")
 
     # Soft-prompted transformer
-    hidden_size: int = 1024
-    depth: int = 24
-    num_heads: int = 16
-    mlp_ratio: float = 4.0
-    num_domains: int = 30
-    len_soft_prompts: int = 32
-    dim_time: int = 32
-    max_len_seq: int = 512
-    use_hetero_proj: bool = False
+    hidden_size: int = documented(1024, "width of the soft-prompted transformer")
+    depth: int = documented(24, "transformer blocks")
+    num_heads: int = documented(16, "attention heads")
+    mlp_ratio: float = documented(4.0, "MLP width as a multiple of hidden_size")
+    num_domains: int = documented(30, "rows of the domain tables (soft prompts, domain-aware heads): robots it can hold")
+    len_soft_prompts: int = documented(32, "soft-prompt tokens per domain")
+    dim_time: int = documented(32, "width of the flow-matching time embedding")
+    max_len_seq: int = documented(512, "longest token sequence (learned position embeddings)")
+    use_hetero_proj: bool = documented(False, "domain-aware projections of the vision-language features")
 
     # Actions and proprioception
-    action_mode: str = "ee6d"
-    use_proprio: bool = True
-    max_state_dim: int = 32
-    max_action_dim: int = 20
-    real_action_dim: int | None = None  # robot action width for padded modes ("auto"); None = model width
-    auto_loss_weight: float = 1.0  # MSE weight of the "auto" space (LeRobot 1.0, official code 100.0)
-    num_denoising_steps: int = 10
+    action_mode: str = documented("ee6d", "action space: ee6d, joint, agibot_ee6d, franka_joint7, so101_bimanual or auto")
+    use_proprio: bool = documented(True, "feed the robot state to the action tokens")
+    max_state_dim: int = documented(32, "state width the model takes (shorter states are zero-padded)")
+    max_action_dim: int = documented(20, "action width the model predicts")
+    real_action_dim: int | None = documented(
+        None, "robot action width for padded modes (auto); default: the model width"
+    )
+    auto_loss_weight: float = documented(
+        1.0, "MSE weight of the auto action space (LeRobot 1.0, the official code 100.0)"
+    )
+    num_denoising_steps: int = documented(10, "flow-matching integration steps per chunk")
 
     # Cameras and images
-    num_image_views: int | None = None
-    empty_cameras: int = 0
-    image_keys: list[str] | None = None  # camera order, e.g. ["observation.images.front", ...]
-    image_size: tuple[int, int] | None = None  # raw frames are resized (bicubic) to this (H, W)
-    resize_imgs_with_padding: tuple[int, int] | None = None
+    num_image_views: int | None = documented(None, "camera slots (default: the cameras + empty_cameras)")
+    empty_cameras: int = documented(0, "extra camera slots filled with zeros and masked out")
+    image_keys: list[str] | None = documented(
+        None, "camera order, e.g. observation.images.front,observation.images.wrist"
+    )
+    image_size: tuple[int, int] | None = documented(None, "raw frames are resized (bicubic) to this H,W")
+    resize_imgs_with_padding: tuple[int, int] | None = documented(
+        None, "resize to H,W keeping the aspect ratio, zero-padded (LeRobot's option)"
+    )
 
     # Language
-    tokenizer_name: str = "facebook/bart-large"
-    tokenizer_max_length: int = 64
+    tokenizer_name: str = documented("facebook/bart-large", "tokenizer folder or Hub id")
+    tokenizer_max_length: int = documented(64, "instruction tokens (padded or truncated)")
 
     # Florence-2 encoder (native transformers form)
-    florence_config: dict[str, Any] = field(default_factory=florence2_large_config)
+    florence_config: dict[str, Any] = documented(
+        help="Florence-2 settings (vision_config, text_config), as JSON", default_factory=florence2_large_config
+    )
 
     # Numerics and embodiment
-    dtype: str = "float32"
-    domain_id: int = 0  # the checkpoint's default domain: eval, eval-offline and serve use it
-    domains: dict[int, str] | None = None  # trained domains: id -> name (robot / dataset)
+    dtype: str = documented("float32", "float32 or bfloat16")
+    domain_id: int = documented(0, "the checkpoint's default domain: eval, eval-offline and serve use it")
+    domains: dict[int, str] | None = documented(None, "trained domains, id=name pairs (robot / dataset)")
 
     # Training switches
-    freeze_vision_encoder: bool = False
-    freeze_language_encoder: bool = False
-    train_policy_transformer: bool = True
-    train_soft_prompts: bool = True
+    freeze_vision_encoder: bool = documented(False, "keep the vision tower's weights fixed")
+    freeze_language_encoder: bool = documented(False, "keep the language encoder's weights fixed")
+    train_policy_transformer: bool = documented(True, "train the transformer and action heads (all but the soft prompts)")
+    train_soft_prompts: bool = documented(True, "train the soft prompts")
 
     def __post_init__(self) -> None:
         if isinstance(self.image_size, list):

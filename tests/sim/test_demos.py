@@ -66,6 +66,10 @@ def test_parallel_generation_is_deterministic(demos, tmp_path):
     )  # fmt: skip
     generate_demonstrations(config)
     np.testing.assert_array_equal(_actions(tmp_path / "sawyer"), _actions(out / "sawyer"))
+    videos = sorted(p.relative_to(out).as_posix() for p in (out / "sawyer").rglob("*.mp4"))
+    assert videos and videos == sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "sawyer").rglob("*.mp4"))
+    for name in videos:  # byte for byte: the encoder is deterministic too
+        assert (out / name).read_bytes() == (tmp_path / name).read_bytes(), name
 
 
 def test_failed_episodes_are_dropped(metaworld, tmp_path, caplog):

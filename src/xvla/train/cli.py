@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import flags
+from ..config import XVLAConfig
 from .config import (
     RECIPES,
     TrainConfig,
@@ -44,8 +45,6 @@ _TOP_LEVEL_ONLY = {"policy"}
 
 
 def _xvla_config_fields() -> dict[str, Any]:
-    from ..config import XVLAConfig
-
     hints = typing.get_type_hints(XVLAConfig)
     return {f.name: hints[f.name] for f in dataclasses.fields(XVLAConfig)}
 
@@ -84,9 +83,8 @@ def register(subparsers) -> None:
         kwargs = dict(dest=f"policy.{name}", default=argparse.SUPPRESS, metavar="V")
         if tp is bool:
             kwargs.update(nargs="?", const="true", metavar="BOOL")
-        p.add_argument(
-            f"--policy.{name}", help="XVLAConfig field (overrides the checkpoint's value)", **kwargs
-        )
+        text = flags.field_help(XVLAConfig, name)
+        p.add_argument(f"--policy.{name}", help=f"{text} (overrides the checkpoint's value)".lstrip(), **kwargs)
     p.set_defaults(func=cmd_train)
 
 
