@@ -12,13 +12,16 @@ What :func:`enable_fast_path` does to an :class:`~xvla.model.XVLAModel` (for inf
   ``"reduce-overhead"``: the step is replayed as a CUDA graph, since a GPU is launch-bound on this loop.
 - Nothing recompiles while serving: every view is encoded (a missing view is zeroed afterwards, exactly
   as the eager path leaves it), and batches run in slices of at most the largest of ``batch_sizes``.
-- With frozen weights (CPU) the batch dimension is symbolic from 2 up: each frozen graph holds its own
-  prepacked copy of the weights, so one graph per size meant one more copy of the model per warmed size
-  (0.9B, fp32: 3.9 GB each). One graph serves every size >= 2 and one serves batch 1 (which dynamo
-  always specializes); at ``mid`` they were as fast as per-size graphs (0.98-1.01x the chunk time). A
-  batch runs at its own size, so ``batch_sizes`` only sets the largest slice and what ``warmup`` compiles.
-- CUDA graphs are per size: there a batch is padded up to the next of ``batch_sizes`` (or a multiple of
-  the largest). Padding rows repeat sample 0 and are dropped; samples never interact, so a sample's
+- With frozen bf16 weights (CPU, the fast path) the batch dimension is symbolic from 2 up: each frozen
+  graph holds its own prepacked copy of the weights, so one graph per size meant one more copy of the
+  model per warmed size. One graph serves every size >= 2 and one serves batch 1 (which dynamo always
+  specializes); at ``mid`` they were as fast as per-size graphs (0.98-1.01x the chunk time). A batch
+  runs at its own size, so ``batch_sizes`` only sets the largest slice and what ``warmup`` compiles.
+- fp32 weights keep a graph per warmed size (0.9B: 3.9 GB each; bound it with ``batch_sizes``): inductor
+  packs fp32 linears for MKL only at a static batch, and with a symbolic one the chunk took 1.06x the
+  time (0.9B, batch 8).
+- Graphs per size (fp32 on CPU, CUDA graphs): a batch is padded up to the next of ``batch_sizes`` (or a
+  multiple of the largest). Padding rows repeat sample 0 and are dropped; samples never interact, so a sample's
   actions do not depend on the padding.
 - Under autograd, or in training mode, the eager methods run instead: frozen weights would be stale.
 - The graphs freeze the weights (prepacked copies of the linears): after changing weights in place, call
@@ -129,7 +132,7 @@ class FastPath:
         self.backend = backend
         self.weights_version = next(_WEIGHTS_VERSIONS)
         self._inductor_config = inductor_config(model.device, mode)
-        self._symbolic_batch = bool(self._inductor_config["freezing"])
+        self._symbolic_batch = bool(self._inductor_config["freezing"]) and model.dtype != torch.float32
         self._eager_encode = type(model).encode.__get__(model)
         self._eager_denoise = type(model).denoise_step.__get__(model)
         kwargs = {"mode": mode} if mode else {}
@@ -159,8 +162,8 @@ class FastPath:
     def padded_size(self, batch: int) -> int:
         """The size a batch runs at, in slices of at most the largest warmed size.
 
-        With a symbolic batch (CPU) every size from 2 up has its graph already, so only a lone row left
-        over is padded (to 2 rows) when batch 1 was not warmed. Otherwise (a graph per size): the next
+        With a symbolic batch (bf16 on CPU) every size from 2 up has its graph already, so only a lone row
+        left over is padded (to 2 rows) when batch 1 was not warmed. Otherwise (a graph per size): the next
         warmed size, or a multiple of the largest one.
         """
         largest = self.batch_sizes[-1]
