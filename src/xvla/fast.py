@@ -227,7 +227,7 @@ class FastPath:
         batch_sizes: Sequence[int] | None = None,
     ) -> float:
         """Run every warmed batch size once now, compiling (or loading from the cache) the graphs they use
-        (on CPU: one for batch 1, one for all sizes from 2 up); returns the seconds it took."""
+        (bf16 on CPU: one for batch 1, one for all sizes from 2 up; else one per size); returns the seconds it took."""
         model = self.model
         length = int(text_length or model.config.tokenizer_max_length)
         height, width = image_size
