@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .compiled_ops import Dropout, GeluTanh, attention
+from .linear import Linear, onednn_linear
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 100.0) -> torch.Tensor:
@@ -61,8 +62,8 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.dropout = dropout
-        self.qkv = nn.Linear(dim, dim * 3, bias=True)
-        self.proj = nn.Linear(dim, dim)  # no dropout after it, as in the reference (timm's default)
+        self.qkv = Linear(dim, dim * 3, bias=True)
+        self.proj = Linear(dim, dim)  # no dropout after it, as in the reference (timm's default)
 
     def forward(self, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
         """Self-attention over all of ``x``; with ``rows``, only the first ``rows`` positions' outputs."""
@@ -77,13 +78,17 @@ class Attention(nn.Module):
 class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int, dropout: float = 0.1):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = Linear(dim, hidden)
         self.act = GeluTanh()
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = Linear(hidden, dim)
         self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        if isinstance(self.fc1, Linear) and self.fc1.fuses_activation(x):
+            hidden = onednn_linear(self.fc1, x, "gelu_tanh")  # the GELU in the GEMM's epilogue
+        else:  # training, compiled graphs, or fc1 wrapped (LoRA)
+            hidden = self.act(self.fc1(x))
+        return self.drop(self.fc2(self.drop(hidden)))
 
 
 class TransformerBlock(nn.Module):
@@ -148,8 +153,8 @@ class SoftPromptedTransformer(nn.Module):
             self.vlm_proj = DomainAwareLinear(multi_modal_input_size, hidden_size, num_domains)
             self.aux_visual_proj = DomainAwareLinear(multi_modal_input_size, hidden_size, num_domains)
         else:
-            self.vlm_proj = nn.Linear(multi_modal_input_size, hidden_size)
-            self.aux_visual_proj = nn.Linear(multi_modal_input_size, hidden_size)
+            self.vlm_proj = Linear(multi_modal_input_size, hidden_size)
+            self.aux_visual_proj = Linear(multi_modal_input_size, hidden_size)
         self.pos_emb = nn.Parameter(torch.zeros(1, max_len_seq, hidden_size))
         self.norm = nn.LayerNorm(hidden_size)
         self.action_encoder = DomainAwareLinear(dim_action + dim_proprio + dim_time, hidden_size, num_domains)
