@@ -38,7 +38,9 @@ def test_inference_takes_onednn_and_matches_nn_linear(onednn_calls, dtype, shape
     x = torch.randn(shape).to(dtype)
     with torch.no_grad():
         out = layer(x)
-        expected = F.linear(x.float(), layer.weight.float(), None if layer.bias is None else layer.bias.float())
+        expected = F.linear(
+            x.float(), layer.weight.float(), None if layer.bias is None else layer.bias.float()
+        )
     assert onednn_calls == ["none"]
     assert out.dtype == dtype and out.shape == (*shape[:-1], 48)
     tol = 1e-5 if dtype == torch.float32 else 3e-2
@@ -84,8 +86,11 @@ def test_mlp_fuses_the_gelu_only_where_nothing_hooks_fc1(onednn_calls):
     mlp = Mlp(32, 128).eval()
     x = torch.randn(2, 9, 32)
     with torch.no_grad():
-        expected = F.linear(F.gelu(F.linear(x, mlp.fc1.weight, mlp.fc1.bias), approximate="tanh"),
-                            mlp.fc2.weight, mlp.fc2.bias)
+        expected = F.linear(
+            F.gelu(F.linear(x, mlp.fc1.weight, mlp.fc1.bias), approximate="tanh"),
+            mlp.fc2.weight,
+            mlp.fc2.bias,
+        )
         fused = mlp(x)
         assert onednn_calls == ["gelu", "none"]
         torch.testing.assert_close(fused, expected, atol=1e-5, rtol=1e-5)
