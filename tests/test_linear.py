@@ -24,6 +24,7 @@ def onednn_calls(monkeypatch):
         return op(x, weight, bias, attr, scalars, algorithm)
 
     monkeypatch.setattr(linear_mod, "_LINEAR_POINTWISE", spy)
+    monkeypatch.setattr(linear_mod, "MIN_MULTIPLY_ADDS", 0)  # the layers here are small
     return calls
 
 
@@ -104,7 +105,15 @@ def test_mlp_fuses_the_gelu_only_where_nothing_hooks_fc1(onednn_calls):
     torch.testing.assert_close(hooked, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_other_inputs_take_nn_linear():
+def test_small_gemms_stay_on_addmm():
+    layer = Linear(64, 256)  # 16.4k multiply-adds per row
+    with torch.no_grad():
+        assert not runs_on_onednn(layer, torch.randn(8, 64))
+        assert runs_on_onednn(layer, torch.randn(2, 40, 64))  # 80 rows: 1.3M
+
+
+def test_other_inputs_take_nn_linear(monkeypatch):
+    monkeypatch.setattr(linear_mod, "MIN_MULTIPLY_ADDS", 0)
     layer = Linear(4, 3)
     with torch.no_grad():
         assert runs_on_onednn(layer, torch.randn(2, 4))

@@ -8,10 +8,11 @@ the GEMM's epilogue and can apply the GELU there too. Measured on this project's
 time, at batch 8 0.92x, a full-size chunk at batch 1 0.87x; bfloat16 at ``mid``, batch 1, 0.81x. The
 actions moved by 1.5e-8 (float32): the same math, summed in another order.
 
-The oneDNN call is taken only where it gives ``nn.Linear``'s result (:func:`runs_on_onednn`): CPU,
-float32 or bfloat16 weights and inputs, no autograd (training keeps ``addmm`` and its backward), and
-not while ``torch.compile``, ``torch.export`` or the JIT trace the model (inductor packs the weights
-itself; exports want plain ``aten`` ops). Checkpoint keys and ``isinstance(m, nn.Linear)`` are
+The oneDNN call is taken only where it gives ``nn.Linear``'s result and is faster
+(:func:`runs_on_onednn`): CPU, float32 or bfloat16 weights and inputs, GEMMs of at least
+:data:`MIN_MULTIPLY_ADDS`, no autograd (training keeps ``addmm`` and its backward), and not while
+``torch.compile``, ``torch.export`` or the JIT trace the model (inductor packs the weights itself;
+exports want plain ``aten`` ops). Checkpoint keys and ``isinstance(m, nn.Linear)`` are
 unchanged, so LoRA, int8 quantization and weight loading see an ordinary ``nn.Linear``.
 """
 
@@ -32,6 +33,10 @@ def _onednn_linear_op():
 
 
 _LINEAR_POINTWISE = _onednn_linear_op()
+# Below about a million multiply-adds oneDNN's call costs more than it saves: with passive OpenMP
+# threads it takes ~90 us at any size, where addmm runs a tiny GEMM on one thread in ~6 us
+# (8x64 @ 64x256). At 228x64 @ 64x192 (2.8M) oneDNN already took 0.68x addmm's time.
+MIN_MULTIPLY_ADDS = 1 << 20
 _BF16_OK = _LINEAR_POINTWISE is not None and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
@@ -52,6 +57,7 @@ def runs_on_onednn(layer: nn.Linear, x: torch.Tensor) -> bool:
         and x.dtype == weight.dtype
         and _dtype_ok(x.dtype)
         and x.dim() >= 2
+        and (x.numel() // max(x.shape[-1], 1)) * weight.numel() >= MIN_MULTIPLY_ADDS
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
         and not torch.compiler.is_compiling()
         and not torch.jit.is_tracing()
