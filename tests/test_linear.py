@@ -105,6 +105,18 @@ def test_mlp_fuses_the_gelu_only_where_nothing_hooks_fc1(onednn_calls):
     torch.testing.assert_close(hooked, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_mlp_with_another_activation_does_not_fuse(onednn_calls):
+    torch.manual_seed(0)
+    mlp = Mlp(32, 128).eval()
+    mlp.act = torch.nn.ReLU()
+    x = torch.randn(2, 9, 32)
+    with torch.no_grad():
+        out = mlp(x)
+        expected = F.linear(F.relu(F.linear(x, mlp.fc1.weight, mlp.fc1.bias)), mlp.fc2.weight, mlp.fc2.bias)
+    assert onednn_calls == ["none", "none"]
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_small_gemms_stay_on_addmm():
     layer = Linear(64, 256)  # 16.4k multiply-adds per row
     with torch.no_grad():

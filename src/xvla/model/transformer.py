@@ -84,9 +84,9 @@ class Mlp(nn.Module):
         self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.fc1, Linear) and self.fc1.fuses_activation(x):
+        if type(self.act) is GeluTanh and isinstance(self.fc1, Linear) and self.fc1.fuses_activation(x):
             hidden = onednn_linear(self.fc1, x, "gelu_tanh")  # the GELU in the GEMM's epilogue
-        else:  # training, compiled graphs, or fc1 wrapped (LoRA)
+        else:  # training, compiled graphs, fc1 wrapped (LoRA) or another activation
             hidden = self.act(self.fc1(x))
         return self.drop(self.fc2(self.drop(hidden)))
 
