@@ -15,10 +15,9 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# torchao (quantize="int8") only where its tests run: transformers imports it at start-up when present,
-# which slows every command down and prints loader warnings. OpenVINO: the exported graphs' second runtime.
+# OpenVINO, the exported graphs' second runtime, only where its tests run.
 $(VENV)/.installed-fast: $(VENV)/.installed
-	$(PIP) install -q -e ".[fast,openvino]"
+	$(PIP) install -q -e ".[openvino]"
 	touch $@
 
 demo: install

@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .domains import RELEASED_DOMAINS, trained_domains
+from .model.int8_linear import Int8Linear
 from .utils import atomic_write
 
 ADAPTER_FORMAT = "xvla-adapter-1"
@@ -216,6 +217,11 @@ def merge_lora(
         module_name = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
         b = lora.get(f"base_model.model.{module_name}.lora_B.weight")
         module = modules.get(module_name)
+        if isinstance(module, Int8Linear):
+            raise ValueError(
+                f"adapter {path}: LoRA layer {module_name!r} is int8-quantized, and a LoRA merge needs full-precision "
+                "weights: load the policy without quantize='int8' to use this adapter"
+            )
         if (
             b is None
             or not isinstance(module, torch.nn.Linear)

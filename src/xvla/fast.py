@@ -286,37 +286,3 @@ def enable_fast_path(
     model.denoise_step = fast.denoise_step
     model.fast_path = fast
     return fast
-
-
-def quantize_int8(model: XVLAModel) -> int:
-    """Dynamic int8 quantization of the linear layers (int8 weights, per-token int8 activations), in place.
-
-    Uses torchao (``pip install torchao``); compile the model afterwards (``enable_fast_path``) so that
-    inductor fuses the quantize / int8 matmul / rescale steps. The domain-indexed tables, the soft prompts
-    and the action encoder / decoder stay in full precision: they are small and sit at the model's ends.
-    Returns the number of quantized layers.
-
-    In a bf16 model the quantized linears still take, scale and return float32, cast at their edges
-    (:func:`_float32_island`): inductor only turns torchao's int8 matmul into oneDNN's prepacked int8
-    linear (AMX int8 tiles) when the rescaling after the matmul is float32 throughout; with a bf16 rescale
-    it stays on ``aten._int_mm``, which ran at about a third of that speed here (docs/benchmarks.md).
-    """
-    try:
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
-    except ImportError as exc:
-        raise ImportError(
-            "quantize='int8' needs torchao: `pip install torchao` (or `pip install 'xvla[fast]'`)"
-        ) from exc
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m.in_features >= 64}
-    for linear in linears.values():
-        outside = linear.weight.dtype
-        if outside != torch.float32:
-            _float32_island(linear.float(), outside)
-    quantize_(model, Int8DynamicActivationInt8WeightConfig(), filter_fn=lambda m, fqn: fqn in linears)
-    return len(linears)
-
-
-def _float32_island(linear: torch.nn.Linear, outside: torch.dtype) -> None:
-    """Run ``linear`` (now float32) on float32 inputs and hand its output back as ``outside``."""
-    linear.register_forward_pre_hook(lambda module, args: (args[0].float(), *args[1:]))
-    linear.register_forward_hook(lambda module, args, out: out.to(outside))

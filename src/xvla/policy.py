@@ -74,8 +74,8 @@ class XVLAPolicy(nn.Module):
         ``config_overrides`` replace config fields (e.g. ``dtype="bfloat16"``, ``domain_id=3``).
         ``compile=True`` turns on the fast inference path (:mod:`xvla.fast`: compiled graphs with frozen
         weights at the batch sizes ``compile_batch_sizes``, default 1, 2, 4, 8); with
-        ``dtype="bfloat16"`` it is the fastest CPU (AMX) and GPU setting. ``quantize="int8"``: dynamic int8
-        quantization of the linear layers (torchao), for inference; combine it with ``compile=True``.
+        ``dtype="bfloat16"`` it is the fastest CPU (AMX) and GPU setting. ``quantize="int8"``: int8 linear
+        layers for CPU inference (:mod:`xvla.model.int8_linear`); combine it with ``compile=True``.
         """
         folder = resolve_checkpoint_dir(path_or_hub_id, revision=revision)
         raw = ckpt.read_config_json(folder)
@@ -97,7 +97,12 @@ class XVLAPolicy(nn.Module):
         if quantize is not None:
             if quantize != "int8":
                 raise ValueError(f"quantize={quantize!r} is unknown: the only scheme is 'int8'")
-            from .fast import quantize_int8
+            if policy.device.type != "cpu":
+                raise ValueError(
+                    f"quantize='int8' runs oneDNN's int8 kernels, on CPU only (this policy is on {policy.device}); "
+                    "on a GPU use dtype='bfloat16' with compile=True"
+                )
+            from .model.int8_linear import quantize_int8
 
             quantize_int8(policy.model)
         if compile:

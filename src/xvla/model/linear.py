@@ -49,7 +49,7 @@ def runs_on_onednn(layer: nn.Linear, x: torch.Tensor) -> bool:
     weight = layer.weight
     return (
         _LINEAR_POINTWISE is not None
-        # Plain tensors only: quantized (torchao) or other subclass weights have their own kernels.
+        # Plain tensors only: tensor-subclass weights (torchao's quantized ones, say) have their own kernels.
         and type(weight) in (torch.Tensor, nn.Parameter)
         and type(x) is torch.Tensor
         and x.device.type == "cpu"

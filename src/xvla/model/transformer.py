@@ -20,10 +20,12 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .compiled_ops import Dropout, GeluTanh, attention
+from .int8_linear import Int8Linear
 from .linear import Linear, onednn_linear
 
 
@@ -86,6 +88,11 @@ class Mlp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if type(self.act) is GeluTanh and isinstance(self.fc1, Linear) and self.fc1.fuses_activation(x):
             hidden = onednn_linear(self.fc1, x, "gelu_tanh")  # the GELU in the GEMM's epilogue
+        elif type(self.act) is GeluTanh and isinstance(self.fc1, Int8Linear):
+            # This form, not GeluTanh's compiled one, is what inductor fuses into the int8 linear's epilogue;
+            # unfused, the GELU would be computed twice in the next layer's input quantization (min/max, then
+            # quantize).
+            hidden = F.gelu(self.fc1(x), approximate="tanh")
         else:  # training, compiled graphs, fc1 wrapped (LoRA) or another activation
             hidden = self.act(self.fc1(x))
         return self.drop(self.fc2(self.drop(hidden)))
