@@ -30,7 +30,7 @@ TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 class _DropImportNoise(logging.Filter):
     """Drops two harmless warnings that ``import transformers`` sets off when torchao is installed.
 
-    transformers imports torchao when it is present (``pip install 'xvla[fast]'``). On a CPU build of torch,
+    transformers imports torchao when it is present (xvla does not need it; users may have it). On a CPU build of torch,
     torchao cannot load its CUDA-only extensions and says so ("Failed to load ..._C_mxfp8..."), and it
     registers two Enums the way torch 2.13 deprecates. Every ``xvla`` command would start with these four
     lines; none of them concerns an X-VLA user. Other messages of these loggers pass.

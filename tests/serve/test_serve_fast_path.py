@@ -44,3 +44,11 @@ def test_from_pretrained_passes_compile_to_the_policy(serve_checkpoint, monkeypa
 def test_default_is_eager(serve_checkpoint):
     engine = ServeEngine.from_pretrained(serve_checkpoint, device="cpu")
     assert getattr(engine.model, "fast_path", None) is None
+
+
+def test_serve_flag_quantize_reaches_the_policy(serve_checkpoint):
+    from xvla.model.int8_linear import Int8Linear
+    from xvla.serve.server import ServeConfig, build_engine
+
+    engine = build_engine(ServeConfig(policy_path=str(serve_checkpoint), device="cpu", quantize="int8"))
+    assert any(isinstance(m, Int8Linear) for m in engine.model.modules())

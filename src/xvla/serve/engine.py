@@ -134,13 +134,14 @@ class ServeEngine:
         dtype: str | None = None,
         compile: bool = False,
         compile_batch_sizes: tuple[int, ...] | None = None,
+        quantize: str | None = None,
         **kwargs: Any,
     ) -> ServeEngine:
         """``compile=True``: the fast path (:mod:`xvla.fast`); :meth:`warmup` then compiles every batch size."""
         dev = resolve_device(device)
         overrides = {"dtype": dtype} if dtype else {}
         policy = XVLAPolicy.from_pretrained(
-            path, device=dev, compile=compile, compile_batch_sizes=compile_batch_sizes, **overrides
+            path, device=dev, compile=compile, compile_batch_sizes=compile_batch_sizes, quantize=quantize, **overrides
         )
         return cls(policy, checkpoint=str(path), **kwargs)
 

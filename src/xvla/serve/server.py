@@ -34,6 +34,8 @@ class ServeConfig:
         "help": "the fast path: compiled graphs, warmed at start for every batch size (with --dtype bfloat16 on AMX)"})
     compile_batch_sizes: list[int] | None = field(default=None, metadata={
         "help": "batch sizes warmed at start (default 1,2,4,8); larger batches run in slices of the largest"})
+    quantize: str | None = field(default=None, metadata={
+        "help": "int8: int8 linear layers (CPU only; with --compile, oneDNN's int8 kernels)"})
     api_key: str | None = field(default=None, metadata={
         "help": "require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (default: env XVLA_API_KEY)"})
     max_batch_size: int = field(default=8, metadata={"help": "most samples in one forward pass"})
@@ -76,6 +78,7 @@ def build_engine(cfg: ServeConfig) -> ServeEngine:
         dtype=cfg.dtype,
         compile=cfg.compile,
         compile_batch_sizes=tuple(cfg.compile_batch_sizes) if cfg.compile_batch_sizes else None,
+        quantize=cfg.quantize,
         default_steps=cfg.steps,
         domain_ids=cfg.domain_ids,
         seed=cfg.seed,

@@ -50,6 +50,7 @@ class EvalConfig:
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
     dtype: str | None = field(default=None, metadata={"help": "float32 or bfloat16 (default: the checkpoint's)"})
     compile: bool = field(default=False, metadata={"help": "the fast path (compiled graphs; see docs/benchmarks.md)"})
+    quantize: str | None = field(default=None, metadata={"help": "int8: int8 linear layers (CPU; use with --compile)"})
     domain_id: int | None = field(default=None, metadata={"help": "default: the domain the checkpoint trained for this variant"})
     n_action_steps: int | None = field(default=None, metadata={"help": "actions executed per chunk (default: the checkpoint's)"})
     denoising_steps: int | None = field(default=None, metadata={"help": "default: the checkpoint's"})
@@ -101,7 +102,9 @@ def load_policy(config: EvalConfig):
     from ..policy import XVLAPolicy
 
     overrides = {"dtype": config.dtype} if config.dtype else {}
-    return XVLAPolicy.from_pretrained(config.policy, device=config.device, compile=config.compile, **overrides)
+    return XVLAPolicy.from_pretrained(
+        config.policy, device=config.device, compile=config.compile, quantize=config.quantize, **overrides
+    )
 
 
 def episode_specs(tasks: list[str], episodes_per_task: int, seed: int, videos: int) -> list[EpisodeSpec]:
