@@ -44,6 +44,9 @@ def _onednn_int8_available() -> bool:
         return False
 
 
+_ONEDNN_INT8 = _onednn_int8_available()  # once: forward runs per layer per denoising step
+
+
 class Int8Linear(nn.Module):
     """``nn.Linear`` with int8 weights (per output channel) and uint8 activations (per call)."""
 
@@ -67,7 +70,7 @@ class Int8Linear(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and not torch.compiler.is_compiling() and _onednn_int8_available():
+        if x.device.type == "cpu" and not torch.compiler.is_compiling() and _ONEDNN_INT8:
             return self._onednn_forward(x)
         return self._reference_forward(x)
 
