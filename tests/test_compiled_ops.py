@@ -4,7 +4,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xvla.model.compiled_ops import Dropout, GeluTanh, attention, dropout, hashed_keep_mask
+import xvla.model.compiled_ops as compiled_ops
+from xvla.model.compiled_ops import (
+    Dropout,
+    GeluTanh,
+    attention,
+    dropout,
+    explicit_bf16_attention,
+    hashed_keep_mask,
+)
 
 P = 0.1
 
@@ -78,6 +86,59 @@ def test_compiled_attention_with_dropout_is_attention():
     # p this small rounds to a threshold of 0: every element is kept, so only the attention maths differs.
     out = torch.compile(lambda q, k, v: attention(q, k, v, dropout_p=1e-9))(q, k, v)
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), atol=1e-5, rtol=1e-5)
+
+
+def test_explicit_bf16_attention_only_without_amx_for_bf16_and_many_heads(monkeypatch):
+    def q(batch, heads, dtype=torch.bfloat16):
+        return torch.zeros(batch, heads, 4, 64, dtype=dtype)
+
+    monkeypatch.setattr(compiled_ops, "_CPU_HAS_AMX", False)
+    assert (
+        explicit_bf16_attention(q(1, 16))
+        and explicit_bf16_attention(q(2, 8))
+        and explicit_bf16_attention(q(8, 8))
+    )
+    assert not explicit_bf16_attention(q(1, 8))  # 8 (batch, head) pairs: SDPA is as fast
+    assert not explicit_bf16_attention(q(8, 8, torch.float32))
+    monkeypatch.setattr(compiled_ops, "_CPU_HAS_AMX", True)
+    assert not explicit_bf16_attention(q(8, 8))
+
+
+def _compiled_attention_code(q, k, v, dynamic_batch: bool, no_recompile: bool = False):
+    from torch._inductor.utils import run_and_get_code
+
+    torch._dynamo.reset()
+    if dynamic_batch:
+        for x in (q, k, v):
+            torch._dynamo.mark_dynamic(x, 0)
+    compiled = torch.compile(lambda q, k, v: attention(q, k, v, dropout_p=0.0))
+    larger = [torch.cat([x, x, x[:1]]) for x in (q, k, v)]
+    with torch.inference_mode():
+        out, code = run_and_get_code(compiled, q, k, v)
+        if no_recompile:  # one graph for every batch size from 2 up: the choice put no guard on the batch
+            with torch._dynamo.config.patch(error_on_recompile=True):
+                compiled(*larger)
+    torch._dynamo.reset()
+    return out, "".join(code)
+
+
+@pytest.mark.parametrize("heads, dynamic_batch", [(8, False), (8, True)])
+def test_compiled_bf16_attention_without_amx_is_two_gemms_and_a_softmax(monkeypatch, heads, dynamic_batch):
+    monkeypatch.setattr(compiled_ops, "_CPU_HAS_AMX", False)
+    q, k, v = (torch.randn(2, heads, 40, 64).bfloat16() for _ in range(3))
+    out, code = _compiled_attention_code(q, k, v, dynamic_batch, no_recompile=dynamic_batch)
+    # Inductor's pattern matcher must not have turned it back into SDPA (it does when q is not scaled first).
+    assert "scaled_dot_product" not in code and "bmm" in code
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    torch.testing.assert_close(out.float(), expected, atol=3e-2, rtol=2e-2)
+
+
+def test_compiled_bf16_attention_keeps_sdpa_for_few_heads_or_with_amx(monkeypatch):
+    q, k, v = (torch.randn(2, 4, 40, 64).bfloat16() for _ in range(3))
+    monkeypatch.setattr(compiled_ops, "_CPU_HAS_AMX", False)
+    assert "scaled_dot_product" in _compiled_attention_code(q, k, v, dynamic_batch=False)[1]  # 8 pairs
+    monkeypatch.setattr(compiled_ops, "_CPU_HAS_AMX", True)
+    assert "scaled_dot_product" in _compiled_attention_code(q, k, v, dynamic_batch=True)[1]
 
 
 def test_compiled_gelu_is_the_tanh_approximation_with_the_same_gradient():

@@ -12,6 +12,8 @@ project's CPU (AVX-512, one thread, 3.7M bf16 elements, the ``mid`` MLP's hidden
   random stream differs from torch's, as it already does between eager and compiled torch. Attention
   dropout needs the probabilities, so under compile with dropout on, attention runs as explicit
   matmul / softmax / dropout / matmul (what torch's CPU attention does anyway when ``dropout_p > 0``).
+- **Attention, bf16 without AMX.** Two batched GEMMs and a softmax instead of SDPA
+  (:func:`explicit_bf16_attention` says where and why).
 - **GELU, tanh approximation.** 0.5 * (1 + tanh(z)) is sigmoid(2z), and inductor's vector sigmoid
   (an exp) is much cheaper than its tanh: 3.7 ms against 9.6 ms forward, 28 ms against 101 ms forward
   plus backward in fp32. The two forms differ by float rounding only (5e-7 against 4e-7 max error from
@@ -89,9 +91,41 @@ class Dropout(nn.Dropout):
         return dropout(x, self.p, self.training)
 
 
+def _cpu_has_amx() -> bool:
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
+
+
+_CPU_HAS_AMX = _cpu_has_amx()
+
+
+def explicit_bf16_attention(q: torch.Tensor) -> bool:
+    """Whether a compiled graph computes attention on ``q`` [B, heads, L, d] as two batched GEMMs and a
+    softmax instead of SDPA: bf16 on a CPU without AMX, with at least 16 (batch, head) pairs.
+
+    torch's CPU flash attention runs bf16 on small per-block GEMMs; they are fast on AMX tiles but not
+    without them. On an AMD EPYC (AVX-512 bf16, no AMX) at ``mid`` batch 8 (64 pairs x 228 tokens) it
+    took 9.6 ms a call, 31% of the int8 chunk; oneDNN's batched bf16 GEMMs and one fused softmax kernel
+    took about 6 ms, and the int8 chunk 0.8x the time (docs/benchmarks.md). At 8 pairs it is a wash
+    (1.0 against 1.1 ms), so SDPA stays there. A symbolic batch (the bf16 graph for every size from 2 up)
+    counts as 2, which the graph knows without a guard: one graph still serves every size.
+    """
+    if _CPU_HAS_AMX or q.device.type != "cpu" or q.dtype != torch.bfloat16:
+        return False
+    batch, heads = q.shape[0], q.shape[1]
+    return heads * (1 if batch == 1 else 2) >= 16
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
     """Scaled dot-product attention [B, heads, L, d] with dropout ``dropout_p`` on the probabilities."""
-    if dropout_p == 0.0 or not torch.compiler.is_compiling():
+    compiling = torch.compiler.is_compiling()
+    if dropout_p == 0.0 and compiling and explicit_bf16_attention(q):
+        # q is scaled before the GEMM (exact for d = 64): with the scale after it, inductor's pattern
+        # matcher turns the graph back into SDPA. The GEMM rounds the scores to bf16 (SDPA keeps them
+        # in fp32); at mid the actions' error against fp32 stayed at 1.97e-3 max, 1.34e-4 mean.
+        scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+        return torch.softmax(scores.float(), dim=-1).to(v.dtype) @ v
+    if dropout_p == 0.0 or not compiling:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
     probs = torch.softmax(scores, dim=-1)
