@@ -76,7 +76,8 @@ class XVLAPolicy(nn.Module):
         weights at the batch sizes ``compile_batch_sizes``, default 1, 2, 4, 8); with
         ``dtype="bfloat16"`` it is the fastest CPU (AMX) and GPU setting. ``quantize="int8"``: int8 linear
         layers for CPU inference (:mod:`xvla.model.int8_linear`); with ``compile=True`` (and bf16 for the
-        rest) the fastest CPU setting at the released size, at up to 1.6x bf16's action error.
+        rest) the fastest CPU setting at the released size, and at every size on CPUs without AMX (int8 GEMMs
+        run at twice the bf16 rate there), at up to 1.6x bf16's action error.
         """
         folder = resolve_checkpoint_dir(path_or_hub_id, revision=revision)
         raw = ckpt.read_config_json(folder)
