@@ -10,8 +10,9 @@ medians over rounds, so load from other processes hits every variant alike.
     python benchmarks/compare_lerobot.py --reference-python ... --sizes mid full --batches 1 8
 
 Variants: ``ref-fp32``/``ref-bf16`` (LeRobot, its ``dtype`` field), ``fp32`` (ours, eager),
-``fp32-compiled`` (ours, ``compile=True``), ``fast`` (ours, ``dtype="bfloat16", compile=True``),
-``int8`` (ours, ``quantize="int8", compile=True``), ``openvino-f32`` / ``openvino-bf16`` (our ONNX export of
+``fp32-compiled`` (ours, ``compile=True``), ``bf16-compiled`` (ours, ``dtype="bfloat16", compile=True``),
+``int8`` (ours, ``quantize="int8", compile=True``), ``auto-fast`` (ours, ``fast=True``: what
+:func:`xvla.hardware.choose` picks for this machine; the header names it), ``openvino-f32`` / ``openvino-bf16`` (our ONNX export of
 the same checkpoint on OpenVINO: ``OnnxSampler(out, runtime="openvino", precision=...)``).
 Errors are max / mean abs differences of the action chunk from the reference fp32 chunk (same noise).
 
@@ -41,7 +42,8 @@ SIZES = {
     "small": (dict(hidden_size=256, depth=4, num_heads=4), 64, 128, 2, 32),  # 4x4 (+1) tokens per view
     "full": (dict(), 1024, 224, 2, 64),  # LeRobot's defaults + Florence-2-large: the released 0.9B size
 }
-VARIANTS = ("ref-fp32", "ref-bf16", "fp32", "fp32-compiled", "fast", "int8", "openvino-f32", "openvino-bf16")
+VARIANTS = ("ref-fp32", "ref-bf16", "fp32", "fp32-compiled", "bf16-compiled", "int8", "auto-fast", "openvino-f32",
+            "openvino-bf16")
 
 
 def florence_remote(width: int, length: int) -> dict:
@@ -197,11 +199,34 @@ EXPORT_PEAK = 1.2
 FOOTPRINT = {  # variant: (fixed, per compiled graph)
     "fp32": (0.0, 0.0),
     "fp32-compiled": (0.0, 1.1),
-    "fast": (1.0, 0.55),
+    "bf16-compiled": (1.0, 0.55),
     "int8": (1.0, 0.3),
     "openvino-f32": (1.0, 0.0),
     "openvino-bf16": (0.5, 0.0),
 }
+
+
+def auto_equivalent() -> str:
+    """The variant that ``fast=True`` amounts to on this machine (for its memory footprint)."""
+    from xvla.hardware import choose
+
+    setting = choose("cpu")
+    if setting.quantize == "int8":
+        return "int8"
+    return "bf16-compiled" if setting.dtype == "bfloat16" else "fp32-compiled"
+
+
+def machine_info() -> dict[str, Any]:
+    """What ran the numbers: the probe's summary, the CPU's SIMD flags, torch's capability, the auto choice."""
+    import torch
+
+    from xvla.hardware import choose, probe
+
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    simd = sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "f16c", "sse4")))
+    return {"hardware": probe().summary(), "cpu_flags": simd, "torch_capability": torch.backends.cpu.get_cpu_capability(),
+            "auto_fast": choose("cpu").kwargs(), "cores": os.cpu_count()}  # fmt: skip
 
 
 def pass_footprint(variants: list[str], graphs: int) -> float:
@@ -210,7 +235,9 @@ def pass_footprint(variants: list[str], graphs: int) -> float:
     if any(v.startswith("openvino-") for v in variants):
         resident += EXPORT_PEAK  # the export's working memory stays with the process (keep_freed_memory)
     for v in variants:
-        fixed, per_graph = FOOTPRINT[v]
+        # auto-fast loads its own weights in the setting it amounts to here
+        fixed, per_graph = FOOTPRINT[auto_equivalent() if v == "auto-fast" else v]
+        fixed = max(fixed, 1.0) if v == "auto-fast" else fixed
         resident += fixed + per_graph * graphs
     return max(LOAD_PEAK, resident)
 
@@ -266,9 +293,13 @@ def load_ours(args, checkpoint: str, variants: list[str]) -> dict[str, Any]:
     if "fp32-compiled" in variants:
         enable_fast_path(fp32, batch_sizes=args.batches)
         models["fp32-compiled"] = fp32
-    if "fast" in variants:  # = from_pretrained(dtype="bfloat16", compile=True), with a choice of mode
-        models["fast"] = XVLAPolicy.from_pretrained(checkpoint, dtype="bfloat16").model
-        enable_fast_path(models["fast"], batch_sizes=args.batches, mode=args.compile_mode)
+    if "bf16-compiled" in variants:  # = from_pretrained(dtype="bfloat16", compile=True), with a choice of mode
+        models["bf16-compiled"] = XVLAPolicy.from_pretrained(checkpoint, dtype="bfloat16").model
+        enable_fast_path(models["bf16-compiled"], batch_sizes=args.batches, mode=args.compile_mode)
+    if "auto-fast" in variants:
+        models["auto-fast"] = XVLAPolicy.from_pretrained(
+            checkpoint, fast=True, device="cpu", compile_batch_sizes=tuple(args.batches)
+        ).model
 
     if "int8" in variants:  # int8 dynamic quantization of the linears, then the compiled path
         models["int8"] = XVLAPolicy.from_pretrained(
@@ -342,8 +373,10 @@ def measure(args, reference: Reference, ours: dict[str, Any], variants: list[str
 
 
 def print_table(rows: list[dict], args) -> None:
+    machine = machine_info()
     print(f"\nX-VLA vs LeRobot 0.4.4: 10 denoising steps, CPU ({os.cpu_count()} cores), torch threads={args.threads}, "
-          f"OMP_WAIT_POLICY=PASSIVE, {args.repeats} interleaved rounds (median), one warm-up per variant\n")  # fmt: skip
+          f"OMP_WAIT_POLICY=PASSIVE, {args.repeats} interleaved rounds (median), one warm-up per variant")  # fmt: skip
+    print(f"{machine['hardware']}\nCPU flags: {' '.join(machine['cpu_flags'])}\nauto-fast = {machine['auto_fast']}\n")
     passes = any(r["pass"] > 1 for r in rows)  # ratios are always to the reference rows of the same pass
     print(f"| size | batch |{' pass |' if passes else ''} variant | ms / chunk | x ref fp32 time | x ref bf16 time | "
           "max abs err | mean abs err |")  # fmt: skip
@@ -424,7 +457,7 @@ def main() -> None:
         rows += run_size(args)
         print_table(rows, args)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        Path(args.json).write_text(json.dumps({"machine": machine_info(), "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

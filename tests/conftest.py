@@ -30,6 +30,15 @@ def tiny_config(**overrides) -> XVLAConfig:
     return XVLAConfig(**base)
 
 
+def pytest_sessionstart(session):
+    """Name the CPU once, at the top (even with -q): which kernels ran decides which tests skip and why."""
+    from xvla.hardware import probe
+
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"xvla.hardware: {probe().summary()}")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

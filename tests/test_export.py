@@ -72,3 +72,16 @@ def test_unknown_runtime_or_precision_is_refused(exported):
     if importlib.util.find_spec("openvino"):
         with pytest.raises(ValueError, match="one of f32, bf16, f16"):
             OnnxSampler(exported, runtime="openvino", precision="int4")
+
+
+def test_fast_flag_times_this_machines_fast_setting_on_the_same_inputs(exported, monkeypatch, capsys):
+    from xvla import hardware
+
+    # An eager setting keeps the test short; the chooser itself is tested in test_hardware.py.
+    setting = hardware.FastSetting("cpu", "float32", False, "int8", "test")
+    monkeypatch.setattr(hardware, "choose", lambda device=None, hw=None: setting)
+    monkeypatch.setattr("xvla.policy.choose", lambda device=None: setting)
+    out = exported.parent / "again"
+    args = ["export", str(FIXTURES / CASE / "checkpoint"), str(out), "--image-size", "16", "16", "--no-check", "--fast"]
+    assert main(args) == 0
+    assert "fast path here (--device cpu --dtype float32 --quantize int8), batch 3:" in capsys.readouterr().out

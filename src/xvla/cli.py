@@ -24,7 +24,10 @@ class ConvertConfig:
 
 @dataclass
 class InfoConfig:
-    path: str = field(metadata={"help": "checkpoint folder or Hub id, or an adapter file (.safetensors)"})
+    path: str | None = field(default=None, metadata={
+        "help": "checkpoint folder or Hub id, or an adapter file (.safetensors)"})
+    hardware: bool = field(default=False, metadata={
+        "help": "print what this machine can run (CPU matrix units, CUDA) and the setting --fast picks, and why"})
     adapters: list[str] | None = field(default=None, metadata={
         "help": "robot adapters to load into the checkpoint first, NAME=PATH,NAME=PATH: the domain table then "
                 "lists them and the ids left free"})  # fmt: skip
@@ -58,6 +61,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .policy import resolve_checkpoint_dir
 
     cfg = dataclass_from_args(InfoConfig, args)
+    if cfg.hardware:
+        from .hardware import report
+
+        print(report())
+        if cfg.path is None:
+            return 0
+        print()
+    if cfg.path is None:
+        raise ValueError("give a checkpoint PATH (folder, Hub id or adapter file), or --hardware")
     if Path(cfg.path).is_file():
         from .adapters import describe_adapter
 
@@ -140,12 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     commands = [
         ("convert", ConvertConfig, ("src", "dst"), cmd_convert, "convert a checkpoint between formats (xvla, lerobot, official)"),
-        ("info", InfoConfig, ("path",), cmd_info, "what a checkpoint holds: settings, cameras, image size, domains"),
+        ("info", InfoConfig, ("path",), cmd_info, "what a checkpoint holds (settings, cameras, domains); --hardware: this machine"),
         ("smoke", SmokeConfig, (), cmd_smoke, "end-to-end smoke run: build, save, load, predict (offline, CPU)"),
     ]  # fmt: skip
     for name, cls, positional, func, help_text in commands:
         p = sub.add_parser(name, help=help_text)
-        add_dataclass_flags(p, cls, positional=positional)
+        add_dataclass_flags(p, cls, positional=positional, optional_positional=name == "info")
         p.set_defaults(func=func)
     _register_optional(sub)
     return parser

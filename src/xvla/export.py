@@ -216,6 +216,19 @@ def check_onnx(model: XVLAModel, out_dir: str | Path, batch: int = 3, threads: i
 
 
 
+def chunk_seconds(model: XVLAModel, out_dir: str | Path, batch: int = 3) -> float:
+    """Seconds one chunk takes on ``model`` as loaded (e.g. its compiled fast path) with :func:`check_onnx`'s
+    inputs, after one chunk that compiles: the time to set against the exported graphs'."""
+    meta = json.loads((Path(out_dir) / "export.json").read_text())
+    ex = example_inputs(model, batch, meta["views"], tuple(meta["image_size"]))
+    inputs = {k: ex[k] for k in (*ENCODER_INPUTS, "proprio")}
+    with torch.inference_mode():
+        model.generate_actions(**inputs, noise=ex["noise"])
+        start = time.perf_counter()
+        model.generate_actions(**inputs, noise=ex["noise"])
+    return time.perf_counter() - start
+
+
 def trtexec_command(out_dir: str | Path, graph: str, max_batch: int = 8, precision: str = "bf16") -> list[str]:
     """The ``trtexec`` call that builds a TensorRT engine from one exported graph (batch 1..max_batch)."""
     folder = Path(out_dir)

@@ -30,7 +30,22 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"{1000 * result['eager_s']:.0f} ms per chunk")  # fmt: skip
         if result["max_abs_diff"] > 1e-4:
             raise ValueError(f"the exported graphs differ from eager by {result['max_abs_diff']:.1e} (> 1e-4)")
+    if args.fast:
+        _compare_with_fast_path(args)
     return 0
+
+
+def _compare_with_fast_path(args: argparse.Namespace) -> None:
+    """Time PyTorch's fastest setting on this machine on the check's inputs: export pays only if it is slower."""
+    from .export import chunk_seconds
+    from .hardware import choose
+    from .policy import XVLAPolicy
+
+    batch = 3
+    setting = choose("cpu")
+    fast = XVLAPolicy.from_pretrained(args.checkpoint, fast=True, device="cpu", compile_batch_sizes=(batch,))
+    seconds = chunk_seconds(fast.model, args.output, batch=batch)
+    print(f"PyTorch's fast path here ({setting.flags()}), batch {batch}: {1000 * seconds:.0f} ms per chunk")
 
 
 def register(subparsers) -> None:
@@ -43,4 +58,6 @@ def register(subparsers) -> None:
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="default: the checkpoint's, else 224 224")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset version (default: 18)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-eager check")
+    p.add_argument("--fast", action="store_true",
+                   help="also time PyTorch's fastest setting on this machine (`xvla info --hardware`) on the same inputs")
     p.set_defaults(func=cmd_export)

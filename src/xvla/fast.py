@@ -35,13 +35,13 @@ from __future__ import annotations
 
 import itertools
 import logging
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 
+from .hardware import probe
 from .model.transformer import Context
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ _WEIGHTS_VERSIONS = itertools.count()
 def check_compile_supported(device: torch.device) -> None:
     """Fail early, in one line naming the fix, where inductor cannot build kernels."""
     if device.type == "cpu":
-        if not any(shutil.which(cxx) for cxx in ("c++", "g++", "clang++")):
+        if not probe().cxx:
             raise ValueError(
                 "compile=True needs a C++ compiler for inductor's CPU kernels and none was found: "
                 "install one (e.g. `apt-get install g++`) or load the policy with compile=False"

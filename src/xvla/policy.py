@@ -33,6 +33,7 @@ from .adapters import (
 )
 from .config import XVLAConfig
 from .domains import trained_domains
+from .hardware import choose, emulated_bf16_warning
 from .hub import resolve_folder
 from .model.xvla import XVLAModel
 from .processor import ObservationProcessor
@@ -67,18 +68,28 @@ class XVLAPolicy(nn.Module):
         compile: bool = False,
         compile_batch_sizes: tuple[int, ...] | None = None,
         quantize: str | None = None,
+        fast: bool = False,
         **config_overrides: Any,
     ) -> XVLAPolicy:
         """Load an X-VLA checkpoint in our, LeRobot's or the official format (auto-detected).
 
         ``config_overrides`` replace config fields (e.g. ``dtype="bfloat16"``, ``domain_id=3``).
+        ``fast=True`` picks the fastest correct inference setting for this machine (:func:`xvla.hardware.choose`:
+        bf16 + compile on a GPU or an AMX CPU, int8 + compile on a CPU with VNNI, compiled fp32 on AVX2);
+        ``device``, ``dtype``, ``compile`` and ``quantize`` given explicitly win over its choice
+        (``quantize="none"`` keeps the linears in full precision).
         ``compile=True`` turns on the fast inference path (:mod:`xvla.fast`: compiled graphs with frozen
-        weights at the batch sizes ``compile_batch_sizes``, default 1, 2, 4, 8); with
-        ``dtype="bfloat16"`` it is the fastest CPU (AMX) and GPU setting. ``quantize="int8"``: int8 linear
-        layers for CPU inference (:mod:`xvla.model.int8_linear`); with ``compile=True`` (and bf16 for the
-        rest) the fastest CPU setting at the released size, and at every size on CPUs without AMX (int8 GEMMs
-        run at twice the bf16 rate there), at up to 1.6x bf16's action error.
+        weights at the batch sizes ``compile_batch_sizes``, default 1, 2, 4, 8). ``quantize="int8"``: int8
+        linear layers for CPU inference (:mod:`xvla.model.int8_linear`). ``dtype="bfloat16"`` on a CPU
+        without bf16 units is emulated, slower than float32, and loading warns.
         """
+        if fast:
+            setting = choose(device)
+            device = device if device is not None else setting.device
+            compile = compile or setting.compile
+            quantize = quantize if quantize is not None else setting.quantize
+            config_overrides.setdefault("dtype", setting.dtype)
+            logger.info("fast=True: %s (%s)", setting.kwargs(), setting.reason)
         folder = resolve_checkpoint_dir(path_or_hub_id, revision=revision)
         raw = ckpt.read_config_json(folder)
         config, fmt = ckpt.config_from_json(raw, folder)
@@ -96,9 +107,14 @@ class XVLAPolicy(nn.Module):
         if device is not None:
             policy.to(resolve_device(device))
         policy.eval()
+        advice = emulated_bf16_warning(policy.model.dtype, policy.device)
+        if advice:
+            logger.warning(advice)
+        if quantize == "none":
+            quantize = None
         if quantize is not None:
             if quantize != "int8":
-                raise ValueError(f"quantize={quantize!r} is unknown: the only scheme is 'int8'")
+                raise ValueError(f"quantize={quantize!r} is unknown: use 'int8', or 'none' for full precision")
             if policy.device.type != "cpu":
                 raise ValueError(
                     f"quantize='int8' runs oneDNN's int8 kernels, on CPU only (this policy is on {policy.device}); "

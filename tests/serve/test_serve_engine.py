@@ -49,3 +49,17 @@ def test_prepare_pads_views_and_state(tokenizer):
     assert sample.batch_key == (2, 3)
     five = engine.prepare(observation(images=[np.zeros((8, 8, 3), np.uint8)] * 5))
     assert five.batch_key == (2, 5)  # more images than configured views: more slots, as XVLAPolicy does
+
+
+def test_warm_up_reports_chunk_times_at_the_served_batch_sizes_and_default_steps(tokenizer):
+    from xvla.serve.server import chunk_time_report
+
+    engine = ServeEngine(XVLAPolicy(serve_config(), tokenizer=tokenizer), default_steps=3)
+    seen = []
+    run = engine.run
+    engine.run = lambda samples: seen.append((len(samples), samples[0].steps)) or run(samples)
+    engine.warmup()
+    line = chunk_time_report(engine, max_batch_size=4)
+    # The check chunk at 1 step, then one real forward pass per served batch size at the default steps.
+    assert seen == [(1, 1), (1, 3), (4, 3)]
+    assert "3 denoising steps" in line and "batch 1: " in line and "batch 4: " in line and "eager" in line

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from safetensors.torch import load_file
 
 from xvla.train.mixture import MixtureBatchSampler
 
@@ -59,7 +60,21 @@ def test_ddp_ranks_stay_identical_and_see_disjoint_samples(ddp_run, dataset_a):
 
 
 def test_fsdp_matches_ddp(tmp_path, ddp_run, dataset_a, tiny_checkpoint):
-    _, (ddp0, _) = ddp_run
+    """Same samples, same weights up to the order gradients are summed in.
+
+    DDP all-reduces whole buckets; FSDP reduce-scatters shards, and ATen's kernels sum in an order that
+    depends on the vector width (AVX2 vs AVX-512), so the gradients differ in their last bits, not bit for
+    bit. AdamW's step is m / sqrt(v): a relative change of ~1e-6 in a gradient moves its step by about as
+    much, so after 4 steps the weights agree to a small fraction of how far training moved them. A wrong
+    shard, a missed reduction or a skipped step moves them by the whole step (lr x steps)."""
+    ddp_out, (ddp0, _) = ddp_run
     out, (f0, _) = _torchrun(tmp_path, dataset_a, tiny_checkpoint, "fsdp", "--fsdp")
-    assert f0["checksum"] == ddp0["checksum"]
     assert {tuple(s) for s in f0["samples"]} == {tuple(s) for s in ddp0["samples"]}
+    start = load_file(str(tiny_checkpoint / "model.safetensors"))
+    ddp = load_file(str(ddp_out / "final" / "model.safetensors"))
+    fsdp = load_file(str(out / "final" / "model.safetensors"))
+    assert ddp.keys() == fsdp.keys()
+    moved = max((ddp[k].float() - start[k].float()).abs().max().item() for k in ddp if k in start)
+    gap = max((ddp[k].float() - fsdp[k].float()).abs().max().item() for k in ddp)
+    assert moved > 0
+    assert gap <= 1e-3 * moved, f"FSDP and DDP weights differ by {gap:.3g}; training moved them by up to {moved:.3g}"

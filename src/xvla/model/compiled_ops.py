@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..hardware import probe
+
 _THRESHOLD_BITS = 24
 _MAX_ELEMENTS = 2**31 - 1  # element indices are int32
 
@@ -91,12 +93,7 @@ class Dropout(nn.Dropout):
         return dropout(x, self.p, self.training)
 
 
-def _cpu_has_amx() -> bool:
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(probe and probe())
-
-
-_CPU_HAS_AMX = _cpu_has_amx()
+_CPU_HAS_AMX = probe().amx
 
 
 def explicit_bf16_attention(q: torch.Tensor) -> bool:

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..hardware import probe
+
 # Registers torch.ops.quantized_decomposed (choose_qparams, quantize / dequantize per tensor / channel).
 import torch.ao.quantization.fx._decomposed  # noqa: F401  isort: skip
 
@@ -35,6 +37,17 @@ warnings.filterwarnings(
 )
 # Linears with fewer inputs stay in full precision: tiny GEMMs gain nothing and lose accuracy.
 MIN_IN_FEATURES = 64
+
+
+def weight_bits() -> int:
+    """8 where the CPU has VNNI (or on a GPU); 7 where it does not.
+
+    Without VNNI, oneDNN multiplies u8 activations by s8 weights with ``vpmaddubsw``, which sums each pair
+    of products into a saturating int16: 2 x 255 x 127 = 64,770 overflows 32,767 and the result is silently
+    wrong. With weights in [-63, 63] a pair is at most 2 x 255 x 63 = 32,130, exact. Halving the weights'
+    step (per output channel) costs less accuracy than halving the activations' (one scale per call).
+    """
+    return 8 if probe().vnni else 7
 
 
 def _onednn_int8_available() -> bool:
@@ -54,7 +67,9 @@ class Int8Linear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = linear.weight.detach().float()
-        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127
+        self.weight_bits = weight_bits()
+        levels = 2 ** (self.weight_bits - 1) - 1
+        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / levels
         # Parameters, not buffers: inductor's freezing treats parameters as constants and packs them.
         self.qweight = nn.Parameter(torch.round(weight / scale[:, None]).to(torch.int8), requires_grad=False)
         self.weight_scale = nn.Parameter(scale, requires_grad=False)
@@ -66,7 +81,8 @@ class Int8Linear(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"weight_bits={self.weight_bits}"
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

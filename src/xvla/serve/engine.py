@@ -135,13 +135,16 @@ class ServeEngine:
         compile: bool = False,
         compile_batch_sizes: tuple[int, ...] | None = None,
         quantize: str | None = None,
+        fast: bool = False,
         **kwargs: Any,
     ) -> ServeEngine:
-        """``compile=True``: the fast path (:mod:`xvla.fast`); :meth:`warmup` then compiles every batch size."""
+        """``compile=True``: the fast path (:mod:`xvla.fast`); :meth:`warmup` then compiles every batch size.
+        ``fast=True``: the fastest correct setting for this machine (:func:`xvla.hardware.choose`)."""
         dev = resolve_device(device)
         overrides = {"dtype": dtype} if dtype else {}
         policy = XVLAPolicy.from_pretrained(
-            path, device=dev, compile=compile, compile_batch_sizes=compile_batch_sizes, quantize=quantize, **overrides
+            path, device=dev, compile=compile, compile_batch_sizes=compile_batch_sizes, quantize=quantize, fast=fast,
+            **overrides,
         )
         return cls(policy, checkpoint=str(path), **kwargs)
 
@@ -278,26 +281,40 @@ class ServeEngine:
         out = [a[:, :w] for a, w in zip(actions.float().cpu().numpy(), widths, strict=True)]
         return [a if np.isfinite(a).all() else NON_FINITE for a in out]
 
-    def warmup(self) -> float:
-        """Run one dummy chunk (compiles kernels, checks the model end to end); returns seconds taken."""
+    def _dummy_observation(self, steps: int) -> Observation:
         height, width = self.image_size
         cfg = self.config
-        obs = Observation(
+        return Observation(
             images=[np.zeros((height, width, 3), dtype=np.uint8)],
             state=np.zeros(cfg.proprio_dim, dtype=np.float32) if cfg.use_proprio else None,
             task="warm up",
             domain_id=min(self.spec.allowed_domains),
-            steps=1,
+            steps=steps,
             seed=0,
         )
+
+    def warmup(self) -> float:
+        """Compile every batch size (fast path) and run one 1-step chunk to check the model end to end;
+        returns the seconds taken. What a request costs is :meth:`chunk_seconds`."""
         start = time.perf_counter()
         fast = self.model.fast_path
         if fast is not None:  # compile every batch size now, so no request waits for a compile
-            fast.warmup(views=self.config.total_image_views, image_size=(height, width))
-        (result,) = self.run([self.prepare(obs)])
+            fast.warmup(views=self.config.total_image_views, image_size=self.image_size)
+        (result,) = self.run([self.prepare(self._dummy_observation(steps=1))])
         if not isinstance(result, np.ndarray):
             raise RuntimeError("the warm-up chunk is NaN or infinite: the checkpoint's weights look broken")
         return time.perf_counter() - start
+
+    def chunk_seconds(self, batch_sizes: tuple[int, ...] = (1,)) -> dict[int, float]:
+        """Seconds one forward pass takes at each batch size, at the default denoising steps: what a
+        request waits for (after :meth:`warmup`, so no compile is counted)."""
+        sample = self.prepare(self._dummy_observation(steps=self.spec.default_steps))
+        times = {}
+        for batch in batch_sizes:
+            start = time.perf_counter()
+            self.run([sample] * batch)
+            times[batch] = time.perf_counter() - start
+        return times
 
     # ------------------------------------------------------------------ description
     def describe(self) -> dict[str, Any]:

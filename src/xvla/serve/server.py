@@ -30,12 +30,15 @@ class ServeConfig:
     port: int = field(default=8010, metadata={"help": "TCP port to listen on"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto (cuda when available)"})
     dtype: str | None = field(default=None, metadata={"help": "float32 or bfloat16 (default: the checkpoint's)"})
+    fast: bool = field(default=False, metadata={
+        "help": "the fastest correct setting for this machine (see `xvla info --hardware`); explicit --dtype, "
+                "--quantize and --compile win"})
     compile: bool = field(default=False, metadata={
-        "help": "the fast path: compiled graphs, warmed at start for every batch size (with --dtype bfloat16 on AMX)"})
+        "help": "the fast path: compiled graphs, warmed at start for every batch size"})
     compile_batch_sizes: list[int] | None = field(default=None, metadata={
         "help": "batch sizes warmed at start (default 1,2,4,8); larger batches run in slices of the largest"})
     quantize: str | None = field(default=None, metadata={
-        "help": "int8: int8 linear layers (CPU only; with --compile, oneDNN's int8 kernels)"})
+        "help": "int8: int8 linear layers (CPU only; with --compile, oneDNN's int8 kernels); none: full precision"})
     api_key: str | None = field(default=None, metadata={
         "help": "require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (default: env XVLA_API_KEY)"})
     max_batch_size: int = field(default=8, metadata={"help": "most samples in one forward pass"})
@@ -79,6 +82,7 @@ def build_engine(cfg: ServeConfig) -> ServeEngine:
         compile=cfg.compile,
         compile_batch_sizes=tuple(cfg.compile_batch_sizes) if cfg.compile_batch_sizes else None,
         quantize=cfg.quantize,
+        fast=cfg.fast,
         default_steps=cfg.steps,
         domain_ids=cfg.domain_ids,
         seed=cfg.seed,
@@ -138,10 +142,25 @@ def serve(cfg: ServeConfig) -> None:
                        "policy; set --api-key (or XVLA_API_KEY)", cfg.host)  # fmt: skip
     engine = build_engine(cfg)
     seconds = engine.warmup()
-    logger.info("loaded %s: %s, chunk %d x %d, %d domains, up to %d views; warm-up chunk %.2fs",
+    logger.info("loaded %s: %s, chunk %d x %d, %d domains, up to %d views; warmed up in %.1fs",
                 cfg.policy_path, engine.config.action_mode, engine.config.chunk_size, engine.model.real_action_dim,
                 engine.config.num_domains, engine.spec.max_views, seconds)  # fmt: skip
+    logger.info(chunk_time_report(engine, cfg.max_batch_size))
     uvicorn.Server(_uvicorn_config(build_app(cfg, engine), cfg)).run()
+
+
+def chunk_time_report(engine: ServeEngine, max_batch_size: int) -> str:
+    """What a request will wait for, measured now at the served batch sizes (one line for the log)."""
+    from ..model.int8_linear import Int8Linear
+
+    model = engine.model
+    times = engine.chunk_seconds(tuple(sorted({1, max_batch_size})))
+    setting = f"{model.dtype}".replace("torch.", "")
+    if any(isinstance(m, Int8Linear) for m in model.modules()):
+        setting += " + int8 linears"
+    setting += ", compiled" if model.fast_path is not None else ", eager"
+    per_batch = ", ".join(f"batch {b}: {t:.2f}s" for b, t in times.items())
+    return f"chunk time ({setting}, {engine.spec.default_steps} denoising steps, on {engine.device}): {per_batch}"
 
 
 class BackgroundServer:

@@ -49,6 +49,7 @@ class EvalConfig:
     output: str = field(default="outputs/eval", metadata={"help": "results folder (JSON, markdown, videos)"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
     dtype: str | None = field(default=None, metadata={"help": "float32 or bfloat16 (default: the checkpoint's)"})
+    fast: bool = field(default=False, metadata={"help": "the fastest correct setting for this machine (`xvla info --hardware`); explicit --dtype/--quantize/--compile win"})
     compile: bool = field(default=False, metadata={"help": "the fast path (compiled graphs; see docs/benchmarks.md)"})
     quantize: str | None = field(default=None, metadata={"help": "int8: int8 linear layers (CPU; use with --compile)"})
     domain_id: int | None = field(default=None, metadata={"help": "default: the domain the checkpoint trained for this variant"})
@@ -103,7 +104,8 @@ def load_policy(config: EvalConfig):
 
     overrides = {"dtype": config.dtype} if config.dtype else {}
     return XVLAPolicy.from_pretrained(
-        config.policy, device=config.device, compile=config.compile, quantize=config.quantize, **overrides
+        config.policy, device=config.device, compile=config.compile, quantize=config.quantize, fast=config.fast,
+        **overrides,
     )
 
 

@@ -69,6 +69,7 @@ class LiberoEvalConfig:
     videos: int = field(default=3, metadata={"help": "episodes saved as mp4 (episode 0 of the first tasks)"})
     output: str = field(default="outputs/libero", metadata={"help": "results folder (resumed if it holds a run)"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+    fast: bool = field(default=False, metadata={"help": "the fastest correct setting for this machine (`xvla info --hardware`)"})
     overwrite: bool = field(default=False, metadata={"help": "start again instead of resuming"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
     start_method: str = field(default="spawn", metadata={"help": "multiprocessing start method: workers never inherit this process's torch threads or GL state"})
@@ -257,7 +258,7 @@ def load_policy(cfg: LiberoEvalConfig) -> Any:
         return ServerPolicy(cfg.policy_url)
     from ..policy import XVLAPolicy
 
-    return XVLAPolicy.from_pretrained(cfg.policy, device=cfg.device)
+    return XVLAPolicy.from_pretrained(cfg.policy, device=cfg.device, fast=cfg.fast)
 
 
 def policy_description(policy: Any) -> str:
