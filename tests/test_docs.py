@@ -153,3 +153,31 @@ def test_readme_layout_lists_every_module():
     listed = readme_layout_modules()
     assert not modules - listed, f"README.md's Layout misses {sorted(modules - listed)}"
     assert not listed - modules, f"README.md's Layout lists modules that do not exist: {sorted(listed - modules)}"
+
+
+# ------------------------------------------------------------------------------------- links between the docs
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def heading_anchors(path: Path) -> set[str]:
+    """GitHub's anchors for a markdown file's headings (lower case, punctuation dropped, spaces -> '-')."""
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    return {
+        re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        for heading in re.findall(r"^#+ (.+)$", text, re.M)
+    }
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_relative_links_resolve(doc):
+    broken = []
+    for target in LINK.findall(doc.read_text()):
+        if re.match(r"[a-z]+:", target):
+            continue  # http(s), mailto
+        file_part, _, anchor = target.partition("#")
+        path = (doc.parent / file_part).resolve() if file_part else doc
+        if not path.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and path.suffix == ".md" and anchor not in heading_anchors(path):
+            broken.append(f"{target}: no such heading")
+    assert not broken, f"{doc.name}: " + "; ".join(broken)
