@@ -1,6 +1,6 @@
 """Speed next to the reference: LeRobot 0.4.4's `xvla` vs this library, same weights, same inputs.
 
-The reference lives in its own venv (see SPEC §6 / tests/fixtures/parity/README.md). It runs as a
+The reference lives in its own venv (see tests/fixtures/parity/README.md). It runs as a
 worker process there, on one checkpoint that LeRobot itself writes; this process loads the same
 checkpoint. Measurements are interleaved: each round times every variant once (reference fp32,
 reference bf16, ours fp32, ours fast path, ...), alternating the two processes, and the table gives
@@ -189,11 +189,11 @@ class Reference:
 # ---------------------------------------------------------------------------------------- our variants
 SHARE_FP32_WEIGHTS = {"fp32", "fp32-compiled", "openvino-f32", "openvino-bf16"}
 # What our variants keep resident, in units of the checkpoint's fp32 weights (W), measured at full size
-# (VmRSS after a chunk at batch 1, then 8; eighth session): loading any variant peaks at 2 W; the fp32
+# (VmRSS after a chunk at batch 1, then 8; docs/benchmarks.md): loading any variant peaks at 2 W; the fp32
 # weights take 1 W (shared by SHARE_FP32_WEIGHTS); each compiled graph keeps its own frozen, prepacked copy
-# of the weights: one per batch size in fp32, at most two in bf16 (batch 1 and a symbolic batch). The OpenVINO figures
-# are from the fourth session's full-size run: the export peaked at 7.7 GB beside 3.5 GB of fp32 weights,
-# and each compiled graph holds its weights.
+# of the weights: one per batch size in fp32, at most two in bf16 (batch 1 and a symbolic batch). For the
+# OpenVINO variants, the full-size export peaked at 7.7 GB beside 3.5 GB of fp32 weights, and each
+# compiled graph holds its weights.
 LOAD_PEAK = 2.0
 EXPORT_PEAK = 1.2
 FOOTPRINT = {  # variant: (fixed, per compiled graph)

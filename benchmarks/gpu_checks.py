@@ -1,4 +1,4 @@
-"""Every GPU check and timing in one run, for a session that is lent a CUDA device.
+"""Every GPU check and timing in one run, on a machine with a CUDA device.
 
     python benchmarks/gpu_checks.py                    # tests + inference + training + ONNX, ~5-8 min on one GPU
     python benchmarks/gpu_checks.py --skip-tests --configs full --batches 1
@@ -7,7 +7,7 @@
 2. Inference, ms per chunk (10 steps, CUDA-synchronised, median of ``--repeats`` after warm-up): eager fp32,
    eager bf16 and the fast path (bf16 + ``torch.compile(mode="reduce-overhead")``, i.e. CUDA graphs of
    the encoder and of one denoising step), with the fast path's action error against eager fp32.
-   Target (issue 11): <= 50 ms per chunk for the full 0.9B model at batch 1.
+   Target: <= 50 ms per chunk for the full 0.9B model at batch 1.
 3. Training step (mid config): fp32 and bf16 autocast, eager and compiled, samples/s and peak memory.
 4. ONNX: export the mid config, check onnxruntime (CUDA provider if installed) against eager, and build a
    TensorRT engine with ``trtexec`` when it is on PATH (see docs/export.md).
@@ -146,7 +146,7 @@ def main() -> None:
     import torch
 
     if not torch.cuda.is_available():
-        sys.exit("no CUDA device here: these checks need a GPU (see the device tool in the project's docs)")
+        sys.exit("no CUDA device here: these checks need a GPU")
     report: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
     if not args.skip_tests:
         proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-k", "cuda", "tests"], cwd=ROOT,

@@ -15,11 +15,11 @@ What :func:`enable_fast_path` does to an :class:`~xvla.model.XVLAModel` (for inf
 - With frozen bf16 weights (CPU, the fast path) the batch dimension is symbolic from 2 up: each frozen
   graph holds its own prepacked copy of the weights, so one graph per size meant one more copy of the
   model per warmed size. One graph serves every size >= 2 and one serves batch 1 (which dynamo always
-  specializes); at ``mid`` they were as fast as per-size graphs (0.98-1.01x the chunk time). A batch
-  runs at its own size, so ``batch_sizes`` only sets the largest slice and what ``warmup`` compiles.
-- fp32 weights keep a graph per warmed size (0.9B: 3.9 GB each; bound it with ``batch_sizes``): inductor
-  packs fp32 linears for MKL only at a static batch, and with a symbolic one the chunk took 1.06x the
-  time (0.9B, batch 8).
+  specializes); a symbolic batch measured as fast as per-size graphs. A batch runs at its own size, so
+  ``batch_sizes`` only sets the largest slice and what ``warmup`` compiles.
+- fp32 weights keep a graph per warmed size (each a prepacked copy of the weights; bound it with
+  ``batch_sizes``): inductor packs fp32 linears for MKL only at a static batch, and with a symbolic one it
+  calls oneDNN's fp32 linear, which measured slower at the released size.
 - Graphs per size (fp32 on CPU, CUDA graphs): a batch is padded up to the next of ``batch_sizes`` (or a
   multiple of the largest). Padding rows repeat sample 0 and are dropped; samples never interact, so a sample's
   actions do not depend on the padding.
@@ -29,6 +29,7 @@ What :func:`enable_fast_path` does to an :class:`~xvla.model.XVLAModel` (for inf
 
 Compiled kernels are cached on disk by inductor (``TORCHINDUCTOR_CACHE_DIR``, default
 ``/tmp/torchinductor_<user>``): the first compile on a machine is paid once, later processes load it.
+Measurements behind these choices: docs/benchmarks.md ("Fast path").
 """
 
 from __future__ import annotations
@@ -80,10 +81,10 @@ def inductor_config(device: torch.device, mode: str | None) -> dict[str, object]
 
     - ``freezing``: weights become constants, linears are prepacked for oneDNN (AMX tiles in bf16).
       Passing it as ``torch.compile(options=...)`` left them unpacked (``aten.addmm``) in torch 2.13.
-    - CPU only, measured on the mid config (benchmarks/compare_lerobot.py, docs/benchmarks.md): a kernel
-      runs on one thread unless each thread gets >= 64k elements, and the graph's wrapper is C++. With
-      ``OMP_WAIT_POLICY=PASSIVE`` every parallel region and barrier wakes sleeping threads, which cost
-      more than a LayerNorm of one sample does; together -20% per chunk at batch 1.
+    - CPU only: a kernel runs on one thread unless each thread gets >= 64k elements, and the graph's
+      wrapper is C++. With ``OMP_WAIT_POLICY=PASSIVE`` every parallel region and barrier wakes sleeping
+      threads, which costs more than a LayerNorm of one sample does, so small kernels are faster on one
+      thread; this matters most at batch 1 (docs/benchmarks.md, "Fast path").
     """
     config: dict[str, object] = {"freezing": mode != "reduce-overhead"}
     if device.type == "cpu":

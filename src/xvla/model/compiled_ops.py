@@ -1,12 +1,12 @@
 """Action-head pieces with a faster form inside ``torch.compile`` graphs; eager calls are plain torch.
 
-Both forms compute the same function; only what inductor generates differs. Measured on this
-project's CPU (AVX-512, one thread, 3.7M bf16 elements, the ``mid`` MLP's hidden layer at batch 8):
+Both forms compute the same function; only what inductor generates differs (measurements in
+docs/benchmarks.md):
 
-- **Dropout.** torch's dropout becomes inductor's Philox random numbers, about 10 ns per element;
-  without them a compiled bf16 training step of ``mid`` takes 0.80x the time. Here the graph draws one
+- **Dropout.** torch's dropout becomes inductor's Philox random numbers, several times the cost per
+  element of an integer hash, and a large share of a compiled training step. Here the graph draws one
   random seed per call, and each element's keep/drop bit is a 32-bit integer hash of (seed, element
-  index), fused into the kernel that applies it (1.4 ns per element with the load and store), and the mask
+  index), fused into the kernel that applies it, and the mask
   autograd keeps is uint8 (:func:`hashed_keep_mask` says why). The masks have the same
   distribution (keep probability 1 - p to 2**-24, independent across elements and calls); only the
   random stream differs from torch's, as it already does between eager and compiled torch. Attention
@@ -15,9 +15,8 @@ project's CPU (AVX-512, one thread, 3.7M bf16 elements, the ``mid`` MLP's hidden
 - **Attention, bf16 without AMX.** Two batched GEMMs and a softmax instead of SDPA
   (:func:`explicit_bf16_attention` says where and why).
 - **GELU, tanh approximation.** 0.5 * (1 + tanh(z)) is sigmoid(2z), and inductor's vector sigmoid
-  (an exp) is much cheaper than its tanh: 3.7 ms against 9.6 ms forward, 28 ms against 101 ms forward
-  plus backward in fp32. The two forms differ by float rounding only (5e-7 against 4e-7 max error from
-  a float64 reference, inputs up to |x| = 16).
+  (an exp) is much cheaper than its tanh, forward and backward. The two forms differ by float rounding
+  only (5e-7 against 4e-7 max error from a float64 reference, inputs up to |x| = 16).
 """
 
 from __future__ import annotations
@@ -54,8 +53,8 @@ def hashed_keep_mask(
 
     uint8 and arithmetic rather than a bool comparison, because autograd keeps this mask for the
     backward pass, and inductor's CPU code turns a vector comparison into a bool or uint8 tensor through
-    a slow generic conversion: writing it took 13 of the 17.5 ms of the attention softmax kernel of
-    ``mid`` at batch 8. ``(t - threshold) >> 31`` is -1 below the threshold and 0 above it (arithmetic
+    a slow generic conversion, which dominated the attention softmax kernel's time.
+    ``(t - threshold) >> 31`` is -1 below the threshold and 0 above it (arithmetic
     shift), so adding 1 gives the keep bit as an integer, written with plain vector stores.
     """
     numel = shape.numel()
@@ -70,7 +69,7 @@ def _draw_seed(device: torch.device) -> torch.Tensor:
 
     Drawn as the max of two numbers, because a reduction is a buffer that inductor computes once, while a
     lone ``randint`` scalar is inlined into the kernel that uses it and re-drawn in every vector
-    iteration there (2 of 11 ms in that softmax kernel). Every seed stays possible; only collisions
+    iteration there. Every seed stays possible; only collisions
     between two calls get slightly likelier (4/3 of uniform draws' 1 in 2**31).
     """
     return torch.randint(0, 2**31 - 1, (2,), dtype=torch.int32, device=device).amax()
@@ -101,10 +100,9 @@ def explicit_bf16_attention(q: torch.Tensor) -> bool:
     softmax instead of SDPA: bf16 on a CPU without AMX, with at least 16 (batch, head) pairs.
 
     torch's CPU flash attention runs bf16 on small per-block GEMMs; they are fast on AMX tiles but not
-    without them. On an AMD EPYC (AVX-512 bf16, no AMX) at ``mid`` batch 8 (64 pairs x 228 tokens) it
-    took 9.6 ms a call, 31% of the int8 chunk; oneDNN's batched bf16 GEMMs and one fused softmax kernel
-    took about 6 ms, and the int8 chunk 0.8x the time (docs/benchmarks.md). At 8 pairs it is a wash
-    (1.0 against 1.1 ms), so SDPA stays there. A symbolic batch (the bf16 graph for every size from 2 up)
+    without them, where oneDNN's batched bf16 GEMMs and one fused softmax kernel are faster once there
+    are enough (batch, head) pairs. At few pairs the two are level, so SDPA stays there
+    (docs/benchmarks.md, "Fast path"). A symbolic batch (the bf16 graph for every size from 2 up)
     counts as 2, which the graph knows without a guard: one graph still serves every size.
     """
     if _CPU_HAS_AMX or q.device.type != "cpu" or q.dtype != torch.bfloat16:

@@ -3,10 +3,9 @@
 ``nn.Linear`` on CPU is ``addmm``: the bias is first copied into every output row, then MKL's GEMM
 adds the product to it, and the MLP's GELU is one more pass over its widest activation. oneDNN's
 linear (``torch.ops.mkldnn._linear_pointwise``, the op inductor's frozen graphs call) adds the bias in
-the GEMM's epilogue and can apply the GELU there too. Measured on this project's CPU in eager mode
-(2 threads, float32, A/B in one process, docs/benchmarks.md): a ``mid`` chunk at batch 1 took 0.86x the
-time, at batch 8 0.92x, a full-size chunk at batch 1 0.87x; bfloat16 at ``mid``, batch 1, 0.81x. The
-actions moved by 1.5e-8 (float32): the same math, summed in another order.
+the GEMM's epilogue and can apply the GELU there too, saving a copy and a pass over the widest
+activation; eager chunks get faster in float32 and bfloat16 (docs/benchmarks.md). The actions move
+only by float rounding: the same math, summed in another order.
 
 The oneDNN call is taken only where it gives ``nn.Linear``'s result and is faster
 (:func:`runs_on_onednn`): CPU, float32 or bfloat16 weights and inputs, GEMMs of at least
@@ -34,8 +33,8 @@ def _onednn_linear_op():
 
 _LINEAR_POINTWISE = _onednn_linear_op()
 # Below about a million multiply-adds oneDNN's call costs more than it saves: with passive OpenMP
-# threads it takes ~90 us at any size, where addmm runs a tiny GEMM on one thread in ~6 us
-# (8x64 @ 64x256). At 228x64 @ 64x192 (2.8M) oneDNN already took 0.68x addmm's time.
+# threads its fixed cost (waking the threads) dominates, where addmm runs a tiny GEMM on one thread.
+# A little above the threshold oneDNN is already the faster one.
 MIN_MULTIPLY_ADDS = 1 << 20
 _BF16_OK = _LINEAR_POINTWISE is not None and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
