@@ -15,9 +15,9 @@ from lerobot.configs.policies import PreTrainedConfig
 from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
 from lerobot.policies.factory import get_policy_class, make_policy, make_pre_post_processors
+from lerobot_policy_xvla_plus import XVLAPlusConfig, XVLAPlusPolicy
 
 import xvla
-from lerobot_policy_xvla_plus import XVLAPlusConfig, XVLAPlusPolicy
 
 BIN = Path(sys.executable).parent
 

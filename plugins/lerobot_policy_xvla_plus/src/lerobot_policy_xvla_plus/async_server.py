@@ -59,6 +59,7 @@ class ServerConfig:
     device: str | None = None  # override the client's policy_device
     trace_dir: str | None = None  # write every chunk (observation, request, chunk, plan sent) as .npz
     obs_timeout_s: float = 2.0  # GetActions returns Empty after this long without an observation
+    inference_latency_s: float = 0.0  # benchmarks: pad every inference to this long (a slower model's latency)
 
 
 @dataclass
@@ -158,6 +159,7 @@ class XVLAAsyncServicer(services_pb2_grpc.AsyncInferenceServicer):
         start = time.perf_counter()
         with self.infer_lock:
             chunk = state.source(observation, request)
+        time.sleep(max(0.0, self.config.inference_latency_s - (time.perf_counter() - start)))
         state.latency.add(time.perf_counter() - start)
         scheduler.receive(request, chunk, honours_prefix=state.source.accepts_prefix)
         plan = scheduler.planned()[: state.actions_per_chunk]
