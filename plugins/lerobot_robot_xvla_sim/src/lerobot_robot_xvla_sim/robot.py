@@ -36,6 +36,7 @@ class XVLASimMetaWorld(Robot):
         self.env = None
         self._obs: dict[str, Any] | None = None
         self._steps = 0
+        self.cameras = dict.fromkeys(CAMERAS)  # simulated: lerobot-record only counts them (writer threads)
 
     @property
     def observation_features(self) -> dict:
