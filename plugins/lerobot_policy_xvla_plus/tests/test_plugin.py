@@ -161,7 +161,7 @@ def test_a_lerobot_xvla_checkpoint_runs_under_xvla_plus_with_lerobots_actions(tm
         torch.randn = real_randn
     actual = post(ours.predict_action_chunk(pre(dict(raw)), noise=noise.clone()))
     assert actual.shape == expected.shape == (1, 4, 3)
-    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-6)  # float32 rounding: 7.5e-9 here
 
 
 # ---------------------------------------------------------------------------------------------- bad input
