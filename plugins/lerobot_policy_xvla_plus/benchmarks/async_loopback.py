@@ -80,8 +80,8 @@ def run(strategy: str, checkpoint: Path, folder: Path, args: argparse.Namespace)
          f"--server_address=127.0.0.1:{port}", "--policy_type=xvla_plus", f"--pretrained_name_or_path={checkpoint}",
          "--policy_device=cpu", f"--actions_per_chunk={args.chunk}", f"--chunk_size_threshold={threshold}",
          f"--fps={args.fps}", "--aggregate_fn_name=latest_only", "--task=reach the goal"],
-        stdout=(folder / f"client_{strategy}.txt").open("w"), stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
+        stdout=(folder / f"client_{strategy}.txt").open("w"), stderr=subprocess.STDOUT, env=env, cwd=folder,
+    )  # fmt: skip  (robot_client writes logs/ into its working directory)
     try:
         while not log.exists() or len(log.read_text().splitlines()) < args.ticks:
             if client.poll() is not None:

@@ -66,7 +66,9 @@ def start_client(port: int, checkpoint: Path, log: Path, output: Path) -> subpro
             "--policy_type=xvla_plus", f"--pretrained_name_or_path={checkpoint}", "--policy_device=cpu",
             "--actions_per_chunk=8", "--chunk_size_threshold=0.5", "--fps=10", "--aggregate_fn_name=latest_only",
             "--task=reach the goal"]  # fmt: skip
-    return subprocess.Popen(args, stdout=output.open("w"), stderr=subprocess.STDOUT, text=True, env=env())
+    # robot_client writes logs/ into its working directory
+    return subprocess.Popen(args, stdout=output.open("w"), stderr=subprocess.STDOUT, text=True, env=env(),
+                            cwd=output.parent)
 
 
 def wait_for(condition, process: subprocess.Popen, what: str, limit_s: float = 300.0) -> None:
