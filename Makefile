@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 EXTRAS ?= data,train,serve,sim,libero,export,dev
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo test test-slow lint bench clean lerobot-env lerobot-test
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,6 +25,7 @@ demo: install
 
 test: $(VENV)/.installed-fast
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
+	$(MAKE) lerobot-test
 
 test-slow: $(VENV)/.installed-fast
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m slow
@@ -35,6 +36,20 @@ lint: install
 bench: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/inference.py
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/train.py
+
+# LeRobot 0.4.4 + the X-VLA plugins, in their own venv (docs/lerobot.md). LeRobot pins torch<2.11: pip brings
+# torch 2.10 and torchvision 0.25 from PyPI (about 8.4 GB, 4-5 min). metaworld 3.0.0 needs mujoco < 3.4.
+LEROBOT_VENV ?= .venv-lerobot
+$(LEROBOT_VENV)/.installed: pyproject.toml plugins/lerobot_policy_xvla_plus/pyproject.toml plugins/lerobot_robot_xvla_sim/pyproject.toml
+	python3 -m venv $(LEROBOT_VENV)
+	$(LEROBOT_VENV)/bin/pip install -q "lerobot[async,xvla,metaworld]==0.4.4" "mujoco==3.3.0" pytest ruff
+	$(LEROBOT_VENV)/bin/pip install -q --no-deps -e . -e plugins/lerobot_policy_xvla_plus -e plugins/lerobot_robot_xvla_sim
+	touch $@
+
+lerobot-env: $(LEROBOT_VENV)/.installed
+
+lerobot-test: lerobot-env
+	OMP_WAIT_POLICY=PASSIVE $(LEROBOT_VENV)/bin/python -m pytest -q -p no:cacheprovider plugins
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

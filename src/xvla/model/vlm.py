@@ -69,7 +69,9 @@ class FlorenceEncoder(nn.Module):
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] normalised images -> [N, T_img, D] tokens (1 pooled + h*w spatial)."""
         weight = self.vision_tower.convs[0].conv.weight
-        features = self.vision_tower(pixel_values.to(weight.dtype)).last_hidden_state
+        features = self.vision_tower(pixel_values.to(weight.dtype))
+        # transformers 5 returns a model output, 4.57 (LeRobot 0.4.4's pin) the tensor itself.
+        features = getattr(features, "last_hidden_state", features)
         return self.multi_modal_projector(features)
 
     def embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
