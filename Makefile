@@ -31,7 +31,7 @@ test-slow: $(VENV)/.installed-fast
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m slow
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff check src tests benchmarks scripts plugins
 
 bench: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/inference.py
@@ -52,4 +52,4 @@ lerobot-test: lerobot-env
 	OMP_WAIT_POLICY=PASSIVE $(LEROBOT_VENV)/bin/python -m pytest -q -p no:cacheprovider plugins
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info
+	rm -rf $(VENV) $(LEROBOT_VENV) build dist src/*.egg-info
