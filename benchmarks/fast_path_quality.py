@@ -4,7 +4,8 @@
     python benchmarks/fast_path_quality.py --checkpoints outputs/demo/phase2 --fixtures none
 
 For each checkpoint, the same inputs and noise go through fp32 eager, bf16 eager, the fast path
-(bf16, compiled) and int8 (``quantize="int8"``, bf16 outside the int8 linears, compiled). Fixtures use their recorded inputs and compare with the reference's fp32 actions;
+(bf16, compiled), int8 (``quantize="int8"``, fp32 outside the int8 linears, compiled) and ``fast=True`` (what
+:func:`xvla.hardware.choose` picks on this machine). Fixtures use their recorded inputs and compare with the reference's fp32 actions;
 other checkpoints get random inputs of their configured shape (batch 4) and are compared with our fp32.
 Errors are on the postprocessed actions (gripper channels after the sigmoid, as a robot receives them).
 """
@@ -48,12 +49,14 @@ def random_case(path: str, batch: int = 4) -> tuple[Path, dict, int, None]:
     return Path(path), inputs, cfg.num_denoising_steps, None
 
 
-def run(path: Path, inputs: dict, steps: int, dtype: str, compile: bool, quantize: str | None = None) -> torch.Tensor:
+def run(path: Path, inputs: dict, steps: int, dtype: str | None, compile: bool, quantize: str | None = None,
+        fast: bool = False) -> torch.Tensor:
     from xvla import XVLAPolicy
 
     batch = inputs["noise"].shape[0]
+    overrides = {"dtype": dtype} if dtype else {}
     policy = XVLAPolicy.from_pretrained(
-        path, dtype=dtype, compile=compile, compile_batch_sizes=(batch,), quantize=quantize
+        path, compile=compile, compile_batch_sizes=(batch,), quantize=quantize, fast=fast, **overrides
     )
     return policy.model.generate_actions(**inputs, steps=steps).float()
 
@@ -68,17 +71,21 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cases = [(n, *fixture_case(n)) for n in args.fixtures if n != "none"]
     cases += [(c, *random_case(c)) for c in args.checkpoints]
+    from xvla.hardware import choose, probe
+
+    print(f"{probe().summary()}; torch threads={args.threads}; fast=True here: {choose('cpu').kwargs()}\n")
     print(
         "| checkpoint | batch | compared with | fp32 max / mean | bf16 eager max / mean | fast path max / mean "
-        "| int8 max / mean |"
+        "| int8 max / mean | fast=True max / mean |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name, path, inputs, steps, reference in cases:
         fp32 = run(path, inputs, steps, "float32", False)
         base = reference if reference is not None else fp32
         cells = []
         others = [run(path, inputs, steps, "bfloat16", compile) for compile in (False, True)]
-        for out in (fp32, *others, run(path, inputs, steps, "bfloat16", True, quantize="int8")):
+        int8 = run(path, inputs, steps, "float32", True, quantize="int8")
+        for out in (fp32, *others, int8, run(path, inputs, steps, None, False, fast=True)):
             err = (out - base).abs()
             cells.append(f"{err.max().item():.1e} / {err.mean().item():.1e}")
         label = "LeRobot fp32 (recorded)" if reference is not None else "xvla fp32"
