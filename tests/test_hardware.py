@@ -40,7 +40,7 @@ def _run_capped(code: str) -> dict:
         ({"amx": True, "vnni": True, "bf16": True}, ("bfloat16", True, None)),
         ({"vnni": True, "bf16": True}, ("float32", True, "int8")),
         ({"vnni": True}, ("float32", True, "int8")),
-        ({}, ("float32", True, None)),
+        ({}, ("float32", True, "int8")),
         ({"vnni": True, "cxx": None}, ("float32", False, "int8")),
         ({"amx": True, "vnni": True, "bf16": True, "cxx": None}, ("bfloat16", False, None)),
     ],
@@ -66,7 +66,7 @@ def test_probe_honours_an_instruction_set_cap():
     )
     assert not (result["vnni"] or result["bf16"] or result["amx"] or result["avx512"])
     assert result["aten_capability"] == "AVX2" and result["onednn_cap"] == "AVX2"
-    assert result["choice"] == {"device": "cpu", "dtype": "float32", "compile": True, "quantize": None}
+    assert result["choice"] == {"device": "cpu", "dtype": "float32", "compile": True, "quantize": "int8"}
 
 
 def test_int8_weights_keep_to_7_bits_without_vnni():

@@ -12,9 +12,10 @@ Why the choice differs by CPU (figures per kind in docs/benchmarks.md):
   the bf16 rate, so int8 linears + compile are fastest. The rest stays in fp32: with bf16 there it is no
   faster overall (the GEMMs dominate), and bf16's rounding would be the larger part of the action error.
 - **AVX2 only** (e.g. AMD EPYC Zen 3): no bf16 hardware, so oneDNN converts bf16 to fp32 around every
-  GEMM and bf16 is several times *slower* than fp32; and without VNNI, u8 x s8 products are summed in
+  GEMM and bf16 is several times *slower* than fp32. Without VNNI, u8 x s8 products are summed in
   pairs into int16 (``vpmaddubsw``), which saturates unless the weights keep to 7 bits
-  (:mod:`xvla.model.int8_linear` does that here). Compiled fp32 is the fast setting.
+  (:mod:`xvla.model.int8_linear` does that here); so kept, int8 linears + compile still beat compiled
+  fp32, with the rest in fp32.
 - **CUDA**: bf16 + compile (the denoising loop replayed as CUDA graphs).
 
 The CPU probes read torch's cpuinfo and honour the caps a user (or a test) sets for one process:
@@ -162,9 +163,9 @@ def choose(device: str | torch.device | None = None, hw: Hardware | None = None)
         return FastSetting("cpu", "float32", True, "int8",
                            "VNNI without AMX: int8 GEMMs run at about twice the bf16 rate; the rest stays in fp32, "
                            "which keeps the actions far closer to fp32's than bf16 does, at about the same speed")  # fmt: skip
-    return FastSetting("cpu", "float32", True, None,
-                       "no bf16 or int8 dot-product units (AVX2/FMA): bf16 would be emulated and slower than fp32; "
-                       "compiled fp32 with prepacked weights")  # fmt: skip
+    return FastSetting("cpu", "float32", True, "int8",
+                       "no bf16 units and no VNNI (AVX2/FMA): bf16 would be emulated, slower than fp32; int8 GEMMs "
+                       "with 7-bit weights (no int16 saturation) beat compiled fp32, and the rest stays in fp32")  # fmt: skip
 
 
 def emulated_bf16_warning(dtype: torch.dtype, device: torch.device) -> str | None:

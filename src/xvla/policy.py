@@ -75,7 +75,7 @@ class XVLAPolicy(nn.Module):
 
         ``config_overrides`` replace config fields (e.g. ``dtype="bfloat16"``, ``domain_id=3``).
         ``fast=True`` picks the fastest correct inference setting for this machine (:func:`xvla.hardware.choose`:
-        bf16 + compile on a GPU or an AMX CPU, int8 + compile on a CPU with VNNI, compiled fp32 on AVX2);
+        bf16 + compile on a GPU or an AMX CPU, int8 linears + compile with fp32 for the rest on other CPUs);
         ``device``, ``dtype``, ``compile`` and ``quantize`` given explicitly win over its choice
         (``quantize="none"`` keeps the linears in full precision).
         ``compile=True`` turns on the fast inference path (:mod:`xvla.fast`: compiled graphs with frozen
