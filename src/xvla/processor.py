@@ -260,6 +260,11 @@ def check_action_width(config: XVLAConfig, width: int, space: Any = None, where:
             f"expects {sorted({space.dim_action, space.real_dim})}. Use --policy.action_mode=auto (pads any width "
             "up to --policy.max_action_dim) or register an action space."
         )
+    if padded_mode and width > space.real_dim:  # the loss and the robot would see only the first real_dim channels
+        raise ValueError(
+            f"action dimension mismatch: {where} has {width}-dim actions but real_action_dim={space.real_dim}: pass "
+            f"--policy.real_action_dim={width} to train all {width} (at most max_action_dim={space.dim_action})"
+        )
 
 
 def check_tokenizer_fits(tokenizer: Any, vocab_size: int, name: Any = "") -> None:

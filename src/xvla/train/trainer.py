@@ -24,13 +24,14 @@ from torch import nn
 from .. import checkpoints as ckpt
 from .. import processing
 from ..config import XVLAConfig
+from ..model.xvla import build_action_space_for
 from ..policy import XVLAPolicy
 from ..processor import MODEL_INPUTS
 from ..utils import UserFacingError, write_json
 from . import distributed as dist_utils
 from . import state as st
 from .config import PARAM_GROUPS, TrainConfig, from_dict
-from .embodiment import copy_domain, pick_domain, used_domains
+from .embodiment import check_init_from, copy_domain, pick_domain, used_domains
 from .lora import adapter_state_dict, apply_lora, merged_state_dict
 from .mixture import (
     Collator,
@@ -288,6 +289,7 @@ class Trainer:
         why = (f"--new_domain.id={requested}" if requested != "auto" else
                f"the smallest id not in use (used: {sorted(domains)}); --new_domain.id=N picks another")  # fmt: skip
         if cfg.new_domain.init_from is not None:
+            check_init_from(int(cfg.new_domain.init_from), domains)
             copied = copy_domain(policy.model, int(cfg.new_domain.init_from), new_id)
             self._log(
                 f"new domain {new_id} ({why}): initialised from domain {cfg.new_domain.init_from} ({len(copied)} tables)"
@@ -349,6 +351,7 @@ class Trainer:
         lora = cfg.lora.enable or cfg.trainable == "lora"
         if resume_from is None or lora:
             domains = self._apply_new_domain(policy, source)
+            self._fit_action_width(policy, metas, source)
         else:
             domains = dict(policy.config.domains or {})
         if policy.config.image_keys is None:
@@ -358,11 +361,34 @@ class Trainer:
         self._warn_unset_real_action_dim(policy.config, metas)
         return _Run(out, resume_from, start_step, policy, save_dtype, source, domains, lora)
 
+    def _dataset_action_widths(self, metas) -> set[int]:
+        keys = [d.keys.get("action", "action") for d in self.cfg.datasets()]
+        return {int(math.prod(m.features[k]["shape"])) for k, m in zip(keys, metas, strict=True) if k in m.features}
+
+    def _fit_action_width(self, policy: XVLAPolicy, metas, source: Path | None) -> None:
+        """Phase II on a robot whose actions differ in width from the checkpoint's: in ``auto`` mode the new
+        domain trains the dataset's width (else the loss covers only part of it); fixed modes are refused later
+        by ``check_action_width``, before the first step."""
+        config, widths = policy.config, self._dataset_action_widths(metas)
+        if source is None or self.cfg.new_domain.id is None or not widths or str(config.action_mode).lower() != "auto":
+            return
+        width, current = max(widths), policy.model.real_action_dim
+        if width == current:
+            return
+        if width > config.max_action_dim:
+            raise ValueError(
+                f"the dataset has {width}-dim actions but this checkpoint's action head is max_action_dim="
+                f"{config.max_action_dim} wide: Phase II cannot widen it; pick a checkpoint with max_action_dim >= {width}"
+            )
+        config.real_action_dim = width
+        policy.model.action_space = build_action_space_for(config)
+        self._log(f"Phase II: the dataset has {width}-dim actions, the checkpoint {current} (real_action_dim): the new "
+                  f"domain {config.domain_id} trains and serves {width}-dim actions (real_action_dim={width})")  # fmt: skip
+
     def _warn_unset_real_action_dim(self, config: XVLAConfig, metas) -> None:
         if config.action_mode.lower() != "auto" or config.real_action_dim is not None:
             return
-        keys = [d.keys.get("action", "action") for d in self.cfg.datasets()]
-        widths = {int(math.prod(m.features[k]["shape"])) for k, m in zip(keys, metas, strict=True) if k in m.features}
+        widths = self._dataset_action_widths(metas)
         if widths and max(widths) < config.max_action_dim:
             self._log(
                 f"warning: action_mode 'auto' without real_action_dim: the loss also covers the "
