@@ -72,6 +72,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     summary = {"path": str(folder), "format": fmt, **{k: data[k] for k in fields}}
     summary["num_image_views"] = config.total_image_views
     summary["tokenizer_files"] = sorted(p.name for p in folder.iterdir() if p.name in ckpt.TOKENIZER_FILES)
+    summary["weights"] = ckpt.verify_weights(folder)  # a damaged file stops here, not at load time
     # A 30-domain checkpoint without its own table is (or descends from) the released base model.
     released = config.num_domains == 30 and not config.domains
     policy = _with_adapters(folder, cfg.adapters) if cfg.adapters else None
