@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .flags import add_dataclass_flags, dataclass_from_args
+from .flags import FlagParser, add_dataclass_flags, dataclass_from_args
 from .utils import UserFacingError
 
 
@@ -137,7 +137,7 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xvla", description=__doc__)
+    parser = FlagParser(prog="xvla", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     commands = [
         ("convert", ConvertConfig, ("src", "dst"), cmd_convert, "convert a checkpoint between formats (xvla, lerobot, official)"),
