@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .flags import FlagParser, add_dataclass_flags, dataclass_from_args
-from .utils import UserFacingError
+from .utils import Interrupted, UserFacingError
 
 
 @dataclass
@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except Interrupted as exc:  # Ctrl-C or SIGTERM: one exit code for both, as shells and schedulers expect
+        print(f"xvla {args.command}: {exc}", file=sys.stderr)
+        return 130
     except USER_ERRORS as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"xvla {args.command}: error: {message}", file=sys.stderr)

@@ -24,6 +24,10 @@ class UserFacingError(RuntimeError):
     already says what happened and what to do; the CLI prints it in one line."""
 
 
+class Interrupted(UserFacingError):
+    """Stopped by Ctrl-C or SIGTERM; the message says what was kept and how to go on. The CLI exits 130."""
+
+
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 

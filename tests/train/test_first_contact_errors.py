@@ -84,3 +84,44 @@ def test_a_nan_loss_stops_training_before_anything_is_saved(tmp_path, dataset_a,
                                   "--num_workers=0", "--batch_size=2", f"--tokenizer={tokenizer_dir}"])
     assert "the loss is nan at step 1" in err and "--optimizer.lr" in err
     assert not list(out.glob("checkpoints/0*"))  # stopped before the first checkpoint
+
+
+def _train_argv(tmp_path, dataset_a, tokenizer_dir, out, steps=6):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"policy": tiny_policy_fields(), "dataset": {"root": str(dataset_a)}}))
+    return ["train", f"--config={config}", f"--output_dir={out}", f"--steps={steps}", "--save_freq=100",
+            "--num_workers=0", "--batch_size=2", f"--tokenizer={tokenizer_dir}"]  # fmt: skip
+
+
+def test_sigterm_saves_the_step_and_exits_as_ctrl_c(tmp_path, dataset_a, tokenizer_dir, monkeypatch, capsys):
+    """A scheduler's SIGTERM once ended training without a word: now the step in progress is saved."""
+    import os
+    import signal
+
+    real_step = Trainer._optimizer_step
+    steps = []
+
+    def step_then_sigterm(self, run, params):
+        steps.append(1)
+        if len(steps) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(self, run, params)
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", step_then_sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "term"
+    assert main(_train_argv(tmp_path, dataset_a, tokenizer_dir, out)) == 130
+    err = capsys.readouterr().err
+    assert "stopped by SIGTERM; the last complete checkpoint is" in err and "000002" in err
+    assert f"xvla train --output_dir={out} --resume" in err
+    assert sorted(p.name for p in (out / "checkpoints").glob("0*")) == ["000002"] and len(steps) == 2
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is put back after the run
+
+
+def test_ctrl_c_exits_130_and_names_the_last_checkpoint(tmp_path, dataset_a, tokenizer_dir, monkeypatch, capsys):
+    def interrupt(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_loop", interrupt)
+    assert main(_train_argv(tmp_path, dataset_a, tokenizer_dir, tmp_path / "int")) == 130
+    assert "interrupted before the first checkpoint" in capsys.readouterr().err

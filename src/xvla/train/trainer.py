@@ -27,7 +27,7 @@ from ..config import XVLAConfig
 from ..model.xvla import build_action_space_for
 from ..policy import XVLAPolicy
 from ..processor import MODEL_INPUTS
-from ..utils import UserFacingError, write_json
+from ..utils import Interrupted, write_json
 from . import distributed as dist_utils
 from . import state as st
 from .config import PARAM_GROUPS, TrainConfig, from_dict
@@ -211,6 +211,8 @@ class Trainer:
         self.tokenizer = tokenizer
         self.history: list[dict[str, float]] = []
         self.samples_seen: list[tuple[int, int]] = []
+        self.in_loop = False  # SIGTERM inside the loop saves at the end of the step
+        self.sigterm = False
 
     # -------------------------------------------------------------- set-up
     def _prepare_output(self) -> tuple[Path, Path | None]:
@@ -307,20 +309,45 @@ class Trainer:
     # -------------------------------------------------------------- run
     def run(self) -> TrainResult:
         try:
-            return self._run()
+            with self._sigterm_saves():
+                return self._run()
         except KeyboardInterrupt:
-            raise UserFacingError(self._interrupted_message()) from None
+            raise Interrupted(self._interrupted_message()) from None
         finally:
             dist_utils.teardown(self.env)
+
+    @contextlib.contextmanager
+    def _sigterm_saves(self):
+        """SIGTERM (a scheduler's notice before preemption): a single-process run finishes its step, saves and
+        stops (see ``_loop``); before the loop, under DDP/FSDP (ranks would save at different steps) or at a
+        second SIGTERM it stops at once, as Ctrl-C does. Either way the message names the checkpoint to resume."""
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_sigterm(signum, frame):
+            if self.sigterm or not self.in_loop or self.env.distributed:
+                raise KeyboardInterrupt
+            self.sigterm = True
+
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     def _interrupted_message(self) -> str:
         """Checkpoints are assembled aside and renamed into place, so an interrupt leaves only complete ones."""
         out = Path(self.cfg.output_dir or ".")
         last = st.latest_checkpoint(out) if out.is_dir() else None
+        what = "stopped by SIGTERM" if self.sigterm else "interrupted"
         if last is None:
-            return f"interrupted before the first checkpoint: nothing was saved in {out}; start the run again"
+            return f"{what} before the first checkpoint: nothing was saved in {out}; start the run again"
         return (
-            f"interrupted; the last complete checkpoint is {last} (nothing half-written was kept). Resume with: "
+            f"{what}; the last complete checkpoint is {last} (nothing half-written was kept). Resume with: "
             f"xvla train --output_dir={out} --resume"
         )
 
@@ -516,6 +543,13 @@ class Trainer:
 
     # -------------------------------------------------------------- loop
     def _loop(self, run: _Run, metrics: MetricsLogger) -> Path | None:
+        self.in_loop = True
+        try:
+            return self._steps(run, metrics)
+        finally:
+            self.in_loop = False
+
+    def _steps(self, run: _Run, metrics: MetricsLogger) -> Path | None:
         cfg = self.cfg
         progress = _progress(cfg.steps, run.start_step, self.env.is_main)
         data_iter = iter(run.loader)
@@ -540,9 +574,11 @@ class Trainer:
                                      sps=f"{row['samples_per_s']:.1f}")  # fmt: skip
                 interval = _Interval()
             last = step == cfg.steps
-            if step % cfg.save_freq == 0 or (last and cfg.save_final):
+            if step % cfg.save_freq == 0 or (last and cfg.save_final) or self.sigterm:
                 final_dir = self._save(step, run.policy, run.optimizer, run.scheduler, run.sampler, run.save_dtype,
                                        run.source, run.domains, final=last)  # fmt: skip
+            if self.sigterm and not last:
+                raise KeyboardInterrupt  # the checkpoint of this step is complete; run() says how to resume
             if self.stop_at is not None and step >= self.stop_at and not last:
                 break
         progress.close()
