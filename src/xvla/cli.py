@@ -156,7 +156,8 @@ def _register_optional(sub) -> None:
     """Sub-commands that live with their feature (each module exposes ``register(subparsers)``)."""
     import importlib
 
-    for module in ("xvla.adapter_cli", "xvla.export_cli", "xvla.serve.cli", "xvla.train.cli", "xvla.sim.cli"):
+    for module in ("xvla.adapter_cli", "xvla.export_cli", "xvla.serve.cli", "xvla.train.cli", "xvla.sim.cli",
+                   "xvla.tokenizer_cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
