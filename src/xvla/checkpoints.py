@@ -22,14 +22,16 @@ import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
-
-from .config import XVLAConfig
-from .processor import EMPTY_CAMERA_PREFIX, settle_image_size
+from .config import EMPTY_CAMERA_PREFIX, XVLAConfig
 from .utils import atomic_write, write_json
+
+if TYPE_CHECKING:
+    import torch
+
+# torch, safetensors.torch and the processor load where tensors are read or written: `xvla info` reads
+# configs and verifies files without them.
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -330,6 +332,8 @@ def config_to_lerobot(config: XVLAConfig) -> dict[str, Any]:
     data["florence_config"] = florence_config_to_remote(config.florence_config)
     image_keys = config.image_keys or ["observation.images.image"]
     features: dict[str, Any] = {}
+    from .processor import settle_image_size
+
     size = list(settle_image_size(config, warn=False))
     for key in image_keys:
         features[key] = {"type": "VISUAL", "shape": [3, *size]}
@@ -534,6 +538,8 @@ def _damaged(path: Path, exc: Exception) -> str:
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     try:
         return load_file(str(path))
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for damaged files
@@ -549,6 +555,8 @@ def save_weights_file(state_dict: dict[str, torch.Tensor], folder: Path, metadat
         if ptr in seen:
             tensors[key] = value.clone()
         seen.add(ptr)
+    from safetensors.torch import save_file
+
     atomic_write(Path(folder) / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata=metadata or {}))
 
 
@@ -602,6 +610,8 @@ def write_checkpoint(
 
 def write_preprocessor_config(config: XVLAConfig, directory: Path, source_dir: Path | None) -> None:
     """The official format reads its image size from preprocessor_config.json (bicubic resize)."""
+    from .processor import settle_image_size
+
     height, width = settle_image_size(config, warn=False)
     data: dict[str, Any] = {}
     source = Path(source_dir) / PREPROCESSOR_NAME if source_dir is not None else None

@@ -29,14 +29,13 @@ from typing import Any
 import torch
 
 from . import processing
-from .config import XVLAConfig
+from .config import EMPTY_CAMERA_PREFIX, XVLAConfig
 
 logger = logging.getLogger(__name__)
 
 MODEL_INPUTS = ("input_ids", "image_input", "image_mask", "domain_id", "proprio")
 CAMERA_MASK_KEY = "image_mask"  # optional [B, cameras] bool in a batch: False = that camera is missing
 DEFAULT_IMAGE_SIZE = (224, 224)  # Florence-2's training size; used only when a checkpoint declares none
-EMPTY_CAMERA_PREFIX = "observation.images.empty_camera_"
 
 
 def settle_image_size(config: XVLAConfig, warn: bool = True) -> tuple[int, int]:
