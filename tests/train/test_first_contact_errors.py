@@ -125,3 +125,28 @@ def test_ctrl_c_exits_130_and_names_the_last_checkpoint(tmp_path, dataset_a, tok
     monkeypatch.setattr(Trainer, "_loop", interrupt)
     assert main(_train_argv(tmp_path, dataset_a, tokenizer_dir, tmp_path / "int")) == 130
     assert "interrupted before the first checkpoint" in capsys.readouterr().err
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, dataset_a, tokenizer_dir, monkeypatch,
+                                                                 capsys):  # fmt: skip
+    import errno
+
+    from xvla.train import state
+
+    real_save = state.save_tensors
+
+    def disk_full_at_step_4(path, tensors):
+        if "000004" in str(path):
+            real_save(path, tensors)  # part of the checkpoint is on disk when the disk fills up
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_save(path, tensors)
+
+    monkeypatch.setattr(state, "save_tensors", disk_full_at_step_4)
+    out = tmp_path / "full"
+    argv = _train_argv(tmp_path, dataset_a, tokenizer_dir, out)
+    argv[argv.index("--save_freq=100")] = "--save_freq=2"
+    err = one_line_error(capsys, argv)
+    assert "could not write the checkpoint of step 4: the disk is full (No space left on device" in err
+    assert "000002" in err and "is intact" in err and f"xvla train --output_dir={out} --resume" in err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["000002", "last"]  # no half-written folder
+    assert XVLAPolicy.from_pretrained(out / "checkpoints" / "last" / "pretrained_model").config.domains

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import hashlib
 import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ from ..config import XVLAConfig
 from ..model.xvla import build_action_space_for
 from ..policy import XVLAPolicy
 from ..processor import MODEL_INPUTS
-from ..utils import Interrupted, write_json
+from ..utils import Interrupted, UserFacingError, write_json
 from . import distributed as dist_utils
 from . import state as st
 from .config import PARAM_GROUPS, TrainConfig, from_dict
@@ -666,7 +668,29 @@ class Trainer:
             )
         return optimizer.state_dict()
 
-    def _save(
+    def _save(self, step: int, *args: Any, **kwargs: Any) -> Path:
+        """Write and publish a checkpoint. A failed write (a full disk, a lost mount) removes the half-written
+        folder, so the space it took is free again and the previous checkpoints stay as they are."""
+        try:
+            return self._write_checkpoint(step, *args, **kwargs)
+        except OSError as exc:
+            out = Path(self.cfg.output_dir)
+            shutil.rmtree(st.tmp_dir(out, step), ignore_errors=True)
+            raise UserFacingError(self._write_failed_message(step, out, exc)) from exc
+
+    def _write_failed_message(self, step: int, out: Path, exc: OSError) -> str:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        what = "the disk is full" if full else "the file system refused a write"
+        where = f" writing {exc.filename}" if exc.filename else ""
+        last = st.latest_checkpoint(out)
+        kept = f"the last complete checkpoint, {last}, is intact" if last else "no earlier checkpoint exists"
+        fix = "free some space (or lower --keep_last, or choose an --output_dir on a larger disk)" if full else (
+            "fix the file system")  # fmt: skip
+        resume = f"resume with: xvla train --output_dir={out} --resume" if last else "start the run again"
+        return (f"could not write the checkpoint of step {step}: {what} ({exc.strerror or exc}{where}). The "
+                f"half-written checkpoint was removed and {kept}; {fix}, then {resume}")
+
+    def _write_checkpoint(
         self, step, policy, optimizer, scheduler, sampler, save_dtype, source, domains, final: bool
     ) -> Path:
         cfg, env = self.cfg, self.env
@@ -676,8 +700,6 @@ class Trainer:
         tmp = st.tmp_dir(out, step)
         if env.is_main:
             if tmp.exists():
-                import shutil
-
                 shutil.rmtree(tmp)
             save_config = policy.config.replace(dtype=save_dtype, domains=domains or None)
             st.export_pretrained(tmp / st.PRETRAINED, model_state, save_config, policy.tokenizer, source)
