@@ -150,3 +150,18 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, datase
     assert "000002" in err and "is intact" in err and f"xvla train --output_dir={out} --resume" in err
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["000002", "last"]  # no half-written folder
     assert XVLAPolicy.from_pretrained(out / "checkpoints" / "last" / "pretrained_model").config.domains
+
+
+def test_a_corrupt_video_names_episode_frame_and_file_or_is_skipped(tmp_path, dataset_a, tokenizer_dir, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(dataset_a, data)
+    video = data / "videos" / "observation.images.front" / "chunk-000" / "file-001.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
+    argv = _train_argv(tmp_path, data, tokenizer_dir, tmp_path / "bad", steps=8)
+    argv[argv.index("--num_workers=0")] = "--num_workers=1"  # the error crosses a loader process as one line
+    argv[argv.index("--batch_size=2")] = "--batch_size=8"  # 8 steps of 8 samples cover every frame
+    err = one_line_error(capsys, argv)
+    assert "episode 1, frame " in err and str(video) in err and "--mixture.skip_bad_episodes" in err
+    argv[argv.index(f"--output_dir={tmp_path / 'bad'}")] = f"--output_dir={tmp_path / 'skip'}"
+    assert main([*argv, "--mixture.skip_bad_episodes"]) == 0
+    assert "skipped 1 of 3 episodes whose video does not decode ([1];" in capsys.readouterr().out

@@ -44,6 +44,7 @@ from .mixture import (
     describe,
     model_camera_keys,
     open_sources,
+    unwrap_worker_error,
 )
 from .optim import GroupLRScheduler, build_optimizer, build_schedules
 from .params import DomainRowKeeper, apply_requires_grad, count_table, select_trainable
@@ -604,7 +605,7 @@ class Trainer:
         accum, fsdp = cfg.grad_accum_steps, cfg.fsdp and env.distributed
         sums: dict[str, torch.Tensor] = {}
         for micro in range(accum):
-            batch = next(data_iter)
+            batch = _next_batch(data_iter)
             if cfg.diagnostics:
                 self.samples_seen += list(zip(batch["mixture_index"].tolist(), batch["sample_index"].tolist(), strict=True))
             batch = _move(batch, env.device)
@@ -782,6 +783,23 @@ class Trainer:
             "samples": self.samples_seen,
         }
         write_json(out / f"diagnostics_rank{env.rank}.json", data)
+
+
+def _next_batch(data_iter) -> dict[str, Any]:
+    """The next batch; a loader worker's error comes back as one line, a damaged video with the way around it."""
+    from ..data.video import FrameTimestampError, VideoDecodeError
+
+    try:
+        return next(data_iter)
+    except (VideoDecodeError, FrameTimestampError) as exc:
+        plain = unwrap_worker_error(exc)
+        raise type(plain)(f"{plain}; --mixture.skip_bad_episodes leaves out the episodes whose video does not "
+                          "decode") from None  # fmt: skip
+    except Exception as exc:
+        plain = unwrap_worker_error(exc)
+        if plain is exc:
+            raise
+        raise plain from None
 
 
 def _checksum_state(state: dict[str, torch.Tensor]) -> str:
