@@ -39,8 +39,14 @@ def open_request(port: int, data: bytes, declared: int | None = None) -> socket.
 
 
 def status_of(sock: socket.socket) -> tuple[int, bytes]:
+    """The status and the whole answer (headers, then Content-Length bytes of body)."""
     answer = b""
-    while b"\r\n\r\n" not in answer:
+    while True:
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), None)  # fmt: skip
+        if _ and length is not None and len(rest) >= length:
+            break
         chunk = sock.recv(65536)
         if not chunk:
             break

@@ -165,3 +165,35 @@ def test_a_corrupt_video_names_episode_frame_and_file_or_is_skipped(tmp_path, da
     argv[argv.index(f"--output_dir={tmp_path / 'bad'}")] = f"--output_dir={tmp_path / 'skip'}"
     assert main([*argv, "--mixture.skip_bad_episodes"]) == 0
     assert "skipped 1 of 3 episodes whose video does not decode ([1];" in capsys.readouterr().out
+
+
+def test_sigterm_to_the_process_group_with_loader_workers(tmp_path, dataset_a, tokenizer_dir):
+    """What a scheduler does: SIGTERM to the run and its loader workers at once. The run ends with the resume
+    line and exit status 130, no traceback, and no worker left behind to hang the exit."""
+    import os
+    import signal
+    import sys
+    import time
+
+    out = tmp_path / "group"
+    argv = _train_argv(tmp_path, dataset_a, tokenizer_dir, out, steps=100000)
+    argv[argv.index("--num_workers=0")] = "--num_workers=1"
+    argv[argv.index("--save_freq=100")] = "--save_freq=3"
+    log = tmp_path / "train.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "xvla.cli", *argv], stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})  # fmt: skip
+        try:
+            deadline = time.monotonic() + 300
+            while not (out / "checkpoints" / "000003").is_dir():  # a few steps in, with the workers running
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+                time.sleep(0.1)
+            os.killpg(proc.pid, signal.SIGTERM)
+            code = proc.wait(120)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert code == 130, text[-2000:]
+    assert "stopped by SIGTERM; the last complete checkpoint is" in text and "--resume" in text
+    assert "Traceback" not in text

@@ -466,14 +466,6 @@ class Collator:
         return batch
 
 
-def _ignore_sigterm(worker_id: int) -> None:
-    """A scheduler sends SIGTERM to the whole process group: the loader workers outlive it so that the main
-    process can finish its step and save (it stops them itself; they also exit when it is gone)."""
-    import signal
-
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
 def build_loader(
     dataset: MixtureDataset,
     sampler: MixtureBatchSampler,
@@ -485,7 +477,7 @@ def build_loader(
 ) -> torch.utils.data.DataLoader:
     kwargs: dict[str, Any] = {}
     if num_workers > 0:
-        kwargs.update(prefetch_factor=prefetch_factor, persistent_workers=False, worker_init_fn=_ignore_sigterm)
+        kwargs.update(prefetch_factor=prefetch_factor, persistent_workers=False)
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,

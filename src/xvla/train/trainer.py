@@ -331,16 +331,23 @@ class Trainer:
             yield
             return
 
+        chld: list = []
+
         def on_sigterm(signum, frame):
             if self.sigterm or not self.in_loop or self.env.distributed:
                 raise KeyboardInterrupt
             self.sigterm = True
+            # A scheduler signals the loader workers too: their death must not raise in the middle of the save
+            # (torch's SIGCHLD handler would); a batch they no longer deliver ends the run in _next_batch.
+            chld.append(signal.signal(signal.SIGCHLD, signal.SIG_DFL))
 
         previous = signal.signal(signal.SIGTERM, on_sigterm)
         try:
             yield
         finally:
             signal.signal(signal.SIGTERM, previous)
+            if chld:
+                signal.signal(signal.SIGCHLD, chld[0])
 
     def _interrupted_message(self) -> str:
         """Checkpoints are assembled aside and renamed into place, so an interrupt leaves only complete ones."""
@@ -605,7 +612,7 @@ class Trainer:
         accum, fsdp = cfg.grad_accum_steps, cfg.fsdp and env.distributed
         sums: dict[str, torch.Tensor] = {}
         for micro in range(accum):
-            batch = _next_batch(data_iter)
+            batch = _next_batch(data_iter, stopping=lambda: self.sigterm)
             if cfg.diagnostics:
                 self.samples_seen += list(zip(batch["mixture_index"].tolist(), batch["sample_index"].tolist(), strict=True))
             batch = _move(batch, env.device)
@@ -785,18 +792,21 @@ class Trainer:
         write_json(out / f"diagnostics_rank{env.rank}.json", data)
 
 
-def _next_batch(data_iter) -> dict[str, Any]:
-    """The next batch; a loader worker's error comes back as one line, a damaged video with the way around it."""
+def _next_batch(data_iter, stopping=lambda: False) -> dict[str, Any]:
+    """The next batch; a loader worker's error comes back as one line, a damaged video with the way around it.
+    After SIGTERM (``stopping()``, asked once the error is here: the workers die of the same signal, and the
+    error can come before the handler has run) a loader whose workers are gone ends the run as an interrupt."""
     from ..data.video import FrameTimestampError, VideoDecodeError
 
     try:
         return next(data_iter)
-    except (VideoDecodeError, FrameTimestampError) as exc:
-        plain = unwrap_worker_error(exc)
-        raise type(plain)(f"{plain}; --mixture.skip_bad_episodes leaves out the episodes whose video does not "
-                          "decode") from None  # fmt: skip
     except Exception as exc:
+        if stopping():
+            raise KeyboardInterrupt from None
         plain = unwrap_worker_error(exc)
+        if isinstance(exc, (VideoDecodeError, FrameTimestampError)):
+            raise type(plain)(f"{plain}; --mixture.skip_bad_episodes leaves out the episodes whose video does not "
+                              "decode") from None  # fmt: skip
         if plain is exc:
             raise
         raise plain from None
