@@ -14,8 +14,14 @@ the spot unless ``--policy.path`` is given), then:
     python benchmarks/serve_load.py                       # ~1 minute on 2 CPU cores
     python benchmarks/serve_load.py --duration 3 --fuzz 1000 --size tiny
     python benchmarks/serve_load.py --policy.path DIR --device cuda --concurrency 1 8 32
+    python benchmarks/serve_load.py --mixed 600            # + 10 minutes of checked load with faults injected
 
-Exit status 1 if the fuzz run found a crash or the load run saw errors.
+3. mixed (``--mixed SECONDS``): checked clients send seeded requests whose answers are compared with the
+   answer each got alone, while other threads hang up in a batch, send bodies slowly, announce oversized
+   bodies and send malformed ones; then SIGTERM with checked requests in flight. Counts server crashes
+   (a 5xx, the process gone before SIGTERM, an unclean exit) and wrong answers; both must be 0.
+
+Exit status 1 if the fuzz run found a crash, the load run saw errors, or the mixed run a crash or a wrong answer.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ def start_server(args, policy_path: str, log_path: Path) -> tuple[subprocess.Pop
         sys.executable, "-m", "xvla.cli", "serve", f"--policy.path={policy_path}", "--host", "127.0.0.1",
         "--port", str(port), "--device", args.device, "--max-batch-size", str(args.max_batch_size),
         "--batch-timeout-ms", str(args.batch_timeout_ms), "--log-level", "warning", "--max-body-mb", "8",
+        "--body-timeout-s", str(args.body_timeout_s),
     ]  # fmt: skip
     if args.threads:
         cmd += ["--threads", str(args.threads)]
@@ -304,6 +311,167 @@ def fuzz(url: str, info: dict, count: int, seed: int, proc: subprocess.Popen) ->
             "examples": examples}  # fmt: skip
 
 
+# ------------------------------------------------------------------------------------------ mixed faults
+class Tally:
+    """Counts shared by the load and fault threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: dict[str, dict[str, int]] = {}
+
+    def add(self, kind: str, outcome: str) -> None:
+        with self.lock:
+            row = self.counts.setdefault(kind, {})
+            row[outcome] = row.get(outcome, 0) + 1
+
+
+def reference_answers(url: str, info: dict, count: int, seed: int, steps: int | None = None) -> list:
+    """Seeded official bodies and each one's answer when it is the only request the server sees."""
+    import httpx
+
+    rng = np.random.default_rng(seed)
+    domains = info["domain_ids"]
+    out = []
+    for i in range(count):
+        body = {**official_payload(rng, info, domains[i % len(domains)], 32, 32), "seed": 1000 + i}
+        if steps is not None:
+            body["steps"] = steps
+        data = json.dumps(body).encode()
+        answer = httpx.post(url + "/act", content=data, headers={"content-type": "application/json"}, timeout=120)
+        out.append((data, np.asarray(answer.json()["action"], dtype=np.float32)))
+    return out
+
+
+def checked_post(http, data: bytes, expected: np.ndarray, kind: str, tally: Tally) -> None:
+    import httpx
+
+    try:
+        answer = http.post("/act", content=data, headers={"content-type": "application/json"})
+    except httpx.HTTPError as exc:
+        tally.add(kind, type(exc).__name__)
+        return
+    if answer.status_code != 200:
+        tally.add(kind, str(answer.status_code))
+    else:
+        same = np.abs(np.asarray(answer.json()["action"], np.float32) - expected).max() <= 1e-4
+        tally.add(kind, "right" if same else "WRONG")
+
+
+def checked_client(url: str, refs, stop_at: float, tally: Tally, seed: int) -> None:
+    """Seeded requests back to back; every 200 is compared with the answer the request got alone."""
+    import httpx
+
+    rng = random.Random(seed)
+    with httpx.Client(base_url=url, timeout=60, transport=httpx.HTTPTransport(socket_options=NODELAY)) as http:
+        while time.perf_counter() < stop_at:
+            checked_post(http, *rng.choice(refs), "checked requests", tally)
+
+
+def raw_post(port: int, data: bytes, declared: int | None = None) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    head = (f"POST /act HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data) if declared is None else declared}\r\n\r\n")  # fmt: skip
+    sock.sendall(head.encode() + data)
+    return sock
+
+
+def raw_status(sock: socket.socket) -> str:
+    try:
+        first = sock.recv(64).split(b" ", 2)
+        return first[1].decode() if len(first) > 1 else "closed"
+    except OSError as exc:
+        return type(exc).__name__
+    finally:
+        sock.close()
+
+
+def fault_thread(kind: str, port: int, url: str, refs, info: dict, stop_at: float, tally: Tally, seed: int) -> None:
+    """One kind of fault, injected again and again until ``stop_at``."""
+    import httpx
+
+    rng = random.Random(seed)
+    malformed = fuzz_requests(rng, info, json.loads(refs[0][0]), 10**9, 8 * 1024 * 1024)
+    while time.perf_counter() < stop_at:
+        data = rng.choice(refs)[0]
+        if kind == "hang-up in a batch":  # the whole request, then a reset while it waits in the queue
+            sock = raw_post(port, data)
+            time.sleep(rng.uniform(0.0, 0.02))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.close()
+            tally.add(kind, "sent")
+        elif kind == "slow body":  # half the body, then nothing: a 408 after --body-timeout-s
+            tally.add(kind, raw_status(raw_post(port, data[: len(data) // 2], declared=len(data))))
+        elif kind == "oversized body":  # 100 MB announced, never sent: a 413 before any of it is read
+            tally.add(kind, raw_status(raw_post(port, b"", declared=100 * 1024 * 1024)))
+        else:  # malformed requests from the fuzz families: 4xx each
+            path, body, _ = next(malformed)
+            try:
+                status = httpx.post(url + path, content=body, headers={"content-type": "application/json"}, timeout=60)
+                tally.add(kind, f"{status.status_code // 100}xx")
+            except httpx.HTTPError as exc:
+                tally.add(kind, type(exc).__name__)
+        time.sleep(rng.uniform(0.05, 0.3))
+
+
+FAULTS = ("hang-up in a batch", "slow body", "oversized body", "malformed")
+EXPECTED = {"checked requests": "right", "hang-up in a batch": "sent", "slow body": "408", "oversized body": "413",
+            "malformed": "4xx", "SIGTERM in flight": "right"}  # fmt: skip
+# A malformed draw is sometimes valid after all (a 2xx); only a 5xx or a dropped connection is a crash.
+
+
+def mixed_faults(url: str, info: dict, seconds: float, clients: int, seed: int, proc: subprocess.Popen) -> dict:
+    """Checked clients and every fault at once for ``seconds``, then SIGTERM with checked requests in flight."""
+    port = int(url.rsplit(":", 1)[1])
+    refs = reference_answers(url, info, 16, seed)
+    long_refs = reference_answers(url, info, clients, seed + 1, steps=info["max_steps"])  # in flight a while
+    tally, stop_at = Tally(), time.perf_counter() + seconds
+    threads = [threading.Thread(target=checked_client, args=(url, refs, stop_at, tally, seed + i))
+               for i in range(clients)]  # fmt: skip
+    threads += [threading.Thread(target=fault_thread, args=(k, port, url, refs, info, stop_at, tally, seed + 100 + i))
+                for i, k in enumerate(FAULTS)]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    alive = proc.poll() is None
+    code = sigterm_in_flight(url, long_refs, clients, tally, proc)
+    counts = tally.counts
+    wrong = sum(row.get("WRONG", 0) for row in counts.values())
+    crashes = int(not alive) + int(code not in (0, -signal.SIGTERM)) + sum(
+        n for row in counts.values() for k, n in row.items() if k.startswith("5"))  # fmt: skip
+    return {"seconds": seconds, "counts": counts, "alive_before_sigterm": alive, "exit_code": code,
+            "crashes": crashes, "wrong_answers": wrong}  # fmt: skip
+
+
+def sigterm_in_flight(url: str, refs, clients: int, tally: Tally, proc: subprocess.Popen) -> int:
+    """Long requests, then SIGTERM while they run: each must come back right (or, not yet connected, be refused)."""
+    import httpx
+
+    def one(data, expected):
+        with httpx.Client(base_url=url, timeout=120) as http:
+            checked_post(http, data, expected, "SIGTERM in flight", tally)
+
+    threads = [threading.Thread(target=one, args=ref) for ref in refs[:clients]]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while httpx.get(url + "/health", timeout=5).json()["pending"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)  # until a request is inside the server
+    proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join()
+    return proc.wait(120)
+
+
+def print_mixed(result: dict) -> None:
+    print(f"\nmixed faults for {result['seconds']:.0f} s, then SIGTERM with requests in flight:")
+    print(f"{'traffic':<22}{'expected':>10}  outcomes")
+    for kind, row in result["counts"].items():
+        print(f"{kind:<22}{EXPECTED.get(kind, '-'):>10}  " + ", ".join(f"{k} {v}" for k, v in sorted(row.items())))
+    print(f"server alive until SIGTERM: {'yes' if result['alive_before_sigterm'] else 'NO'}, exit code "
+          f"{result['exit_code']}; server crashes: {result['crashes']}; wrong answers: {result['wrong_answers']}")
+
+
 # ------------------------------------------------------------------------------------------ main
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -319,10 +487,16 @@ def main() -> int:
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--batch-timeout-ms", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mixed", type=float, default=0.0, help="seconds of checked load with every fault injected, "
+                        "then SIGTERM with requests in flight (600: the 10-minute run; 0: skip)")  # fmt: skip
+    parser.add_argument("--mixed-clients", type=int, default=4, help="checked clients during --mixed")
+    parser.add_argument("--body-timeout-s", type=float, default=2.0, help="the server's body timeout (slow bodies)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
-    if args.duration <= 0 or args.duration > 120 or args.max_requests < 1 or args.fuzz > 100000:
-        parser.error("keep the run bounded: 0 < --duration <= 120, --max-requests >= 1, --fuzz <= 100000")
+    if args.duration <= 0 or args.duration > 120 or args.max_requests < 1 or args.fuzz > 100000 or not (
+            0 <= args.mixed <= 3600):  # fmt: skip
+        parser.error("keep the run bounded: 0 < --duration <= 120, --max-requests >= 1, --fuzz <= 100000, "
+                     "0 <= --mixed <= 3600")
 
     tmp = Path(tempfile.mkdtemp(prefix="xvla_serve_load_"))
     policy_path = args.policy_path
@@ -364,10 +538,15 @@ def main() -> int:
                   f"crashes: {fz['crashes']}")  # fmt: skip
             for line in fz["examples"]:
                 print("  not a 4xx:", line)
+        if args.mixed:
+            result["mixed"] = mixed_faults(url, info, args.mixed, args.mixed_clients, args.seed, proc)
+            failed |= result["mixed"]["crashes"] > 0 or result["mixed"]["wrong_answers"] > 0
+            print_mixed(result["mixed"])
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2))
     finally:
-        proc.send_signal(signal.SIGTERM)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:

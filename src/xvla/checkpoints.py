@@ -22,14 +22,16 @@ import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
-
-from .config import XVLAConfig
-from .processor import EMPTY_CAMERA_PREFIX, settle_image_size
+from .config import EMPTY_CAMERA_PREFIX, XVLAConfig
 from .utils import atomic_write, write_json
+
+if TYPE_CHECKING:
+    import torch
+
+# torch, safetensors.torch and the processor load where tensors are read or written: `xvla info` reads
+# configs and verifies files without them.
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -330,6 +332,8 @@ def config_to_lerobot(config: XVLAConfig) -> dict[str, Any]:
     data["florence_config"] = florence_config_to_remote(config.florence_config)
     image_keys = config.image_keys or ["observation.images.image"]
     features: dict[str, Any] = {}
+    from .processor import settle_image_size
+
     size = list(settle_image_size(config, warn=False))
     for key in image_keys:
         features[key] = {"type": "VISUAL", "shape": [3, *size]}
@@ -485,17 +489,15 @@ def from_internal_state_dict(state_dict: dict[str, torch.Tensor], fmt: str) -> d
 # ------------------------------------------------------------------------------------------- files
 
 
-def load_weights_file(folder: Path) -> dict[str, torch.Tensor]:
+def weights_files(folder: Path) -> list[Path]:
+    """The checkpoint's safetensors file(s): ``model.safetensors`` or its shards."""
     folder = Path(folder)
     path = folder / WEIGHTS_NAME
     if path.exists():
-        return _read_safetensors(path)
+        return [path]
     shards = sorted(folder.glob("model-*-of-*.safetensors"))
     if shards:
-        out: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            out.update(_read_safetensors(shard))
-        return out
+        return shards
     if any(folder.glob("*.bin")) or any(folder.glob("*.pt")) or any(folder.glob("*.pth")):
         raise FileNotFoundError(
             f"{folder} has only pickle weights (.bin/.pt); xvla reads safetensors only. Convert them with "
@@ -504,14 +506,44 @@ def load_weights_file(folder: Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"{path} not found: the checkpoint folder must contain {WEIGHTS_NAME}")
 
 
+def load_weights_file(folder: Path) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for path in weights_files(folder):
+        out.update(_read_safetensors(path))
+    return out
+
+
+def verify_weights(folder: Path) -> dict[str, Any]:
+    """Check each weights file's header and sizes without reading the tensors (what ``xvla info`` reports).
+
+    safetensors validates on open that every tensor's byte range matches its dtype and shape and that the
+    ranges cover the file exactly, so a truncated or padded download is caught here, not at load time."""
+    from safetensors import safe_open
+
+    files, tensors = [], 0
+    for path in weights_files(folder):
+        try:
+            with safe_open(str(path), framework="np") as f:
+                tensors += len(list(f.keys()))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for damaged files
+            raise ValueError(_damaged(path, exc)) from exc
+        files.append({"name": path.name, "bytes": path.stat().st_size})
+    return {"files": files, "tensors": tensors, "status": "ok (header and sizes verified)"}
+
+
+def _damaged(path: Path, exc: Exception) -> str:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return (f"{path} is damaged: truncated or corrupt ({reason}, {path.stat().st_size} bytes): download or copy "
+            "the checkpoint again")  # fmt: skip
+
+
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     try:
         return load_file(str(path))
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for damaged files
-        raise ValueError(
-            f"{path} is truncated or corrupt ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
-            "download or copy the checkpoint again"
-        ) from exc
+        raise ValueError(_damaged(path, exc)) from exc
 
 
 def save_weights_file(state_dict: dict[str, torch.Tensor], folder: Path, metadata: dict[str, str] | None = None) -> None:
@@ -523,6 +555,8 @@ def save_weights_file(state_dict: dict[str, torch.Tensor], folder: Path, metadat
         if ptr in seen:
             tensors[key] = value.clone()
         seen.add(ptr)
+    from safetensors.torch import save_file
+
     atomic_write(Path(folder) / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata=metadata or {}))
 
 
@@ -576,6 +610,8 @@ def write_checkpoint(
 
 def write_preprocessor_config(config: XVLAConfig, directory: Path, source_dir: Path | None) -> None:
     """The official format reads its image size from preprocessor_config.json (bicubic resize)."""
+    from .processor import settle_image_size
+
     height, width = settle_image_size(config, warn=False)
     data: dict[str, Any] = {}
     source = Path(source_dir) / PREPROCESSOR_NAME if source_dir is not None else None

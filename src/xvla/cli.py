@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .flags import add_dataclass_flags, dataclass_from_args
-from .utils import UserFacingError
+from .flags import FlagParser, add_dataclass_flags, dataclass_from_args
+from .utils import Interrupted, UserFacingError
 
 
 @dataclass
@@ -58,7 +58,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from . import checkpoints as ckpt
     from .domains import describe_domains
-    from .policy import resolve_checkpoint_dir
+    from .hub import resolve_checkpoint_dir
 
     cfg = dataclass_from_args(InfoConfig, args)
     if cfg.hardware:
@@ -84,6 +84,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     summary = {"path": str(folder), "format": fmt, **{k: data[k] for k in fields}}
     summary["num_image_views"] = config.total_image_views
     summary["tokenizer_files"] = sorted(p.name for p in folder.iterdir() if p.name in ckpt.TOKENIZER_FILES)
+    summary["weights"] = ckpt.verify_weights(folder)  # a damaged file stops here, not at load time
     # A 30-domain checkpoint without its own table is (or descends from) the released base model.
     released = config.num_domains == 30 and not config.domains
     policy = _with_adapters(folder, cfg.adapters) if cfg.adapters else None
@@ -147,8 +148,28 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xvla", description=__doc__)
+# Sub-commands that live with their feature: name -> (the module whose ``register(subparsers)`` adds it, its
+# help line). Only the module of the command being run is imported (they load torch, transformers or
+# fastapi); the others are listed with their help line, so `xvla --help` answers at once.
+FEATURE_COMMANDS = {
+    "adapter": ("xvla.adapter_cli", "robot adapters: export one domain's soft prompt and heads as a small file"),
+    "export": ("xvla.export_cli", "export a checkpoint to ONNX (encoder + denoising step, dynamic batch)"),
+    "serve": ("xvla.serve.cli", "serve a policy over HTTP (official POST /act API, native POST /v1/act, dynamic batching)"),
+    "train": ("xvla.train.cli", "train / fine-tune on LeRobot datasets (recipes: official, lerobot, prompt, lora)"),
+    "demo": ("xvla.sim.cli", "the whole recipe on a CPU: demonstrations, Phase I, Phase II (prompts), evaluation, report"),
+    "eval-offline": ("xvla.sim.cli", "per-dimension action error of a checkpoint on a held-out dataset split, with "
+                                     "trajectory plots"),
+    "gen-demos": ("xvla.sim.cli", "generate scripted Meta-World demonstrations into LeRobot v3.0 datasets (one per "
+                                  "embodiment variant)"),
+    "eval": ("xvla.sim.cli", "closed-loop Meta-World evaluation of a checkpoint (success rates, videos, JSON + markdown)"),
+    "tokenizer": ("xvla.tokenizer_cli", "copy or build a local tokenizer (offline: no Hugging Face Hub needed)"),
+}  # fmt: skip
+
+
+def build_parser(command: str | None = "*") -> FlagParser:
+    """The ``xvla`` parser: every sub-command in full (``"*"``), or only ``command`` in full and the others as
+    their help line (what :func:`main` builds; ``None``: all as help lines, for ``xvla --help``)."""
+    parser = FlagParser(prog="xvla", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     commands = [
         ("convert", ConvertConfig, ("src", "dst"), cmd_convert, "convert a checkpoint between formats (xvla, lerobot, official)"),
@@ -159,15 +180,20 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         add_dataclass_flags(p, cls, positional=positional, optional_positional=name == "info")
         p.set_defaults(func=func)
-    _register_optional(sub)
+    _register_features(sub, command)
     return parser
 
 
-def _register_optional(sub) -> None:
-    """Sub-commands that live with their feature (each module exposes ``register(subparsers)``)."""
+def _register_features(sub, command: str | None) -> None:
     import importlib
 
-    for module in ("xvla.adapter_cli", "xvla.export_cli", "xvla.serve.cli", "xvla.train.cli", "xvla.sim.cli"):
+    for module in dict.fromkeys(m for m, _ in FEATURE_COMMANDS.values()):
+        names = [n for n, (m, _) in FEATURE_COMMANDS.items() if m == module]
+        if command != "*" and command not in names:
+            if _present(module):
+                for name in names:
+                    sub.add_parser(name, help=FEATURE_COMMANDS[name][1])
+            continue
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -177,14 +203,31 @@ def _register_optional(sub) -> None:
         mod.register(sub)
 
 
+def _present(module: str) -> bool:
+    """Whether a feature's module is installed, without importing its package (xvla.sim loads numpy & co)."""
+    import importlib.util
+
+    package, _, _ = module.rpartition(".")
+    return importlib.util.find_spec(package if package != "xvla" else module) is not None
+
+
+def _command_word(argv: list[str]) -> str | None:
+    """The sub-command named on the command line (the first word that is not a flag), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 # Mistakes and failures that are explained to the user in one line (no traceback). Anything else is a bug.
 USER_ERRORS = (ValueError, KeyError, OSError, FloatingPointError, UserFacingError)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command_word(argv)).parse_args(argv)
     try:
         return args.func(args)
+    except Interrupted as exc:  # Ctrl-C or SIGTERM: one exit code for both, as shells and schedulers expect
+        print(f"xvla {args.command}: {exc}", file=sys.stderr)
+        return 130
     except USER_ERRORS as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"xvla {args.command}: error: {message}", file=sys.stderr)

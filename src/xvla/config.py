@@ -15,9 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .actions import ACTION_REGISTRY, registered_action_modes
+from .domains import check_domain_ids
 from .flags import documented
-from .processing import check_domain_ids
+
+# Padding camera slots (``empty_cameras``): they carry no image and a False mask.
+EMPTY_CAMERA_PREFIX = "observation.images.empty_camera_"
+# The action modes xvla.actions registers: a config naming one is checked without importing torch.
+BUILTIN_ACTION_MODES = ("agibot_ee6d", "auto", "ee6d", "franka_joint7", "joint", "so101_bimanual")
 
 DTYPES = ("float32", "bfloat16")
 
@@ -109,6 +113,14 @@ def tiny_florence_config(
             "eos_token_id": 2,
         },
     }
+
+
+def _is_registered(mode: str) -> bool:
+    if mode in BUILTIN_ACTION_MODES:
+        return True
+    from .actions import ACTION_REGISTRY  # user-registered modes: xvla.actions is imported already
+
+    return mode in ACTION_REGISTRY
 
 
 @dataclass
@@ -214,7 +226,9 @@ class XVLAConfig:
             raise ValueError(f"mlp_ratio={self.mlp_ratio!r} is invalid: it must be a number > 0")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r} is invalid: allowed values are {list(DTYPES)}")
-        if str(self.action_mode).lower() not in ACTION_REGISTRY:
+        if not _is_registered(str(self.action_mode).lower()):
+            from .actions import registered_action_modes
+
             raise ValueError(
                 f"action_mode={self.action_mode!r} is not registered. Registered action modes: "
                 f"{registered_action_modes()}. Register your own with @register_action('name') before "

@@ -14,8 +14,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .processing import check_domain_ids
-
 logger = logging.getLogger(__name__)
 
 # The released base model's table (0.9B, 30 ids): fine-tuning domains 0-10 and 18, pretraining 11-17.
@@ -28,6 +26,20 @@ RELEASED_DOMAINS = {
 
 
 DATASET_DOMAIN_FILE = "meta/xvla_sim.json"  # written by `xvla gen-demos`: the variant's domain id
+
+
+def check_domain_ids(ids: Any, num_domains: int, name: str = "domain_id") -> None:
+    """The one range check of domain ids (an int or a sequence/tensor of them); ValueError names the fix."""
+    if hasattr(ids, "reshape") and hasattr(ids, "tolist"):  # a tensor or array (no torch import here)
+        values = [int(v) for v in ids.reshape(-1).tolist()]
+    else:  # plain numbers: no tensor, so this also works under a meta-device context
+        values = [int(v) for v in (ids if isinstance(ids, (list, tuple, set)) else [ids])]
+    bad = [v for v in values if not 0 <= v < num_domains]
+    if bad:
+        raise ValueError(
+            f"{name} {bad[0]} is out of range: this checkpoint has num_domains={num_domains}, so ids must "
+            f"be in [0, {num_domains - 1}] (`xvla info CHECKPOINT` lists its trained domains)"
+        )
 
 
 def dataset_domain(root: str | Path) -> int | None:

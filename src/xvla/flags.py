@@ -17,6 +17,62 @@ import typing
 from typing import Any
 
 
+class FlagParser(argparse.ArgumentParser):
+    """argparse for every ``xvla`` command: whole flag names only (``--step=5`` is not taken as ``--steps``),
+    an unknown flag answered with the flags it may mean, and every usage error in one line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = self._chosen(namespace)
+            parser.error(unknown_flags_message(extras, parser))
+        return namespace
+
+    def _chosen(self, namespace: argparse.Namespace) -> argparse.ArgumentParser:
+        """The (sub-)sub-command parser the arguments selected: its flags are the ones to suggest."""
+        parser: argparse.ArgumentParser = self
+        while True:
+            subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+            name = getattr(namespace, subs[0].dest, None) if subs else None
+            if name not in (subs[0].choices if subs else {}):
+                return parser
+            parser = subs[0].choices[name]
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def unknown_flags_message(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    """``--lr`` -> "unknown flag --lr: did you mean --optimizer.lr?" (same last name, or a close spelling)."""
+    flags = [e.split("=", 1)[0] for e in extras if e.startswith("-")]
+    if not flags:
+        return f"unrecognized arguments: {' '.join(extras)}"
+    parts = []
+    for flag in flags:
+        hints = suggest_flags(flag, parser)
+        parts.append(f"{flag}: did you mean {' or '.join(hints)}?" if hints else flag)
+    return f"unknown flag {'; '.join(parts)}"
+
+
+def suggest_flags(flag: str, parser: argparse.ArgumentParser) -> list[str]:
+    import difflib
+
+    actions = {o: a for o, a in parser._option_string_actions.items() if o.startswith("--") and a.help != argparse.SUPPRESS}
+
+    def norm(option: str) -> str:
+        return option.lstrip("-").replace("-", "_")
+
+    leaf = norm(flag).rsplit(".", 1)[-1]
+    found = [o for o in actions if norm(o).rsplit(".", 1)[-1] == leaf]
+    by_name = {norm(o): o for o in actions}
+    found += [by_name[n] for n in difflib.get_close_matches(norm(flag), list(by_name), n=3, cutoff=0.75)]
+    return list(dict.fromkeys(actions[o].option_strings[0] for o in found))[:3]
+
+
 def documented(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING):
     """A dataclass field with the help text its flag shows."""
     return dataclasses.field(default=default, default_factory=default_factory, metadata={"help": help})

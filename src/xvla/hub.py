@@ -41,3 +41,9 @@ def resolve_folder(
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). If you are offline, download "
             f"it where a network exists and pass its local folder."
         ) from exc
+
+
+def resolve_checkpoint_dir(path_or_hub_id: str | Path, revision: str | None = None) -> Path:
+    """A local checkpoint folder as is; otherwise a Hugging Face Hub id, downloaded (safetensors + json/txt only)."""
+    patterns = ["*.json", "*.safetensors", "*.txt", "tokenizer*", "vocab*", "merges*"]
+    return resolve_folder(path_or_hub_id, what="checkpoint", revision=revision, allow_patterns=patterns)

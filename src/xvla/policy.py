@@ -34,7 +34,7 @@ from .adapters import (
 from .config import XVLAConfig
 from .domains import trained_domains
 from .hardware import choose, emulated_bf16_warning
-from .hub import resolve_folder
+from .hub import resolve_checkpoint_dir
 from .model.xvla import XVLAModel
 from .processor import ObservationProcessor
 from .utils import keep_freed_memory, resolve_device
@@ -288,9 +288,3 @@ class XVLAPolicy(nn.Module):
         logs = {k: float(v.detach()) for k, v in losses.items()}
         logs["loss"] = float(total.detach())
         return total, logs
-
-
-def resolve_checkpoint_dir(path_or_hub_id: str | os.PathLike, revision: str | None = None) -> Path:
-    """A local checkpoint folder as is; otherwise a Hugging Face Hub id, downloaded (safetensors + json/txt only)."""
-    patterns = ["*.json", "*.safetensors", "*.txt", "tokenizer*", "vocab*", "merges*"]
-    return resolve_folder(path_or_hub_id, what="checkpoint", revision=revision, allow_patterns=patterns)

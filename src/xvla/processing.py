@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .domains import check_domain_ids  # noqa: F401 - the range check lives with the domain rules
 from .rotation import matrix_to_rot6d
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -178,20 +179,6 @@ def pad_state(state: torch.Tensor, width: int, key: str = STATE_KEY) -> torch.Te
 
 
 # ---------------------------------------------------------------------------------------------- domain
-def check_domain_ids(ids: Any, num_domains: int, name: str = "domain_id") -> None:
-    """The one range check of domain ids (an int or a sequence/tensor of them); ValueError names the fix."""
-    if isinstance(ids, torch.Tensor):
-        values = [int(v) for v in ids.reshape(-1).tolist()]
-    else:  # plain numbers: no tensor, so this also works under a meta-device context
-        values = [int(v) for v in (ids if isinstance(ids, (list, tuple, set)) else [ids])]
-    bad = [v for v in values if not 0 <= v < num_domains]
-    if bad:
-        raise ValueError(
-            f"{name} {bad[0]} is out of range: this checkpoint has num_domains={num_domains}, so ids must "
-            f"be in [0, {num_domains - 1}] (`xvla info CHECKPOINT` lists its trained domains)"
-        )
-
-
 def domain_ids(value: Any, batch: int, num_domains: int, device: torch.device | None = None) -> torch.Tensor:
     """An int, list or tensor of domain ids -> LongTensor [B], range-checked."""
     ids = torch.as_tensor(value, dtype=torch.long, device=device)

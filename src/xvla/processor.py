@@ -29,14 +29,13 @@ from typing import Any
 import torch
 
 from . import processing
-from .config import XVLAConfig
+from .config import EMPTY_CAMERA_PREFIX, XVLAConfig
 
 logger = logging.getLogger(__name__)
 
 MODEL_INPUTS = ("input_ids", "image_input", "image_mask", "domain_id", "proprio")
 CAMERA_MASK_KEY = "image_mask"  # optional [B, cameras] bool in a batch: False = that camera is missing
 DEFAULT_IMAGE_SIZE = (224, 224)  # Florence-2's training size; used only when a checkpoint declares none
-EMPTY_CAMERA_PREFIX = "observation.images.empty_camera_"
 
 
 def settle_image_size(config: XVLAConfig, warn: bool = True) -> tuple[int, int]:
@@ -259,6 +258,11 @@ def check_action_width(config: XVLAConfig, width: int, space: Any = None, where:
             f"action dimension mismatch: {where} has {width}-dim actions but action_mode '{config.action_mode}' "
             f"expects {sorted({space.dim_action, space.real_dim})}. Use --policy.action_mode=auto (pads any width "
             "up to --policy.max_action_dim) or register an action space."
+        )
+    if padded_mode and width > space.real_dim:  # the loss and the robot would see only the first real_dim channels
+        raise ValueError(
+            f"action dimension mismatch: {where} has {width}-dim actions but real_action_dim={space.real_dim}: pass "
+            f"--policy.real_action_dim={width} to train all {width} (at most max_action_dim={space.dim_action})"
         )
 
 

@@ -14,9 +14,12 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where it is used: `xvla --help` and the light commands start without it.
 
 
 class UserFacingError(RuntimeError):
@@ -24,7 +27,11 @@ class UserFacingError(RuntimeError):
     already says what happened and what to do; the CLI prints it in one line."""
 
 
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+class Interrupted(UserFacingError):
+    """Stopped by Ctrl-C or SIGTERM; the message says what was kept and how to go on. The CLI exits 130."""
+
+
+DTYPE_NAMES = ("float32", "bfloat16")
 
 
 class _DropImportNoise(logging.Filter):
@@ -39,6 +46,8 @@ class _DropImportNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if record.name == "torchao":
+            import torch  # loaded already: torchao is imported by transformers, after torch
+
             cuda_only = message.startswith("Failed to load") and "/torchao/_C" in message
             return not (cuda_only and torch.version.cuda is None)
         return "is an Enum subclass and is now natively supported" not in message
@@ -55,6 +64,8 @@ def quiet_import_noise() -> None:
 def resolve_device(preference: str | torch.device | None = "auto", local_rank: int = 0) -> torch.device:
     """The one device rule: None/"auto" -> this rank's GPU when CUDA is available, else the CPU;
     "cuda" -> this rank's GPU; "cuda:N", "cpu" as given. Asking for CUDA where there is none is an error."""
+    import torch
+
     if preference in (None, "", "auto"):
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(preference if str(preference) != "cuda" else f"cuda:{local_rank}")
@@ -64,10 +75,11 @@ def resolve_device(preference: str | torch.device | None = "auto", local_rank: i
 
 
 def torch_dtype(name: str) -> torch.dtype:
-    try:
-        return TORCH_DTYPES[name]
-    except KeyError:
-        raise ValueError(f"dtype={name!r} is invalid: allowed values are {list(TORCH_DTYPES)}") from None
+    import torch
+
+    if name not in DTYPE_NAMES:
+        raise ValueError(f"dtype={name!r} is invalid: allowed values are {list(DTYPE_NAMES)}")
+    return getattr(torch, name)
 
 
 def _current_umask() -> int:

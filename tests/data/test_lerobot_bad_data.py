@@ -116,3 +116,14 @@ def test_unreachable_hub(monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match="dataset folder .* does not exist"):
         LeRobotDataset(tmp_path / "does" / "not" / "exist")
     assert reader_module.resolve_dataset_root(tmp_path) == tmp_path
+
+
+def test_a_damaged_video_names_episode_frame_and_file_and_can_be_found_up_front(copy):
+    path = video_file(copy, 1)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    ds = LeRobotDataset(copy)
+    with pytest.raises((VideoDecodeError, FrameTimestampError)) as info:
+        ds[LENGTHS[0] + 2]
+    assert f"episode 1, frame 2, file {path}" in str(info.value)
+    bad = ds.unreadable_episodes()
+    assert list(bad) == [1] and "file-001.mp4" in bad[1]

@@ -127,3 +127,35 @@ def test_an_adapter_loads_between_chunks_never_during_one(tmp_path, tokenizer):
     chunk.join()
     (c0, c1), (l0, l1) = spans["chunk"], spans["load"]
     assert c1 <= l0 or l1 <= c0, spans
+
+
+def test_client_sends_robot_and_refuses_keys_outside_the_schema(tmp_path, tokenizer):
+    """The client and the server parser read one schema: `robot` reaches the server (it was dropped once,
+    answering for the default domain), an unknown key is refused unless passed through on purpose."""
+    import pytest
+
+    from xvla.serve import Client, ServerError
+
+    base, paths = make_adapters(tmp_path, tokenizer)
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    noise = rng.standard_normal((CHUNK, 20)).astype(np.float32)
+    obs = {"observation.images.front": frame, "observation.state": np.full(4, 0.1, np.float32), "task": "stack"}
+    with running_server(base, adapters=[f"{n}={p}" for n, p in paths.items()]) as srv, Client(srv.url) as client:
+        raw = httpx.post(f"{srv.url}/v1/act", timeout=60, json={"observations": [
+            {**obs, "observation.images.front": json_numpy.dumps(frame), "observation.state": [0.1] * 4,
+             "robot": "left-arm", "noise": noise.tolist()}]}).json()["actions"][0]  # fmt: skip
+        chunk = client.act({**obs, "robot": "left-arm"}, noise=noise)
+        np.testing.assert_allclose(chunk, raw, atol=1e-5)
+        assert not np.allclose(client.act(obs, noise=noise), raw, atol=1e-3)  # the default domain differs
+        with pytest.raises(ServerError, match="unknown robot") as info:
+            client.act({**obs, "robot": "nosuchrobot"})
+        assert info.value.status == 422 and "left-arm" in info.value.detail
+        with pytest.raises(ServerError, match="disagrees"):
+            client.act({**obs, "robot": "left-arm", "domain_id": 0})
+        with pytest.raises(ValueError, match="'gripper_hint' is not part of the /v1/act schema.*pass_unknown_keys"):
+            client.act({**obs, "gripper_hint": 1.0})
+    with running_server(base) as srv, Client(srv.url, pass_unknown_keys=True) as client:
+        with pytest.raises(ServerError, match="unknown key") as info:
+            client.act({**obs, "gripper_hint": np.ones(2)})
+        assert info.value.status == 422 and info.value.field == "observations[0].gripper_hint"

@@ -29,7 +29,7 @@ from .format import (
     read_json,
     read_jsonl,
 )
-from .video import DecoderCache
+from .video import DecoderCache, FrameTimestampError, VideoDecodeError
 
 _SCALAR_KEYS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 
@@ -578,18 +578,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
     def _camera_frame(self, key: str, slot: int, row: int) -> torch.Tensor:
         ft = self.meta.features[key]
         if ft["dtype"] == "video":
-            ep = self.meta.episode(self.episodes[slot])
-            rel, from_ts, _ = ep.videos[key]
-            path = self.root / rel
-            if self._decoders is None:
-                self._decoders = DecoderCache(self.max_open_videos)
-            decoder = self._decoders.get(path, name=f"{key} (episode {ep.episode_index})")
-            if self.cache_frames:
-                hwc = self._cached_frame(key, slot, row, decoder, from_ts)
-            else:
-                hwc = decoder.frames_at([from_ts + float(self._arrays["timestamp"][row])], self.tolerance_s)[
-                    0
-                ]
+            hwc = self._video_frame(key, slot, row)
         else:
             hwc = self._decode_image(key, row)
         h, w, c = ft["shape"] if len(ft["shape"]) == 3 else (None, None, None)
@@ -604,6 +593,46 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 img[None], size=self.image_size, mode="bilinear", align_corners=False, antialias=True
             )[0].clamp_(0.0, 1.0)
         return img
+
+    def _video_frame(self, key: str, slot: int, row: int) -> np.ndarray:
+        ep = self.meta.episode(self.episodes[slot])
+        rel, from_ts, _ = ep.videos[key]
+        path = self.root / rel
+        if self._decoders is None:
+            self._decoders = DecoderCache(self.max_open_videos)
+        try:
+            decoder = self._decoders.get(path, name=f"{key} (episode {ep.episode_index})")
+            if self.cache_frames:
+                return self._cached_frame(key, slot, row, decoder, from_ts)
+            return decoder.frames_at([from_ts + float(self._arrays["timestamp"][row])], self.tolerance_s)[0]
+        except (VideoDecodeError, FrameTimestampError) as exc:
+            frame = row - int(self._ep_start[slot])
+            raise type(exc)(f"episode {ep.episode_index}, frame {frame}, file {path}: {exc}") from exc
+
+    def unreadable_episodes(self) -> dict[int, str]:
+        """Episode index -> why, for the selected episodes whose video frames do not all decode (every frame of
+        every camera is decoded once: what ``--mixture.skip_bad_episodes`` pays before training)."""
+        bad: dict[int, str] = {}
+        videos = [k for k in self.camera_keys if self.meta.features[k]["dtype"] == "video"]
+        for slot, episode in enumerate(self.episodes):
+            start, length = int(self._ep_start[slot]), int(self._ep_length[slot])
+            for key in videos:
+                try:
+                    self._frames_of_episode(key, slot, start, length)
+                except (VideoDecodeError, FrameTimestampError, FileNotFoundError) as exc:
+                    bad[int(episode)] = str(exc)
+                    break
+        return bad
+
+    def _frames_of_episode(self, key: str, slot: int, start: int, length: int) -> None:
+        ep = self.meta.episode(self.episodes[slot])
+        rel, from_ts, _ = ep.videos[key]
+        if self._decoders is None:
+            self._decoders = DecoderCache(self.max_open_videos)
+        decoder = self._decoders.get(self.root / rel, name=f"{key} (episode {ep.episode_index})")
+        stamps = from_ts + np.asarray(self._arrays["timestamp"][start : start + length], dtype=np.float64)
+        for first in range(0, length, 64):  # in windows: a long episode's frames never sit in memory together
+            decoder.frames_at(stamps[first : first + 64], self.tolerance_s)
 
     def _cached_frame(self, key: str, slot: int, row: int, decoder: Any, from_ts: float) -> np.ndarray:
         if (key, row) not in self._frames:

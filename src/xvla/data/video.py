@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import publish_file
+from ..utils import UserFacingError, publish_file
 
 DEFAULT_CODEC = "libx264"
 DEFAULT_PIX_FMT = "yuv420p"
@@ -27,8 +27,9 @@ DEFAULT_PIX_FMT = "yuv420p"
 X264_PARAMS = "mbtree=0"
 
 
-class VideoDecodeError(RuntimeError):
-    """A video file exists but cannot be decoded (corrupt, truncated, or not a video)."""
+class VideoDecodeError(UserFacingError):
+    """A video file exists but cannot be decoded (corrupt, truncated, or not a video); a RuntimeError whose
+    message names the file (and, from a dataset, the episode and frame): the CLI prints it in one line."""
 
 
 class FrameTimestampError(ValueError):

@@ -46,6 +46,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 class AppSettings:
     api_key: str | None = None
     max_body_bytes: int = 20 * 1024 * 1024
+    body_timeout_s: float = 10.0  # a body that trickles in longer is answered 408 (it has no sample queued yet)
     max_batch_size: int = 8
     batch_timeout_ms: float = 5.0
     max_queue: int = 256
@@ -123,10 +124,17 @@ class _Routes:
             if int(declared) > limit:
                 raise RequestError("body", f"the body is {int(declared)} bytes, at most {limit} bytes are allowed", 413)
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise RequestError("body", f"the body is over {limit} bytes, at most {limit} bytes are allowed", 413)
+        timeout = self.settings.body_timeout_s
+        try:
+            with anyio.fail_after(timeout):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > limit:
+                        raise RequestError("body", f"the body is over {limit} bytes, at most {limit} bytes are allowed",
+                                           413)  # fmt: skip
+        except TimeoutError:
+            raise RequestError("body", f"the body did not arrive within {timeout:g} s ({len(body)} bytes came): send "
+                               "it at once (the server's --body-timeout-s)", 408) from None  # fmt: skip
         return bytes(body)
 
     def decode(self, body: bytes, parse: Callable[[dict], Any]) -> list[Sample]:

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-IMAGE_PREFIX = "observation.images."
-STATE_KEY = "observation.state"
+from .protocol import IMAGE_PREFIX, OBSERVATION_KEYS, STATE_KEY
+
 DEFAULT_URL = "http://127.0.0.1:8010"
 # Send small requests at once (as requests/urllib3 do) instead of waiting on Nagle + delayed ACKs.
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
@@ -96,30 +96,47 @@ def encode_image(image: Any, image_format: str = "raw", jpeg_quality: int = 95) 
     return encode_array(np.frombuffer(buf.getvalue(), dtype=np.uint8))
 
 
-def observation_to_wire(observation: Mapping[str, Any], image_format: str = "raw", jpeg_quality: int = 95) -> dict:
-    """One LeRobot-style observation (unbatched, or batch of 1) -> the /v1/act JSON form."""
+def observation_to_wire(observation: Mapping[str, Any], image_format: str = "raw", jpeg_quality: int = 95,
+                        pass_unknown_keys: bool = False) -> dict:  # fmt: skip
+    """One LeRobot-style observation (unbatched, or batch of 1) -> the /v1/act JSON form.
+
+    Keys follow the server's schema (:data:`xvla.serve.protocol.OBSERVATION_KEYS`); any other key is
+    refused, or sent as is with ``pass_unknown_keys=True`` (for a server that knows more keys)."""
     out: dict[str, Any] = {}
     for key, value in observation.items():
-        if key.startswith(IMAGE_PREFIX):
-            out[key] = encode_image(value, image_format, jpeg_quality)
-        elif key == STATE_KEY:
-            state = _to_numpy(value).astype(np.float32)
-            out[key] = encode_array(state.reshape(-1) if state.ndim == 2 and state.shape[0] == 1 else state)
-        elif key == "task":
-            if isinstance(value, (list, tuple)) and len(value) == 1:
-                value = value[0]
-            out[key] = str(value)
-        elif key == "domain_id":
-            out[key] = int(_to_numpy(value).reshape(-1)[0])
-        elif key in ("seed",):
-            out[key] = int(value)
-        elif key in ("noise", "prefix", "prefix_weights"):
-            out[key] = encode_array(_to_numpy(value).astype(np.float32))
-        elif key == "delay":
-            out[key] = int(value)
-        elif key == "guidance":
-            out[key] = str(value)
+        if value is None:  # the server reads a null as an absent key
+            continue
+        kind = OBSERVATION_KEYS.get(key, "image" if str(key).startswith(IMAGE_PREFIX) else None)
+        if kind is None and not pass_unknown_keys:
+            raise ValueError(
+                f"observation key {key!r} is not part of the /v1/act schema ('{IMAGE_PREFIX}<camera>', "
+                f"{list(OBSERVATION_KEYS)}): rename it, or pass Client(..., pass_unknown_keys=True) to send it as is"
+            )
+        out[key] = _encode_value(key, kind, value, image_format, jpeg_quality)
     return out
+
+
+def _encode_value(key: str, kind: str | None, value: Any, image_format: str, jpeg_quality: int) -> Any:
+    if kind == "image":
+        return encode_image(value, image_format, jpeg_quality)
+    if key == STATE_KEY:
+        state = _to_numpy(value).astype(np.float32)
+        return encode_array(state.reshape(-1) if state.ndim == 2 and state.shape[0] == 1 else state)
+    if kind == "array":
+        return encode_array(_to_numpy(value).astype(np.float32))
+    if kind == "int":
+        flat = _to_numpy(value).reshape(-1)
+        if flat.size != 1:
+            raise ValueError(f"observation key {key!r} must be one integer, got {flat.size} values")
+        return int(flat[0])
+    if kind == "text":
+        if isinstance(value, (list, tuple)) and len(value) == 1:
+            value = value[0]
+        if not isinstance(value, str):
+            raise ValueError(f"observation key {key!r} must be a string, got {type(value).__name__}")
+        return value
+    # An unknown key passed through: arrays in the json_numpy form, anything else as JSON takes it.
+    return encode_array(value) if hasattr(value, "shape") else value
 
 
 def with_prefix(observation: Mapping[str, Any], prefix: Any = None, delay: int | None = None,
@@ -138,8 +155,9 @@ def with_prefix(observation: Mapping[str, Any], prefix: Any = None, delay: int |
 
 
 def _act_body(observations: Sequence[Mapping[str, Any]], seed: int | None, noise: Any, steps: int | None,
-              image_format: str, jpeg_quality: int) -> dict[str, Any]:  # fmt: skip
-    body: dict[str, Any] = {"observations": [observation_to_wire(o, image_format, jpeg_quality) for o in observations]}
+              image_format: str, jpeg_quality: int, pass_unknown_keys: bool = False) -> dict[str, Any]:  # fmt: skip
+    body: dict[str, Any] = {"observations": [observation_to_wire(o, image_format, jpeg_quality, pass_unknown_keys)
+                                             for o in observations]}  # fmt: skip
     if seed is not None:
         body["seed"] = int(seed)
     if noise is not None:
@@ -187,13 +205,17 @@ def _headers(api_key: str | None) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------------ clients
 class Client:
-    """Blocking client (httpx). ``act`` returns one chunk [chunk_size, action_dim] as float32."""
+    """Blocking client (httpx). ``act`` returns one chunk [chunk_size, action_dim] as float32.
+
+    An observation key outside the /v1/act schema raises ValueError; ``pass_unknown_keys=True`` sends it as is."""
 
     def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float = 30.0,
-                 image_format: str = "raw", jpeg_quality: int = 95, **httpx_kwargs: Any):  # fmt: skip
+                 image_format: str = "raw", jpeg_quality: int = 95, pass_unknown_keys: bool = False,
+                 **httpx_kwargs: Any):  # fmt: skip
         import httpx
 
         self.url = url.rstrip("/")
+        self.pass_unknown_keys = pass_unknown_keys  # send keys outside the /v1/act schema instead of refusing them
         self.image_format = image_format
         self.jpeg_quality = jpeg_quality
         self.last_timing: dict[str, Any] | None = None
@@ -211,7 +233,8 @@ class Client:
     def act_batch(self, observations: Sequence[Mapping[str, Any]], *, seed: int | None = None, noise: Any = None,
                   steps: int | None = None) -> np.ndarray:  # fmt: skip
         """Several observations (each its own robot / domain) in one request -> [B, chunk, action_dim]."""
-        body = _act_body(observations, seed, noise, steps, self.image_format, self.jpeg_quality)
+        body = _act_body(observations, seed, noise, steps, self.image_format, self.jpeg_quality,
+                         self.pass_unknown_keys)  # fmt: skip
         out = _check(self._http.post("/v1/act", json=body))
         self.last_timing = out.get("timing")
         return np.asarray(out["actions"], dtype=np.float32)
@@ -245,10 +268,12 @@ class AsyncClient:
     """The asyncio twin of :class:`Client` (``await client.act(...)``)."""
 
     def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float = 30.0,
-                 image_format: str = "raw", jpeg_quality: int = 95, **httpx_kwargs: Any):  # fmt: skip
+                 image_format: str = "raw", jpeg_quality: int = 95, pass_unknown_keys: bool = False,
+                 **httpx_kwargs: Any):  # fmt: skip
         import httpx
 
         self.url = url.rstrip("/")
+        self.pass_unknown_keys = pass_unknown_keys  # send keys outside the /v1/act schema instead of refusing them
         self.image_format = image_format
         self.jpeg_quality = jpeg_quality
         self.last_timing: dict[str, Any] | None = None
@@ -264,7 +289,8 @@ class AsyncClient:
 
     async def act_batch(self, observations: Sequence[Mapping[str, Any]], *, seed: int | None = None,
                         noise: Any = None, steps: int | None = None) -> np.ndarray:  # fmt: skip
-        body = _act_body(observations, seed, noise, steps, self.image_format, self.jpeg_quality)
+        body = _act_body(observations, seed, noise, steps, self.image_format, self.jpeg_quality,
+                         self.pass_unknown_keys)  # fmt: skip
         out = _check(await self._http.post("/v1/act", json=body))
         self.last_timing = out.get("timing")
         return np.asarray(out["actions"], dtype=np.float32)

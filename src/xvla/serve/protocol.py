@@ -34,10 +34,15 @@ from typing import Any
 import numpy as np
 
 from ..flags import documented
-from ..processing import check_domain_ids
 
 IMAGE_PREFIX = "observation.images."
 STATE_KEY = "observation.state"
+# The /v1/act observation schema, in one place: the server's parser refuses any other key, and the
+# client encodes each key by its kind ("array", "int" or "text"). Cameras are IMAGE_PREFIX + a name.
+OBSERVATION_KEYS: dict[str, str] = {
+    STATE_KEY: "array", "task": "text", "domain_id": "int", "robot": "text", "seed": "int", "noise": "array",
+    "prefix": "array", "prefix_weights": "array", "delay": "int", "guidance": "text",
+}  # fmt: skip
 OFFICIAL_IMAGE_KEYS = ("image0", "image1", "image2")
 _EXTRA_IMAGE_KEY = re.compile(r"^image[0-9]+$")
 _DECIMAL = re.compile(r"^\s*[+-]?[0-9]{1,19}\s*$")
@@ -359,6 +364,8 @@ def parse_domain_id(value: Any, field: str, spec: ModelSpec) -> int:
     domain = parse_int(value, field, f"an integer domain id in [0, {top}]")
     if not 0 <= domain <= top:
         domain = max(-1, min(domain, top + 1))  # huge values are shown clipped
+        from ..processing import check_domain_ids  # torch: only on this error path, so the client stays light
+
         try:
             check_domain_ids(domain, spec.num_domains)
         except ValueError as exc:
@@ -516,7 +523,16 @@ def parse_native(payload: dict[str, Any], spec: ModelSpec) -> list[Observation]:
     return out
 
 
+def unknown_observation_keys(keys: Any) -> list[str]:
+    """The keys of an observation that the /v1/act schema does not define."""
+    return sorted(str(k) for k in keys if k not in OBSERVATION_KEYS and not str(k).startswith(IMAGE_PREFIX))
+
+
 def _parse_native_observation(obs: dict[str, Any], name: str, spec: ModelSpec, steps: int) -> Observation:
+    unknown = unknown_observation_keys(obs)
+    if unknown:  # a dropped key would answer for something the client did not ask (e.g. another robot)
+        raise RequestError(f"{name}.{unknown[0]:.64}", f"unknown key(s) {[k[:64] for k in unknown[:5]]}: an "
+                           f"observation takes '{IMAGE_PREFIX}<camera>' and {list(OBSERVATION_KEYS)}")  # fmt: skip
     keys = _camera_keys(obs, name, spec)
     images = [decode_image(obs[k], f"{name}.{k}", spec, allow_chw=True) for k in keys]
     if "task" not in obs:
@@ -527,10 +543,7 @@ def _parse_native_observation(obs: dict[str, Any], name: str, spec: ModelSpec, s
         if obs.get(STATE_KEY) is None:
             raise RequestError(f"{name}.{STATE_KEY}", f"missing: send the robot state (1 to {spec.proprio_dim} numbers)")
         state = parse_state(obs[STATE_KEY], f"{name}.{STATE_KEY}", spec)
-    if obs.get("robot") is not None and obs.get("domain_id") is None:
-        domain = _robot_domain(obs["robot"], f"{name}.robot", spec)
-    else:
-        domain = _domain_or_default(obs.get("domain_id"), f"{name}.domain_id", spec)
+    domain = _observation_domain(obs, name, spec)
     seed = parse_seed(obs.get("seed"), f"{name}.seed")
     noise = parse_noise(obs["noise"], f"{name}.noise", spec) if obs.get("noise") is not None else None
     item = Observation(images=images, state=state, task=task, domain_id=domain, steps=steps, seed=seed, noise=noise)
@@ -584,6 +597,19 @@ def parse_prefix(
     if guidance not in GUIDANCE_MODES:
         raise RequestError(f"{name}.guidance", f"{guidance!r:.40} is unknown: choose one of {list(GUIDANCE_MODES)}")
     return prefix.astype(np.float32), weights.astype(np.float32), guidance
+
+
+def _observation_domain(obs: dict[str, Any], name: str, spec: ModelSpec) -> int:
+    """``robot`` names a domain; ``domain_id`` gives one; both must then agree."""
+    if obs.get("robot") is None:
+        return _domain_or_default(obs.get("domain_id"), f"{name}.domain_id", spec)
+    domain = _robot_domain(obs["robot"], f"{name}.robot", spec)
+    if obs.get("domain_id") is not None:
+        given = parse_int(obs["domain_id"], f"{name}.domain_id", "an integer domain id")
+        if given != domain:
+            raise RequestError(f"{name}.domain_id", f"domain_id {given} disagrees with robot {obs['robot']!r} "
+                               f"(domain {domain}): send one of the two")  # fmt: skip
+    return domain
 
 
 def _robot_domain(value: Any, field: str, spec: ModelSpec) -> int:

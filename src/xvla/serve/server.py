@@ -44,6 +44,8 @@ class ServeConfig:
     max_batch_size: int = field(default=8, metadata={"help": "most samples in one forward pass"})
     batch_timeout_ms: float = field(default=5.0, metadata={"help": "how long a sample waits for others to join"})
     max_body_mb: float = field(default=20.0, metadata={"help": "request size limit (413 above it)"})
+    body_timeout_s: float = field(default=10.0, metadata={
+        "help": "seconds a request body may take to arrive (408 after it; a slow sender holds no batch)"})
     max_queue: int = field(default=256, metadata={"help": "waiting samples before answering 503"})
     steps: int | None = field(default=None, metadata={"help": "default denoising steps (default: the checkpoint's)"})
     max_steps: int = field(default=100, metadata={"help": "largest 'steps' a request may ask for"})
@@ -101,6 +103,7 @@ def build_app(cfg: ServeConfig, engine: ServeEngine | None = None):
     settings = AppSettings(
         api_key=cfg.api_key or None,
         max_body_bytes=int(cfg.max_body_mb * 1024 * 1024),
+        body_timeout_s=cfg.body_timeout_s,
         max_batch_size=cfg.max_batch_size,
         batch_timeout_ms=cfg.batch_timeout_ms,
         max_queue=cfg.max_queue,

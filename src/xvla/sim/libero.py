@@ -30,6 +30,10 @@ that queries the policy every 30 steps skips it on the other 29.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
+import logging
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -122,10 +126,28 @@ def rot6d_to_axis_angle(rot6d: np.ndarray, backend: str = "auto") -> np.ndarray:
     return np.asarray(out, dtype=np.float64).reshape(*matrices.shape[:-2], 3)
 
 
+class _DropMacroAdvice(logging.Filter):
+    """robosuite warns on every import that no private macro file exists and how to write one; X-VLA sets
+    what it needs itself, so the advice is noise (printed again by every worker process)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith(("No private macro file", "It is recommended to use a private macro"))
+                    or "setup_macros.py" in message)  # fmt: skip
+
+
+def quiet_robosuite() -> None:
+    """Install :class:`_DropMacroAdvice` on robosuite's logger before robosuite is imported (idempotent)."""
+    logger = logging.getLogger("robosuite_logs")
+    if not any(isinstance(f, _DropMacroAdvice) for f in logger.filters):
+        logger.addFilter(_DropMacroAdvice())
+
+
 def _robosuite_transforms():
     """robosuite's transform_utils, or None where robosuite is not installed (imported once)."""
     global _TRANSFORMS
     if _TRANSFORMS is None:
+        quiet_robosuite()
         try:
             import robosuite.utils.transform_utils as transforms
         except Exception:  # noqa: BLE001 - any import failure means: use the numpy path
@@ -171,6 +193,7 @@ def pose_to_state(pos: Any, rotation: Any) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- LIBERO
 def _import_libero():
+    quiet_robosuite()
     try:
         from libero.libero import benchmark, get_libero_path
         from libero.libero.envs import OffScreenRenderEnv
@@ -188,10 +211,13 @@ def check_suite(suite: str) -> str:
     return suite
 
 
+@functools.cache
 def get_suite(suite: str):
-    """LIBERO's benchmark object for ``suite`` (tasks in the standard order)."""
+    """LIBERO's benchmark object for ``suite`` (tasks in the standard order), built once per process: each
+    build prints the task order, which is always the standard one here, so that line is not shown."""
     benchmark, _, _ = _import_libero()
-    return benchmark.get_benchmark_dict()[check_suite(suite)]()
+    with contextlib.redirect_stdout(io.StringIO()):
+        return benchmark.get_benchmark_dict()[check_suite(suite)]()
 
 
 def suite_tasks(suite: str) -> list[str]:

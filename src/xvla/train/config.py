@@ -76,6 +76,10 @@ class MixtureConfig:
     color_jitter: ColorJitterConfig = field(default_factory=ColorJitterConfig)
     # Frames decoded once instead of once per sample: takes video decoding off a small model's step.
     cache_frames: bool = documented(False, "keep decoded video frames in RAM (uint8, per loader process)")
+    skip_bad_episodes: bool = documented(
+        False, "decode every video frame once before training and leave out the episodes that fail (the log "
+        "says which and how many); without it a corrupt frame stops the run and names episode, frame and file"
+    )  # fmt: skip
 
 
 @dataclass

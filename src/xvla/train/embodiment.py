@@ -51,6 +51,17 @@ def pick_domain(requested: int | str | None, num_domains: int, used: dict[int, s
     return d
 
 
+def check_init_from(src: int, trained: dict[int, str]) -> None:
+    """Copying an untrained domain starts the new robot from random rows while claiming a trained start."""
+    if src not in trained:
+        have = ", ".join(f"{d} ({n})" for d, n in sorted(trained.items())) or "none: the model starts from scratch"
+        raise ValueError(
+            f"new_domain.init_from={src}: domain {src} was never trained in this checkpoint (trained: {have}); "
+            "pass --new_domain.init_from=<a trained id> (`xvla info` lists them), or --new_domain.init_from=none for "
+            "a fresh prompt and heads"
+        )
+
+
 @torch.no_grad()
 def copy_domain(model: nn.Module, src: int, dst: int) -> list[str]:
     """Copy domain ``src``'s rows of every domain-indexed table into row ``dst``; returns the table names."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class Source:
     action_key: str
     horizon_s: float | None
     label: str
+    skipped: dict[int, str] = field(default_factory=dict)  # episode -> why (--mixture.skip_bad_episodes)
 
     @property
     def size(self) -> int:
@@ -121,12 +122,43 @@ def open_sources(train_cfg: TrainConfig, policy_config: XVLAConfig, camera_keys:
         dataset = LeRobotDataset(root, chunk_size=frames, episodes=cfg.episodes,
                                  camera_keys=sorted(set(camera_map.values())), action_key=action_key,
                                  cache_frames=train_cfg.mixture.cache_frames)  # fmt: skip
+        skipped: dict[int, str] = {}
+        if train_cfg.mixture.skip_bad_episodes:
+            dataset, skipped = _without_bad_episodes(dataset, cfg.label)
         domain, why = _source_domain(cfg, root, policy_config, train_cfg.new_domain.id is not None)
         processing.check_domain_ids(domain, policy_config.num_domains, f"dataset {cfg.label}: domain_id")
         if len(dataset) == 0:
             raise ValueError(f"dataset {cfg.label} has no frames (episodes={cfg.episodes})")
-        sources.append(Source(dataset, cfg, int(domain), why, camera_map, state_key, action_key, horizon, cfg.label))
+        sources.append(Source(dataset, cfg, int(domain), why, camera_map, state_key, action_key, horizon, cfg.label,
+                              skipped))  # fmt: skip
     return sources
+
+
+def _without_bad_episodes(dataset: Any, label: str) -> tuple[Any, dict[int, str]]:
+    """The dataset without the episodes whose video does not decode, and those episodes with the reason."""
+    LeRobotDataset, _, _ = _dataset_api()
+    bad = dataset.unreadable_episodes()
+    if not bad:
+        return dataset, bad
+    good = [e for e in dataset.episodes if e not in bad]
+    if not good:
+        raise ValueError(f"dataset {label}: no episode has a readable video (first failure: {next(iter(bad.values()))})")
+    kept = LeRobotDataset(dataset.root, chunk_size=dataset.chunk_size, episodes=good, camera_keys=dataset.camera_keys,
+                          action_key=dataset.action_key, cache_frames=dataset.cache_frames)  # fmt: skip
+    return kept, bad
+
+
+def unwrap_worker_error(exc: BaseException) -> BaseException:
+    """A DataLoader worker's exception comes back with the worker's whole traceback as its message: the same
+    type with the original one-line message (the CLI prints it as one line)."""
+    text = str(exc)
+    marker = f"{type(exc).__name__}: "
+    if "in DataLoader worker process" not in text or marker not in text:
+        return exc
+    try:
+        return type(exc)(text[text.rfind(marker) + len(marker) :].strip())
+    except Exception:  # noqa: BLE001 - a type that takes other arguments: keep the original
+        return exc
 
 
 def _camera_map(cfg: DatasetConfig, meta, camera_keys: list[str]) -> dict[str, str]:
@@ -470,4 +502,9 @@ def describe(sources: list[Source], camera_keys: list[str]) -> str:
         )
     lines.append(f"model cameras: {camera_keys}")
     lines += [f"domain {s.domain_id} for {s.label}: {s.domain_reason}" for s in sources]
+    for s in sources:
+        if s.skipped:
+            first, why = next(iter(s.skipped.items()))
+            lines.append(f"dataset {s.label}: skipped {len(s.skipped)} of {len(s.skipped) + s.dataset.num_episodes} "
+                         f"episodes whose video does not decode ({sorted(s.skipped)}; episode {first}: {why})")  # fmt: skip
     return "\n".join(lines)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import hashlib
 import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +26,14 @@ from torch import nn
 from .. import checkpoints as ckpt
 from .. import processing
 from ..config import XVLAConfig
+from ..model.xvla import build_action_space_for
 from ..policy import XVLAPolicy
 from ..processor import MODEL_INPUTS
-from ..utils import UserFacingError, write_json
+from ..utils import Interrupted, UserFacingError, write_json
 from . import distributed as dist_utils
 from . import state as st
 from .config import PARAM_GROUPS, TrainConfig, from_dict
-from .embodiment import copy_domain, pick_domain, used_domains
+from .embodiment import check_init_from, copy_domain, pick_domain, used_domains
 from .lora import adapter_state_dict, apply_lora, merged_state_dict
 from .mixture import (
     Collator,
@@ -41,6 +44,7 @@ from .mixture import (
     describe,
     model_camera_keys,
     open_sources,
+    unwrap_worker_error,
 )
 from .optim import GroupLRScheduler, build_optimizer, build_schedules
 from .params import DomainRowKeeper, apply_requires_grad, count_table, select_trainable
@@ -210,6 +214,8 @@ class Trainer:
         self.tokenizer = tokenizer
         self.history: list[dict[str, float]] = []
         self.samples_seen: list[tuple[int, int]] = []
+        self.in_loop = False  # SIGTERM inside the loop saves at the end of the step
+        self.sigterm = False
 
     # -------------------------------------------------------------- set-up
     def _prepare_output(self) -> tuple[Path, Path | None]:
@@ -288,6 +294,7 @@ class Trainer:
         why = (f"--new_domain.id={requested}" if requested != "auto" else
                f"the smallest id not in use (used: {sorted(domains)}); --new_domain.id=N picks another")  # fmt: skip
         if cfg.new_domain.init_from is not None:
+            check_init_from(int(cfg.new_domain.init_from), domains)
             copied = copy_domain(policy.model, int(cfg.new_domain.init_from), new_id)
             self._log(
                 f"new domain {new_id} ({why}): initialised from domain {cfg.new_domain.init_from} ({len(copied)} tables)"
@@ -305,20 +312,52 @@ class Trainer:
     # -------------------------------------------------------------- run
     def run(self) -> TrainResult:
         try:
-            return self._run()
+            with self._sigterm_saves():
+                return self._run()
         except KeyboardInterrupt:
-            raise UserFacingError(self._interrupted_message()) from None
+            raise Interrupted(self._interrupted_message()) from None
         finally:
             dist_utils.teardown(self.env)
+
+    @contextlib.contextmanager
+    def _sigterm_saves(self):
+        """SIGTERM (a scheduler's notice before preemption): a single-process run finishes its step, saves and
+        stops (see ``_loop``); before the loop, under DDP/FSDP (ranks would save at different steps) or at a
+        second SIGTERM it stops at once, as Ctrl-C does. Either way the message names the checkpoint to resume."""
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        chld: list = []
+
+        def on_sigterm(signum, frame):
+            if self.sigterm or not self.in_loop or self.env.distributed:
+                raise KeyboardInterrupt
+            self.sigterm = True
+            # A scheduler signals the loader workers too: their death must not raise in the middle of the save
+            # (torch's SIGCHLD handler would); a batch they no longer deliver ends the run in _next_batch.
+            chld.append(signal.signal(signal.SIGCHLD, signal.SIG_DFL))
+
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if chld:
+                signal.signal(signal.SIGCHLD, chld[0])
 
     def _interrupted_message(self) -> str:
         """Checkpoints are assembled aside and renamed into place, so an interrupt leaves only complete ones."""
         out = Path(self.cfg.output_dir or ".")
         last = st.latest_checkpoint(out) if out.is_dir() else None
+        what = "stopped by SIGTERM" if self.sigterm else "interrupted"
         if last is None:
-            return f"interrupted before the first checkpoint: nothing was saved in {out}; start the run again"
+            return f"{what} before the first checkpoint: nothing was saved in {out}; start the run again"
         return (
-            f"interrupted; the last complete checkpoint is {last} (nothing half-written was kept). Resume with: "
+            f"{what}; the last complete checkpoint is {last} (nothing half-written was kept). Resume with: "
             f"xvla train --output_dir={out} --resume"
         )
 
@@ -349,6 +388,7 @@ class Trainer:
         lora = cfg.lora.enable or cfg.trainable == "lora"
         if resume_from is None or lora:
             domains = self._apply_new_domain(policy, source)
+            self._fit_action_width(policy, metas, source)
         else:
             domains = dict(policy.config.domains or {})
         if policy.config.image_keys is None:
@@ -358,11 +398,34 @@ class Trainer:
         self._warn_unset_real_action_dim(policy.config, metas)
         return _Run(out, resume_from, start_step, policy, save_dtype, source, domains, lora)
 
+    def _dataset_action_widths(self, metas) -> set[int]:
+        keys = [d.keys.get("action", "action") for d in self.cfg.datasets()]
+        return {int(math.prod(m.features[k]["shape"])) for k, m in zip(keys, metas, strict=True) if k in m.features}
+
+    def _fit_action_width(self, policy: XVLAPolicy, metas, source: Path | None) -> None:
+        """Phase II on a robot whose actions differ in width from the checkpoint's: in ``auto`` mode the new
+        domain trains the dataset's width (else the loss covers only part of it); fixed modes are refused later
+        by ``check_action_width``, before the first step."""
+        config, widths = policy.config, self._dataset_action_widths(metas)
+        if source is None or self.cfg.new_domain.id is None or not widths or str(config.action_mode).lower() != "auto":
+            return
+        width, current = max(widths), policy.model.real_action_dim
+        if width == current:
+            return
+        if width > config.max_action_dim:
+            raise ValueError(
+                f"the dataset has {width}-dim actions but this checkpoint's action head is max_action_dim="
+                f"{config.max_action_dim} wide: Phase II cannot widen it; pick a checkpoint with max_action_dim >= {width}"
+            )
+        config.real_action_dim = width
+        policy.model.action_space = build_action_space_for(config)
+        self._log(f"Phase II: the dataset has {width}-dim actions, the checkpoint {current} (real_action_dim): the new "
+                  f"domain {config.domain_id} trains and serves {width}-dim actions (real_action_dim={width})")  # fmt: skip
+
     def _warn_unset_real_action_dim(self, config: XVLAConfig, metas) -> None:
         if config.action_mode.lower() != "auto" or config.real_action_dim is not None:
             return
-        keys = [d.keys.get("action", "action") for d in self.cfg.datasets()]
-        widths = {int(math.prod(m.features[k]["shape"])) for k, m in zip(keys, metas, strict=True) if k in m.features}
+        widths = self._dataset_action_widths(metas)
         if widths and max(widths) < config.max_action_dim:
             self._log(
                 f"warning: action_mode 'auto' without real_action_dim: the loss also covers the "
@@ -490,6 +553,13 @@ class Trainer:
 
     # -------------------------------------------------------------- loop
     def _loop(self, run: _Run, metrics: MetricsLogger) -> Path | None:
+        self.in_loop = True
+        try:
+            return self._steps(run, metrics)
+        finally:
+            self.in_loop = False
+
+    def _steps(self, run: _Run, metrics: MetricsLogger) -> Path | None:
         cfg = self.cfg
         progress = _progress(cfg.steps, run.start_step, self.env.is_main)
         data_iter = iter(run.loader)
@@ -514,9 +584,11 @@ class Trainer:
                                      sps=f"{row['samples_per_s']:.1f}")  # fmt: skip
                 interval = _Interval()
             last = step == cfg.steps
-            if step % cfg.save_freq == 0 or (last and cfg.save_final):
+            if step % cfg.save_freq == 0 or (last and cfg.save_final) or self.sigterm:
                 final_dir = self._save(step, run.policy, run.optimizer, run.scheduler, run.sampler, run.save_dtype,
                                        run.source, run.domains, final=last)  # fmt: skip
+            if self.sigterm and not last:
+                raise KeyboardInterrupt  # the checkpoint of this step is complete; run() says how to resume
             if self.stop_at is not None and step >= self.stop_at and not last:
                 break
         progress.close()
@@ -540,7 +612,7 @@ class Trainer:
         accum, fsdp = cfg.grad_accum_steps, cfg.fsdp and env.distributed
         sums: dict[str, torch.Tensor] = {}
         for micro in range(accum):
-            batch = next(data_iter)
+            batch = _next_batch(data_iter, stopping=lambda: self.sigterm)
             if cfg.diagnostics:
                 self.samples_seen += list(zip(batch["mixture_index"].tolist(), batch["sample_index"].tolist(), strict=True))
             batch = _move(batch, env.device)
@@ -604,7 +676,29 @@ class Trainer:
             )
         return optimizer.state_dict()
 
-    def _save(
+    def _save(self, step: int, *args: Any, **kwargs: Any) -> Path:
+        """Write and publish a checkpoint. A failed write (a full disk, a lost mount) removes the half-written
+        folder, so the space it took is free again and the previous checkpoints stay as they are."""
+        try:
+            return self._write_checkpoint(step, *args, **kwargs)
+        except OSError as exc:
+            out = Path(self.cfg.output_dir)
+            shutil.rmtree(st.tmp_dir(out, step), ignore_errors=True)
+            raise UserFacingError(self._write_failed_message(step, out, exc)) from exc
+
+    def _write_failed_message(self, step: int, out: Path, exc: OSError) -> str:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        what = "the disk is full" if full else "the file system refused a write"
+        where = f" writing {exc.filename}" if exc.filename else ""
+        last = st.latest_checkpoint(out)
+        kept = f"the last complete checkpoint, {last}, is intact" if last else "no earlier checkpoint exists"
+        fix = "free some space (or lower --keep_last, or choose an --output_dir on a larger disk)" if full else (
+            "fix the file system")  # fmt: skip
+        resume = f"resume with: xvla train --output_dir={out} --resume" if last else "start the run again"
+        return (f"could not write the checkpoint of step {step}: {what} ({exc.strerror or exc}{where}). The "
+                f"half-written checkpoint was removed and {kept}; {fix}, then {resume}")
+
+    def _write_checkpoint(
         self, step, policy, optimizer, scheduler, sampler, save_dtype, source, domains, final: bool
     ) -> Path:
         cfg, env = self.cfg, self.env
@@ -614,8 +708,6 @@ class Trainer:
         tmp = st.tmp_dir(out, step)
         if env.is_main:
             if tmp.exists():
-                import shutil
-
                 shutil.rmtree(tmp)
             save_config = policy.config.replace(dtype=save_dtype, domains=domains or None)
             st.export_pretrained(tmp / st.PRETRAINED, model_state, save_config, policy.tokenizer, source)
@@ -698,6 +790,26 @@ class Trainer:
             "samples": self.samples_seen,
         }
         write_json(out / f"diagnostics_rank{env.rank}.json", data)
+
+
+def _next_batch(data_iter, stopping=lambda: False) -> dict[str, Any]:
+    """The next batch; a loader worker's error comes back as one line, a damaged video with the way around it.
+    After SIGTERM (``stopping()``, asked once the error is here: the workers die of the same signal, and the
+    error can come before the handler has run) a loader whose workers are gone ends the run as an interrupt."""
+    from ..data.video import FrameTimestampError, VideoDecodeError
+
+    try:
+        return next(data_iter)
+    except Exception as exc:
+        if stopping():
+            raise KeyboardInterrupt from None
+        plain = unwrap_worker_error(exc)
+        if isinstance(exc, (VideoDecodeError, FrameTimestampError)):
+            raise type(plain)(f"{plain}; --mixture.skip_bad_episodes leaves out the episodes whose video does not "
+                              "decode") from None  # fmt: skip
+        if plain is exc:
+            raise
+        raise plain from None
 
 
 def _checksum_state(state: dict[str, torch.Tensor]) -> str:
