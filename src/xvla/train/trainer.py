@@ -32,7 +32,7 @@ from ..processor import MODEL_INPUTS
 from ..utils import Interrupted, UserFacingError, write_json
 from . import distributed as dist_utils
 from . import state as st
-from .config import PARAM_GROUPS, TrainConfig, from_dict
+from .config import PARAM_GROUPS, TrainConfig
 from .embodiment import check_init_from, copy_domain, pick_domain, used_domains
 from .lora import adapter_state_dict, apply_lora, merged_state_dict
 from .mixture import (
@@ -870,7 +870,3 @@ def load_train_config(output_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {output_dir} the output_dir of an `xvla train` run?")
     return json.loads(path.read_text())
-
-
-def train_config_from_saved(output_dir: str | Path) -> TrainConfig:
-    return from_dict(TrainConfig, load_train_config(output_dir))
