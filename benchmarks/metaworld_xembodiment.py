@@ -119,7 +119,9 @@ def main(argv=None) -> int:
     from xvla.sim.demo import build_tokenizer, model_fields
     from xvla.sim.instructions import INSTRUCTIONS, resolve_tasks
     from xvla.sim.variants import get_variant, resolve_variants
+    from xvla.utils import keep_freed_memory
 
+    keep_freed_memory()  # as the `xvla` commands do
     args = parse_args(argv)
     s = settings(args)
     torch.set_num_threads(s.threads)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .flags import FlagParser, add_dataclass_flags, dataclass_from_args
-from .utils import Interrupted, UserFacingError
+from .utils import Interrupted, UserFacingError, keep_freed_memory
 
 
 @dataclass
@@ -222,6 +222,9 @@ USER_ERRORS = (ValueError, KeyError, OSError, FloatingPointError, UserFacingErro
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    # The command owns its process, so it may set the allocator (no page faults on re-allocated activations);
+    # a library user's host program decides for itself.
+    keep_freed_memory()
     args = build_parser(_command_word(argv)).parse_args(argv)
     try:
         return args.func(args)

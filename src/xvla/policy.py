@@ -37,7 +37,7 @@ from .hardware import choose, emulated_bf16_warning
 from .hub import resolve_checkpoint_dir
 from .model.xvla import XVLAModel
 from .processor import ObservationProcessor
-from .utils import keep_freed_memory, resolve_device
+from .utils import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ OPTIONAL_BUFFERS = ("vlm.multi_modal_projector.visual_temporal_embed.pos_idx_to_
 class XVLAPolicy(nn.Module):
     def __init__(self, config: XVLAConfig, tokenizer: Any | None = None):
         super().__init__()
-        keep_freed_memory()  # process-wide, once: no page faults on the activations of every chunk
         self.config = config
         self.model = XVLAModel(config)
         self.processor = ObservationProcessor(config, tokenizer)
