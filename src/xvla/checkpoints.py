@@ -350,7 +350,7 @@ def config_to_lerobot(config: XVLAConfig) -> dict[str, Any]:
 
 
 def config_to_official(config: XVLAConfig) -> dict[str, Any]:
-    from .model.xvla import build_action_space_for
+    from .actions import build_action_space_for  # torch: only when converting
 
     dim_action = build_action_space_for(config).dim_action
     if config.use_proprio and config.max_state_dim != dim_action:

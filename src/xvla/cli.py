@@ -57,7 +57,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from . import checkpoints as ckpt
-    from .domains import describe_domains
+    from .domains import describe_domains, is_released_base
     from .hub import resolve_checkpoint_dir
 
     cfg = dataclass_from_args(InfoConfig, args)
@@ -85,8 +85,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     summary["num_image_views"] = config.total_image_views
     summary["tokenizer_files"] = sorted(p.name for p in folder.iterdir() if p.name in ckpt.TOKENIZER_FILES)
     summary["weights"] = ckpt.verify_weights(folder)  # a damaged file stops here, not at load time
-    # A 30-domain checkpoint without its own table is (or descends from) the released base model.
-    released = config.num_domains == 30 and not config.domains
+    released = is_released_base(config)  # of the checkpoint: loading adapters below records a table
     policy = _with_adapters(folder, cfg.adapters) if cfg.adapters else None
     summary["domains"] = describe_domains(policy.config if policy else config, released=released)
     if policy is not None:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from . import processing
+from .actions import build_action_space_for
 from .config import EMPTY_CAMERA_PREFIX, XVLAConfig
 
 logger = logging.getLogger(__name__)
@@ -232,8 +233,6 @@ class ObservationProcessor:
 
     def actions(self, action: Any, space: Any = None) -> torch.Tensor:
         """Target chunk(s) -> [B, chunk_size, model action dim], zero-padded (as LeRobot pads before noise)."""
-        from .model.xvla import build_action_space_for
-
         space = space or build_action_space_for(self.config)
         action = torch.as_tensor(action).float()
         action = action.unsqueeze(0) if action.dim() == 2 else action
@@ -249,8 +248,6 @@ class ObservationProcessor:
 
 def check_action_width(config: XVLAConfig, width: int, space: Any = None, where: str = "the dataset") -> None:
     """Targets are zero-padded to the model width only in ``auto`` mode or from the robot's real width."""
-    from .model.xvla import build_action_space_for
-
     space = space or build_action_space_for(config)
     padded_mode = str(config.action_mode).lower() == "auto"
     if width > space.dim_action or (width < space.dim_action and not padded_mode and width != space.real_dim):
