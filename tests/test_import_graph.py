@@ -1,12 +1,12 @@
 """The import graph of src/xvla, read from the source (top-level and in-function imports alike): no module
 cycle, and the library's core (the root modules other than the commands, and model/) never reaches up into
-the train/, serve/ or sim/ features."""
+the train/, serve/, sim/ or execution/ features."""
 
 import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-FEATURES = ("xvla.train", "xvla.serve", "xvla.sim")
+FEATURES = ("xvla.train", "xvla.serve", "xvla.sim", "xvla.execution")
 COMMANDS = ("xvla.cli", "xvla.__main__")  # the `xvla` command and the *_cli modules dispatch to the features
 
 
