@@ -165,7 +165,7 @@ def _size(out: Path) -> int | None:
 
 
 def _demos(s, demos: Path, tasks, train_vs, held) -> dict:
-    from xvla.sim.demos import DemoConfig, generate_demonstrations
+    from xvla.sim.gen_demos import DemoConfig, generate_demonstrations
 
     t = time.perf_counter()
     common = dict(output=str(demos), tasks=tasks, seed=0, workers=s.workers, image_size=s.image_size,

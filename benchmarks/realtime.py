@@ -41,7 +41,7 @@ def train_policy(output: Path, chunk_size: int, n_action_steps: int, steps: int)
     import torch
 
     from xvla.sim.demo import DemoSettings, _train, build_tokenizer, model_fields
-    from xvla.sim.demos import DemoConfig, generate_demonstrations
+    from xvla.sim.gen_demos import DemoConfig, generate_demonstrations
     from xvla.sim.instructions import INSTRUCTIONS, resolve_tasks
     from xvla.sim.variants import get_variant
 

@@ -502,7 +502,7 @@ def evaluate_libero(cfg: LiberoEvalConfig, policy: Any = None) -> dict[str, Any]
 def _run_missing(policy: Any, specs: list[EpisodeSpec], cfg: LiberoEvalConfig, instructions: list[str],
                  store: EpisodeStore) -> tuple[dict[str, float], int]:  # fmt: skip
     """The episodes not in the store yet, with a progress bar that counts the stored ones as done."""
-    from .demos import progress_bar
+    from .gen_demos import progress_bar
 
     todo = [s for s in specs if (s.task_id, s.episode) not in store.records]
     timing: dict[str, float] = {"policy_s": 0.0, "env_s": 0.0, "chunks": 0, "env_steps": 0}
