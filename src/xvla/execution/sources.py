@@ -71,12 +71,10 @@ def noise_shape(policy: Any) -> tuple[int, int] | None:
 def as_source(policy: Any, **kwargs: Any) -> ChunkFn:
     """A chunk function for ``policy``: an ``XVLAPolicy``-like object, a ``Client``, or a callable
     ``(observation, request) -> chunk`` (or ``observation -> chunk``)."""
+    if callable(getattr(policy, "as_policy", None)):  # a serve Client; asked by duck type: no HTTP code in here
+        policy = policy.as_policy()
     if hasattr(policy, "predict_action_chunk"):
         return PolicySource(policy, **kwargs)
-    if hasattr(policy, "act") and hasattr(policy, "info"):  # a Client: the server's noise is drawn here, as in process
-        from ..serve.client import RemotePolicy
-
-        return PolicySource(RemotePolicy(policy), **kwargs)
     if callable(policy):
         return policy if _positional_count(policy) != 1 else _ObservationOnly(policy)
     raise TypeError(

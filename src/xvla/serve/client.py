@@ -254,6 +254,10 @@ class Client:
     def info(self) -> dict[str, Any]:
         return _check(self._http.get("/info"))
 
+    def as_policy(self, **kwargs: Any) -> RemotePolicy:
+        """This server behind ``predict_action_chunk`` (:class:`RemotePolicy`), for code that takes a policy."""
+        return RemotePolicy(self, **kwargs)
+
     def close(self) -> None:
         self._http.close()
 
