@@ -284,7 +284,9 @@ def load_ours(args, checkpoint: str, variants: list[str]) -> dict[str, Any]:
 
     from xvla import XVLAPolicy
     from xvla.fast import enable_fast_path
+    from xvla.utils import keep_freed_memory
 
+    keep_freed_memory()  # as the `xvla` commands do
     torch.set_num_threads(args.threads)
     models = {}
     fp32 = XVLAPolicy.from_pretrained(checkpoint).model if set(variants) & SHARE_FP32_WEIGHTS else None

@@ -10,7 +10,7 @@ rounds (one training step each per round) and the table gives medians.
 
 One step = forward (flow-matching loss, dropout on) + backward + grad-norm clip (10) + AdamW
 (lr 1e-4, betas 0.9/0.99). The reference uses torch's default AdamW; ours uses what our trainer uses
-(fused AdamW; and like every policy of ours, :func:`xvla.utils.keep_freed_memory`), and ``compiled`` adds
+(fused AdamW; and like `xvla train`, :func:`xvla.utils.keep_freed_memory`), and ``compiled`` adds
 :func:`xvla.train.speed.compile_for_training` (whose dropout and GELU take their compiled forms: xvla.model.compiled_ops).
 """
 
@@ -54,7 +54,9 @@ def build_model(args):
         return cl.build_reference(args), torch.optim.AdamW
     from xvla import XVLAPolicy
     from xvla.train.speed import compile_for_training, fused_adamw_supported
+    from xvla.utils import keep_freed_memory
 
+    keep_freed_memory()  # as `xvla train` does
     model = XVLAPolicy.from_pretrained(args.checkpoint).model
     if args.variant == "compiled":
         compile_for_training(model)

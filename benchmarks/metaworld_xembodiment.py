@@ -119,7 +119,9 @@ def main(argv=None) -> int:
     from xvla.sim.demo import build_tokenizer, model_fields
     from xvla.sim.instructions import INSTRUCTIONS, resolve_tasks
     from xvla.sim.variants import get_variant, resolve_variants
+    from xvla.utils import keep_freed_memory
 
+    keep_freed_memory()  # as the `xvla` commands do
     args = parse_args(argv)
     s = settings(args)
     torch.set_num_threads(s.threads)
@@ -163,7 +165,7 @@ def _size(out: Path) -> int | None:
 
 
 def _demos(s, demos: Path, tasks, train_vs, held) -> dict:
-    from xvla.sim.demos import DemoConfig, generate_demonstrations
+    from xvla.sim.gen_demos import DemoConfig, generate_demonstrations
 
     t = time.perf_counter()
     common = dict(output=str(demos), tasks=tasks, seed=0, workers=s.workers, image_size=s.image_size,

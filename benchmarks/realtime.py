@@ -41,7 +41,7 @@ def train_policy(output: Path, chunk_size: int, n_action_steps: int, steps: int)
     import torch
 
     from xvla.sim.demo import DemoSettings, _train, build_tokenizer, model_fields
-    from xvla.sim.demos import DemoConfig, generate_demonstrations
+    from xvla.sim.gen_demos import DemoConfig, generate_demonstrations
     from xvla.sim.instructions import INSTRUCTIONS, resolve_tasks
     from xvla.sim.variants import get_variant
 
@@ -266,6 +266,9 @@ def report(args) -> None:
 
 # ---------------------------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
+    from xvla.utils import keep_freed_memory
+
+    keep_freed_memory()  # as the `xvla` commands do
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train the benchmark policy (demo recipe, Phase I on sawyer)")

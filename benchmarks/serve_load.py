@@ -501,7 +501,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="xvla_serve_load_"))
     policy_path = args.policy_path
     if policy_path is None:
-        from xvla.serve.demo import tiny_checkpoint
+        from xvla.serve.tiny_checkpoint import tiny_checkpoint
 
         policy_path = str(tiny_checkpoint(tmp / "checkpoint", size=args.size))
     proc, url = start_server(args, policy_path, tmp / "server.log")

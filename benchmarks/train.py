@@ -61,7 +61,9 @@ def run_model_case(name, batch, precision, device, warmup, repeats, threads, gra
     from xvla.train.params import select_trainable
     from xvla.train.speed import compile_for_training, fused_adamw_supported
     from xvla.train.trainer import TrainingModule
+    from xvla.utils import keep_freed_memory
 
+    keep_freed_memory()  # as `xvla train` does
     torch.set_num_threads(threads)
     overrides, size, views, length = CONFIGS[name]
     overrides = dict(overrides)

@@ -75,8 +75,8 @@ def can_render(env) -> bool:
 @contextlib.contextmanager
 def local_server():
     """A server on a small random checkpoint, in this process, for a self-contained demo."""
-    from xvla.serve.demo import tiny_checkpoint
     from xvla.serve.server import BackgroundServer, ServeConfig
+    from xvla.serve.tiny_checkpoint import tiny_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         path = tiny_checkpoint(f"{tmp}/checkpoint")

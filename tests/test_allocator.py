@@ -1,4 +1,5 @@
-"""xvla.utils.keep_freed_memory: every policy sets glibc's malloc to keep freed blocks (opt-out by env)."""
+"""xvla.utils.keep_freed_memory: the `xvla` command sets glibc's malloc to keep freed blocks (opt-out by env);
+a policy built by a library user leaves the host process's allocator alone."""
 
 import os
 import platform
@@ -20,6 +21,12 @@ if sys.argv[1] == "call":
     assert keep_freed_memory()
 elif sys.argv[1] == "policy":
     XVLAPolicy(XVLAConfig(hidden_size=32, depth=1, num_heads=4, florence_config=tiny_florence_config(width=24)))
+elif sys.argv[1] == "cli":
+    from xvla.cli import main
+    try:
+        main(["--help"])
+    except SystemExit as exc:
+        assert exc.code == 0
 libc = ctypes.CDLL(None)
 libc.sbrk.restype = ctypes.c_void_p
 x = torch.ones(4 << 20)  # 16 MB
@@ -46,6 +53,10 @@ def test_keep_freed_memory_serves_large_blocks_from_a_heap_that_keeps_them():
     assert probe("call") == "True True"
 
 
-def test_building_a_policy_applies_it_unless_the_environment_opts_out():
-    assert probe("policy") == "True True"
-    assert probe("policy", XVLA_KEEP_FREED_MEMORY="0").startswith("False")
+def test_building_a_policy_leaves_the_host_allocator_alone():
+    assert probe("policy").startswith("False")
+
+
+def test_the_xvla_command_applies_it_unless_the_environment_opts_out():
+    assert probe("cli") == "True True"
+    assert probe("cli", XVLA_KEEP_FREED_MEMORY="0").startswith("False")

@@ -85,3 +85,14 @@ def test_fast_flag_times_this_machines_fast_setting_on_the_same_inputs(exported,
     args = ["export", str(FIXTURES / CASE / "checkpoint"), str(out), "--image-size", "16", "16", "--no-check", "--fast"]
     assert main(args) == 0
     assert "fast path here (--device cpu --dtype float32 --quantize int8), batch 3:" in capsys.readouterr().out
+
+
+def test_export_takes_the_image_size_the_processor_settles(tmp_path):
+    from dataclasses import replace
+
+    from xvla.export import export_onnx
+
+    policy = XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint")
+    policy.model.config = replace(policy.config, image_size=None, resize_imgs_with_padding=(12, 16))
+    export_onnx(policy.model, tmp_path, views=policy.config.total_image_views)
+    assert OnnxSampler(tmp_path).meta["image_size"] == [12, 16]  # what resize_imgs_with_padding feeds the model

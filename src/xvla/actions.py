@@ -15,6 +15,7 @@ Register your own with ``@register_action("name")`` and select it with ``XVLACon
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +73,20 @@ def build_action_space(name: str, **kwargs) -> BaseActionSpace:
             # Spaces that take no arguments ignore the generic ones (real_dim/max_dim/...).
             return cls()
         raise
+
+
+def build_action_space_for(config: Any) -> BaseActionSpace:
+    """The action space a config (or an adapter's metadata, with the same field names) declares."""
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    mode = str(get("action_mode")).lower()
+    if mode == "auto":
+        return build_action_space(
+            mode,
+            real_dim=get("real_action_dim"),
+            max_dim=get("max_action_dim"),
+            loss_weight=get("auto_loss_weight", 1.0),
+        )
+    return build_action_space(mode)
 
 
 class BaseActionSpace(nn.Module):

@@ -22,7 +22,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .domains import RELEASED_DOMAINS, trained_domains
+from .actions import build_action_space_for
+from .domains import is_domain_table, trained_domains
 from .model.int8_linear import Int8Linear
 from .utils import atomic_write
 
@@ -40,12 +41,6 @@ class AdapterInfo:
     domain_id: int
     path: str
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def is_domain_table(name: str) -> bool:
-    from .train.params import is_domain_table as _is_domain_table
-
-    return _is_domain_table(name)
 
 
 def base_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -149,19 +144,6 @@ def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     return tensors, metadata
 
 
-def free_slot(config: Any, taken: set[int]) -> int:
-    """The smallest id no trained domain, loaded adapter or (for a 30-domain base) released domain uses."""
-    used = set(trained_domains(config)) | taken
-    if config.num_domains == 30:
-        used |= set(RELEASED_DOMAINS)
-    for d in range(config.num_domains):
-        if d not in used:
-            return d
-    raise ValueError(
-        f"no free domain slot: all {config.num_domains} ids are used; pass domain_id= to replace one"
-    )
-
-
 def split_lora(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(domain rows, LoRA weights under peft's names)."""
     lora = {k: v for k, v in tensors.items() if k.startswith("base_model.model.")}
@@ -170,8 +152,6 @@ def split_lora(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
 
 def adapter_action_space(metadata: dict[str, Any]) -> Any:
     """The action space the adapter's robot was trained with."""
-    from .model.xvla import build_action_space_for
-
     try:
         return build_action_space_for(metadata)
     except (KeyError, ValueError) as exc:

@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import EMPTY_CAMERA_PREFIX, XVLAConfig
+from .config import DEFAULT_IMAGE_SIZE, EMPTY_CAMERA_PREFIX, XVLAConfig, settle_image_size
 from .utils import atomic_write, write_json
 
 if TYPE_CHECKING:
@@ -296,7 +296,7 @@ def config_from_official(data: dict[str, Any], folder: Path | None = None) -> XV
         real_action_dim=int(real_action_dim) if (mode == "auto" and real_action_dim) else None,
         auto_loss_weight=100.0,
         num_image_views=3,
-        image_size=_read_preprocessor_size(folder) or (224, 224),
+        image_size=_read_preprocessor_size(folder) or DEFAULT_IMAGE_SIZE,
         tokenizer_max_length=50,
         florence_config=florence_config_to_native(data.get("florence_config") or {}),
     )
@@ -332,8 +332,6 @@ def config_to_lerobot(config: XVLAConfig) -> dict[str, Any]:
     data["florence_config"] = florence_config_to_remote(config.florence_config)
     image_keys = config.image_keys or ["observation.images.image"]
     features: dict[str, Any] = {}
-    from .processor import settle_image_size
-
     size = list(settle_image_size(config, warn=False))
     for key in image_keys:
         features[key] = {"type": "VISUAL", "shape": [3, *size]}
@@ -350,7 +348,7 @@ def config_to_lerobot(config: XVLAConfig) -> dict[str, Any]:
 
 
 def config_to_official(config: XVLAConfig) -> dict[str, Any]:
-    from .model.xvla import build_action_space_for
+    from .actions import build_action_space_for  # torch: only when converting
 
     dim_action = build_action_space_for(config).dim_action
     if config.use_proprio and config.max_state_dim != dim_action:
@@ -610,8 +608,6 @@ def write_checkpoint(
 
 def write_preprocessor_config(config: XVLAConfig, directory: Path, source_dir: Path | None) -> None:
     """The official format reads its image size from preprocessor_config.json (bicubic resize)."""
-    from .processor import settle_image_size
-
     height, width = settle_image_size(config, warn=False)
     data: dict[str, Any] = {}
     source = Path(source_dir) / PREPROCESSOR_NAME if source_dir is not None else None

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .flags import FlagParser, add_dataclass_flags, dataclass_from_args
-from .utils import Interrupted, UserFacingError
+from .utils import Interrupted, UserFacingError, keep_freed_memory
 
 
 @dataclass
@@ -57,7 +57,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from . import checkpoints as ckpt
-    from .domains import describe_domains
+    from .domains import describe_domains, is_released_base
     from .hub import resolve_checkpoint_dir
 
     cfg = dataclass_from_args(InfoConfig, args)
@@ -85,8 +85,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     summary["num_image_views"] = config.total_image_views
     summary["tokenizer_files"] = sorted(p.name for p in folder.iterdir() if p.name in ckpt.TOKENIZER_FILES)
     summary["weights"] = ckpt.verify_weights(folder)  # a damaged file stops here, not at load time
-    # A 30-domain checkpoint without its own table is (or descends from) the released base model.
-    released = config.num_domains == 30 and not config.domains
+    released = is_released_base(config)  # of the checkpoint: loading adapters below records a table
     policy = _with_adapters(folder, cfg.adapters) if cfg.adapters else None
     summary["domains"] = describe_domains(policy.config if policy else config, released=released)
     if policy is not None:
@@ -222,6 +221,9 @@ USER_ERRORS = (ValueError, KeyError, OSError, FloatingPointError, UserFacingErro
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    # The command owns its process, so it may set the allocator (no page faults on re-allocated activations);
+    # a library user's host program decides for itself.
+    keep_freed_memory()
     args = build_parser(_command_word(argv)).parse_args(argv)
     try:
         return args.func(args)

@@ -11,12 +11,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .domains import check_domain_ids
 from .flags import documented
+
+logger = logging.getLogger(__name__)
 
 # Padding camera slots (``empty_cameras``): they carry no image and a False mask.
 EMPTY_CAMERA_PREFIX = "observation.images.empty_camera_"
@@ -330,3 +333,27 @@ class XVLAConfig:
     @classmethod
     def load(cls, path: str | Path) -> XVLAConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+DEFAULT_IMAGE_SIZE = (224, 224)  # Florence-2's training size; used only when a checkpoint declares none
+
+
+def settle_image_size(config: XVLAConfig, warn: bool = True) -> tuple[int, int]:
+    """The (height, width) every camera frame reaches the model at.
+
+    ``image_size`` when the checkpoint declares it (official checkpoints: ``preprocessor_config.json``;
+    LeRobot: the ``input_features`` image shape; ours: the saved field); else the target of
+    ``resize_imgs_with_padding``; else 224x224 with a warning, because a silent guess would feed a
+    model frames of a size it never saw.
+    """
+    if config.image_size is not None:
+        return tuple(config.image_size)
+    if config.resize_imgs_with_padding is not None:
+        return tuple(config.resize_imgs_with_padding)
+    if warn:
+        logger.warning(
+            "this checkpoint declares no image size (image_size, resize_imgs_with_padding or input_features): "
+            "frames are resized to %dx%d, the size Florence-2 was trained at. Set image_size in its config.json "
+            "(or pass image_size=(H, W) to from_pretrained) to the size it was trained at.", *DEFAULT_IMAGE_SIZE
+        )  # fmt: skip
+    return DEFAULT_IMAGE_SIZE

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,26 @@ RELEASED_DOMAINS = {
 
 
 DATASET_DOMAIN_FILE = "meta/xvla_sim.json"  # written by `xvla gen-demos`: the variant's domain id
+
+# Prefixes that wrappers (DDP, FSDP, torch.compile, the policy) add in front of XVLAModel parameter names.
+_WRAPPER_PREFIX = re.compile(
+    r"^(?:(?:module|_orig_mod|_fsdp_wrapped_module|_checkpoint_wrapped_module|policy|model)\.)+"
+)
+ACTION_HEADS = ("transformer.action_encoder.", "transformer.action_decoder.")
+SOFT_PROMPTS = "transformer.soft_prompt_hub."
+_HETERO = ("transformer.vlm_proj.fc.", "transformer.vlm_proj.bias.",
+           "transformer.aux_visual_proj.fc.", "transformer.aux_visual_proj.bias.")  # fmt: skip
+
+
+def canonical_name(name: str) -> str:
+    """Strip DDP/FSDP/compile/policy prefixes: the XVLAModel parameter name."""
+    return _WRAPPER_PREFIX.sub("", name)
+
+
+def is_domain_table(name: str) -> bool:
+    """A per-domain table (rows indexed by domain id): what an adapter carries and a domain-only recipe trains."""
+    name = canonical_name(name)
+    return name.startswith(SOFT_PROMPTS) or name.startswith(ACTION_HEADS) or name.startswith(_HETERO)
 
 
 def check_domain_ids(ids: Any, num_domains: int, name: str = "domain_id") -> None:
@@ -82,16 +104,37 @@ def resolve_domain(
     )
 
 
-def free_domains(config: Any, released: bool) -> list[int]:
-    """Ids no trained (or, for a released base model, released) domain uses."""
-    used = set(trained_domains(config))
-    if released:
-        used |= set(RELEASED_DOMAINS)
+def is_released_base(config: Any) -> bool:
+    """A 30-domain checkpoint without its own table is (or descends from) the released base model."""
+    return config.num_domains == 30 and not config.domains
+
+
+def used_domains(config: Any, released: bool | None = None) -> dict[int, str]:
+    """The one rule for ids a new domain must not take: the trained ones and, only on the released base model
+    (``released``, by default :func:`is_released_base`), the ids of its released table."""
+    used = trained_domains(config)
+    if is_released_base(config) if released is None else released:
+        used = {**RELEASED_DOMAINS, **used}
+    return used
+
+
+def free_domains(config: Any, released: bool | None = None) -> list[int]:
+    """Ids :func:`used_domains` leaves free, smallest first."""
+    used = used_domains(config, released)
     return [d for d in range(config.num_domains) if d not in used]
 
 
+def smallest_free(used: Iterable[int], num_domains: int, reuse: str) -> int:
+    """The smallest id not in ``used``; when none is left, ValueError with ``reuse``: how to take one anyway."""
+    taken = set(used)
+    for d in range(num_domains):
+        if d not in taken:
+            return d
+    raise ValueError(f"no free domain id: all {num_domains} ids are in use ({sorted(taken)}); {reuse}")
+
+
 def describe_domains(config: Any, released: bool) -> dict[str, Any]:
-    """What ``xvla info`` prints about domains."""
+    """What ``xvla info`` prints about domains (``released``: the checkpoint is the released base model)."""
     out: dict[str, Any] = {
         "default_domain_id": int(config.domain_id),
         "trained": {str(d): n for d, n in trained_domains(config).items()},

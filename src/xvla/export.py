@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import settle_image_size
 from .fast import static_encode
 from .model.transformer import Context
 
@@ -104,7 +105,7 @@ def export_onnx(
     model = model.float().eval()
     cfg = model.config
     views = views or cfg.total_image_views
-    image_size = tuple(image_size or cfg.image_size or (224, 224))
+    image_size = tuple(image_size or settle_image_size(cfg, warn=False))  # the size the processor feeds
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ex = example_inputs(model, 2, views, image_size)

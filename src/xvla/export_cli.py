@@ -55,7 +55,7 @@ def register(subparsers) -> None:
     p.add_argument("output", help="output folder for encoder.onnx, denoise_step.onnx, export.json")
     p.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default: onnx)")
     p.add_argument("--views", type=int, help="camera views per sample (default: the checkpoint's)")
-    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="default: the checkpoint's, else 224 224")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="default: the size the checkpoint's frames reach the model at (image_size, else resize_imgs_with_padding, else 224 224)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset version (default: 18)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-eager check")
     p.add_argument("--fast", action="store_true",

@@ -21,23 +21,21 @@ import torch
 from torch import nn
 
 from . import checkpoints as ckpt
-from . import processing
 from .adapters import (
     AdapterInfo,
     adapter_action_space,
     check_compatible,
-    free_slot,
     merge_lora,
     read_adapter,
     split_lora,
 )
 from .config import XVLAConfig
-from .domains import trained_domains
+from .domains import check_domain_ids, is_released_base, smallest_free, trained_domains, used_domains
 from .hardware import choose, emulated_bf16_warning
 from .hub import resolve_checkpoint_dir
 from .model.xvla import XVLAModel
 from .processor import ObservationProcessor
-from .utils import keep_freed_memory, resolve_device
+from .utils import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +45,13 @@ OPTIONAL_BUFFERS = ("vlm.multi_modal_projector.visual_temporal_embed.pos_idx_to_
 class XVLAPolicy(nn.Module):
     def __init__(self, config: XVLAConfig, tokenizer: Any | None = None):
         super().__init__()
-        keep_freed_memory()  # process-wide, once: no page faults on the activations of every chunk
         self.config = config
         self.model = XVLAModel(config)
         self.processor = ObservationProcessor(config, tokenizer)
         self.source_dir: Path | None = None  # the folder this policy was loaded from (tokenizer files)
         self.adapters: dict[str, AdapterInfo] = {}  # robot name -> the adapter loaded for it
+        # Taken before adapters record a domain table: the released ids stay reserved on the released base.
+        self.released_base = is_released_base(config)
         self.reset()
 
     # ------------------------------------------------------------------ loading and saving
@@ -193,19 +192,21 @@ class XVLAPolicy(nn.Module):
         check_compatible(self.model, tensors, metadata, path)
         if name in self.adapters:
             raise ValueError(f"an adapter named {name!r} is loaded already (domain {self.adapters[name].domain_id})")
-        slot = free_slot(self.config, {a.domain_id for a in self.adapters.values()}) if domain_id is None else domain_id
-        processing.check_domain_ids(slot, self.config.num_domains, "domain_id")
+        if domain_id is None:  # loaded adapters are in the table (recorded below), so their ids are used
+            used = used_domains(self.config, self.released_base)
+            domain_id = smallest_free(used, self.config.num_domains, "pass domain_id= to replace one")
+        check_domain_ids(domain_id, self.config.num_domains, "domain_id")
         rows, lora = split_lora(tensors)
         params = dict(self.model.named_parameters())
         for key, row in rows.items():
-            params[key][slot].copy_(row.to(params[key].dtype))
+            params[key][domain_id].copy_(row.to(params[key].dtype))
         if lora:
             merge_lora(self.model, lora, metadata["lora"], path)
-        self.model.set_domain_action_space(slot, adapter_action_space(metadata))
+        self.model.set_domain_action_space(domain_id, adapter_action_space(metadata))
         if self.model.fast_path is not None:
             self.model.fast_path.weights_changed()
-        self.config.domains = {**trained_domains(self.config), slot: name}
-        self.adapters[name] = AdapterInfo(name, slot, str(path), metadata)
+        self.config.domains = {**trained_domains(self.config), domain_id: name}
+        self.adapters[name] = AdapterInfo(name, domain_id, str(path), metadata)
         return self.adapters[name]
 
     def action_widths(self, robots: Any) -> list[int]:

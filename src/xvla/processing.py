@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .domains import check_domain_ids  # noqa: F401 - the range check lives with the domain rules
+from .domains import check_domain_ids
 from .rotation import matrix_to_rot6d
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

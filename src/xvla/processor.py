@@ -16,12 +16,11 @@ Named steps (each a method, in this order):
     domain   : one domain id per sample, range-checked
     actions  : (training) the target chunk, zero-padded to the model's width and chunk length
 
-The image size is settled once, when the processor is built (see :func:`settle_image_size`).
+The image size is settled once, when the processor is built (see :func:`xvla.config.settle_image_size`).
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,36 +28,11 @@ from typing import Any
 import torch
 
 from . import processing
-from .config import EMPTY_CAMERA_PREFIX, XVLAConfig
-
-logger = logging.getLogger(__name__)
+from .actions import build_action_space_for
+from .config import EMPTY_CAMERA_PREFIX, XVLAConfig, settle_image_size
 
 MODEL_INPUTS = ("input_ids", "image_input", "image_mask", "domain_id", "proprio")
 CAMERA_MASK_KEY = "image_mask"  # optional [B, cameras] bool in a batch: False = that camera is missing
-DEFAULT_IMAGE_SIZE = (224, 224)  # Florence-2's training size; used only when a checkpoint declares none
-
-
-def settle_image_size(config: XVLAConfig, warn: bool = True) -> tuple[int, int]:
-    """The (height, width) every camera frame reaches the model at.
-
-    ``image_size`` when the checkpoint declares it (official checkpoints: ``preprocessor_config.json``;
-    LeRobot: the ``input_features`` image shape; ours: the saved field); else the target of
-    ``resize_imgs_with_padding``; else 224x224 with a warning, because a silent guess would feed a
-    model frames of a size it never saw.
-    """
-    if config.image_size is not None:
-        return tuple(config.image_size)
-    if config.resize_imgs_with_padding is not None:
-        return tuple(config.resize_imgs_with_padding)
-    if warn:
-        logger.warning(
-            "this checkpoint declares no image size (image_size, resize_imgs_with_padding or input_features): "
-            "frames are resized to %dx%d, the size Florence-2 was trained at. Set image_size in its config.json "
-            "(or pass image_size=(H, W) to from_pretrained) to the size it was trained at.", *DEFAULT_IMAGE_SIZE
-        )  # fmt: skip
-    return DEFAULT_IMAGE_SIZE
-
-
 class ObservationProcessor:
     """Raw observations (LeRobot keys) -> ``{input_ids, image_input, image_mask, domain_id, proprio}``."""
 
@@ -232,8 +206,6 @@ class ObservationProcessor:
 
     def actions(self, action: Any, space: Any = None) -> torch.Tensor:
         """Target chunk(s) -> [B, chunk_size, model action dim], zero-padded (as LeRobot pads before noise)."""
-        from .model.xvla import build_action_space_for
-
         space = space or build_action_space_for(self.config)
         action = torch.as_tensor(action).float()
         action = action.unsqueeze(0) if action.dim() == 2 else action
@@ -249,8 +221,6 @@ class ObservationProcessor:
 
 def check_action_width(config: XVLAConfig, width: int, space: Any = None, where: str = "the dataset") -> None:
     """Targets are zero-padded to the model width only in ``auto`` mode or from the robot's real width."""
-    from .model.xvla import build_action_space_for
-
     space = space or build_action_space_for(config)
     padded_mode = str(config.action_mode).lower() == "auto"
     if width > space.dim_action or (width < space.dim_action and not padded_mode and width != space.real_dim):

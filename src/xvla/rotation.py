@@ -114,10 +114,6 @@ def rot6d_to_axis_angle(rot6d: torch.Tensor, convention: str = "columns") -> tor
     return matrix_to_axis_angle(rot6d_to_matrix(rot6d, convention))
 
 
-def axis_angle_to_rot6d(axis_angle: torch.Tensor, convention: str = "columns") -> torch.Tensor:
-    return matrix_to_rot6d(axis_angle_to_matrix(axis_angle), convention)
-
-
 def euler_to_matrix(euler: torch.Tensor, order: str = "xyz") -> torch.Tensor:
     """[..., 3] extrinsic euler angles (radians), applied in ``order`` (e.g. roll-pitch-yaw = "xyz")."""
     if sorted(order) != ["x", "y", "z"]:

@@ -170,7 +170,9 @@ _TOP_PAD = 64 << 20  # grow the heap in large steps: fewer brk calls
 
 @functools.cache  # once per process: the setting is process-wide
 def keep_freed_memory() -> bool:
-    """Make glibc's malloc keep freed blocks for reuse; True if it took effect. Every policy calls it.
+    """Make glibc's malloc keep freed blocks for reuse; True if it took effect.
+
+    The ``xvla`` command calls it at start; a program using the library opts in by calling it once.
 
     By default glibc serves blocks above a moving threshold (128 KB to 32 MB) with fresh ``mmap`` pages
     and gives freed memory back to the OS, so each training step or action chunk pays a page fault and a

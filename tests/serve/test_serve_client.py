@@ -140,3 +140,22 @@ def test_cli_serves_and_stops_gracefully(serve_checkpoint, tmp_path):
     assert code in (0, -signal.SIGTERM), code
     text = (tmp_path / "server.log").read_text()
     assert "batcher stopped" in text and "Traceback" not in text, text
+
+
+def test_remote_policy_gives_the_in_process_chunks(server, serve_checkpoint, rng):
+    from xvla import XVLAPolicy
+    from xvla.serve import RemotePolicy
+
+    cams = ["observation.images.a", "observation.images.b"]  # sorted: /v1/act and the official order agree
+    batch = {cams[0]: np.stack([frame(rng), frame(rng)]), cams[1]: np.stack([frame(rng), frame(rng)]),
+             "observation.state": rng.normal(size=(2, 6)).astype(np.float32), "task": ["open it", "close it"],
+             "domain_id": 1}  # fmt: skip
+    noise = torch.randn(2, CHUNK, ACTION_DIM)
+    with torch.no_grad():
+        local = XVLAPolicy.from_pretrained(serve_checkpoint).eval().predict_action_chunk(batch, noise=noise).numpy()
+    with RemotePolicy(server.url) as native, RemotePolicy(server.url, cameras=cams) as official:
+        assert native.noise_shape == (CHUNK, ACTION_DIM)
+        np.testing.assert_allclose(native.predict_action_chunk(batch, noise=noise), local, atol=1e-5)
+        np.testing.assert_allclose(official.predict_action_chunk(batch, noise=noise.numpy()), local, atol=1e-5)
+        with pytest.raises(ValueError, match="official /act takes no prefix"):
+            official.predict_action_chunk(batch, prefix=np.zeros((2, 1, ACTION_DIM)))

@@ -13,7 +13,7 @@ No HTTP and no simulator in here: policies come in through :mod:`xvla.execution.
 from .executor import ActionExecutor, LatencyEstimate
 from .metrics import motion_metrics, trace_metrics
 from .scheduler import ChunkRequest, ChunkScheduler, ExecutionConfig, StepRecord
-from .sources import ClientSource, PolicySource, as_source, chunk_seed
+from .sources import PolicySource, as_source, chunk_seed
 from .strategies import STRATEGIES, blend, ensemble, rtc_prefix_weights
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "ActionExecutor",
     "ChunkRequest",
     "ChunkScheduler",
-    "ClientSource",
     "ExecutionConfig",
     "LatencyEstimate",
     "PolicySource",

@@ -1,4 +1,5 @@
-"""Where chunks come from: an in-process policy, a remote ``xvla serve``, or any callable.
+"""Where chunks come from: an in-process policy, a remote ``xvla serve`` (through
+:class:`xvla.serve.RemotePolicy`), or any callable.
 
 A *chunk function* takes ``(observation, request)`` and returns one chunk [T, A] (numpy) in the robot's
 action space. ``request`` is a :class:`~xvla.execution.scheduler.ChunkRequest`; for ``rtc`` it
@@ -42,10 +43,10 @@ class PolicySource:
         import torch
 
         kwargs: dict[str, Any] = {}
-        model = getattr(self.policy, "model", None)
-        if self.seed is not None and model is not None and hasattr(model, "dim_action"):
+        shape = noise_shape(self.policy)
+        if self.seed is not None and shape is not None:
             generator = torch.Generator().manual_seed(chunk_seed(self.seed, self.episode, request.number))
-            kwargs["noise"] = torch.randn((1, model.chunk_size, model.dim_action), generator=generator)
+            kwargs["noise"] = torch.randn((1, *shape), generator=generator)
         if self.steps is not None:
             kwargs["steps"] = self.steps
         if request.prefix is not None and self.accepts_prefix:
@@ -56,33 +57,24 @@ class PolicySource:
         return as_chunk(chunk)
 
 
-class ClientSource:
-    """A remote policy server through :class:`xvla.serve.Client` (``act`` with prefix and delay)."""
-
-    def __init__(self, client: Any, *, seed: int | None = None, steps: int | None = None, guidance: str = "inpaint"):
-        self.client = client
-        self.seed = seed
-        self.steps = steps
-        self.guidance = guidance
-        self.episode = 0
-        self.accepts_prefix = True
-
-    def __call__(self, observation: Mapping[str, Any], request: ChunkRequest) -> np.ndarray:
-        kwargs: dict[str, Any] = {"steps": self.steps}
-        if self.seed is not None:
-            kwargs["seed"] = chunk_seed(self.seed, self.episode, request.number) % (2**63)
-        if request.prefix is not None:
-            kwargs.update(prefix=request.prefix, delay=request.delay, guidance=self.guidance)
-        return as_chunk(self.client.act(observation, **kwargs))
+def noise_shape(policy: Any) -> tuple[int, int] | None:
+    """(chunk_size, model action dim) of an X-VLA policy or a RemotePolicy; None for other policies (no noise)."""
+    shape = getattr(policy, "noise_shape", None)
+    if shape is not None:
+        return shape
+    model = getattr(policy, "model", None)
+    if model is not None and hasattr(model, "chunk_size") and hasattr(model, "dim_action"):
+        return int(model.chunk_size), int(model.dim_action)
+    return None
 
 
 def as_source(policy: Any, **kwargs: Any) -> ChunkFn:
     """A chunk function for ``policy``: an ``XVLAPolicy``-like object, a ``Client``, or a callable
     ``(observation, request) -> chunk`` (or ``observation -> chunk``)."""
+    if callable(getattr(policy, "as_policy", None)):  # a serve Client; asked by duck type: no HTTP code in here
+        policy = policy.as_policy()
     if hasattr(policy, "predict_action_chunk"):
         return PolicySource(policy, **kwargs)
-    if hasattr(policy, "act") and hasattr(policy, "info"):
-        return ClientSource(policy, **kwargs)
     if callable(policy):
         return policy if _positional_count(policy) != 1 else _ObservationOnly(policy)
     raise TypeError(

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..actions import BaseActionSpace, build_action_space
+from ..actions import BaseActionSpace, build_action_space_for
 from ..config import XVLAConfig
-from ..processing import check_domain_ids
+from ..domains import check_domain_ids
 from ..utils import torch_dtype
 from .prefix import DEFAULT_MAX_GUIDANCE, PrefixConstraint, build_prefix_constraint
 from .transformer import Context, SoftPromptedTransformer
@@ -28,20 +28,6 @@ from .vlm import FlorenceEncoder
 
 def _same_space(a: BaseActionSpace, b: BaseActionSpace) -> bool:
     return type(a) is type(b) and a.real_dim == b.real_dim and a.dim_action == b.dim_action
-
-
-def build_action_space_for(config: Any) -> BaseActionSpace:
-    """The action space a config (or an adapter's metadata, with the same field names) declares."""
-    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
-    mode = str(get("action_mode")).lower()
-    if mode == "auto":
-        return build_action_space(
-            mode,
-            real_dim=get("real_action_dim"),
-            max_dim=get("max_action_dim"),
-            loss_weight=get("auto_loss_weight", 1.0),
-        )
-    return build_action_space(mode)
 
 
 class XVLAModel(nn.Module):

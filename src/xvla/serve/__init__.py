@@ -18,6 +18,7 @@ __all__ = [
     "AsyncClient",
     "BackgroundServer",
     "Client",
+    "RemotePolicy",
     "ServeConfig",
     "ServeEngine",
     "ServerError",
@@ -28,6 +29,7 @@ __all__ = [
 _LAZY = {
     "AsyncClient": ".client",
     "Client": ".client",
+    "RemotePolicy": ".client",
     "ServerError": ".client",
     "BackgroundServer": ".server",
     "ServeConfig": ".server",

@@ -254,6 +254,10 @@ class Client:
     def info(self) -> dict[str, Any]:
         return _check(self._http.get("/info"))
 
+    def as_policy(self, **kwargs: Any) -> RemotePolicy:
+        """This server behind ``predict_action_chunk`` (:class:`RemotePolicy`), for code that takes a policy."""
+        return RemotePolicy(self, **kwargs)
+
     def close(self) -> None:
         self._http.close()
 
@@ -315,3 +319,84 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
+
+
+# ------------------------------------------------------------------------------------ remote policy
+class RemotePolicy:
+    """A running policy server behind :meth:`xvla.XVLAPolicy.predict_action_chunk`, so simulator evaluation
+    and the real-time executor take an in-process and a remote policy alike.
+
+    Each sample of a batch is its own request and they go out concurrently, so the server's batcher can
+    merge them. The flow-matching noise travels with each request (an extension of the official API), so
+    a run through the server gives the chunks the in-process policy gives with the same weights.
+
+    A sample goes to ``/v1/act`` as a LeRobot-style observation (cameras by name; rtc's ``prefix``). With
+    ``cameras`` it goes to the official ``/act`` instead, those cameras as image0, image1, ... in order:
+    the form every X-VLA server takes, whatever its checkpoint names its cameras.
+    """
+
+    def __init__(self, server: str | Client, *, cameras: Sequence[str] | None = None, timeout: float = 120.0,
+                 max_workers: int = 16):  # fmt: skip
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._owns_client = not isinstance(server, Client)
+        self.client = Client(server, timeout=timeout) if self._owns_client else server
+        self.cameras = tuple(cameras) if cameras else None
+        self.info = self.client.info()
+        self.noise_shape = (int(self.info["chunk_size"]), int(self.info["model_action_dim"]))
+        self._pool = ThreadPoolExecutor(max_workers=max_workers)
+
+    def predict_action_chunk(self, batch: Mapping[str, Any], noise: Any = None, steps: int | None = None,
+                             prefix: Any = None, prefix_weights: Any = None,
+                             guidance: str = "inpaint") -> np.ndarray:  # fmt: skip
+        """[B, chunk_size, action_dim] float32; ``noise`` [B, chunk_size, model action dim]; ``prefix``
+        [B, d, action_dim] with ``prefix_weights`` [B, d] (real-time chunking, ``/v1/act`` only)."""
+        if prefix is not None and self.cameras:
+            raise ValueError("the official /act takes no prefix: build RemotePolicy without cameras= for rtc")
+        n = _batch_size(batch)
+        futures = [self._pool.submit(self._act, {k: _sample(v, i, n) for k, v in batch.items()},
+                                     _sample(noise, i, n), steps, _sample(prefix, i, n), _sample(prefix_weights, i, n),
+                                     guidance) for i in range(n)]  # fmt: skip
+        return np.stack([f.result() for f in futures])
+
+    def _act(self, sample: dict[str, Any], noise: Any, steps: int | None, prefix: Any, prefix_weights: Any,
+             guidance: str) -> np.ndarray:  # fmt: skip
+        if not self.cameras:
+            return self.client.act(sample, noise=noise, steps=steps, prefix=prefix, prefix_weights=prefix_weights,
+                                   guidance=None if prefix is None else guidance)  # fmt: skip
+        if sample.get("domain_id") is None:
+            raise ValueError("the official /act needs a domain_id: add 'domain_id' to the batch")
+        images = [sample[key] for key in self.cameras]
+        domain = int(_to_numpy(sample["domain_id"]).reshape(-1)[0])
+        task = sample["task"][0] if isinstance(sample["task"], (list, tuple)) else sample["task"]
+        return self.client.act_official(images, sample[STATE_KEY], task, domain, steps, noise=noise)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> RemotePolicy:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _batch_size(batch: Mapping[str, Any]) -> int:
+    task = batch.get("task")
+    if isinstance(task, (list, tuple)):
+        return len(task)
+    state = batch.get(STATE_KEY)
+    return int(_to_numpy(state).shape[0]) if state is not None and _to_numpy(state).ndim == 2 else 1
+
+
+def _sample(value: Any, i: int, n: int) -> Any:
+    """Sample ``i`` of a batched value; a value without a leading batch dimension (a shared task, a scalar
+    domain id, the unbatched frame of a batch of one) is every sample's."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return value[i] if len(value) == n else value
+    array = _to_numpy(value)
+    return array[i] if array.ndim and array.shape[0] == n else array

@@ -26,9 +26,8 @@ import numpy as np
 import torch
 
 from .. import processing
-from ..domains import trained_domains
+from ..domains import check_domain_ids, trained_domains
 from ..policy import XVLAPolicy
-from ..processing import check_domain_ids
 from ..utils import resolve_device
 from .protocol import Limits, ModelSpec, Observation, RequestError
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..domains import check_domain_ids
 from ..flags import documented
 
 IMAGE_PREFIX = "observation.images."
@@ -364,8 +365,6 @@ def parse_domain_id(value: Any, field: str, spec: ModelSpec) -> int:
     domain = parse_int(value, field, f"an integer domain id in [0, {top}]")
     if not 0 <= domain <= top:
         domain = max(-1, min(domain, top + 1))  # huge values are shown clipped
-        from ..processing import check_domain_ids  # torch: only on this error path, so the client stays light
-
         try:
             check_domain_ids(domain, spec.num_domains)
         except ValueError as exc:

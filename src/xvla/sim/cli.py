@@ -10,7 +10,7 @@ from ..flags import add_dataclass_flags, dataclass_from_args, flat_fields
 
 
 def cmd_gen_demos(args: argparse.Namespace) -> int:
-    from .demos import DemoConfig, generate_demonstrations
+    from .gen_demos import DemoConfig, generate_demonstrations
 
     config = dataclass_from_args(DemoConfig, args)
     summary = generate_demonstrations(config)
@@ -43,8 +43,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     from .demo import register_demo
-    from .demos import DemoConfig
     from .evaluate import EvalConfig
+    from .gen_demos import DemoConfig
     from .libero_eval import LiberoEvalConfig
     from .offline import register_eval_offline
 

@@ -181,7 +181,7 @@ def _variants(s: DemoSettings) -> tuple[list, Any]:
 
 
 def _make_demos(s: DemoSettings, demos_dir: Path, tasks, train_vs, held, timings: dict) -> dict:
-    from .demos import DemoConfig, generate_demonstrations
+    from .gen_demos import DemoConfig, generate_demonstrations
 
     _log("1/5 scripted demonstrations")
     t = time.perf_counter()

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from ..execution.sources import noise_shape
+from ..serve.client import RemotePolicy
 from .libero import (
     IMAGE_KEY,
     MAX_STEPS,
@@ -199,63 +201,14 @@ def chunk_noise(seeds: list[int], chunk_size: int, action_dim: int) -> np.ndarra
     return torch.stack(noise).numpy()
 
 
-def _shape_of(policy: Any) -> tuple[int, int] | None:
-    """(chunk_size, model action dim) of an X-VLA policy or server; None for other policies (no noise)."""
-    shape = getattr(policy, "noise_shape", None)
-    if shape is not None:
-        return shape
-    model = getattr(policy, "model", None)
-    if model is not None and hasattr(model, "chunk_size") and hasattr(model, "dim_action"):
-        return int(model.chunk_size), int(model.dim_action)
-    return None
-
-
-class ServerPolicy:
-    """A running ``xvla serve`` behind ``predict_action_chunk``: one official ``POST /act`` per sample.
-
-    The requests of a batch go out concurrently, so the server's batcher can merge them. The
-    flow-matching noise is sent with each request (an extension of the official API), so a run
-    through the server gives the same chunks as the in-process policy with the same weights.
-    """
-
-    def __init__(self, url: str, timeout: float = 120.0, max_workers: int = 16):
-        from concurrent.futures import ThreadPoolExecutor
-
-        from ..serve.client import Client
-
-        self.client = Client(url, timeout=timeout)
-        self.info = self.client.info()
-        self.noise_shape = (int(self.info["chunk_size"]), int(self.info["model_action_dim"]))
-        self._pool = ThreadPoolExecutor(max_workers=max_workers)
-
-    def _act(self, images: list[np.ndarray], state: np.ndarray, task: str, domain_id: int,
-             noise: np.ndarray | None, steps: int | None) -> np.ndarray:  # fmt: skip
-        return self.client.act_official(images, state, task, domain_id, steps, noise=noise)
-
-    def predict_action_chunk(self, batch: dict, noise: Any = None, steps: int | None = None) -> np.ndarray:
-        n = len(batch["task"])
-        domain = np.broadcast_to(np.asarray(batch.get("domain_id", 3)), (n,))
-        noise = None if noise is None else np.asarray(noise)
-        futures = [
-            self._pool.submit(self._act, [batch[IMAGE_KEY][i], batch[WRIST_KEY][i]], batch["observation.state"][i],
-                              batch["task"][i], int(domain[i]), None if noise is None else noise[i], steps)
-            for i in range(n)
-        ]  # fmt: skip
-        return np.stack([f.result() for f in futures])
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False)
-        self.client.close()
-
-
 NO_POLICY = "no policy: give --policy.path (a checkpoint folder or Hub id) or --policy.url (a running `xvla serve`)"
 
 
 def load_policy(cfg: LiberoEvalConfig) -> Any:
     if cfg.policy is None and cfg.policy_url is None:
         raise ValueError(NO_POLICY)
-    if cfg.policy_url is not None:
-        return ServerPolicy(cfg.policy_url)
+    if cfg.policy_url is not None:  # the official /act: any X-VLA server, whatever it names its cameras
+        return RemotePolicy(cfg.policy_url, cameras=(IMAGE_KEY, WRIST_KEY))
     from ..policy import XVLAPolicy
 
     return XVLAPolicy.from_pretrained(cfg.policy, device=cfg.device, fast=cfg.fast)
@@ -263,7 +216,7 @@ def load_policy(cfg: LiberoEvalConfig) -> Any:
 
 def policy_description(policy: Any) -> str:
     """Text that says what a policy was trained on (its config), for the domain-id check."""
-    if isinstance(policy, ServerPolicy):
+    if isinstance(policy, RemotePolicy):
         return json.dumps(policy.info.get("checkpoint", "")) + json.dumps(policy.info)
     parts = [repr(getattr(policy, "config", ""))]
     source = getattr(policy, "source_dir", None)
@@ -295,10 +248,10 @@ def check_domain_id(domain_id: int, description: str, expected: int = 3) -> str 
 
 def predict(policy: Any, batch: dict, seeds: list[int], steps: int | None) -> np.ndarray:
     kwargs: dict[str, Any] = {}
-    shape = _shape_of(policy)
+    shape = noise_shape(policy)
     if shape is not None:
         noise = chunk_noise(seeds, *shape)
-        if isinstance(policy, ServerPolicy):
+        if isinstance(policy, RemotePolicy):
             kwargs["noise"] = noise
         else:
             import torch
@@ -549,7 +502,7 @@ def evaluate_libero(cfg: LiberoEvalConfig, policy: Any = None) -> dict[str, Any]
 def _run_missing(policy: Any, specs: list[EpisodeSpec], cfg: LiberoEvalConfig, instructions: list[str],
                  store: EpisodeStore) -> tuple[dict[str, float], int]:  # fmt: skip
     """The episodes not in the store yet, with a progress bar that counts the stored ones as done."""
-    from .demos import progress_bar
+    from .gen_demos import progress_bar
 
     todo = [s for s in specs if (s.task_id, s.episode) not in store.records]
     timing: dict[str, float] = {"policy_s": 0.0, "env_s": 0.0, "chunks": 0, "env_steps": 0}

@@ -40,7 +40,7 @@ CAMERAS = ("topview", "corner", "corner2", "corner3", "corner4", "behindGripper"
 DEFAULT_MAX_EPISODE_STEPS = 200
 
 # OpenGL contexts opened in this process. A process that has one must not fork simulator workers
-# (a forked child that renders hangs in the GL driver); ``xvla.sim.demos.mp_context`` checks this.
+# (a forked child that renders hangs in the GL driver); ``xvla.sim.gen_demos.mp_context`` checks this.
 _GL_CONTEXTS_OPENED = 0
 
 

@@ -120,7 +120,7 @@ class MetaWorldWorker:
 def metaworld_pool(variant: EmbodimentVariant, num_envs: int, max_steps: int, privileged: bool = False,
                    start_method: str | None = None, inline: bool | None = None) -> WorkerPool:  # fmt: skip
     """``num_envs`` Meta-World simulators of one variant (fork or forkserver: see ``demos.mp_context``)."""
-    from .demos import mp_context
+    from .gen_demos import mp_context
 
     kwargs = dict(variant=variant.to_dict(), max_steps=max_steps, privileged=privileged)
     context = None if (inline if inline is not None else num_envs == 1) else mp_context(start_method)
@@ -281,7 +281,7 @@ def run_rollouts(
         policy.reset()
     if hasattr(policy, "eval"):
         policy.eval()
-    from .demos import progress_bar
+    from .gen_demos import progress_bar
 
     bar = progress_bar(len(episodes), f"eval {variant.name}", progress)
     start = time.perf_counter()

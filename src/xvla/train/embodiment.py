@@ -5,9 +5,9 @@ encoder / decoder (and the domain-aware VLM projections when ``use_hetero_proj``
 robot picks a free id (or the one given), optionally copies another domain's rows into it, and
 records the id as the config's ``domain_id`` so evaluation and serving use it by default.
 
-Which ids are taken: the checkpoint's trained domains (``XVLAConfig.domains``, written by ``xvla
-train``), its own ``domain_id``, and, for a 30-domain model without a domain table (the released
-base models), the ids the released base model was trained with (SPEC section 3: 0-18).
+Which ids are taken is :func:`xvla.domains.used_domains`: the checkpoint's trained domains
+(``XVLAConfig.domains``, written by ``xvla train``), its own ``domain_id``, and, on the released base
+model only, the ids it was trained with (SPEC section 3: 0-18).
 """
 
 from __future__ import annotations
@@ -17,31 +17,14 @@ import logging
 import torch
 from torch import nn
 
-from ..config import XVLAConfig
-from ..domains import RELEASED_DOMAINS, trained_domains
-from ..processing import check_domain_ids
-from .params import canonical_name, is_domain_table
+from ..domains import canonical_name, check_domain_ids, is_domain_table, smallest_free
 
 logger = logging.getLogger(__name__)
-
-def used_domains(config: XVLAConfig, from_checkpoint: bool) -> dict[int, str]:
-    """Ids a new domain must not take: the trained ones, and the released table for a released base model."""
-    used = trained_domains(config)
-    if from_checkpoint and not config.domains and config.num_domains == 30:
-        used = {**RELEASED_DOMAINS, **used}
-    return used
-
 
 def pick_domain(requested: int | str | None, num_domains: int, used: dict[int, str]) -> int:
     """'auto' -> the smallest free id; an int is checked against the range (a used id is allowed, with a warning)."""
     if requested == "auto":
-        for d in range(num_domains):
-            if d not in used:
-                return d
-        raise ValueError(
-            f"no free domain id: all {num_domains} ids are in use ({sorted(used)}). Pass --new_domain.id=<id> to "
-            "reuse one explicitly"
-        )
+        return smallest_free(used, num_domains, "pass --new_domain.id=<id> to reuse one explicitly")
     d = int(requested)
     check_domain_ids(d, num_domains, "new_domain.id")
     if d in used:

@@ -31,7 +31,7 @@ from torch.utils.data import default_collate
 
 from .. import processing
 from ..config import XVLAConfig
-from ..domains import dataset_domain
+from ..domains import check_domain_ids, dataset_domain
 from ..processor import ObservationProcessor, check_action_width
 from .config import ColorJitterConfig, DatasetConfig, TrainConfig
 from .transforms import color_jitter, frames_for_horizon, resample_chunk
@@ -126,7 +126,7 @@ def open_sources(train_cfg: TrainConfig, policy_config: XVLAConfig, camera_keys:
         if train_cfg.mixture.skip_bad_episodes:
             dataset, skipped = _without_bad_episodes(dataset, cfg.label)
         domain, why = _source_domain(cfg, root, policy_config, train_cfg.new_domain.id is not None)
-        processing.check_domain_ids(domain, policy_config.num_domains, f"dataset {cfg.label}: domain_id")
+        check_domain_ids(domain, policy_config.num_domains, f"dataset {cfg.label}: domain_id")
         if len(dataset) == 0:
             raise ValueError(f"dataset {cfg.label} has no frames (episodes={cfg.episodes})")
         sources.append(Source(dataset, cfg, int(domain), why, camera_map, state_key, action_key, horizon, cfg.label,

@@ -13,37 +13,24 @@ Domain-indexed tables (one row per domain id): the soft prompts, the action head
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 
-from ..processing import check_domain_ids
+from ..domains import ACTION_HEADS, SOFT_PROMPTS, canonical_name, check_domain_ids, is_domain_table
 from .config import PARAM_GROUPS
 
-# Prefixes that wrappers add in front of XVLAModel parameter names.
-_WRAPPER_PREFIX = re.compile(
-    r"^(?:(?:module|_orig_mod|_fsdp_wrapped_module|_checkpoint_wrapped_module|policy|model)\.)+"
-)
-_HEADS = ("transformer.action_encoder.", "transformer.action_decoder.")
-_HETERO = ("transformer.vlm_proj.fc.", "transformer.vlm_proj.bias.",
-           "transformer.aux_visual_proj.fc.", "transformer.aux_visual_proj.bias.")  # fmt: skip
 _LORA_MARK = (".lora_A.", ".lora_B.", ".lora_embedding_A.", ".lora_embedding_B.", ".lora_magnitude_vector.")
-
-
-def canonical_name(name: str) -> str:
-    """Strip DDP/FSDP/compile/policy prefixes: the XVLAModel parameter name."""
-    return _WRAPPER_PREFIX.sub("", name)
 
 
 def group_of(name: str) -> str:
     name = canonical_name(name)
     if name.startswith("vlm."):
         return "vlm"
-    if name.startswith("transformer.soft_prompt_hub."):
+    if name.startswith(SOFT_PROMPTS):
         return "soft_prompts"
-    if name.startswith(_HEADS):
+    if name.startswith(ACTION_HEADS):
         return "action_heads"
     if name.startswith("transformer."):
         return "transformer_core"
@@ -52,14 +39,6 @@ def group_of(name: str) -> str:
 
 def is_lora(name: str) -> bool:
     return any(mark in name for mark in _LORA_MARK)
-
-
-def is_domain_table(name: str) -> bool:
-    """A per-domain table (rows indexed by domain id) that a domain-only recipe trains."""
-    name = canonical_name(name)
-    return (
-        name.startswith("transformer.soft_prompt_hub.") or name.startswith(_HEADS) or name.startswith(_HETERO)
-    )
 
 
 def grouped_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
@@ -89,7 +68,7 @@ def select_trainable(model: nn.Module, mode: str) -> dict[str, bool]:
         elif mode == "lora":
             canon = canonical_name(name)
             out[name] = (
-                is_lora(name) or canon.startswith("transformer.soft_prompt_hub.") or canon.startswith(_HEADS)
+                is_lora(name) or canon.startswith(SOFT_PROMPTS) or canon.startswith(ACTION_HEADS)
             )
         else:
             raise ValueError(f"trainable={mode!r} is invalid: use 'config', 'domain' or 'lora'")

@@ -4,8 +4,9 @@
     compile_for_training(policy.model)          # before wrapping in DDP; needs a C++ compiler on CPU
 
 The trainer calls :func:`compile_for_training` when its config asks for ``compile`` and builds AdamW with
-``fused=True`` where the device supports it (:func:`fused_adamw_supported`). Building the policy has
-already set glibc's allocator to keep freed memory between steps (:func:`xvla.utils.keep_freed_memory`).
+``fused=True`` where the device supports it (:func:`fused_adamw_supported`). ``xvla train`` has already
+set glibc's allocator to keep freed memory between steps (:func:`xvla.utils.keep_freed_memory`); a program
+that calls the trainer as a library opts in by calling it.
 
 What is compiled, and why not the whole loss: the vision tower, the BART encoder and the action head's
 ``denoise`` are fixed-shape for a fixed batch size, so inductor fuses LayerNorm, GELU, dropout and the

@@ -25,15 +25,16 @@ from torch import nn
 
 from .. import checkpoints as ckpt
 from .. import processing
+from ..actions import build_action_space_for
 from ..config import XVLAConfig
-from ..model.xvla import build_action_space_for
+from ..domains import used_domains
 from ..policy import XVLAPolicy
 from ..processor import MODEL_INPUTS
 from ..utils import Interrupted, UserFacingError, write_json
 from . import distributed as dist_utils
 from . import state as st
-from .config import PARAM_GROUPS, TrainConfig, from_dict
-from .embodiment import check_init_from, copy_domain, pick_domain, used_domains
+from .config import PARAM_GROUPS, TrainConfig
+from .embodiment import check_init_from, copy_domain, pick_domain
 from .lora import adapter_state_dict, apply_lora, merged_state_dict
 from .mixture import (
     Collator,
@@ -286,7 +287,7 @@ class Trainer:
     def _apply_new_domain(self, policy: XVLAPolicy, source: Path | None) -> dict[int, str]:
         cfg = self.cfg
         config = policy.config
-        domains = used_domains(config, source is not None) if source else {}
+        domains = used_domains(config) if source else {}  # a model built from scratch has no domains yet
         requested = cfg.new_domain.id
         if requested is None:
             return domains
@@ -870,7 +871,3 @@ def load_train_config(output_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {output_dir} the output_dir of an `xvla train` run?")
     return json.loads(path.read_text())
-
-
-def train_config_from_saved(output_dir: str | Path) -> TrainConfig:
-    return from_dict(TrainConfig, load_train_config(output_dir))

@@ -17,7 +17,7 @@ def _actions(root):
 
 @pytest.fixture(scope="module")
 def demos(metaworld, tmp_path_factory):
-    from xvla.sim.demos import DemoConfig, generate_demonstrations
+    from xvla.sim.gen_demos import DemoConfig, generate_demonstrations
 
     out = tmp_path_factory.mktemp("demos")
     config = DemoConfig(
@@ -29,7 +29,7 @@ def demos(metaworld, tmp_path_factory):
 
 def test_datasets_read_back(demos):
     from xvla.data import LeRobotDataset
-    from xvla.sim.demos import read_sim_meta
+    from xvla.sim.gen_demos import read_sim_meta
     from xvla.sim.variants import VARIANTS
 
     out, summary = demos
@@ -57,7 +57,7 @@ def test_datasets_read_back(demos):
 
 
 def test_parallel_generation_is_deterministic(demos, tmp_path):
-    from xvla.sim.demos import DemoConfig, generate_demonstrations
+    from xvla.sim.gen_demos import DemoConfig, generate_demonstrations
 
     out, _ = demos
     config = DemoConfig(
@@ -73,7 +73,7 @@ def test_parallel_generation_is_deterministic(demos, tmp_path):
 
 
 def test_failed_episodes_are_dropped(metaworld, tmp_path, caplog):
-    from xvla.sim.demos import DemoConfig, generate_demonstrations
+    from xvla.sim.gen_demos import DemoConfig, generate_demonstrations
 
     config = DemoConfig(
         output=str(tmp_path), tasks="reach-v3", variants="sawyer", episodes_per_task=1, workers=1,

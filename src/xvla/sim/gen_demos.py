@@ -163,7 +163,7 @@ def mp_context(start_method: str | None = None):
             start_method = "spawn"
     ctx = mp.get_context(start_method)
     if start_method == "forkserver":
-        ctx.set_forkserver_preload(["xvla.sim.demos", "xvla.sim.rollout"])
+        ctx.set_forkserver_preload(["xvla.sim.gen_demos", "xvla.sim.rollout"])
     return ctx
 
 
