@@ -141,6 +141,10 @@ def test_fast_true_applies_the_choice_and_explicit_arguments_win(monkeypatch):
     plain = XVLAPolicy.from_pretrained(path, fast=True, quantize="none", dtype="bfloat16")
     assert plain.model.dtype == torch.bfloat16
     assert not any(isinstance(m, Int8Linear) for m in plain.modules())
+    compiled = hardware.FastSetting("cpu", "float32", True, None, "test")
+    monkeypatch.setattr("xvla.policy.choose", lambda device=None: compiled)
+    assert XVLAPolicy.from_pretrained(path, fast=True).model.fast_path is not None  # graphs build lazily
+    assert XVLAPolicy.from_pretrained(path, fast=True, compile=False).model.fast_path is None
 
 
 @pytest.mark.parametrize("native_bf16", [False, True])

@@ -64,7 +64,7 @@ class XVLAPolicy(nn.Module):
         tokenizer: Any | None = None,
         strict: bool = True,
         revision: str | None = None,
-        compile: bool = False,
+        compile: bool | None = None,
         compile_batch_sizes: tuple[int, ...] | None = None,
         quantize: str | None = None,
         fast: bool = False,
@@ -85,7 +85,7 @@ class XVLAPolicy(nn.Module):
         if fast:
             setting = choose(device)
             device = device if device is not None else setting.device
-            compile = compile or setting.compile
+            compile = setting.compile if compile is None else compile
             quantize = quantize if quantize is not None else setting.quantize
             config_overrides.setdefault("dtype", setting.dtype)
             logger.info("fast=True: %s (%s)", setting.kwargs(), setting.reason)

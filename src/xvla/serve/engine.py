@@ -131,7 +131,7 @@ class ServeEngine:
         *,
         device: str | None = "auto",
         dtype: str | None = None,
-        compile: bool = False,
+        compile: bool | None = None,
         compile_batch_sizes: tuple[int, ...] | None = None,
         quantize: str | None = None,
         fast: bool = False,

@@ -33,8 +33,8 @@ class ServeConfig:
     fast: bool = field(default=False, metadata={
         "help": "the fastest correct setting for this machine (see `xvla info --hardware`); explicit --dtype, "
                 "--quantize and --compile win"})
-    compile: bool = field(default=False, metadata={
-        "help": "the fast path: compiled graphs, warmed at start for every batch size"})
+    compile: bool | None = field(default=None, metadata={
+        "help": "the fast path: compiled graphs, warmed at start for every batch size (default: off, or --fast's choice)"})
     compile_batch_sizes: list[int] | None = field(default=None, metadata={
         "help": "batch sizes warmed at start (default 1,2,4,8); larger batches run in slices of the largest"})
     quantize: str | None = field(default=None, metadata={

@@ -50,7 +50,7 @@ class EvalConfig:
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
     dtype: str | None = field(default=None, metadata={"help": "float32 or bfloat16 (default: the checkpoint's)"})
     fast: bool = field(default=False, metadata={"help": "the fastest correct setting for this machine (`xvla info --hardware`); explicit --dtype/--quantize/--compile win"})
-    compile: bool = field(default=False, metadata={"help": "the fast path (compiled graphs; see docs/benchmarks.md)"})
+    compile: bool | None = field(default=None, metadata={"help": "the fast path (compiled graphs; default: off, or --fast's choice)"})
     quantize: str | None = field(default=None, metadata={"help": "int8: int8 linear layers (CPU; use with --compile)"})
     domain_id: int | None = field(default=None, metadata={"help": "default: the domain the checkpoint trained for this variant"})
     n_action_steps: int | None = field(default=None, metadata={"help": "actions executed per chunk (default: the checkpoint's)"})
