@@ -23,8 +23,9 @@ from torch import Tensor
 
 import xvla
 from xvla import checkpoints as ckpt
-from xvla.policy import resolve_checkpoint_dir
-from xvla.processor import EMPTY_CAMERA_PREFIX, check_action_width
+from xvla.config import EMPTY_CAMERA_PREFIX
+from xvla.hub import resolve_checkpoint_dir
+from xvla.processor import check_action_width
 from xvla.train.config import PARAM_GROUPS, RECIPE_DEFAULTS
 from xvla.train.config import OptimizerConfig as XVLAOptimizerConfig
 from xvla.train.params import grouped_parameters
