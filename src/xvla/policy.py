@@ -42,6 +42,34 @@ logger = logging.getLogger(__name__)
 OPTIONAL_BUFFERS = ("vlm.multi_modal_projector.visual_temporal_embed.pos_idx_to_embed",)
 
 
+def _fast_arguments(device, compile, quantize, config_overrides: dict[str, Any]):
+    """``fast=True``: :func:`xvla.hardware.choose`'s setting, for whatever the caller did not give."""
+    setting = choose(device)
+    config_overrides.setdefault("dtype", setting.dtype)
+    logger.info("fast=True: %s (%s)", setting.kwargs(), setting.reason)
+    return (
+        device if device is not None else setting.device,
+        setting.compile if compile is None else compile,
+        quantize if quantize is not None else setting.quantize,
+    )
+
+
+def _quantize(policy: XVLAPolicy, quantize: str | None) -> None:
+    """Replace the linears with int8 ones (``"int8"``); ``None`` / ``"none"``: full precision."""
+    if quantize in (None, "none"):
+        return
+    if quantize != "int8":
+        raise ValueError(f"quantize={quantize!r} is unknown: use 'int8', or 'none' for full precision")
+    if policy.device.type != "cpu":
+        raise ValueError(
+            f"quantize='int8' runs oneDNN's int8 kernels, on CPU only (this policy is on {policy.device}); "
+            "on a GPU use dtype='bfloat16' with compile=True"
+        )
+    from .model.int8_linear import quantize_int8
+
+    quantize_int8(policy.model)
+
+
 class XVLAPolicy(nn.Module):
     def __init__(self, config: XVLAConfig, tokenizer: Any | None = None):
         super().__init__()
@@ -83,12 +111,7 @@ class XVLAPolicy(nn.Module):
         without bf16 units is emulated, slower than float32, and loading warns.
         """
         if fast:
-            setting = choose(device)
-            device = device if device is not None else setting.device
-            compile = setting.compile if compile is None else compile
-            quantize = quantize if quantize is not None else setting.quantize
-            config_overrides.setdefault("dtype", setting.dtype)
-            logger.info("fast=True: %s (%s)", setting.kwargs(), setting.reason)
+            device, compile, quantize = _fast_arguments(device, compile, quantize, config_overrides)
         folder = resolve_checkpoint_dir(path_or_hub_id, revision=revision)
         raw = ckpt.read_config_json(folder)
         config, fmt = ckpt.config_from_json(raw, folder)
@@ -109,19 +132,7 @@ class XVLAPolicy(nn.Module):
         advice = emulated_bf16_warning(policy.model.dtype, policy.device)
         if advice:
             logger.warning(advice)
-        if quantize == "none":
-            quantize = None
-        if quantize is not None:
-            if quantize != "int8":
-                raise ValueError(f"quantize={quantize!r} is unknown: use 'int8', or 'none' for full precision")
-            if policy.device.type != "cpu":
-                raise ValueError(
-                    f"quantize='int8' runs oneDNN's int8 kernels, on CPU only (this policy is on {policy.device}); "
-                    "on a GPU use dtype='bfloat16' with compile=True"
-                )
-            from .model.int8_linear import quantize_int8
-
-            quantize_int8(policy.model)
+        _quantize(policy, quantize)
         if compile:
             from .fast import DEFAULT_BATCH_SIZES, enable_fast_path
 
