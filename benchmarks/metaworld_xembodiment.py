@@ -1,26 +1,27 @@
-"""The soft-prompt claim of X-VLA at small scale, on Meta-World embodiment variants (~1.7 h on 2 CPU cores).
+"""X-VLA's soft-prompt claims at small scale, on Meta-World embodiment variants (2 CPU cores).
 
-Phase I on K training variants, for each of ``--seeds``:
-  * `prompts`: every variant has its own domain id (soft prompt + domain-aware action heads);
-  * `shared`:  every variant uses one shared domain id (no per-embodiment parameters).
-Each is evaluated closed loop on the training variants. Then, from the first seed's `prompts` model,
-adaptation to a held-out variant with few demonstrations:
-  * `before`:       no adaptation (the first training variant's prompt and heads);
-  * `prompts-only`: the `prompt` recipe (only the new domain's soft prompt and action-head rows train);
-                    evaluated from its adapter file loaded into the Phase I model (a free domain slot);
-  * `lora`:         the `lora` recipe (r=8 LoRA on every linear layer + the new domain's rows);
-  * `full`:         full fine-tuning (every parameter, the new domain id);
-  * `scratch`:      the same architecture trained from scratch on the held-out demonstrations only,
-                    for as many steps as the adaptations.
-Success rates with 95% Wilson intervals, trainable-parameter counts and wall-clock go to a
-markdown file (default `docs/xembodiment.md`) and a JSON next to the runs.
+Three studies (``--study``, comma-separated; default ``hidden,fewdemo``):
+
+* ``hidden``:  Phase I on variants that render *identically* (same cameras, image size and state) and
+               differ only in their action convention (``sawyer`` and the ``sawyer-hid-*`` variants).
+               ``prompts`` gives each its own domain id (soft prompt + domain-aware action heads);
+               ``shared`` trains all under one domain id. Each Phase I model is evaluated on every variant.
+* ``fewdemo``: adaptation to the held-out ``sawyer-topdown`` from 1, 2 and 5 demonstrations per task
+               (``--few-demos``), starting from the ``visible`` study's first-seed soft-prompt model:
+               prompt-only, LoRA, full fine-tuning, and the same architecture from scratch.
+* ``visible``: Phase I on variants with different cameras, frames and widths (``prompts`` vs ``shared``),
+               then adaptation to ``sawyer-topdown`` from ``--heldout-episodes-per-task`` demonstrations.
+
+Success rates with 95% Wilson intervals go to ``--doc`` (default docs/xembodiment.md): each study
+rewrites only its own section (between ``<!-- study:NAME -->`` markers), so the reading around them stays.
 
 Resumable: every finished stage (demonstrations, each training run, each evaluation) is recorded in
 ``OUTPUT/stages.json`` and skipped when the script is run again with the same settings; a training run
 interrupted mid-way resumes from its last checkpoint (every ``--save-every`` steps).
 
-    python benchmarks/metaworld_xembodiment.py                 # the full run
-    python benchmarks/metaworld_xembodiment.py --quick         # a few minutes: checks the pipeline only
+    python benchmarks/metaworld_xembodiment.py                   # hidden + fewdemo, about 2 h on 2 cores
+    python benchmarks/metaworld_xembodiment.py --quick           # tiny settings, a pipeline check (< 15 min)
+    python benchmarks/metaworld_xembodiment.py --study visible   # the camera-visible study
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -38,36 +40,56 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+STUDIES = ("hidden", "fewdemo", "visible")
+METHODS = {  # adaptation method -> (label, training recipe, starts from the Phase I model)
+    "prompt": ("prompts only (adapter file)", "prompt", True),
+    "lora": ("LoRA r=8 + prompts", "lora", True),
+    "full": ("full fine-tuning", "lerobot", True),
+    "scratch": ("from scratch", "lerobot", False),
+}
+SCHEDULE = dict(auto_scale=False, min_lr_ratio=0.1)
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output", default="outputs/bench_xembodiment")
-    p.add_argument("--doc", default="docs/xembodiment.md", help="markdown results file")
-    p.add_argument("--tasks", default="button-press-topdown,drawer-close")
-    p.add_argument("--train-variants", default="sawyer,sawyer-rot90,sawyer-joint7")
-    p.add_argument("--heldout-variant", default="sawyer-topdown")
-    p.add_argument(
-        "--episodes-per-task", type=int, default=30, help="Phase I demonstrations per task and variant"
-    )
-    p.add_argument(
-        "--heldout-episodes-per-task", type=int, default=10, help="few demonstrations for adaptation"
-    )
-    p.add_argument("--steps-phase1", type=int, default=1100)
-    p.add_argument("--steps-phase2", type=int, default=300)
-    p.add_argument("--eval-episodes", type=int, default=15, help="per task and variant")
-    p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument(
-        "--seeds", default="0,1", help="Phase I seeds (both Phase I rows are trained once per seed)"
-    )
-    p.add_argument(
-        "--save-every", type=int, default=300, help="checkpoint interval of the training runs (resume)"
-    )
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
-    p.add_argument("--quick", action="store_true", help="tiny settings: checks the pipeline in a few minutes")
-    p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    a = p.add_argument
+    a("--study", default="hidden,fewdemo", help=f"comma-separated, of {', '.join(STUDIES)}")
+    a("--output", help="default: outputs/bench_xembodiment (with --quick: outputs/bench_xembodiment_quick)")
+    a("--doc", help="markdown results file, each study rewriting its section (default: docs/xembodiment.md; "
+      "with --quick, OUTPUT/xembodiment.md)")
+    a("--tasks", default="button-press-topdown,drawer-close")
+    a("--train-variants", default="sawyer,sawyer-rot90,sawyer-joint7", help="the visible study's Phase I")
+    a("--hidden-variants", default="sawyer,sawyer-hid-rot90,sawyer-hid-mirror,sawyer-hid-scale")
+    a("--heldout-variant", default="sawyer-topdown")
+    a("--episodes-per-task", type=int, default=30, help="Phase I demonstrations per task and variant")
+    a("--heldout-episodes-per-task", type=int, default=10, help="the visible study's adaptation data")
+    a("--few-demos", default="1,2,5", help="the fewdemo study's demonstrations per task")
+    a("--few-seeds", default="0", help="the fewdemo study's adaptation seeds")
+    a("--steps-phase1", type=int, default=1100, help="Phase I steps of the visible study (its base model)")
+    a("--steps-hidden", type=int, default=800, help="Phase I steps of the hidden study")
+    a("--steps-phase2", type=int, default=300, help="adaptation steps of the visible study")
+    a("--steps-fewdemo", type=int, default=200, help="adaptation steps of the fewdemo study")
+    a("--eval-episodes", type=int, default=15, help="per task and variant")
+    a("--image-size", type=int, default=64)
+    a("--batch-size", type=int, default=32)
+    a("--workers", type=int, default=2)
+    a("--seeds", default="0,1", help="Phase I seeds (each Phase I setting is trained once per seed)")
+    a("--save-every", type=int, default=300, help="checkpoint interval of the training runs (resume)")
+    a("--threads", type=int, default=2, help="torch threads")
+    a("--quick", action="store_true", help="tiny settings: checks the pipeline in a few minutes")
+    a("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    studies = [x.strip() for x in args.study.split(",") if x.strip()]
+    unknown = sorted(set(studies) - set(STUDIES))
+    if unknown or not studies:
+        p.error(f"--study {args.study!r}: unknown {unknown}; choose from {', '.join(STUDIES)}")
+    args.studies = studies
+    args.output = args.output or ("outputs/bench_xembodiment_quick" if args.quick else "outputs/bench_xembodiment")
+    args.doc = args.doc or (f"{args.output}/xembodiment.md" if args.quick else "docs/xembodiment.md")
+    if args.quick:
+        args.hidden_variants, args.few_demos, args.seeds, args.steps_hidden, args.steps_fewdemo = (
+            "sawyer,sawyer-hid-rot90,sawyer-hid-mirror", "1,2", "0", 120, 60)  # fmt: skip
+    return args
 
 
 def settings(args: argparse.Namespace):
@@ -87,6 +109,10 @@ def settings(args: argparse.Namespace):
                     eval_max_steps=60)  # fmt: skip
     s.validate()
     return s
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
 
 
 class Stages:
@@ -112,117 +138,85 @@ class Stages:
         self._write(self.path, self.data)
         return value
 
+    def seconds(self) -> float:
+        return sum(d.get("seconds", 0) + d.get("eval_s", 0) for d in self.data["done"].values())
+
 
 def main(argv=None) -> int:
     import torch
 
-    from xvla.sim.demo import build_tokenizer, model_fields
-    from xvla.sim.instructions import INSTRUCTIONS, resolve_tasks
-    from xvla.sim.variants import get_variant, resolve_variants
+    from xvla.sim.demo import build_tokenizer
+    from xvla.sim.instructions import INSTRUCTIONS
     from xvla.utils import keep_freed_memory
 
     keep_freed_memory()  # as the `xvla` commands do
     args = parse_args(argv)
+    if args.no_progress:
+        os.environ["TQDM_DISABLE"] = "1"  # the trainer's bar too
     s = settings(args)
     torch.set_num_threads(s.threads)
-    seeds = [int(x) for x in args.seeds.split(",")] if not args.quick else [0]
     out = Path(s.output)
     out.mkdir(parents=True, exist_ok=True)
-    stages = Stages(out, {**asdict(s), "seeds": seeds, "quick": args.quick})
-    tasks = resolve_tasks(s.tasks)
-    train_vs, held = resolve_variants(s.train_variants), get_variant(s.heldout_variant)
-    demos = out / "demos"
-    stages.run("demos", lambda: _demos(s, demos, tasks, train_vs, held))
+    fingerprint = {**asdict(s), "quick": args.quick, "hidden_variants": args.hidden_variants,
+                   "steps_hidden": args.steps_hidden, "steps_fewdemo": args.steps_fewdemo}  # fmt: skip
     tokenizer = build_tokenizer(sorted(set(INSTRUCTIONS.values())))
-    ids = [v.domain_id for v in [*train_vs, held]]
-    width = max(v.action.action_dim for v in [*train_vs, held])
-    fields = model_fields(s, max(ids) + 1, width, train_vs[0].domain_id)
-    runner = Runner(s, out, demos, fields, tokenizer, args.save_every, train_vs, held, stages, tasks)
-    runner.phase1_rows(seeds[0])
-    # The adaptations start from the first seed's model: run them before the other seeds' Phase I.
-    runner.adaptation_rows(stages.data["done"][f"train/phase1_prompts_seed{seeds[0]}"])
-    for seed in seeds[1:]:
-        runner.phase1_rows(seed)
-
-    done = stages.data["done"].values()
-    result = {"quick": args.quick, "settings": stages.data["settings"], "demos": stages.data["done"]["demos"],
-              "stage_s": round(sum(d.get("seconds", 0) + d.get("eval_s", 0) for d in done), 1),
-              "rows": sorted(runner.rows, key=lambda r: not r["setting"].startswith("Phase I")),
-              "adapter_bytes": _size(out),
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
-                         f"{torch.get_num_threads()}"}  # fmt: skip
-    stages._write(out / "results.json", result)
-    text = markdown(result, tasks, train_vs, held)
-    Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.doc).write_text(text)
-    print(text)
+    bench = Bench(s, out, Stages(out, fingerprint), tokenizer, args.save_every)
+    machine = (f"{_cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+               f"{time.strftime('%Y-%m-%d')}")  # fmt: skip
+    sections = {}
+    for study in args.studies:
+        t = time.perf_counter()
+        text = STUDY_FUNCTIONS[study](bench, args)
+        sections[study] = text + f"\n\nMachine: {machine}; this invocation {(time.perf_counter() - t) / 60:.0f} min."
+        bench.stages._write(out / "results.json", {"rows": bench.rows, "settings": fingerprint})
+    write_sections(Path(args.doc), sections)
+    print("\n\n".join(sections.values()))
     return 0
 
 
-def _size(out: Path) -> int | None:
-    path = out / "adapt_prompt" / "adapter.safetensors"
-    return path.stat().st_size if path.is_file() else None
+def _cpu_name() -> str:
+    try:
+        from xvla.hardware import probe
+
+        return probe().cpu_model
+    except Exception:  # a benchmark report should not fail on the machine description
+        return platform.processor() or platform.machine()
 
 
-def _demos(s, demos: Path, tasks, train_vs, held) -> dict:
-    from xvla.sim.gen_demos import DemoConfig, generate_demonstrations
+class Bench:
+    """Demonstrations, training runs and evaluations, each a stage."""
 
-    t = time.perf_counter()
-    common = dict(output=str(demos), tasks=tasks, seed=0, workers=s.workers, image_size=s.image_size,
-                  overwrite=True, progress=s.progress)  # fmt: skip
-    generate_demonstrations(DemoConfig(variants=train_vs, episodes_per_task=s.episodes_per_task, **common))
-    generate_demonstrations(
-        DemoConfig(variants=[held], episodes_per_task=s.heldout_episodes_per_task, **common)
-    )
-    return {"seconds": round(time.perf_counter() - t, 1)}
+    def __init__(self, s, out: Path, stages: Stages, tokenizer, save_every: int):
+        from xvla.sim.instructions import resolve_tasks
 
-
-class Runner:
-    """The training runs and evaluations of the benchmark (each a stage)."""
-
-    def __init__(self, s, out: Path, demos: Path, fields: dict, tokenizer, save_every: int, train_vs, held,
-                 stages: Stages, tasks: list[str]):  # fmt: skip
-        self.s, self.out, self.demos, self.fields, self.tokenizer = s, out, demos, fields, tokenizer
-        self.save_every, self.train_vs, self.held, self.stages, self.tasks = (
-            save_every,
-            train_vs,
-            held,
-            stages,
-            tasks,
-        )
+        self.s, self.out, self.stages, self.tokenizer, self.save_every = s, out, stages, tokenizer, save_every
+        self.tasks = resolve_tasks(s.tasks)
         self.rows: list[dict] = []
 
-    def phase1_rows(self, seed: int) -> None:
-        """Both Phase I models of one seed, each evaluated on every training variant."""
-        first = self.train_vs[0].domain_id
-        for shared in (False, True):
-            name = f"phase1_{'shared' if shared else 'prompts'}_seed{seed}"
-            run = self.stages.run(f"train/{name}", lambda n=name, sh=shared: self.phase1(n, sh, seed))
-            label = f"Phase I, {'one shared domain' if shared else 'soft prompts'} (seed {seed})"
-            self.evaluate_stage(name, label, run, self.train_vs, domain=first if shared else None)
+    def demos(self, key: str, variants, episodes: int) -> Path:
+        """Scripted demonstrations of ``variants`` under OUTPUT/demos/KEY (one dataset per variant)."""
+        from xvla.sim.gen_demos import DemoConfig, generate_demonstrations
 
-    def adaptation_rows(self, start: dict) -> None:
-        """The held-out variant: no adaptation, then each adaptation recipe (all but scratch from ``start``)."""
-        held = self.held
-        self.evaluate_stage(
-            "before", "held-out, no adaptation", start, [held], domain=self.train_vs[0].domain_id
-        )
-        for key, label, recipe, src in (("prompt", "adapt: prompts only (adapter file)", "prompt", start),
-                                        ("lora", "adapt: LoRA r=8 + prompts", "lora", start),
-                                        ("full", "adapt: full fine-tuning", "lerobot", start),
-                                        ("scratch", "adapt: from scratch", "lerobot", None)):  # fmt: skip
-            run = self.stages.run(
-                f"train/adapt_{key}", lambda k=key, r=recipe, sr=src: self.adapt(f"adapt_{k}", r, sr)
-            )
-            adapter = run["adapter"] if key == "prompt" else None
-            self.evaluate_stage(f"adapt_{key}", label, run, [held], adapter=adapter)
+        folder = self.out / "demos" / key
 
-    def evaluate_stage(self, key: str, label: str, run: dict, variants, domain=None, adapter=None) -> None:
-        for v in variants:
-            row = self.stages.run(f"eval/{key}/{v.name}",
-                                  lambda v=v: self.evaluate(label, run, v, self.tasks, domain, adapter))  # fmt: skip
-            self.rows.append(row)
-            print(f"{label:34s} {v.name:16s} {row['successes']}/{row['episodes']}", flush=True)
+        def make() -> dict:
+            t = time.perf_counter()
+            generate_demonstrations(DemoConfig(
+                output=str(folder), tasks=self.tasks, seed=0, workers=self.s.workers, image_size=self.s.image_size,
+                overwrite=True, progress=self.s.progress, variants=list(variants), episodes_per_task=episodes))  # fmt: skip
+            return {"seconds": round(time.perf_counter() - t, 1)}
+
+        self.stages.run(f"demos/{key}", make)
+        return folder
+
+    def fields(self, variants) -> dict:
+        from xvla.sim.demo import model_fields
+
+        width = max(v.action.action_dim for v in variants)
+        return model_fields(self.s, max(v.domain_id for v in variants) + 1, width, variants[0].domain_id)
+
+    def train(self, name: str, values: dict) -> dict:
+        return self.stages.run(f"train/{name}", lambda: self._train(name, values))
 
     def _train(self, name: str, values: dict) -> dict:
         from xvla.sim.demo import _last_loss, _train, _trainable
@@ -231,9 +225,9 @@ class Runner:
         out_dir = self.out / name
         resume = st.latest_checkpoint(out_dir) is not None
         if out_dir.exists() and not resume:
-            _fresh(out_dir)
+            shutil.rmtree(out_dir)
         base = dict(batch_size=self.s.batch_size, num_workers=0, log_freq=25, tensorboard=False, device="cpu",
-                    keep_last=1, output_dir=str(out_dir), resume=resume, mixture={"cache_frames": True},
+                    keep_last=1, output_dir=str(out_dir), resume=resume,
                     save_freq=min(self.save_every, values["steps"]))  # fmt: skip
         result, seconds = _train({**base, **values}, self.tokenizer)
         trainable, total = _trainable(result)
@@ -242,39 +236,49 @@ class Runner:
                 "trainable": trainable, "total": total, "final_loss": _last_loss(result),
                 "adapter": str(adapter) if adapter.is_file() else None}  # fmt: skip
 
-    def phase1(self, name: str, shared: bool, seed: int) -> dict:
-        s, first = self.s, self.train_vs[0].domain_id
-        mix = [
-            {"root": str(self.demos / v.name), "domain_id": first if shared else v.domain_id}
-            for v in self.train_vs
-        ]
-        return self._train(name, {
-            "recipe": "lerobot", "policy": self.fields, "steps": s.steps_phase1, "seed": seed,
-            "mixture": {"datasets": mix, "cache_frames": True}, "optimizer": {"lr": s.lr_phase1, "vlm_lr_scale": 1.0},
-            "scheduler": {**SCHEDULE, "warmup_steps": min(100, s.steps_phase1), "decay_steps": s.steps_phase1},
+    def phase1(self, name: str, demos: Path, variants, shared: bool, seed: int, steps: int, fields: dict) -> dict:
+        """Phase I on ``variants``: each under its own domain id, or all under the first one's."""
+        first = variants[0].domain_id
+        mix = [{"root": str(demos / v.name), "domain_id": first if shared else v.domain_id} for v in variants]
+        return self.train(name, {
+            "recipe": "lerobot", "policy": fields, "steps": steps, "seed": seed,
+            "mixture": {"datasets": mix, "cache_frames": True},
+            "optimizer": {"lr": self.s.lr_phase1, "vlm_lr_scale": 1.0},
+            "scheduler": {**SCHEDULE, "warmup_steps": min(100, steps), "decay_steps": steps},
         })  # fmt: skip
 
-    def adapt(self, name: str, recipe: str, start: dict | None) -> dict:
-        s, held = self.s, self.held
-        values: dict[str, Any] = {"recipe": recipe, "steps": s.steps_phase2, "seed": 0,
-                                  "dataset": {"root": str(self.demos / held.name), "domain_id": held.domain_id}}  # fmt: skip
-        decay = {**SCHEDULE, "decay_steps": s.steps_phase2}
-        if start is None:  # from scratch: the same architecture, the held-out data only
-            values.update(policy={**self.fields, "domain_id": held.domain_id},
+    def adapt(self, name: str, method: str, start: dict, data: Path, held, fields: dict, seed: int,
+              steps: int) -> dict:  # fmt: skip
+        """``steps`` of one adaptation ``method`` (see METHODS) to ``held`` on the dataset at ``data``."""
+        s, recipe = self.s, METHODS[method][1]
+        values: dict[str, Any] = {"recipe": recipe, "steps": steps, "seed": seed,
+                                  "dataset": {"root": str(data), "domain_id": held.domain_id}}  # fmt: skip
+        decay = {**SCHEDULE, "decay_steps": steps}
+        if method == "scratch":  # the same architecture, the held-out data only
+            values.update(policy={**fields, "domain_id": held.domain_id},
                           optimizer={"lr": s.lr_phase1, "vlm_lr_scale": 1.0},
-                          scheduler={**decay, "warmup_steps": min(100, s.steps_phase2)})  # fmt: skip
-        elif recipe in ("prompt", "lora"):
+                          scheduler={**decay, "warmup_steps": min(100, steps)})  # fmt: skip
+        elif method in ("prompt", "lora"):
             values.update(policy={"path": start["model"]}, new_domain={"id": held.domain_id},
-                          optimizer={"lr": s.lr_phase2}, scheduler={"warmup_steps": min(50, s.steps_phase2)})  # fmt: skip
+                          optimizer={"lr": s.lr_phase2}, scheduler={"warmup_steps": min(50, steps)})  # fmt: skip
         else:  # full fine-tuning of everything, the new domain id
             values.update(policy={"path": start["model"]}, new_domain={"id": held.domain_id},
                           optimizer={"lr": s.lr_phase1 / 2, "vlm_lr_scale": 1.0},
-                          scheduler={**decay, "warmup_steps": min(50, s.steps_phase2)})  # fmt: skip
-        result = self._train(name, values)
-        result["base"] = start["model"] if start else None
-        return result
+                          scheduler={**decay, "warmup_steps": min(50, steps)})  # fmt: skip
+        result = self.train(name, values)
+        return {**result, "base": start["model"] if METHODS[method][2] else None}
 
-    def evaluate(self, label: str, run: dict, variant, tasks, domain=None, adapter=None) -> dict:
+    def evaluate(self, key: str, row: dict, run: dict, variant, domain=None, adapter=None) -> dict:
+        """Closed-loop success of ``run``'s model on ``variant``; ``row`` labels the result."""
+        got = self.stages.run(f"eval/{key}/{variant.name}",
+                              lambda: self._evaluate(key, run, variant, domain, adapter))  # fmt: skip
+        got = {**got, **row, "variant": variant.name, "trainable": run["trainable"], "total": run["total"],
+               "train_s": run["seconds"]}  # fmt: skip
+        self.rows.append(got)
+        print(f"{key:34s} {variant.name:18s} {got['successes']}/{got['episodes']}", flush=True)
+        return got
+
+    def _evaluate(self, key: str, run: dict, variant, domain, adapter) -> dict:
         from xvla.policy import XVLAPolicy
         from xvla.sim.demo import _eval
         from xvla.sim.evaluate import wilson_interval
@@ -285,89 +289,228 @@ class Runner:
         else:
             policy = XVLAPolicy.from_pretrained(run["model"], tokenizer=self.tokenizer)
         t = time.perf_counter()
-        rep = _eval(self.s, policy, tasks, variant, self.out / "eval" / f"{label}_{variant.name}".replace(" ", "_"),
-                    domain_id=domain)  # fmt: skip
+        rep = _eval(self.s, policy, self.tasks, variant, self.out / "eval" / key / variant.name, domain_id=domain)
         o = rep["overall"]
-        return {"setting": label, "variant": variant.name, "successes": o["successes"], "episodes": o["episodes"],
+        return {"successes": o["successes"], "episodes": o["episodes"],
                 "per_task": {k: v["successes"] for k, v in rep["per_task"].items()},
-                "ci95": list(wilson_interval(o["successes"], o["episodes"])), "trainable": run["trainable"],
-                "total": run["total"], "train_s": run["seconds"], "eval_s": round(time.perf_counter() - t, 1),
-                "domain_id": domain}  # fmt: skip
+                "ci95": list(wilson_interval(o["successes"], o["episodes"])),
+                "eval_s": round(time.perf_counter() - t, 1), "domain_id": domain}  # fmt: skip
 
 
-SCHEDULE = dict(auto_scale=False, min_lr_ratio=0.1)
+# ------------------------------------------------------------------------------------------------ studies
+def phase1_study(bench: Bench, args, study: str, variants, steps: int, fields: dict) -> list[dict]:
+    """Both Phase I settings for every seed, each evaluated on every one of ``variants``."""
+    demos = bench.demos(study, variants, bench.s.episodes_per_task)
+    rows = []
+    for seed in _ints(args.seeds):
+        for shared in (False, True):
+            name = f"{study}_{'shared' if shared else 'prompts'}_seed{seed}"
+            run = bench.phase1(name, demos, variants, shared, seed, steps, fields)
+            row = {"study": study, "setting": "one shared domain" if shared else "soft prompts", "seed": seed}
+            domain = variants[0].domain_id if shared else None
+            rows += [bench.evaluate(name, row, run, v, domain=domain) for v in variants]
+    return rows
 
 
-def _fresh(path: Path) -> Path:
-    import shutil
+def visible_base(bench: Bench, args) -> tuple[dict, list, Any]:
+    """The visible study's first-seed soft-prompt Phase I model (the base of every adaptation)."""
+    from xvla.sim.variants import get_variant, resolve_variants
 
-    if path.exists():
-        shutil.rmtree(path)
-    return path
+    variants, held = resolve_variants(bench.s.train_variants), get_variant(bench.s.heldout_variant)
+    demos = bench.demos("visible", variants, bench.s.episodes_per_task)
+    seed = _ints(args.seeds)[0]
+    fields = bench.fields([*variants, held])  # wide and long enough for the held-out variant too
+    run = bench.phase1(f"visible_prompts_seed{seed}", demos, variants, False, seed, bench.s.steps_phase1, fields)
+    return run, variants, held
 
 
-def markdown(result: dict, tasks, train_vs, held) -> str:
-    s = result["settings"]
-    scale = ("**QUICK SCALE (`--quick`): a pipeline check with tiny settings, not evidence for or against the "
-             "claim.**" if result["quick"] else "Full scale (the script's defaults).")  # fmt: skip
-    size = result.get("adapter_bytes")
-    lines = [
-        "# Soft prompts across embodiments, at small scale (Meta-World variants)",
-        "",
-        "`benchmarks/metaworld_xembodiment.py`: X-VLA's claim that per-embodiment soft prompts let one model "
-        "absorb heterogeneous robots, and that a new robot can be added by training only its prompt, tested on "
-        "Meta-World embodiment variants (different cameras, action frames, widths and gripper conventions).",
-        "",
-        scale,
-        "",
-        f"- Tasks: {', '.join(tasks)}; Phase I variants: {', '.join(v.name for v in train_vs)} "
-        f"({s['episodes_per_task']} demonstrations per task each); held-out: `{held.name}` "
-        f"({s['heldout_episodes_per_task']} demonstrations per task).",
-        f"- Model: tiny Florence-2 width {s['vlm_width']} from scratch, transformer hidden {s['hidden_size']} depth "
-        f"{s['depth']}, images {s['image_size']} px; Phase I {s['steps_phase1']} steps (seeds {s['seeds']}), "
-        f"adaptation {s['steps_phase2']} steps, batch {s['batch_size']}, fp32 eager.",
-        f"- Evaluation: {s['eval_episodes']} episodes per task (layouts of seed 1000, unseen in training), at most "
-        f"{s['eval_max_steps']} actions; 95% Wilson intervals.",
-        f"- Machine: {result['machine']}; wall-clock of all stages {result['stage_s'] / 60:.1f} min "
-        f"(demonstrations {result['demos']['seconds']:.0f} s; training and evaluation the rest)."
-        + (f" The prompt-only adapter file is {size / 1024:.1f} KiB." if size else ""),
-        "",
-        "| setting | variant | success | 95% CI | per task | trainable / total parameters | train wall-clock |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in result["rows"]:
-        lo, hi = r["ci95"]
-        per = ", ".join(f"{t.removesuffix('-v3')} {k}" for t, k in r["per_task"].items())
-        lines.append(
-            f"| {r['setting']} | `{r['variant']}` | {r['successes']}/{r['episodes']} "
-            f"({100 * r['successes'] / max(r['episodes'], 1):.0f}%) | {100 * lo:.0f}-{100 * hi:.0f}% | {per} | "
-            f"{r['trainable']:,} / {r['total']:,} | {r['train_s']:.0f} s |"
-        )
-    lines += ["", "Pooled over the training variants:", "", *pooled_table(result["rows"])]
-    lines += [
-        "",
-        "'One shared domain' trains every variant under a single domain id (one soft prompt, one set of action "
-        "heads); 'soft prompts' gives each variant its own. The adaptation rows all start from the first seed's "
-        "soft-prompt Phase I model except 'from scratch' (same architecture, held-out demonstrations only, same "
-        "step count). 'No adaptation' runs that model on the held-out variant with the first training "
-        "variant's prompt. The prompt-only row is evaluated from its adapter file loaded into the Phase I "
-        "model (`policy.load_adapter`, a free domain slot), not from the run's own checkpoint.",
-        "",
-    ]
+def adaptation_rows(bench: Bench, study: str, base: dict, variants, held, episodes: int, seed: int,
+                    steps: int) -> list[dict]:  # fmt: skip
+    """Every adaptation method on ``episodes`` held-out demonstrations per task."""
+    data = bench.demos(f"{held.name}-{episodes}", [held], episodes) / held.name
+    fields = bench.fields([*variants, held])
+    rows = []
+    for method, (label, _, _) in METHODS.items():
+        name = f"{study}_{method}_{episodes}demos_seed{seed}"
+        run = bench.adapt(name, method, base, data, held, fields, seed, steps)
+        row = {"study": study, "setting": label, "method": method, "demos": episodes, "seed": seed}
+        rows.append(bench.evaluate(name, row, run, held, adapter=run["adapter"] if method == "prompt" else None))
+    return rows
+
+
+def study_hidden(bench: Bench, args) -> str:
+    from xvla.sim.variants import resolve_variants
+
+    variants = resolve_variants(args.hidden_variants)
+    rows = phase1_study(bench, args, "hidden", variants, args.steps_hidden, bench.fields(variants))
+    return hidden_section(bench, args, variants, rows)
+
+
+def study_visible(bench: Bench, args) -> str:
+    from xvla.sim.variants import get_variant, resolve_variants
+
+    variants, held = resolve_variants(bench.s.train_variants), get_variant(bench.s.heldout_variant)
+    fields = bench.fields([*variants, held])
+    rows = phase1_study(bench, args, "visible", variants, bench.s.steps_phase1, fields)
+    base, variants, held = visible_base(bench, args)
+    before = {"study": "visible", "setting": "no adaptation", "method": "before", "seed": 0}
+    rows.append(bench.evaluate("heldout_before", before, base, held, domain=variants[0].domain_id))
+    episodes, steps = bench.s.heldout_episodes_per_task, bench.s.steps_phase2
+    rows += adaptation_rows(bench, "visible", base, variants, held, episodes, 0, steps)
+    return visible_section(bench, args, variants, held, rows)
+
+
+def study_fewdemo(bench: Bench, args) -> str:
+    base, variants, held = visible_base(bench, args)
+    before = {"study": "fewdemo", "setting": "no adaptation", "method": "before", "demos": 0, "seed": 0}
+    rows = [bench.evaluate("heldout_before", before, base, held, domain=variants[0].domain_id)]
+    for seed in _ints(args.few_seeds):
+        for k in _ints(args.few_demos):
+            rows += adaptation_rows(bench, "fewdemo", base, variants, held, k, seed, args.steps_fewdemo)
+    return fewdemo_section(bench, args, variants, held, rows)
+
+
+STUDY_FUNCTIONS = {"hidden": study_hidden, "fewdemo": study_fewdemo, "visible": study_visible}
+
+
+# ------------------------------------------------------------------------------------------------ report
+def _rate(k: int, n: int) -> str:
+    from xvla.sim.evaluate import wilson_interval
+
+    lo, hi = wilson_interval(k, n)
+    return f"{k}/{n} ({100 * k / max(n, 1):.0f}%) | {100 * lo:.0f}-{100 * hi:.0f}%"
+
+
+def _per_task(row: dict) -> str:
+    return ", ".join(f"{t.removesuffix('-v3')} {k}" for t, k in row["per_task"].items())
+
+
+def _scale(bench: Bench, args) -> str:
+    s = bench.s
+    lines = [f"- Tasks: {', '.join(bench.tasks)}; {s.episodes_per_task} Phase I demonstrations per task and variant.",
+             f"- Model: tiny Florence-2 width {s.vlm_width} from scratch, transformer hidden {s.hidden_size} depth "
+             f"{s.depth}, images {s.image_size} px, batch {s.batch_size}, fp32 eager.",
+             f"- Evaluation: {s.eval_episodes} episodes per task (layouts of seed 1000, unseen in training), at most "
+             f"{s.eval_max_steps} actions; 95% Wilson intervals."]  # fmt: skip
+    if args.quick:
+        lines.insert(0, "**QUICK SCALE (`--quick`): a pipeline check with tiny settings, not evidence.**\n")
     return "\n".join(lines)
 
 
-def pooled_table(rows: list[dict]) -> list[str]:
-    """Phase I rows pooled over the training variants, per setting and seed."""
+def phase1_tables(rows: list[dict]) -> list[str]:
+    lines = ["| setting | seed | variant | success | 95% CI | per task |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['setting']} | {r['seed']} | `{r['variant']}` | {_rate(r['successes'], r['episodes'])} | "
+              f"{_per_task(r)} |" for r in rows]  # fmt: skip
+    lines += ["", "Pooled over the variants:", "", "| setting | seeds | success | 95% CI |", "|---|---|---|---|"]
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        for seed in [*dict.fromkeys(r["seed"] for r in rows), "all"]:
+            got = [r for r in rows if r["setting"] == setting and seed in (r["seed"], "all")]
+            k, n = sum(r["successes"] for r in got), sum(r["episodes"] for r in got)
+            lines.append(f"| {setting} | {seed} | {_rate(k, n)} |")
+    return lines
+
+
+def hidden_section(bench: Bench, args, variants, rows: list[dict]) -> str:
+    runs = [d for key, d in bench.stages.data["done"].items() if key.startswith("train/hidden_")]
+    lines = ["### Hidden heterogeneity: identical observations, different action conventions", "",
+             _scale(bench, args),
+             "- Variants (each rendered exactly as `sawyer`): "
+             + "; ".join(f"`{v.name}` ({v.description})" for v in variants) + ".",
+             f"- Phase I: {args.steps_hidden} steps, seeds {args.seeds}; "
+             f"{runs[0]['trainable']:,} parameters." if runs else "", "",
+             "Command: `python benchmarks/metaworld_xembodiment.py --study hidden"
+             + (" --quick" if args.quick else "") + "`", "", *phase1_tables(rows)]  # fmt: skip
+    return "\n".join(lines)
+
+
+def visible_section(bench: Bench, args, variants, held, rows: list[dict]) -> str:
+    phase1 = [r for r in rows if "method" not in r]
+    adapt = [r for r in rows if "method" in r]
+    lines = ["### Visible heterogeneity: different cameras, frames and widths", "", _scale(bench, args),
+             f"- Phase I variants: {', '.join(f'`{v.name}`' for v in variants)}, {bench.s.steps_phase1} steps, "
+             f"seeds {args.seeds}; held-out `{held.name}`: {bench.s.heldout_episodes_per_task} demonstrations per "
+             f"task, {bench.s.steps_phase2} adaptation steps.", "",
+             "Command: `python benchmarks/metaworld_xembodiment.py --study visible"
+             + (" --quick" if args.quick else "") + "`", "", *phase1_tables(phase1), "",
+             "Adaptation to the held-out variant, from the first seed's soft-prompt model:", "",
+             *adaptation_table(adapt)]  # fmt: skip
+    return "\n".join(lines)
+
+
+def adaptation_table(rows: list[dict]) -> list[str]:
+    lines = ["| method | demos per task | seed | success | 95% CI | per task | trainable / total | train s |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {r['setting']} | {r.get('demos', '-')} | {r['seed']} | {_rate(r['successes'], r['episodes'])} | "
+              f"{_per_task(r)} | {r['trainable']:,} / {r['total']:,} | {r['train_s']:.0f} |" for r in rows]  # fmt: skip
+    return lines
+
+
+def fewdemo_section(bench: Bench, args, variants, held, rows: list[dict]) -> str:
+    plot = Path(args.doc).with_name(Path(args.doc).stem + "_fewdemo.svg")
+    success_plot(rows, plot)
+    lines = ["### Few demonstrations: adapting to a new robot from 1, 2 and 5 demonstrations", "",
+             _scale(bench, args),
+             f"- Base: the visible study's soft-prompt Phase I model ({', '.join(f'`{v.name}`' for v in variants)}, "
+             f"{bench.s.steps_phase1} steps, seed {_ints(args.seeds)[0]}); held-out `{held.name}` "
+             f"({held.description}).",
+             f"- Each method trains {args.steps_fewdemo} steps on {args.few_demos} demonstrations per task, seeds "
+             f"{args.few_seeds}; 'from scratch' is the same architecture on the held-out data only.", "",
+             "Command: `python benchmarks/metaworld_xembodiment.py --study fewdemo"
+             + (" --quick" if args.quick else "") + "`", "", *adaptation_table(rows), "",
+             f"![success against demonstrations per method]({plot.name})"]  # fmt: skip
+    return "\n".join(lines)
+
+
+def success_plot(rows: list[dict], path: Path) -> None:
+    """Success rate (95% Wilson interval) against demonstrations per task, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     from xvla.sim.evaluate import wilson_interval
 
-    lines = ["| Phase I setting | success | 95% CI |", "|---|---|---|"]
-    for setting in dict.fromkeys(r["setting"] for r in rows if r["setting"].startswith("Phase I")):
-        got = [r for r in rows if r["setting"] == setting]
-        k, n = sum(r["successes"] for r in got), sum(r["episodes"] for r in got)
-        lo, hi = wilson_interval(k, n)
-        lines.append(f"| {setting} | {k}/{n} ({100 * k / max(n, 1):.0f}%) | {100 * lo:.0f}-{100 * hi:.0f}% |")
-    return lines
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for method, (label, _, _) in METHODS.items():
+        got = sorted((r for r in rows if r.get("method") == method), key=lambda r: r["demos"])
+        if not got:
+            continue
+        xs = sorted({r["demos"] for r in got})
+        k = [sum(r["successes"] for r in got if r["demos"] == x) for x in xs]
+        n = [sum(r["episodes"] for r in got if r["demos"] == x) for x in xs]
+        rate = [100 * a / b for a, b in zip(k, n, strict=True)]
+        ci = [wilson_interval(a, b) for a, b in zip(k, n, strict=True)]
+        err = [[r - 100 * lo for r, (lo, _) in zip(rate, ci, strict=True)],
+               [100 * hi - r for r, (_, hi) in zip(rate, ci, strict=True)]]  # fmt: skip
+        ax.errorbar(xs, rate, yerr=err, marker="o", capsize=3, label=label)
+    ax.set_xscale("log")
+    ax.set_xticks(sorted({r["demos"] for r in rows if r.get("demos")}))
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set(xlabel="demonstrations per task", ylabel="success (%)", ylim=(-3, 103))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.svg")
+    fig.savefig(tmp, metadata={"Date": None})
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_sections(doc: Path, sections: dict[str, str]) -> None:
+    """Replace each study's marked section in ``doc`` (appended when absent); the rest stays as written."""
+    text = doc.read_text() if doc.is_file() else "# Soft prompts across embodiments (Meta-World variants)\n"
+    for study, body in sections.items():
+        start, end = f"<!-- study:{study} -->", f"<!-- /study:{study} -->"
+        block = f"{start}\n{body}\n{end}"
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            text = head + block + rest.split(end, 1)[1]
+        else:
+            text = text.rstrip("\n") + "\n\n" + block + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    tmp = doc.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, doc)
 
 
 if __name__ == "__main__":

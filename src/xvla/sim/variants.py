@@ -288,5 +288,25 @@ for _variant in (
         description="top-down camera, xyz frame turned 180 degrees, double-size steps, inverted gripper, "
         "8-wide vector",
     ),
+    # Hidden heterogeneity: these render exactly as `sawyer` (same cameras, image size and state) and differ
+    # only in their action convention, so nothing in an observation tells them apart; only the domain id can.
+    EmbodimentVariant(
+        name="sawyer-hid-rot90",
+        domain_id=23,
+        action=ActionTransform(rotation_z_deg=90.0),
+        description="renders as `sawyer`; xyz frame rotated 90 degrees about the vertical axis",
+    ),
+    EmbodimentVariant(
+        name="sawyer-hid-mirror",
+        domain_id=24,
+        action=ActionTransform(signs=(-1.0, 1.0, -1.0)),
+        description="renders as `sawyer`; x and z axes mirrored",
+    ),
+    EmbodimentVariant(
+        name="sawyer-hid-scale",
+        domain_id=25,
+        action=ActionTransform(scale=0.5, gripper_scale=-1.0),
+        description="renders as `sawyer`; half-size steps, inverted gripper",
+    ),
 ):
     register_variant(_variant)
