@@ -148,8 +148,8 @@ def _checksum(model: nn.Module) -> str:
 
 
 @dataclass
-class _Run:
-    """What one training run builds, phase by phase (see ``Trainer._run``)."""
+class RunParts:
+    """What one training run builds, phase by phase (see ``Trainer._build_and_train``)."""
 
     out: Path
     resume_from: Path | None
@@ -310,11 +310,11 @@ class Trainer:
         if self.env.is_main:
             print(message, flush=True)
 
-    # -------------------------------------------------------------- run
-    def run(self) -> TrainResult:
+    # -------------------------------------------------------------- entry
+    def train(self) -> TrainResult:
         try:
             with self._sigterm_saves():
-                return self._run()
+                return self._build_and_train()
         except KeyboardInterrupt:
             raise Interrupted(self._interrupted_message()) from None
         finally:
@@ -362,20 +362,20 @@ class Trainer:
             f"xvla train --output_dir={out} --resume"
         )
 
-    def _run(self) -> TrainResult:
-        run = self._start()
-        self._open_data(run)
-        self._choose_trainable(run)
-        self._build_optimizer(run)
+    def _build_and_train(self) -> TrainResult:
+        parts = self._start()
+        self._open_data(parts)
+        self._choose_trainable(parts)
+        self._build_optimizer(parts)
         if self.cfg.dry_run:
-            names = [g["name"] for g in run.optimizer.param_groups]
+            names = [g["name"] for g in parts.optimizer.param_groups]
             self._log(lr_table(build_schedules(self.cfg.optimizer, self.cfg.scheduler, self.cfg.steps), self.cfg, names))
-            return TrainResult(run.out, None, run.start_step, [], run.counts, self.env.is_main)
-        self._build_loader(run)
-        return self._train(run)
+            return TrainResult(parts.out, None, parts.start_step, [], parts.counts, self.env.is_main)
+        self._build_loader(parts)
+        return self._train_and_write_outputs(parts)
 
     # -------------------------------------------------------------- set-up phases
-    def _start(self) -> _Run:
+    def _start(self) -> RunParts:
         """Output folder, resume point, the policy and its domains, the tokenizer."""
         cfg = self.cfg
         out, resume_from = self._prepare_output()
@@ -397,7 +397,7 @@ class Trainer:
             policy.config.image_keys = sorted(model_camera_keys(policy.config, cfg.datasets(), metas))
         self._tokenizer(policy)
         self._warn_unset_real_action_dim(policy.config, metas)
-        return _Run(out, resume_from, start_step, policy, save_dtype, source, domains, lora)
+        return RunParts(out, resume_from, start_step, policy, save_dtype, source, domains, lora)
 
     def _dataset_action_widths(self, metas) -> set[int]:
         keys = [d.keys.get("action", "action") for d in self.cfg.datasets()]
@@ -434,38 +434,38 @@ class Trainer:
                 f"--policy.real_action_dim={max(widths)} to train (and serve) {max(widths)}-dim actions"
             )
 
-    def _open_data(self, run: _Run) -> None:
+    def _open_data(self, parts: RunParts) -> None:
         """The datasets, the domain each trains, and the names the checkpoint records for them."""
-        cfg, config = self.cfg, run.policy.config
-        run.sources = open_sources(cfg, config, list(config.image_keys))
-        for s in run.sources:
+        cfg, config = self.cfg, parts.policy.config
+        parts.sources = open_sources(cfg, config, list(config.image_keys))
+        for s in parts.sources:
             if cfg.new_domain.id is not None and s.domain_id == config.domain_id:
-                run.domains[s.domain_id] = s.label  # Phase II: this id now means this robot
+                parts.domains[s.domain_id] = s.label  # Phase II: this id now means this robot
             else:
-                run.domains.setdefault(s.domain_id, s.label)
+                parts.domains.setdefault(s.domain_id, s.label)
         views = len(config.image_keys) + config.empty_cameras
         if views > config.total_image_views:
             raise ValueError(f"{views} cameras do not fit the model's {config.total_image_views} view slots")
-        self._log(describe(run.sources, list(config.image_keys)))
+        self._log(describe(parts.sources, list(config.image_keys)))
 
-    def _choose_trainable(self, run: _Run) -> None:
+    def _choose_trainable(self, parts: RunParts) -> None:
         """LoRA, which parameters train, gradient checkpointing, the device; logs the parameter table."""
-        cfg, policy = self.cfg, run.policy
-        if run.lora:
+        cfg, policy = self.cfg, parts.policy
+        if parts.lora:
             n_layers = apply_lora(policy.model, cfg.lora)
             self._log(f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} on {n_layers} linear layers")
-        run.trainable = select_trainable(policy.model, "lora" if run.lora else cfg.trainable)
-        if run.lora and run.resume_from is not None:
-            _restore_lora(policy, run.resume_from)
+        parts.trainable = select_trainable(policy.model, "lora" if parts.lora else cfg.trainable)
+        if parts.lora and parts.resume_from is not None:
+            _restore_lora(policy, parts.resume_from)
         if cfg.gradient_checkpointing:
             _enable_gradient_checkpointing(policy)
         policy.to(self.env.device)
         policy.train()
-        train_domains = sorted({s.domain_id for s in run.sources})
-        run.keeper = DomainRowKeeper(policy.model, train_domains) if cfg.train_domain_rows_only else None
+        train_domains = sorted({s.domain_id for s in parts.sources})
+        parts.keeper = DomainRowKeeper(policy.model, train_domains) if cfg.train_domain_rows_only else None
         freeze_steps = cfg.scheduler.freeze_steps
         scales = {g: cfg.optimizer.scale(g) for g in PARAM_GROUPS}
-        table, run.counts = count_table(policy.model, run.trainable, freeze_steps, run.keeper, scales)
+        table, parts.counts = count_table(policy.model, parts.trainable, freeze_steps, parts.keeper, scales)
         self._log(f"recipe '{cfg.recipe}': trainable parameters per group\n{table}")
         if 0 < freeze_steps >= cfg.steps:
             self._log(
@@ -473,75 +473,75 @@ class Trainer:
                 "action heads will train (lower --scheduler.freeze_steps or raise --steps)"
             )
 
-    def _build_optimizer(self, run: _Run) -> None:
+    def _build_optimizer(self, parts: RunParts) -> None:
         """Wrap for DDP/FSDP, build the optimizer and schedules, restore their state when resuming."""
-        cfg, env, policy = self.cfg, self.env, run.policy
-        run.bf16 = _use_bf16(cfg, run.save_dtype, env.device)
+        cfg, env, policy = self.cfg, self.env, parts.policy
+        parts.bf16 = _use_bf16(cfg, parts.save_dtype, env.device)
         global_batch = cfg.batch_size * cfg.grad_accum_steps * env.world_size
         mode = "FSDP" if cfg.fsdp else "DDP" if env.distributed else "single"
         self._log(
-            f"device {env.device} x {env.world_size} process(es), {mode}, {'bf16 autocast' if run.bf16 else 'fp32'}; "
+            f"device {env.device} x {env.world_size} process(es), {mode}, {'bf16 autocast' if parts.bf16 else 'fp32'}; "
             f"batch {cfg.batch_size} x accum {cfg.grad_accum_steps} x {env.world_size} = {global_batch} samples/step; "
-            f"steps {run.start_step} -> {cfg.steps}; output {run.out}"
+            f"steps {parts.start_step} -> {cfg.steps}; output {parts.out}"
         )
-        apply_requires_grad(policy.model, run.trainable, run.start_step, cfg.scheduler.freeze_steps)
+        apply_requires_grad(policy.model, parts.trainable, parts.start_step, cfg.scheduler.freeze_steps)
         if cfg.compile:
             compile_for_training(policy.model)
-        run.module = TrainingModule(policy)
+        parts.module = TrainingModule(policy)
         if cfg.fsdp and env.distributed:
             dist_utils.shard_fsdp(policy, env, bf16=False)
-            self._wrapped = run.module
+            self._wrapped = parts.module
         else:
-            self._wrapped = dist_utils.wrap_ddp(run.module, env)
-        self._trainable = run.trainable
+            self._wrapped = dist_utils.wrap_ddp(parts.module, env)
+        self._trainable = parts.trainable
         # Fused AdamW (one kernel per step) for single-process runs; distributed runs keep the default so
         # DDP and FSDP (DTensor parameters) stay bit-identical to each other.
         fused = None if env.distributed else fused_adamw_supported(env.device)
-        run.optimizer = build_optimizer(policy.model, run.trainable, cfg.optimizer, fused=fused)
+        parts.optimizer = build_optimizer(policy.model, parts.trainable, cfg.optimizer, fused=fused)
         schedules = build_schedules(cfg.optimizer, cfg.scheduler, cfg.steps)
-        run.scheduler = GroupLRScheduler(run.optimizer, schedules, step=run.start_step)
-        if run.resume_from is not None:
-            self._load_training_state(run.resume_from, run.optimizer, run.scheduler, policy)
+        parts.scheduler = GroupLRScheduler(parts.optimizer, schedules, step=parts.start_step)
+        if parts.resume_from is not None:
+            self._load_training_state(parts.resume_from, parts.optimizer, parts.scheduler, policy)
 
-    def _build_loader(self, run: _Run) -> None:
+    def _build_loader(self, parts: RunParts) -> None:
         """The mixture, its sampler (resumed where the run stopped) and the loader; seeds each rank."""
-        cfg, env, config = self.cfg, self.env, run.policy.config
-        dataset = MixtureDataset(run.sources, list(config.image_keys), chunk_size=config.chunk_size,
+        cfg, env, config = self.cfg, self.env, parts.policy.config
+        dataset = MixtureDataset(parts.sources, list(config.image_keys), chunk_size=config.chunk_size,
                                  color_jitter_cfg=cfg.mixture.color_jitter, seed=cfg.seed)  # fmt: skip
-        sizes, weights = dataset.sizes, [s.config.weight for s in run.sources]
-        start_batch = run.start_step * cfg.grad_accum_steps
-        if run.resume_from is not None:
-            sampler_state = st.read_json(run.resume_from / st.TRAINING_STATE / "sampler.json")
+        sizes, weights = dataset.sizes, [s.config.weight for s in parts.sources]
+        start_batch = parts.start_step * cfg.grad_accum_steps
+        if parts.resume_from is not None:
+            sampler_state = st.read_json(parts.resume_from / st.TRAINING_STATE / "sampler.json")
             start_batch = MixtureBatchSampler.start_batch_from_state(
                 sampler_state, cfg.batch_size, env.world_size, sizes, weights, cfg.seed
             )
-        run.sampler = MixtureBatchSampler(sizes, weights, cfg.batch_size, cfg.seed, env.rank, env.world_size,
+        parts.sampler = MixtureBatchSampler(sizes, weights, cfg.batch_size, cfg.seed, env.rank, env.world_size,
                                           start_batch)  # fmt: skip
-        run.loader = build_loader(dataset, run.sampler, Collator(run.policy.processor), cfg.num_workers,
+        parts.loader = build_loader(dataset, parts.sampler, Collator(parts.policy.processor), cfg.num_workers,
                                   cfg.prefetch_factor, pin_memory=env.device.type == "cuda", seed=cfg.seed)  # fmt: skip
-        if run.resume_from is not None:
-            self._load_rng(run.resume_from)
+        if parts.resume_from is not None:
+            self._load_rng(parts.resume_from)
         else:
             # Ranks draw different noise / times / dropout; the weights came from one seed.
             torch.manual_seed(cfg.seed + env.rank)
 
-    def _train(self, run: _Run) -> TrainResult:
-        cfg, env, out = self.cfg, self.env, run.out
+    def _train_and_write_outputs(self, parts: RunParts) -> TrainResult:
+        cfg, env, out = self.cfg, self.env, parts.out
         if env.is_main:
             cfg.save(out / TRAIN_CONFIG)
-        metrics = MetricsLogger(out, env.is_main, cfg.tensorboard, resume_step=run.start_step if run.resume_from else None)
+        metrics = MetricsLogger(out, env.is_main, cfg.tensorboard, resume_step=parts.start_step if parts.resume_from else None)
         try:
-            final_dir = self._loop(run, metrics)
+            final_dir = self._loop(parts, metrics)
         finally:
             metrics.close()
         if env.is_main and cfg.plot:
             plot_metrics(out / METRICS_CSV, out / PLOT_NAME)
         if cfg.diagnostics:
-            self._write_diagnostics(out, run.policy)
+            self._write_diagnostics(out, parts.policy)
         if cfg.trainable in ("domain", "lora") and final_dir is not None and env.is_main:
-            lora_model = run.policy.model if cfg.trainable == "lora" else None
+            lora_model = parts.policy.model if cfg.trainable == "lora" else None
             self._write_adapter(final_dir, out / ADAPTER_NAME, lora_model)
-        return TrainResult(out, final_dir, cfg.steps, self.history, run.counts, env.is_main)
+        return TrainResult(out, final_dir, cfg.steps, self.history, parts.counts, env.is_main)
 
     def _write_adapter(self, model_dir: Path, path: Path, lora_model: torch.nn.Module | None) -> None:
         """A prompt or LoRA run ends with its robot as an adapter file (its domain rows, the LoRA weights of a
@@ -553,30 +553,30 @@ class Trainer:
         self._log(f"adapter for domain {policy.config.domain_id}: {path} ({path.stat().st_size / 1024:.1f} KiB)")
 
     # -------------------------------------------------------------- loop
-    def _loop(self, run: _Run, metrics: MetricsLogger) -> Path | None:
+    def _loop(self, parts: RunParts, metrics: MetricsLogger) -> Path | None:
         self.in_loop = True
         try:
-            return self._steps(run, metrics)
+            return self._steps(parts, metrics)
         finally:
             self.in_loop = False
 
-    def _steps(self, run: _Run, metrics: MetricsLogger) -> Path | None:
+    def _steps(self, parts: RunParts, metrics: MetricsLogger) -> Path | None:
         cfg = self.cfg
-        progress = _progress(cfg.steps, run.start_step, self.env.is_main)
-        data_iter = iter(run.loader)
-        step, final_dir = run.start_step, None
+        progress = _progress(cfg.steps, parts.start_step, self.env.is_main)
+        data_iter = iter(parts.loader)
+        step, final_dir = parts.start_step, None
         interval = _Interval()
-        params = [p for n, p in run.policy.model.named_parameters() if run.trainable.get(n, False)]
+        params = [p for n, p in parts.policy.model.named_parameters() if parts.trainable.get(n, False)]
         while step < cfg.steps:
-            self._unfreeze_if_due(run, step)
-            lrs = {g["name"]: g["lr"] for g in run.optimizer.param_groups}
-            sums = self._accumulate(data_iter, run.bf16)
+            self._unfreeze_if_due(parts, step)
+            lrs = {g["name"]: g["lr"] for g in parts.optimizer.param_groups}
+            sums = self._accumulate(data_iter, parts.bf16)
             if not bool(torch.isfinite(sums["loss"])):  # stop before a NaN reaches the weights or a checkpoint
                 raise FloatingPointError(
                     f"the loss is {float(sums['loss'])} at step {step + 1}: lower --optimizer.lr, check the data for "
                     "NaNs, or use --mixed_precision=no"
                 )
-            interval.add(sums, self._optimizer_step(run, params))
+            interval.add(sums, self._optimizer_step(parts, params))
             step += 1
             progress.update(1)
             if step % cfg.log_freq == 0 or step == cfg.steps:
@@ -586,26 +586,26 @@ class Trainer:
                 interval = _Interval()
             last = step == cfg.steps
             if step % cfg.save_freq == 0 or (last and cfg.save_final) or self.sigterm:
-                final_dir = self._save(step, run.policy, run.optimizer, run.scheduler, run.sampler, run.save_dtype,
-                                       run.source, run.domains, final=last)  # fmt: skip
+                final_dir = self._save(step, parts.policy, parts.optimizer, parts.scheduler, parts.sampler, parts.save_dtype,
+                                       parts.source, parts.domains, final=last)  # fmt: skip
             if self.sigterm and not last:
-                raise KeyboardInterrupt  # the checkpoint of this step is complete; run() says how to resume
+                raise KeyboardInterrupt  # the checkpoint of this step is complete; train() says how to resume
             if self.stop_at is not None and step >= self.stop_at and not last:
                 break
         progress.close()
         return final_dir
 
-    def _unfreeze_if_due(self, run: _Run, step: int) -> None:
+    def _unfreeze_if_due(self, parts: RunParts, step: int) -> None:
         freeze_steps = self.cfg.scheduler.freeze_steps
         if freeze_steps <= 0 or step != freeze_steps:
             return
-        if apply_requires_grad(run.policy.model, run.trainable, step, freeze_steps):
+        if apply_requires_grad(parts.policy.model, parts.trainable, step, freeze_steps):
             self._log(f"step {step}: freeze period over, unfreezing the backbone groups")
             if not (self.cfg.fsdp and self.env.distributed) and self.env.distributed:
                 # DDP registers the parameters that require grad when it is built: rebuild it
                 # (dropping the old wrapper first, so its gradient hooks go with it).
                 self._wrapped = None
-                self._wrapped = dist_utils.wrap_ddp(run.module, self.env)
+                self._wrapped = dist_utils.wrap_ddp(parts.module, self.env)
 
     def _accumulate(self, data_iter, bf16: bool) -> dict[str, torch.Tensor]:
         """Forward and backward over ``grad_accum_steps`` micro-batches; the mean loss terms."""
@@ -626,21 +626,21 @@ class Trainer:
             sums["loss"] = sums.get("loss", 0.0) + total.detach().float() / accum
         return sums
 
-    def _optimizer_step(self, run: _Run, params: list[torch.Tensor]) -> torch.Tensor:
+    def _optimizer_step(self, parts: RunParts, params: list[torch.Tensor]) -> torch.Tensor:
         """Clip, step, restore frozen domain rows, advance the schedule; returns the gradient norm."""
-        if run.keeper is not None:
-            run.keeper.mask_gradients()
+        if parts.keeper is not None:
+            parts.keeper.mask_gradients()
         with_grad = [p for p in params if p.grad is not None]
         clip = self.cfg.optimizer.grad_clip_norm
         grad_norm = torch.nn.utils.clip_grad_norm_(with_grad, clip if clip > 0 else float("inf")) if with_grad else (
             torch.zeros(()))  # fmt: skip
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
-        run.optimizer.step()
-        if run.keeper is not None:
-            run.keeper.restore()
-        run.optimizer.zero_grad(set_to_none=True)
-        run.scheduler.step()
+        parts.optimizer.step()
+        if parts.keeper is not None:
+            parts.keeper.restore()
+        parts.optimizer.zero_grad(set_to_none=True)
+        parts.scheduler.step()
         return grad_norm
 
     def _log_interval(self, interval: _Interval, lrs: dict[str, float], step: int, metrics: MetricsLogger) -> dict:
@@ -863,7 +863,7 @@ def train(cfg: TrainConfig, tokenizer: Any = None, stop_at: int | None = None) -
 
     ``stop_at`` ends the run after that step without a final checkpoint, as an interruption would.
     """
-    return Trainer(cfg, tokenizer=tokenizer, stop_at=stop_at).run()
+    return Trainer(cfg, tokenizer=tokenizer, stop_at=stop_at).train()
 
 
 def load_train_config(output_dir: str | Path) -> dict[str, Any]:
