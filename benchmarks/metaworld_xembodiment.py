@@ -219,8 +219,9 @@ class Bench:
         return self.stages.run(f"train/{name}", lambda: self._train(name, values))
 
     def _train(self, name: str, values: dict) -> dict:
-        from xvla.sim.demo import _last_loss, _train, _trainable
+        from xvla.sim.demo import _last_loss, _train
         from xvla.train import state as st
+        from xvla.train.params import parameter_totals
 
         out_dir = self.out / name
         resume = st.latest_checkpoint(out_dir) is not None
@@ -230,7 +231,7 @@ class Bench:
                     keep_last=1, output_dir=str(out_dir), resume=resume,
                     save_freq=min(self.save_every, values["steps"]))  # fmt: skip
         result, seconds = _train({**base, **values}, self.tokenizer)
-        trainable, total = _trainable(result)
+        trainable, total = parameter_totals(result.trainable)
         adapter = out_dir / "adapter.safetensors"
         return {"model": str(result.final_model_dir), "seconds": round(seconds, 1), "resumed": resume,
                 "trainable": trainable, "total": total, "final_loss": _last_loss(result),

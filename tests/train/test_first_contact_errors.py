@@ -53,7 +53,7 @@ def test_a_corrupt_weights_file_is_one_line(tmp_path, tiny_checkpoint, capsys):
 def test_interrupted_training_says_how_to_resume_and_final_copies(tmp_path, dataset_a, tokenizer, monkeypatch):
     cfg = {"dataset": {"root": str(dataset_a)}, "policy": tiny_policy_fields(), "steps": 3, "batch_size": 2,
            "num_workers": 0, "save_freq": 3, "tensorboard": False, "plot": False, "output_dir": str(tmp_path / "r")}
-    Trainer(build_train_config(cfg), tokenizer=tokenizer).run()
+    Trainer(build_train_config(cfg), tokenizer=tokenizer).train()
     # `final` is a real folder: `cp -r` gives a loadable copy, not a dangling relative link
     subprocess.run(["cp", "-r", str(tmp_path / "r" / "final"), str(tmp_path / "copy")], check=True)
     assert XVLAPolicy.from_pretrained(tmp_path / "copy").config.domains
@@ -64,7 +64,7 @@ def test_interrupted_training_says_how_to_resume_and_final_copies(tmp_path, data
 
     monkeypatch.setattr(trainer, "_loop", interrupt)
     with pytest.raises(UserFacingError, match=r"000003.*--resume"):
-        trainer.run()
+        trainer.train()
 
 
 def test_a_nan_loss_stops_training_before_anything_is_saved(tmp_path, dataset_a, tokenizer_dir, monkeypatch, capsys):
@@ -101,11 +101,11 @@ def test_sigterm_saves_the_step_and_exits_as_ctrl_c(tmp_path, dataset_a, tokeniz
     real_step = Trainer._optimizer_step
     steps = []
 
-    def step_then_sigterm(self, run, params):
+    def step_then_sigterm(self, parts, params):
         steps.append(1)
         if len(steps) == 2:
             os.kill(os.getpid(), signal.SIGTERM)
-        return real_step(self, run, params)
+        return real_step(self, parts, params)
 
     monkeypatch.setattr(Trainer, "_optimizer_step", step_then_sigterm)
     before = signal.getsignal(signal.SIGTERM)

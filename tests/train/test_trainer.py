@@ -13,6 +13,7 @@ from xvla.cli import main
 from xvla.train import build_train_config, train
 from xvla.train.config import deep_merge
 from xvla.train.optim import build_schedules
+from xvla.train.params import parameter_totals
 from xvla.train.tracking import read_metrics
 
 from .support import FRONT, WRIST, tiny_policy_fields
@@ -110,9 +111,7 @@ def test_prompt_recipe_trains_only_the_new_domain_rows(tmp_path, dataset_a, tiny
 def test_lora_recipe(tmp_path, dataset_a, tiny_checkpoint, tokenizer):
     full = run(tmp_path / "l", dataset_a, tokenizer, recipe="lora", steps=4, save_freq=2,
                policy={"path": str(tiny_checkpoint)}, optimizer={"lr": 1e-2})  # fmt: skip
-    counts = full.trainable
-    total = sum(c["total"] for c in counts.values())
-    trainable = sum(c["trainable"] for c in counts.values())
+    trainable, total = parameter_totals(full.trainable)
     assert 0 < trainable < 0.5 * total  # tiny model: adapters are relatively large; ~1% at 0.9B
     init, final = weights(tiny_checkpoint), weights(full.final_model_dir)
     assert set(init) == set(final)  # merged: plain keys, no lora_* tensors

@@ -107,11 +107,6 @@ def _train(values: dict[str, Any], tokenizer) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
-def _trainable(result) -> tuple[int, int]:
-    counts = result.trainable
-    return sum(c["trainable"] for c in counts.values()), sum(c["total"] for c in counts.values())
-
-
 def _eval(s: DemoSettings, policy, tasks, variant, out: Path, domain_id=None, videos: int = 0) -> dict:
     from .evaluate import EvalConfig, evaluate
 
@@ -128,6 +123,7 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     """Demonstrations -> Phase I -> Phase II (prompts only) -> closed-loop evaluation -> report."""
     import torch
 
+    from ..train.params import parameter_totals
     from .instructions import INSTRUCTIONS, resolve_tasks
 
     s.validate()
@@ -154,7 +150,7 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     info = {
         "settings": asdict(s), "tasks": tasks, "train_variants": [v.name for v in train_vs], "heldout": held.name,
         "timings_s": {k: round(v, 1) for k, v in timings.items()}, "rows": rows,
-        "params": {"phase1": _trainable(p1), "phase2": _trainable(p2)},
+        "params": {"phase1": parameter_totals(p1.trainable), "phase2": parameter_totals(p2.trainable)},
         "frames": {name: v["frames"] for name, v in summary["variants"].items()},
         "episodes": {name: v["episodes"] for name, v in summary["variants"].items()},
         "final_loss": {"phase1": _last_loss(p1), "phase2": _last_loss(p2)},

@@ -112,8 +112,7 @@ def count_table(
                 stats[group]["trainable"] += effective
                 if group in warmup_groups() or freeze_steps <= 0:
                     stats[group]["warmup"] += effective
-    total = sum(s["total"] for s in stats.values())
-    train = sum(s["trainable"] for s in stats.values())
+    train, total = parameter_totals(stats)
     lines = [f"{'group':<18}{'parameters':>14}{'trainable':>14}{'share':>9}{'lr scale':>10}"
              + (f"{'first ' + str(freeze_steps) + ' steps':>20}" if freeze_steps > 0 else "")]  # fmt: skip
     for group in PARAM_GROUPS:
@@ -127,6 +126,11 @@ def count_table(
     if domain_rows is not None and domain_rows.tables:
         lines.append(f"(domain tables train only the rows of domain(s) {sorted(domain_rows.domains)})")
     return "\n".join(lines), stats
+
+
+def parameter_totals(counts: dict[str, dict[str, int]]) -> tuple[int, int]:
+    """(trainable, total) parameters over the groups of a :func:`count_table` result."""
+    return sum(c["trainable"] for c in counts.values()), sum(c["total"] for c in counts.values())
 
 
 def _pct(part: int, whole: int) -> str:

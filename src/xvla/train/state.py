@@ -13,6 +13,7 @@ Layout under ``output_dir``::
 
 A checkpoint is assembled in ``checkpoints/.tmp-<step>`` and renamed into place, so a crash leaves
 either the previous checkpoint or the new one, never half of one. No file is a pickle.
+:mod:`xvla.train.checkpointer` decides what a run writes into these files and reads back.
 """
 
 from __future__ import annotations

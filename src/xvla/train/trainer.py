@@ -7,14 +7,11 @@ FSDP2), and resumes from ``output_dir`` so that the loss curve equals an uninter
 from __future__ import annotations
 
 import contextlib
-import datetime
-import errno
 import hashlib
 import json
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +27,13 @@ from ..config import XVLAConfig
 from ..domains import used_domains
 from ..policy import XVLAPolicy
 from ..processor import MODEL_INPUTS
-from ..utils import Interrupted, UserFacingError, write_json
+from ..utils import Interrupted, write_json
 from . import distributed as dist_utils
 from . import state as st
+from .checkpointer import Checkpointer, SigtermSave, interrupted_message
 from .config import PARAM_GROUPS, TrainConfig
 from .embodiment import check_init_from, copy_domain, pick_domain
-from .lora import adapter_state_dict, apply_lora, merged_state_dict
+from .lora import apply_lora
 from .mixture import (
     Collator,
     MixtureBatchSampler,
@@ -84,10 +82,6 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _default_output_dir(recipe: str) -> Path:
-    return Path("outputs/train") / f"{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}_{recipe}"
-
-
 def _autocast(device: torch.device, enabled: bool):
     if not enabled:
         return contextlib.nullcontext()
@@ -139,20 +133,10 @@ def _read_metas(cfg: TrainConfig):
     return [LeRobotDatasetMeta(dataset_root(d)) for d in cfg.datasets()]
 
 
-def _checksum(model: nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, p in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 @dataclass
-class _Run:
-    """What one training run builds, phase by phase (see ``Trainer._run``)."""
+class RunParts:
+    """What one training run builds, phase by phase (see ``Trainer._build_and_train``)."""
 
-    out: Path
-    resume_from: Path | None
     start_step: int
     policy: XVLAPolicy
     save_dtype: str
@@ -185,17 +169,6 @@ class _Interval:
         self.steps += 1
 
 
-def _restore_lora(policy: XVLAPolicy, resume_from: Path) -> None:
-    tensors = st.load_tensors(resume_from / st.TRAINING_STATE / "trainable.safetensors")
-    named = dict(policy.model.named_parameters())
-    missing = [n for n in tensors if n not in named]
-    if missing:
-        raise ValueError(f"the checkpoint's LoRA state does not match the model: unknown tensors {missing[:5]}")
-    with torch.no_grad():
-        for n, t in tensors.items():
-            named[n].copy_(t)
-
-
 def _enable_gradient_checkpointing(policy: XVLAPolicy) -> None:
     policy.model.transformer.gradient_checkpointing = True
     encoder = policy.model.vlm.language_model.encoder
@@ -207,6 +180,9 @@ def _enable_gradient_checkpointing(policy: XVLAPolicy) -> None:
 
 # ---------------------------------------------------------------------------------------------- trainer
 class Trainer:
+    """One training run: the set-up phases, then the loop. Saving and resuming go through ``self.checkpoints``
+    (:class:`~xvla.train.checkpointer.Checkpointer`)."""
+
     def __init__(self, cfg: TrainConfig, tokenizer: Any = None, stop_at: int | None = None):
         cfg.validate()
         self.cfg = cfg
@@ -215,35 +191,59 @@ class Trainer:
         self.tokenizer = tokenizer
         self.history: list[dict[str, float]] = []
         self.samples_seen: list[tuple[int, int]] = []
-        self.in_loop = False  # SIGTERM inside the loop saves at the end of the step
-        self.sigterm = False
+        self.sigterm = SigtermSave(self.env.distributed)
+        self.checkpoints: Checkpointer | None = None  # once the output folder is known
 
-    # -------------------------------------------------------------- set-up
-    def _prepare_output(self) -> tuple[Path, Path | None]:
-        cfg, env = self.cfg, self.env
-        out = Path(cfg.output_dir) if cfg.output_dir else None
-        if out is None:
-            out = dist_utils.broadcast_object(env, _default_output_dir(cfg.recipe))
-            cfg.output_dir = str(out)
-        resume_from = None
-        if cfg.resume:
-            resume_from = st.latest_checkpoint(out)
-            if resume_from is None:
-                raise FileNotFoundError(
-                    f"--resume: no checkpoint under {out / st.CHECKPOINTS} to resume from; drop --resume to start "
-                    "a new run"
-                )
-        elif st.list_checkpoints(out):
-            raise FileExistsError(
-                f"output_dir {out} already holds checkpoints: pass --resume to continue that run, or choose another "
-                "--output_dir"
-            )
-        dist_utils.barrier(env)
-        if env.is_main and not cfg.dry_run:
-            out.mkdir(parents=True, exist_ok=True)
-            st.clean_stale_tmp(out)
-        dist_utils.barrier(env)
-        return out, resume_from
+    def _log(self, message: str) -> None:
+        if self.env.is_main:
+            print(message, flush=True)
+
+    # -------------------------------------------------------------- entry
+    def train(self) -> TrainResult:
+        try:
+            with self.sigterm.installed():
+                return self._build_and_train()
+        except KeyboardInterrupt:
+            raise Interrupted(interrupted_message(self.cfg.output_dir, self.sigterm.requested)) from None
+        finally:
+            dist_utils.teardown(self.env)
+
+    def _build_and_train(self) -> TrainResult:
+        parts = self._start()
+        self._open_data(parts)
+        self._choose_trainable(parts)
+        self._build_optimizer(parts)
+        if self.cfg.dry_run:
+            names = [g["name"] for g in parts.optimizer.param_groups]
+            self._log(lr_table(build_schedules(self.cfg.optimizer, self.cfg.scheduler, self.cfg.steps), self.cfg, names))
+            return TrainResult(self.checkpoints.out, None, parts.start_step, [], parts.counts, self.env.is_main)
+        self._build_loader(parts)
+        return self._train_and_write_outputs(parts)
+
+    # -------------------------------------------------------------- set-up phases
+    def _start(self) -> RunParts:
+        """Output folder, resume point, the policy and its domains, the tokenizer."""
+        cfg = self.cfg
+        self.checkpoints = Checkpointer.open(cfg, self.env, self._log)
+        resume_from = self.checkpoints.resume_from
+        start_step = self.checkpoints.start_step()
+        if start_step >= cfg.steps:
+            raise ValueError(f"the checkpoint is at step {start_step} >= --steps={cfg.steps}: raise --steps to go on")
+        st.seed_everything(cfg.seed)
+        metas = _read_metas(cfg)
+        policy, save_dtype, source = self._build_policy(metas, resume_from)
+        lora = cfg.lora.enable or cfg.trainable == "lora"
+        if resume_from is None or lora:
+            domains = self._apply_new_domain(policy, source)
+            self._fit_action_width(policy, metas, source)
+        else:
+            domains = dict(policy.config.domains or {})
+        if policy.config.image_keys is None:
+            # Checkpoints without image_keys take the batch's cameras in sorted order; make it explicit.
+            policy.config.image_keys = sorted(model_camera_keys(policy.config, cfg.datasets(), metas))
+        self._tokenizer(policy)
+        self._warn_unset_real_action_dim(policy.config, metas)
+        return RunParts(start_step, policy, save_dtype, source, domains, lora)
 
     def _build_policy(self, metas, resume_from: Path | None) -> tuple[XVLAPolicy, str, Path | None]:
         cfg = self.cfg
@@ -306,99 +306,6 @@ class Trainer:
         cfg.new_domain.id = new_id  # the resolved id is what the saved train config records
         return domains
 
-    def _log(self, message: str) -> None:
-        if self.env.is_main:
-            print(message, flush=True)
-
-    # -------------------------------------------------------------- run
-    def run(self) -> TrainResult:
-        try:
-            with self._sigterm_saves():
-                return self._run()
-        except KeyboardInterrupt:
-            raise Interrupted(self._interrupted_message()) from None
-        finally:
-            dist_utils.teardown(self.env)
-
-    @contextlib.contextmanager
-    def _sigterm_saves(self):
-        """SIGTERM (a scheduler's notice before preemption): a single-process run finishes its step, saves and
-        stops (see ``_loop``); before the loop, under DDP/FSDP (ranks would save at different steps) or at a
-        second SIGTERM it stops at once, as Ctrl-C does. Either way the message names the checkpoint to resume."""
-        import signal
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        chld: list = []
-
-        def on_sigterm(signum, frame):
-            if self.sigterm or not self.in_loop or self.env.distributed:
-                raise KeyboardInterrupt
-            self.sigterm = True
-            # A scheduler signals the loader workers too: their death must not raise in the middle of the save
-            # (torch's SIGCHLD handler would); a batch they no longer deliver ends the run in _next_batch.
-            chld.append(signal.signal(signal.SIGCHLD, signal.SIG_DFL))
-
-        previous = signal.signal(signal.SIGTERM, on_sigterm)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-            if chld:
-                signal.signal(signal.SIGCHLD, chld[0])
-
-    def _interrupted_message(self) -> str:
-        """Checkpoints are assembled aside and renamed into place, so an interrupt leaves only complete ones."""
-        out = Path(self.cfg.output_dir or ".")
-        last = st.latest_checkpoint(out) if out.is_dir() else None
-        what = "stopped by SIGTERM" if self.sigterm else "interrupted"
-        if last is None:
-            return f"{what} before the first checkpoint: nothing was saved in {out}; start the run again"
-        return (
-            f"{what}; the last complete checkpoint is {last} (nothing half-written was kept). Resume with: "
-            f"xvla train --output_dir={out} --resume"
-        )
-
-    def _run(self) -> TrainResult:
-        run = self._start()
-        self._open_data(run)
-        self._choose_trainable(run)
-        self._build_optimizer(run)
-        if self.cfg.dry_run:
-            names = [g["name"] for g in run.optimizer.param_groups]
-            self._log(lr_table(build_schedules(self.cfg.optimizer, self.cfg.scheduler, self.cfg.steps), self.cfg, names))
-            return TrainResult(run.out, None, run.start_step, [], run.counts, self.env.is_main)
-        self._build_loader(run)
-        return self._train(run)
-
-    # -------------------------------------------------------------- set-up phases
-    def _start(self) -> _Run:
-        """Output folder, resume point, the policy and its domains, the tokenizer."""
-        cfg = self.cfg
-        out, resume_from = self._prepare_output()
-        state = st.read_json(resume_from / st.TRAINING_STATE / "trainer_state.json") if resume_from else None
-        start_step = int(state["step"]) if state else 0
-        if start_step >= cfg.steps:
-            raise ValueError(f"the checkpoint is at step {start_step} >= --steps={cfg.steps}: raise --steps to go on")
-        st.seed_everything(cfg.seed)
-        metas = _read_metas(cfg)
-        policy, save_dtype, source = self._build_policy(metas, resume_from)
-        lora = cfg.lora.enable or cfg.trainable == "lora"
-        if resume_from is None or lora:
-            domains = self._apply_new_domain(policy, source)
-            self._fit_action_width(policy, metas, source)
-        else:
-            domains = dict(policy.config.domains or {})
-        if policy.config.image_keys is None:
-            # Checkpoints without image_keys take the batch's cameras in sorted order; make it explicit.
-            policy.config.image_keys = sorted(model_camera_keys(policy.config, cfg.datasets(), metas))
-        self._tokenizer(policy)
-        self._warn_unset_real_action_dim(policy.config, metas)
-        return _Run(out, resume_from, start_step, policy, save_dtype, source, domains, lora)
-
     def _dataset_action_widths(self, metas) -> set[int]:
         keys = [d.keys.get("action", "action") for d in self.cfg.datasets()]
         return {int(math.prod(m.features[k]["shape"])) for k, m in zip(keys, metas, strict=True) if k in m.features}
@@ -434,38 +341,38 @@ class Trainer:
                 f"--policy.real_action_dim={max(widths)} to train (and serve) {max(widths)}-dim actions"
             )
 
-    def _open_data(self, run: _Run) -> None:
+    def _open_data(self, parts: RunParts) -> None:
         """The datasets, the domain each trains, and the names the checkpoint records for them."""
-        cfg, config = self.cfg, run.policy.config
-        run.sources = open_sources(cfg, config, list(config.image_keys))
-        for s in run.sources:
+        cfg, config = self.cfg, parts.policy.config
+        parts.sources = open_sources(cfg, config, list(config.image_keys))
+        for s in parts.sources:
             if cfg.new_domain.id is not None and s.domain_id == config.domain_id:
-                run.domains[s.domain_id] = s.label  # Phase II: this id now means this robot
+                parts.domains[s.domain_id] = s.label  # Phase II: this id now means this robot
             else:
-                run.domains.setdefault(s.domain_id, s.label)
+                parts.domains.setdefault(s.domain_id, s.label)
         views = len(config.image_keys) + config.empty_cameras
         if views > config.total_image_views:
             raise ValueError(f"{views} cameras do not fit the model's {config.total_image_views} view slots")
-        self._log(describe(run.sources, list(config.image_keys)))
+        self._log(describe(parts.sources, list(config.image_keys)))
 
-    def _choose_trainable(self, run: _Run) -> None:
+    def _choose_trainable(self, parts: RunParts) -> None:
         """LoRA, which parameters train, gradient checkpointing, the device; logs the parameter table."""
-        cfg, policy = self.cfg, run.policy
-        if run.lora:
+        cfg, policy = self.cfg, parts.policy
+        if parts.lora:
             n_layers = apply_lora(policy.model, cfg.lora)
             self._log(f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} on {n_layers} linear layers")
-        run.trainable = select_trainable(policy.model, "lora" if run.lora else cfg.trainable)
-        if run.lora and run.resume_from is not None:
-            _restore_lora(policy, run.resume_from)
+        parts.trainable = select_trainable(policy.model, "lora" if parts.lora else cfg.trainable)
+        if parts.lora and self.checkpoints.resuming:
+            self.checkpoints.restore_lora(policy)
         if cfg.gradient_checkpointing:
             _enable_gradient_checkpointing(policy)
         policy.to(self.env.device)
         policy.train()
-        train_domains = sorted({s.domain_id for s in run.sources})
-        run.keeper = DomainRowKeeper(policy.model, train_domains) if cfg.train_domain_rows_only else None
+        train_domains = sorted({s.domain_id for s in parts.sources})
+        parts.keeper = DomainRowKeeper(policy.model, train_domains) if cfg.train_domain_rows_only else None
         freeze_steps = cfg.scheduler.freeze_steps
         scales = {g: cfg.optimizer.scale(g) for g in PARAM_GROUPS}
-        table, run.counts = count_table(policy.model, run.trainable, freeze_steps, run.keeper, scales)
+        table, parts.counts = count_table(policy.model, parts.trainable, freeze_steps, parts.keeper, scales)
         self._log(f"recipe '{cfg.recipe}': trainable parameters per group\n{table}")
         if 0 < freeze_steps >= cfg.steps:
             self._log(
@@ -473,75 +380,75 @@ class Trainer:
                 "action heads will train (lower --scheduler.freeze_steps or raise --steps)"
             )
 
-    def _build_optimizer(self, run: _Run) -> None:
+    def _build_optimizer(self, parts: RunParts) -> None:
         """Wrap for DDP/FSDP, build the optimizer and schedules, restore their state when resuming."""
-        cfg, env, policy = self.cfg, self.env, run.policy
-        run.bf16 = _use_bf16(cfg, run.save_dtype, env.device)
+        cfg, env, policy = self.cfg, self.env, parts.policy
+        parts.bf16 = _use_bf16(cfg, parts.save_dtype, env.device)
         global_batch = cfg.batch_size * cfg.grad_accum_steps * env.world_size
         mode = "FSDP" if cfg.fsdp else "DDP" if env.distributed else "single"
         self._log(
-            f"device {env.device} x {env.world_size} process(es), {mode}, {'bf16 autocast' if run.bf16 else 'fp32'}; "
+            f"device {env.device} x {env.world_size} process(es), {mode}, {'bf16 autocast' if parts.bf16 else 'fp32'}; "
             f"batch {cfg.batch_size} x accum {cfg.grad_accum_steps} x {env.world_size} = {global_batch} samples/step; "
-            f"steps {run.start_step} -> {cfg.steps}; output {run.out}"
+            f"steps {parts.start_step} -> {cfg.steps}; output {self.checkpoints.out}"
         )
-        apply_requires_grad(policy.model, run.trainable, run.start_step, cfg.scheduler.freeze_steps)
+        apply_requires_grad(policy.model, parts.trainable, parts.start_step, cfg.scheduler.freeze_steps)
         if cfg.compile:
             compile_for_training(policy.model)
-        run.module = TrainingModule(policy)
+        parts.module = TrainingModule(policy)
         if cfg.fsdp and env.distributed:
             dist_utils.shard_fsdp(policy, env, bf16=False)
-            self._wrapped = run.module
+            self._wrapped = parts.module
         else:
-            self._wrapped = dist_utils.wrap_ddp(run.module, env)
-        self._trainable = run.trainable
+            self._wrapped = dist_utils.wrap_ddp(parts.module, env)
         # Fused AdamW (one kernel per step) for single-process runs; distributed runs keep the default so
         # DDP and FSDP (DTensor parameters) stay bit-identical to each other.
         fused = None if env.distributed else fused_adamw_supported(env.device)
-        run.optimizer = build_optimizer(policy.model, run.trainable, cfg.optimizer, fused=fused)
+        parts.optimizer = build_optimizer(policy.model, parts.trainable, cfg.optimizer, fused=fused)
         schedules = build_schedules(cfg.optimizer, cfg.scheduler, cfg.steps)
-        run.scheduler = GroupLRScheduler(run.optimizer, schedules, step=run.start_step)
-        if run.resume_from is not None:
-            self._load_training_state(run.resume_from, run.optimizer, run.scheduler, policy)
+        parts.scheduler = GroupLRScheduler(parts.optimizer, schedules, step=parts.start_step)
+        if self.checkpoints.resuming:
+            self.checkpoints.restore_optimizer(policy, parts.optimizer, parts.scheduler)
 
-    def _build_loader(self, run: _Run) -> None:
+    def _build_loader(self, parts: RunParts) -> None:
         """The mixture, its sampler (resumed where the run stopped) and the loader; seeds each rank."""
-        cfg, env, config = self.cfg, self.env, run.policy.config
-        dataset = MixtureDataset(run.sources, list(config.image_keys), chunk_size=config.chunk_size,
+        cfg, env, config = self.cfg, self.env, parts.policy.config
+        dataset = MixtureDataset(parts.sources, list(config.image_keys), chunk_size=config.chunk_size,
                                  color_jitter_cfg=cfg.mixture.color_jitter, seed=cfg.seed)  # fmt: skip
-        sizes, weights = dataset.sizes, [s.config.weight for s in run.sources]
-        start_batch = run.start_step * cfg.grad_accum_steps
-        if run.resume_from is not None:
-            sampler_state = st.read_json(run.resume_from / st.TRAINING_STATE / "sampler.json")
+        sizes, weights = dataset.sizes, [s.config.weight for s in parts.sources]
+        start_batch = parts.start_step * cfg.grad_accum_steps
+        if self.checkpoints.resuming:
             start_batch = MixtureBatchSampler.start_batch_from_state(
-                sampler_state, cfg.batch_size, env.world_size, sizes, weights, cfg.seed
+                self.checkpoints.sampler_state(), cfg.batch_size, env.world_size, sizes, weights, cfg.seed
             )
-        run.sampler = MixtureBatchSampler(sizes, weights, cfg.batch_size, cfg.seed, env.rank, env.world_size,
-                                          start_batch)  # fmt: skip
-        run.loader = build_loader(dataset, run.sampler, Collator(run.policy.processor), cfg.num_workers,
-                                  cfg.prefetch_factor, pin_memory=env.device.type == "cuda", seed=cfg.seed)  # fmt: skip
-        if run.resume_from is not None:
-            self._load_rng(run.resume_from)
+        parts.sampler = MixtureBatchSampler(sizes, weights, cfg.batch_size, cfg.seed, env.rank, env.world_size,
+                                            start_batch)  # fmt: skip
+        collate = Collator(parts.policy.processor)
+        parts.loader = build_loader(dataset, parts.sampler, collate, cfg.num_workers, cfg.prefetch_factor,
+                                    pin_memory=env.device.type == "cuda", seed=cfg.seed)  # fmt: skip
+        if self.checkpoints.resuming:
+            self.checkpoints.restore_rng()
         else:
             # Ranks draw different noise / times / dropout; the weights came from one seed.
             torch.manual_seed(cfg.seed + env.rank)
 
-    def _train(self, run: _Run) -> TrainResult:
-        cfg, env, out = self.cfg, self.env, run.out
+    def _train_and_write_outputs(self, parts: RunParts) -> TrainResult:
+        cfg, env, out = self.cfg, self.env, self.checkpoints.out
         if env.is_main:
             cfg.save(out / TRAIN_CONFIG)
-        metrics = MetricsLogger(out, env.is_main, cfg.tensorboard, resume_step=run.start_step if run.resume_from else None)
+        resume_step = parts.start_step if self.checkpoints.resuming else None
+        metrics = MetricsLogger(out, env.is_main, cfg.tensorboard, resume_step=resume_step)
         try:
-            final_dir = self._loop(run, metrics)
+            final_dir = self._loop(parts, metrics)
         finally:
             metrics.close()
         if env.is_main and cfg.plot:
             plot_metrics(out / METRICS_CSV, out / PLOT_NAME)
         if cfg.diagnostics:
-            self._write_diagnostics(out, run.policy)
+            self._write_diagnostics(out, parts.policy)
         if cfg.trainable in ("domain", "lora") and final_dir is not None and env.is_main:
-            lora_model = run.policy.model if cfg.trainable == "lora" else None
+            lora_model = parts.policy.model if cfg.trainable == "lora" else None
             self._write_adapter(final_dir, out / ADAPTER_NAME, lora_model)
-        return TrainResult(out, final_dir, cfg.steps, self.history, run.counts, env.is_main)
+        return TrainResult(out, final_dir, cfg.steps, self.history, parts.counts, env.is_main)
 
     def _write_adapter(self, model_dir: Path, path: Path, lora_model: torch.nn.Module | None) -> None:
         """A prompt or LoRA run ends with its robot as an adapter file (its domain rows, the LoRA weights of a
@@ -553,30 +460,30 @@ class Trainer:
         self._log(f"adapter for domain {policy.config.domain_id}: {path} ({path.stat().st_size / 1024:.1f} KiB)")
 
     # -------------------------------------------------------------- loop
-    def _loop(self, run: _Run, metrics: MetricsLogger) -> Path | None:
-        self.in_loop = True
+    def _loop(self, parts: RunParts, metrics: MetricsLogger) -> Path | None:
+        self.sigterm.armed = True
         try:
-            return self._steps(run, metrics)
+            return self._steps(parts, metrics)
         finally:
-            self.in_loop = False
+            self.sigterm.armed = False
 
-    def _steps(self, run: _Run, metrics: MetricsLogger) -> Path | None:
+    def _steps(self, parts: RunParts, metrics: MetricsLogger) -> Path | None:
         cfg = self.cfg
-        progress = _progress(cfg.steps, run.start_step, self.env.is_main)
-        data_iter = iter(run.loader)
-        step, final_dir = run.start_step, None
+        progress = _progress(cfg.steps, parts.start_step, self.env.is_main)
+        data_iter = iter(parts.loader)
+        step, final_dir = parts.start_step, None
         interval = _Interval()
-        params = [p for n, p in run.policy.model.named_parameters() if run.trainable.get(n, False)]
+        params = [p for n, p in parts.policy.model.named_parameters() if parts.trainable.get(n, False)]
         while step < cfg.steps:
-            self._unfreeze_if_due(run, step)
-            lrs = {g["name"]: g["lr"] for g in run.optimizer.param_groups}
-            sums = self._accumulate(data_iter, run.bf16)
+            self._unfreeze_if_due(parts, step)
+            lrs = {g["name"]: g["lr"] for g in parts.optimizer.param_groups}
+            sums = self._accumulate(data_iter, parts.bf16)
             if not bool(torch.isfinite(sums["loss"])):  # stop before a NaN reaches the weights or a checkpoint
                 raise FloatingPointError(
                     f"the loss is {float(sums['loss'])} at step {step + 1}: lower --optimizer.lr, check the data for "
                     "NaNs, or use --mixed_precision=no"
                 )
-            interval.add(sums, self._optimizer_step(run, params))
+            interval.add(sums, self._optimizer_step(parts, params))
             step += 1
             progress.update(1)
             if step % cfg.log_freq == 0 or step == cfg.steps:
@@ -585,27 +492,26 @@ class Trainer:
                                      sps=f"{row['samples_per_s']:.1f}")  # fmt: skip
                 interval = _Interval()
             last = step == cfg.steps
-            if step % cfg.save_freq == 0 or (last and cfg.save_final) or self.sigterm:
-                final_dir = self._save(step, run.policy, run.optimizer, run.scheduler, run.sampler, run.save_dtype,
-                                       run.source, run.domains, final=last)  # fmt: skip
-            if self.sigterm and not last:
-                raise KeyboardInterrupt  # the checkpoint of this step is complete; run() says how to resume
+            if step % cfg.save_freq == 0 or (last and cfg.save_final) or self.sigterm.requested:
+                final_dir = self.checkpoints.save(step, parts, final=last)
+            if self.sigterm.requested and not last:
+                raise KeyboardInterrupt  # the checkpoint of this step is complete; train() says how to resume
             if self.stop_at is not None and step >= self.stop_at and not last:
                 break
         progress.close()
         return final_dir
 
-    def _unfreeze_if_due(self, run: _Run, step: int) -> None:
+    def _unfreeze_if_due(self, parts: RunParts, step: int) -> None:
         freeze_steps = self.cfg.scheduler.freeze_steps
         if freeze_steps <= 0 or step != freeze_steps:
             return
-        if apply_requires_grad(run.policy.model, run.trainable, step, freeze_steps):
+        if apply_requires_grad(parts.policy.model, parts.trainable, step, freeze_steps):
             self._log(f"step {step}: freeze period over, unfreezing the backbone groups")
             if not (self.cfg.fsdp and self.env.distributed) and self.env.distributed:
                 # DDP registers the parameters that require grad when it is built: rebuild it
                 # (dropping the old wrapper first, so its gradient hooks go with it).
                 self._wrapped = None
-                self._wrapped = dist_utils.wrap_ddp(run.module, self.env)
+                self._wrapped = dist_utils.wrap_ddp(parts.module, self.env)
 
     def _accumulate(self, data_iter, bf16: bool) -> dict[str, torch.Tensor]:
         """Forward and backward over ``grad_accum_steps`` micro-batches; the mean loss terms."""
@@ -613,7 +519,7 @@ class Trainer:
         accum, fsdp = cfg.grad_accum_steps, cfg.fsdp and env.distributed
         sums: dict[str, torch.Tensor] = {}
         for micro in range(accum):
-            batch = _next_batch(data_iter, stopping=lambda: self.sigterm)
+            batch = _next_batch(data_iter, stopping=lambda: self.sigterm.requested)
             if cfg.diagnostics:
                 self.samples_seen += list(zip(batch["mixture_index"].tolist(), batch["sample_index"].tolist(), strict=True))
             batch = _move(batch, env.device)
@@ -626,21 +532,21 @@ class Trainer:
             sums["loss"] = sums.get("loss", 0.0) + total.detach().float() / accum
         return sums
 
-    def _optimizer_step(self, run: _Run, params: list[torch.Tensor]) -> torch.Tensor:
+    def _optimizer_step(self, parts: RunParts, params: list[torch.Tensor]) -> torch.Tensor:
         """Clip, step, restore frozen domain rows, advance the schedule; returns the gradient norm."""
-        if run.keeper is not None:
-            run.keeper.mask_gradients()
+        if parts.keeper is not None:
+            parts.keeper.mask_gradients()
         with_grad = [p for p in params if p.grad is not None]
         clip = self.cfg.optimizer.grad_clip_norm
         grad_norm = torch.nn.utils.clip_grad_norm_(with_grad, clip if clip > 0 else float("inf")) if with_grad else (
             torch.zeros(()))  # fmt: skip
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
-        run.optimizer.step()
-        if run.keeper is not None:
-            run.keeper.restore()
-        run.optimizer.zero_grad(set_to_none=True)
-        run.scheduler.step()
+        parts.optimizer.step()
+        if parts.keeper is not None:
+            parts.keeper.restore()
+        parts.optimizer.zero_grad(set_to_none=True)
+        parts.scheduler.step()
         return grad_norm
 
     def _log_interval(self, interval: _Interval, lrs: dict[str, float], step: int, metrics: MetricsLogger) -> dict:
@@ -655,135 +561,14 @@ class Trainer:
         self.history.append({"step": step, **row})
         return row
 
-    # -------------------------------------------------------------- checkpoints
-    def _model_state(self, policy: XVLAPolicy) -> dict[str, torch.Tensor]:
-        cfg, env = self.cfg, self.env
-        if cfg.fsdp and env.distributed:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-            return get_model_state_dict(
-                policy.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-            )
-        if cfg.lora.enable or cfg.trainable == "lora":
-            return merged_state_dict(policy.model)
-        return policy.model.state_dict()
-
-    def _optimizer_state(self, policy: XVLAPolicy, optimizer) -> dict[str, Any]:
-        if self.cfg.fsdp and self.env.distributed:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-            return get_optimizer_state_dict(
-                policy.model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-            )
-        return optimizer.state_dict()
-
-    def _save(self, step: int, *args: Any, **kwargs: Any) -> Path:
-        """Write and publish a checkpoint. A failed write (a full disk, a lost mount) removes the half-written
-        folder, so the space it took is free again and the previous checkpoints stay as they are."""
-        try:
-            return self._write_checkpoint(step, *args, **kwargs)
-        except OSError as exc:
-            out = Path(self.cfg.output_dir)
-            shutil.rmtree(st.tmp_dir(out, step), ignore_errors=True)
-            raise UserFacingError(self._write_failed_message(step, out, exc)) from exc
-
-    def _write_failed_message(self, step: int, out: Path, exc: OSError) -> str:
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        what = "the disk is full" if full else "the file system refused a write"
-        where = f" writing {exc.filename}" if exc.filename else ""
-        last = st.latest_checkpoint(out)
-        kept = f"the last complete checkpoint, {last}, is intact" if last else "no earlier checkpoint exists"
-        fix = "free some space (or lower --keep_last, or choose an --output_dir on a larger disk)" if full else (
-            "fix the file system")  # fmt: skip
-        resume = f"resume with: xvla train --output_dir={out} --resume" if last else "start the run again"
-        return (f"could not write the checkpoint of step {step}: {what} ({exc.strerror or exc}{where}). The "
-                f"half-written checkpoint was removed and {kept}; {fix}, then {resume}")
-
-    def _write_checkpoint(
-        self, step, policy, optimizer, scheduler, sampler, save_dtype, source, domains, final: bool
-    ) -> Path:
-        cfg, env = self.cfg, self.env
-        out = Path(cfg.output_dir)
-        model_state = self._model_state(policy)  # collective under FSDP
-        optim_state = self._optimizer_state(policy, optimizer)
-        tmp = st.tmp_dir(out, step)
-        if env.is_main:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            save_config = policy.config.replace(dtype=save_dtype, domains=domains or None)
-            st.export_pretrained(tmp / st.PRETRAINED, model_state, save_config, policy.tokenizer, source)
-            ts = tmp / st.TRAINING_STATE
-            ts.mkdir(parents=True, exist_ok=True)
-            tensors, meta = st.flatten_optimizer_state(optim_state)
-            st.save_tensors(ts / "optimizer.safetensors", tensors)
-            write_json(ts / "optimizer.json", meta)
-            write_json(ts / "scheduler.json", scheduler.state_dict())
-            write_json(ts / "sampler.json", sampler.state_dict(step * cfg.grad_accum_steps))
-            if cfg.lora.enable or cfg.trainable == "lora":
-                trainable = {
-                    n: p for n, p in policy.model.named_parameters() if self._trainable.get(n, False)
-                }
-                trainable.update(adapter_state_dict(policy.model))
-                st.save_tensors(ts / "trainable.safetensors", trainable)
-            write_json(
-                ts / "trainer_state.json",
-                {"step": step, "consumed_batches": step * cfg.grad_accum_steps, "world_size": env.world_size,
-                 "recipe": cfg.recipe, "save_dtype": save_dtype, "time": datetime.datetime.now().isoformat()},
-            )  # fmt: skip
-        dist_utils.barrier(env)
-        tensors, meta = st.rng_state()
-        ts = tmp / st.TRAINING_STATE
-        ts.mkdir(parents=True, exist_ok=True)
-        st.save_tensors(ts / f"rng_state_rank{env.rank}.safetensors", tensors)
-        write_json(ts / f"rng_state_rank{env.rank}.json", meta)
-        dist_utils.barrier(env)
-        dest = st.step_dir(out, step)
-        if env.is_main:
-            dest = st.publish(out, step, cfg.keep_last, final=final)
-            self._log(f"step {step}: checkpoint {dest}")
-        dist_utils.barrier(env)
-        return dest / st.PRETRAINED
-
-    def _load_training_state(self, resume_from: Path, optimizer, scheduler, policy) -> None:
-        ts = resume_from / st.TRAINING_STATE
-        tensors = st.load_tensors(ts / "optimizer.safetensors")
-        state = st.unflatten_optimizer_state(tensors, st.read_json(ts / "optimizer.json"))
-        if self.cfg.fsdp and self.env.distributed:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-            set_optimizer_state_dict(
-                policy.model, optimizer, state, options=StateDictOptions(full_state_dict=True)
-            )
-        else:
-            saved = [len(g["params"]) for g in state["param_groups"]]
-            have = [len(g["params"]) for g in optimizer.param_groups]
-            if saved != have:
-                raise ValueError(
-                    f"the checkpoint's optimizer has parameter groups of sizes {saved} but this run has {have}: "
-                    "resume with the same recipe and freeze switches as the interrupted run"
-                )
-            optimizer.load_state_dict(state)
-        scheduler.load_state_dict(st.read_json(ts / "scheduler.json"))
-        self._log(f"resumed from {resume_from} (step {scheduler.step_count})")
-
-    def _load_rng(self, resume_from: Path) -> None:
-        ts = resume_from / st.TRAINING_STATE
-        rank = self.env.rank
-        path = ts / f"rng_state_rank{rank}.safetensors"
-        if not path.is_file():
-            logger.warning("no RNG state for rank %d in %s: the noise stream will differ from the interrupted run",
-                           rank, ts)  # fmt: skip
-            torch.manual_seed(self.cfg.seed + rank + 7919 * int(resume_from.name))
-            return
-        st.set_rng_state(st.load_tensors(path), st.read_json(ts / f"rng_state_rank{rank}.json"))
-
+    # -------------------------------------------------------------- diagnostics
     def _write_diagnostics(self, out: Path, policy: XVLAPolicy) -> None:
         cfg, env = self.cfg, self.env
         if cfg.fsdp and env.distributed:
-            state = self._model_state(policy)  # collective: every rank takes part; rank 0 gets the weights
-            checksum = _checksum_state(state) if state else None
+            state = self.checkpoints.model_state(policy)  # collective; only rank 0 gets the weights
+            checksum = _checksum(state) if state else None
         else:
-            checksum = _checksum(policy.model)
+            checksum = _checksum(policy.model.state_dict())
         data = {
             "rank": env.rank,
             "world_size": env.world_size,
@@ -813,7 +598,7 @@ def _next_batch(data_iter, stopping=lambda: False) -> dict[str, Any]:
         raise plain from None
 
 
-def _checksum_state(state: dict[str, torch.Tensor]) -> str:
+def _checksum(state: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for name, p in sorted(state.items()):
         h.update(name.encode())
@@ -863,7 +648,7 @@ def train(cfg: TrainConfig, tokenizer: Any = None, stop_at: int | None = None) -
 
     ``stop_at`` ends the run after that step without a final checkpoint, as an interruption would.
     """
-    return Trainer(cfg, tokenizer=tokenizer, stop_at=stop_at).run()
+    return Trainer(cfg, tokenizer=tokenizer, stop_at=stop_at).train()
 
 
 def load_train_config(output_dir: str | Path) -> dict[str, Any]:
