@@ -277,7 +277,7 @@ class Runner:
     def evaluate(self, label: str, run: dict, variant, tasks, domain=None, adapter=None) -> dict:
         from xvla.policy import XVLAPolicy
         from xvla.sim.demo import _eval
-        from xvla.sim.evaluate import wilson_interval
+        from xvla.sim.report import wilson_interval
 
         if adapter:  # the adapter file in the Phase I model it was trained on, in whichever slot is free
             policy = XVLAPolicy.from_pretrained(run["base"], tokenizer=self.tokenizer)
@@ -359,7 +359,7 @@ def markdown(result: dict, tasks, train_vs, held) -> str:
 
 def pooled_table(rows: list[dict]) -> list[str]:
     """Phase I rows pooled over the training variants, per setting and seed."""
-    from xvla.sim.evaluate import wilson_interval
+    from xvla.sim.report import wilson_interval
 
     lines = ["| Phase I setting | success | 95% CI |", "|---|---|---|"]
     for setting in dict.fromkeys(r["setting"] for r in rows if r["setting"].startswith("Phase I")):
