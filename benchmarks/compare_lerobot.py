@@ -73,7 +73,7 @@ def florence_for(size: str) -> dict:
     head, width, image, views, length = SIZES[size]
     if size != "full":
         return florence_remote(width, length)
-    from xvla.checkpoints import florence_config_to_remote
+    from xvla.checkpoints.florence import florence_config_to_remote
     from xvla.config import florence2_large_config
 
     return florence_config_to_remote(florence2_large_config())

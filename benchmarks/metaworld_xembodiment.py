@@ -282,7 +282,7 @@ class Bench:
     def _evaluate(self, key: str, run: dict, variant, domain, adapter) -> dict:
         from xvla.policy import XVLAPolicy
         from xvla.sim.demo import _eval
-        from xvla.sim.evaluate import wilson_interval
+        from xvla.sim.report import wilson_interval
 
         if adapter:  # the adapter file in the Phase I model it was trained on, in whichever slot is free
             policy = XVLAPolicy.from_pretrained(run["base"], tokenizer=self.tokenizer)
@@ -376,7 +376,7 @@ STUDY_FUNCTIONS = {"hidden": study_hidden, "fewdemo": study_fewdemo, "visible": 
 
 # ------------------------------------------------------------------------------------------------ report
 def _rate(k: int, n: int) -> str:
-    from xvla.sim.evaluate import wilson_interval
+    from xvla.sim.report import wilson_interval
 
     lo, hi = wilson_interval(k, n)
     return f"{k}/{n} ({100 * k / max(n, 1):.0f}%) | {100 * lo:.0f}-{100 * hi:.0f}%"
@@ -469,7 +469,7 @@ def success_plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from xvla.sim.evaluate import wilson_interval
+    from xvla.sim.report import wilson_interval
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for method, (label, _, _) in METHODS.items():

@@ -149,7 +149,7 @@ def run_grid(args) -> None:
 
 # ---------------------------------------------------------------------------------------------- report
 def summarize(cell: dict[str, Any]) -> dict[str, Any]:
-    from xvla.sim.evaluate import wilson_interval
+    from xvla.sim.report import wilson_interval
 
     eps = cell["episodes"]
     k, n = sum(e["success"] for e in eps), len(eps)

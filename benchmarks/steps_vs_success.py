@@ -73,7 +73,7 @@ def run_cell(args, info: dict, policy, setting: str, steps: int) -> dict:
 
 
 def print_table(cells: list[dict], machine: str) -> None:
-    from xvla.sim.evaluate import wilson_interval
+    from xvla.sim.report import wilson_interval
 
     print(f"\nDenoising steps vs closed-loop success, demo Phase I policy on its training variants ({machine})\n")
     print("| setting | steps | success | 95% Wilson | ms / chunk (batch 1) | x fp32 at 10 steps |")

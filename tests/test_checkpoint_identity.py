@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from xvla import XVLAConfig, XVLAPolicy
-from xvla.checkpoints import IDENTITY_FIELDS
+from xvla.checkpoints.identity import IDENTITY_FIELDS
 from xvla.cli import main
 from xvla.config import tiny_florence_config
 

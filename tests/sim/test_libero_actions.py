@@ -18,7 +18,8 @@ from xvla.sim.libero import (
     pose_to_state,
     rot6d_to_axis_angle,
 )
-from xvla.sim.libero_eval import check_domain_id, episode_specs, libero_domain, noise_seed
+from xvla.sim.libero_eval import check_domain_id, libero_domain
+from xvla.sim.libero_pool import episode_specs, noise_seed
 
 
 def row(xyz=(0.1, -0.2, 0.9), rot6d=(1, 0, 0, 0, 1, 0), gripper=0.0, width=20) -> np.ndarray:
@@ -200,7 +201,7 @@ def parse_eval(*argv: str):
 
 
 def test_cli_defaults_follow_the_protocol():
-    from xvla.sim.libero_eval import config_from_args
+    from xvla.sim.cli import libero_config_from_args as config_from_args
 
     cfg = config_from_args(parse_eval("--env", "libero", "--policy.path", "ckpt"))
     assert (cfg.policy, cfg.suite, cfg.tasks, cfg.episodes_per_task, cfg.max_steps) == ("ckpt", "libero_spatial", None, 50, 800)

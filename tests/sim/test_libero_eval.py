@@ -12,7 +12,8 @@ pytest.importorskip("libero.libero", reason="LIBERO is not installed: pip instal
 
 from xvla import XVLAConfig, XVLAPolicy  # noqa: E402
 from xvla.config import tiny_florence_config  # noqa: E402
-from xvla.sim.libero_eval import EPISODES_FILE, LiberoEvalConfig, evaluate_libero  # noqa: E402
+from xvla.sim.episode_store import EPISODES_FILE  # noqa: E402
+from xvla.sim.libero_eval import LiberoEvalConfig, evaluate_libero  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

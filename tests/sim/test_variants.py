@@ -103,7 +103,7 @@ def test_variants_are_data(tmp_path):
 
 
 def test_wilson_interval():
-    from xvla.sim.evaluate import wilson_interval
+    from xvla.sim.report import wilson_interval
 
     lo, hi = wilson_interval(5, 10)
     assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)

@@ -107,7 +107,7 @@ def build_lerobot_xvla(folder: Path, tokenizer_dir: Path):
     from lerobot.policies.xvla.modeling_xvla import XVLAPolicy as LeRobotXVLAPolicy
     from lerobot.policies.xvla.processor_xvla import make_xvla_pre_post_processors
 
-    from xvla.checkpoints import florence_config_to_remote
+    from xvla.checkpoints.florence import florence_config_to_remote
 
     small = tiny_config_kwargs()
     config = LeRobotXVLAConfig(

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
+from typing import TYPE_CHECKING, Any
 
 from ..flags import add_dataclass_flags, dataclass_from_args, flat_fields
+
+if TYPE_CHECKING:
+    from .libero_eval import LiberoEvalConfig
 
 
 def cmd_gen_demos(args: argparse.Namespace) -> int:
@@ -24,10 +29,8 @@ def cmd_gen_demos(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    if getattr(args, "env", "metaworld") == "libero":  # everything LIBERO lives in libero_eval
-        from .libero_eval import cli_main
-
-        return cli_main(args)
+    if getattr(args, "env", "metaworld") == "libero":
+        return cmd_eval_libero(args)
     if "policy" not in vars(args):  # optional since --env libero also takes --policy.path / --policy.url
         raise ValueError("give the checkpoint (a folder, a Hub id or 'expert') as the first argument")
     from .evaluate import EvalConfig, evaluate, markdown_table
@@ -39,6 +42,63 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(report["overall"], indent=2))
     print(f"results: {config.output}/results.json, {config.output}/results.md")
     return 0
+
+
+# Flags of `xvla eval` that only Meta-World understands: an error with --env libero, not silently ignored.
+METAWORLD_ONLY = ("variant", "image_size", "key_map", "privileged_state", "action_horizon_s", "execution", "delay_steps",
+                  "dtype", "compile")  # fmt: skip
+
+
+def cmd_eval_libero(args: argparse.Namespace) -> int:
+    """``xvla eval --env libero ...``: run, print the markdown table, say where the files are."""
+    from .episode_store import EPISODES_FILE
+    from .libero_eval import DomainIdWarning, evaluate_libero, markdown_table
+    from .report import RESULTS_JSON, RESULTS_MD
+
+    cfg = libero_config_from_args(args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DomainIdWarning)  # printed below, after the table
+        report = evaluate_libero(cfg)
+    print(markdown_table(report))
+    for message in report["warnings"]:
+        print(f"warning: {message}")
+    if getattr(args, "json", False):
+        print(json.dumps(report["overall"], indent=2))
+    print(f"results: {cfg.output}/{RESULTS_JSON}, {cfg.output}/{RESULTS_MD}, {cfg.output}/{EPISODES_FILE}")
+    return 0
+
+
+def libero_config_from_args(args: argparse.Namespace) -> LiberoEvalConfig:
+    """The LIBERO config from ``xvla eval`` flags: the flags given, LIBERO's defaults for the rest."""
+    from dataclasses import fields
+
+    from ..flags import from_dict
+    from .libero_eval import NO_POLICY, LiberoEvalConfig
+
+    given = vars(args)
+    wrong = [f"--{k.replace('_', '-')}" for k in METAWORLD_ONLY if k in given]
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)}: Meta-World flag(s), not used by --env libero; drop them")
+    values = {f.name: given[f.name] for f in fields(LiberoEvalConfig) if f.name in given}
+    path = given.get("policy")
+    if path is None and given.get("policy_url") is None:
+        raise ValueError(NO_POLICY)
+    values["policy"] = None if given.get("policy_url") else path
+    if "tasks" in values:
+        values["tasks"] = parse_task_ids(values["tasks"])
+    values.setdefault("output", f"outputs/libero/{values.get('suite', 'libero_spatial')}")
+    return from_dict(LiberoEvalConfig, values)
+
+
+def parse_task_ids(text: Any) -> list[int] | None:
+    """``"0,3"`` / ``"3"`` / ``"all"`` (or a list) -> task ids; None means every task."""
+    if text is None or (isinstance(text, str) and text.strip().lower() == "all"):
+        return None
+    items = text if isinstance(text, (list, tuple)) else str(text).replace(" ", "").split(",")
+    try:
+        return [int(t) for t in items if str(t) != ""]
+    except ValueError:
+        raise ValueError(f"--tasks {text!r}: give LIBERO task ids like 0,3 (or 'all')") from None
 
 
 def register(sub) -> None:

@@ -28,6 +28,8 @@ import numpy as np
 from ..domains import resolve_domain
 from ..utils import write_json
 from .instructions import instruction, resolve_tasks
+from .report import RESULTS_JSON, RESULTS_MD, summarize
+from .report import markdown_table as report_table
 from .rollout import EpisodeResult, EpisodeSpec, run_rollouts
 from .variants import EmbodimentVariant, get_variant
 
@@ -82,19 +84,6 @@ class EvalConfig:
             raise ValueError(f"delay_steps={self.delay_steps} must be >= 0 control steps")
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """The Wilson score interval of a binomial proportion (95% for the default z); (0, 1) when n = 0."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1.0 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    lo = 0.0 if successes == 0 else max(0.0, center - half)
-    hi = 1.0 if successes == n else min(1.0, center + half)
-    return lo, hi
-
-
 def load_policy(config: EvalConfig):
     if config.policy == EXPERT:
         from .experts import ScriptedExpertPolicy
@@ -125,32 +114,6 @@ def episode_specs(tasks: list[str], episodes_per_task: int, seed: int, videos: i
     ]
 
 
-def summarize(results: list[EpisodeResult], tasks: list[str]) -> dict[str, Any]:
-    per_task = {}
-    for task in tasks:
-        eps = [r for r in results if r.task == task]
-        per_task[task] = _stats(eps)
-        per_task[task]["instruction"] = instruction(task)
-    overall = _stats(results)
-    overall["mean_task_success_rate"] = float(np.mean([per_task[t]["success_rate"] for t in tasks]))
-    return {"per_task": per_task, "overall": overall}
-
-
-def _stats(eps: list[EpisodeResult]) -> dict[str, Any]:
-    n = len(eps)
-    k = sum(r.success for r in eps)
-    lo, hi = wilson_interval(k, n)
-    ok = [r.length for r in eps if r.success]
-    return {
-        "episodes": n,
-        "successes": k,
-        "success_rate": k / n if n else 0.0,
-        "ci95": [round(lo, 4), round(hi, 4)],
-        "mean_length": float(np.mean([r.length for r in eps])) if eps else None,
-        "mean_length_success": float(np.mean(ok)) if ok else None,
-    }
-
-
 def write_video(path: Path, frames: list[np.ndarray], fps: int, min_height: int = 192) -> Path:
     """An mp4 of HxWx3 uint8 frames, enlarged by an integer factor (nearest) to at least ``min_height``."""
     from ..data.video import VideoEncoder
@@ -168,33 +131,23 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int, min_height: int 
     return encoder.close()
 
 
+def save_videos(results: list[EpisodeResult], out: Path, fps: int) -> list[str]:
+    """The recorded episodes as ``videos/<task>_ep<i>_<success|failure>.mp4``; their paths relative to ``out``."""
+    videos = []
+    for r in results:
+        if r.frames:
+            name = f"{r.task}_ep{r.index:03d}_{'success' if r.success else 'failure'}.mp4"
+            write_video(out / "videos" / name, r.frames, fps)
+            videos.append(f"videos/{name}")
+    return videos
+
+
 def markdown_table(report: dict[str, Any]) -> str:
     s = report["settings"]
-    lines = [
-        f"# Evaluation: {s['policy']} on variant `{s['variant']['name']}` (domain {s['domain_id']})",
-        "",
-        f"{s['episodes_per_task']} episodes per task, seed {s['seed']}, at most {s['max_steps']} steps; "
-        "success rate with a 95% Wilson interval.",
-        "",
-        "| task | success | 95% CI | mean length | mean length (success) |",
-        "|---|---|---|---|---|",
-    ]
-
-    def row(name: str, st: dict) -> str:
-        lo, hi = st["ci95"]
-        ml = f"{st['mean_length']:.1f}" if st["mean_length"] is not None else "-"
-        mls = f"{st['mean_length_success']:.1f}" if st["mean_length_success"] is not None else "-"
-        return (
-            f"| {name} | {st['successes']}/{st['episodes']} ({100 * st['success_rate']:.0f}%) | "
-            f"{100 * lo:.0f}-{100 * hi:.0f}% | {ml} | {mls} |"
-        )
-
-    for task, st in report["per_task"].items():
-        lines.append(row(task, st))
-    lines.append(row("**all**", report["overall"]))
-    if report.get("videos"):
-        lines += ["", "Videos: " + ", ".join(f"[{Path(v).name}]({v})" for v in report["videos"])]
-    return "\n".join(lines) + "\n"
+    title = f"Evaluation: {s['policy']} on variant `{s['variant']['name']}` (domain {s['domain_id']})"
+    caption = (f"{s['episodes_per_task']} episodes per task, seed {s['seed']}, at most {s['max_steps']} steps; "
+               "success rate with a 95% Wilson interval.")  # fmt: skip
+    return report_table(title, caption, report, instructions=False, decimals=0)
 
 
 def eval_domain(policy: Any, config: EvalConfig) -> tuple[int, str]:
@@ -223,18 +176,14 @@ def evaluate(config: EvalConfig, policy: Any = None) -> dict[str, Any]:
     )  # fmt: skip
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
-    videos = []
-    for r in results:
-        if r.frames:
-            name = f"{r.task}_ep{r.index:03d}_{'success' if r.success else 'failure'}.mp4"
-            write_video(out / "videos" / name, r.frames, variant.fps)
-            videos.append(f"videos/{name}")
+    videos = save_videos(results, out, variant.fps)
+    outcomes = [(r.task, r.success, r.length) for r in results]
     settings = {k: v for k, v in asdict(config).items() if k not in ("variant", "progress")}
     settings["variant"] = variant.to_dict()
     settings["domain_id"], settings["domain_reason"] = domain, why
     report = {
         "settings": settings,
-        **summarize(results, config.tasks),
+        **summarize(outcomes, {task: instruction(task) for task in config.tasks}),
         "episodes": [
             {"task": r.task, "index": r.index, "seed": r.seed, "success": r.success, "length": r.length,
              "motion": r.motion}
@@ -248,6 +197,6 @@ def evaluate(config: EvalConfig, policy: Any = None) -> dict[str, Any]:
             "env_steps_per_s": round(timings["env_steps"] / max(timings["wall_s"], 1e-9), 1),
         },
     }
-    write_json((out / "results.json"), report)
-    (out / "results.md").write_text(markdown_table(report))
+    write_json(out / RESULTS_JSON, report)
+    (out / RESULTS_MD).write_text(markdown_table(report))
     return report
