@@ -6,7 +6,7 @@ The engine owns everything model-side of the server and nothing HTTP-side:
   per-sample tensors through the policy's own processor (``policy.processor``, the one path that
   ``predict_action_chunk``, training and the simulators use), and draws that sample's initial noise;
 - :meth:`ServeEngine.run` concatenates samples that share a batch key (denoising steps and view
-  count) and calls :meth:`XVLAModel.generate_actions` once.
+  count) and calls :meth:`XVLAPolicy.generate` once.
 
 Because every sample carries its own noise and the model has no cross-sample interaction, a
 sample's actions do not depend on what it was batched with (up to float rounding).
@@ -28,6 +28,7 @@ import torch
 from .. import processing
 from ..domains import check_domain_ids, trained_domains
 from ..policy import XVLAPolicy
+from ..processor import MODEL_INPUTS
 from ..utils import resolve_device
 from .protocol import Limits, ModelSpec, Observation, RequestError
 
@@ -264,20 +265,13 @@ class ServeEngine:
             return torch.cat([getattr(s, name) for s in samples]).to(dev, non_blocking=True)
 
         with self._model_lock, torch.inference_mode():
-            actions = self.model.generate_actions(
-                input_ids=cat("input_ids"),
-                image_input=cat("image_input"),
-                image_mask=cat("image_mask"),
-                domain_id=cat("domain_id"),
-                proprio=cat("proprio"),
-                steps=samples[0].steps,
-                noise=cat("noise"),
-                **({} if samples[0].prefix is None else {
-                    "prefix": cat("prefix"), "prefix_weights": cat("prefix_weights"), "guidance": samples[0].guidance,
-                }),
-            )  # fmt: skip
+            inputs = {name: cat(name) for name in MODEL_INPUTS}
+            constraint = {} if samples[0].prefix is None else {
+                "prefix": cat("prefix"), "prefix_weights": cat("prefix_weights"), "guidance": samples[0].guidance,
+            }  # fmt: skip
+            actions = self.policy.generate(inputs, noise=cat("noise"), steps=samples[0].steps, **constraint)
         widths = self.model.action_widths(cat("domain_id"))  # robots of different widths share the pass
-        out = [a[:, :w] for a, w in zip(actions.float().cpu().numpy(), widths, strict=True)]
+        out = [a[:, :w] for a, w in zip(actions.cpu().numpy(), widths, strict=True)]
         return [a if np.isfinite(a).all() else NON_FINITE for a in out]
 
     def _dummy_observation(self, steps: int) -> Observation:
