@@ -74,6 +74,33 @@ class XVLAModel(nn.Module):
     def real_action_dim(self) -> int:
         return int(self.action_space.real_dim)
 
+    # ------------------------------------------------------------------ token capacity
+    def free_tokens(self) -> int:
+        """Sequence positions left for image tokens once the action chunk and the text are placed."""
+        return self.transformer.max_len_seq - self.chunk_size - self.config.tokenizer_max_length
+
+    def image_tokens(self, image_size: tuple[int, int]) -> int:
+        """How many sequence positions one camera view of ``image_size`` (height, width) takes."""
+        height, width = image_size
+        length = self.config.tokenizer_max_length
+        try:
+            with torch.inference_mode():
+                enc = self.vlm(
+                    torch.ones(1, length, dtype=torch.long, device=self.device),
+                    torch.zeros(1, 1, 3, height, width, device=self.device, dtype=self.dtype),
+                    torch.ones(1, 1, dtype=torch.bool, device=self.device),
+                )
+        except (IndexError, RuntimeError) as exc:
+            raise ValueError(
+                f"this checkpoint cannot encode {height}x{width} frames ({type(exc).__name__}: {exc}); set image_size "
+                "in its config.json to the size it was trained at"
+            ) from exc
+        return int(enc["vlm_features"].shape[1]) - length
+
+    def view_capacity(self, image_size: tuple[int, int]) -> int:
+        """How many camera views of ``image_size`` fit in the sequence beside the action chunk and the text."""
+        return self.free_tokens() // self.image_tokens(image_size)
+
     # ------------------------------------------------------------------ per-domain action spaces
     def set_domain_action_space(self, domain_id: int, space: BaseActionSpace | None) -> None:
         """Give ``domain_id`` its own action space (``None``: back to the model's); it must have this model's

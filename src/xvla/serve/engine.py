@@ -106,7 +106,6 @@ class ServeEngine:
             self._generator.manual_seed(int(seed))
         self.tokenizer = policy.tokenizer  # load now: a missing tokenizer fails at start-up, not per request
         self.image_size = self.processor.image_size
-        self.image_tokens = self._count_image_tokens(self.image_size)
         max_views = self._max_views()
         self.spec = ModelSpec(
             proprio_dim=cfg.proprio_dim,
@@ -172,37 +171,15 @@ class ServeEngine:
     def _max_views(self) -> int:
         """How many camera views a request may send: what fits in max_len_seq, less the padded empty slots."""
         cfg = self.config
-        capacity = self._free_tokens() // self.image_tokens
+        capacity = self.model.view_capacity(self.image_size)
         if capacity < cfg.total_image_views:
             raise ValueError(
                 f"this checkpoint cannot run: its {cfg.total_image_views} camera views of "
-                f"{self.image_size[0]}x{self.image_size[1]} ({self.image_tokens} tokens each) plus "
-                f"chunk_size={cfg.chunk_size} and tokenizer_max_length={cfg.tokenizer_max_length} exceed "
-                f"max_len_seq={self.model.transformer.max_len_seq}"
+                f"{self.image_size[0]}x{self.image_size[1]} ({self.model.image_tokens(self.image_size)} tokens each) "
+                f"plus chunk_size={cfg.chunk_size} and tokenizer_max_length={cfg.tokenizer_max_length} exceed "
+                f"max_len_seq={cfg.max_len_seq}"
             )
         return min(MAX_VIEWS, capacity) - cfg.empty_cameras
-
-    def _free_tokens(self) -> int:
-        """Sequence positions left for image tokens once the action chunk and the text are placed."""
-        cfg = self.config
-        return self.model.transformer.max_len_seq - cfg.chunk_size - cfg.tokenizer_max_length
-
-    def _count_image_tokens(self, size: tuple[int, int]) -> int:
-        height, width = size
-        cfg = self.config
-        try:
-            with torch.inference_mode():
-                enc = self.model.vlm(
-                    torch.ones(1, cfg.tokenizer_max_length, dtype=torch.long, device=self.device),
-                    torch.zeros(1, 1, 3, height, width, device=self.device, dtype=self.model.dtype),
-                    torch.ones(1, 1, dtype=torch.bool, device=self.device),
-                )
-        except (IndexError, RuntimeError) as exc:
-            raise ValueError(
-                f"this checkpoint cannot encode {height}x{width} frames ({type(exc).__name__}: {exc}); set image_size "
-                "in its config.json to the size it was trained at"
-            ) from exc
-        return int(enc["vlm_features"].shape[1]) - cfg.tokenizer_max_length
 
     # ------------------------------------------------------------------ per-sample preparation
     def prepare(self, obs: Observation) -> Sample:
