@@ -105,7 +105,7 @@ class XVLAPolicy(nn.Module):
         bf16 + compile on a GPU or an AMX CPU, int8 linears + compile with fp32 for the rest on other CPUs);
         ``device``, ``dtype``, ``compile`` and ``quantize`` given explicitly win over its choice
         (``quantize="none"`` keeps the linears in full precision).
-        ``compile=True`` turns on the fast inference path (:mod:`xvla.fast`: compiled graphs with frozen
+        ``compile=True`` turns on the fast inference path (:mod:`xvla.model.compiled_runner`: compiled graphs with frozen
         weights at the batch sizes ``compile_batch_sizes``, default 1, 2, 4, 8). ``quantize="int8"``: int8
         linear layers for CPU inference (:mod:`xvla.model.int8_linear`). ``dtype="bfloat16"`` on a CPU
         without bf16 units is emulated, slower than float32, and loading warns.
@@ -134,9 +134,9 @@ class XVLAPolicy(nn.Module):
             logger.warning(advice)
         _quantize(policy, quantize)
         if compile:
-            from .fast import DEFAULT_BATCH_SIZES, enable_fast_path
+            from .model.compiled_runner import DEFAULT_BATCH_SIZES, compile_for_inference
 
-            enable_fast_path(policy.model, batch_sizes=compile_batch_sizes or DEFAULT_BATCH_SIZES)
+            compile_for_inference(policy.model, batch_sizes=compile_batch_sizes or DEFAULT_BATCH_SIZES)
         return policy
 
     def load_model_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True, source: str = "") -> None:
@@ -214,8 +214,8 @@ class XVLAPolicy(nn.Module):
         if lora:
             merge_lora(self.model, lora, metadata["lora"], path)
         self.model.set_domain_action_space(domain_id, adapter_action_space(metadata))
-        if self.model.fast_path is not None:
-            self.model.fast_path.weights_changed()
+        if self.model.runner is not None:
+            self.model.runner.weights_changed()
         self.config.domains = {**trained_domains(self.config), domain_id: name}
         self.adapters[name] = AdapterInfo(name, domain_id, str(path), metadata)
         return self.adapters[name]

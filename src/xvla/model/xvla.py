@@ -41,7 +41,9 @@ class XVLAModel(nn.Module):
         # can mix them; pre/post-processing then runs per group of samples (see ``space_groups``).
         self.domain_spaces: dict[int, BaseActionSpace] = {}
         self._groups_memo: tuple[torch.Tensor, list] | None = None
-        self.fast_path = None  # an xvla.fast.FastPath once enable_fast_path() routes inference through it
+        # What inference runs through: None = the eager modules, or a CompiledRunner
+        # (xvla.model.compiled_runner.compile_for_inference) that encode() and denoise_step() hand over to.
+        self.runner = None
         self.dim_proprio = config.proprio_dim
         self.vlm = FlorenceEncoder(config.florence_config)
         self.transformer = SoftPromptedTransformer(
@@ -214,7 +216,18 @@ class XVLAModel(nn.Module):
             )
 
     # ------------------------------------------------------------------ encoding (once per chunk)
+    def _use_runner(self) -> bool:
+        return self.runner is not None and self.runner.active()
+
     def encode(
+        self, input_ids, image_input, image_mask, domain_id, num_actions: int | None = None
+    ) -> Context:
+        """Images and text -> the context every denoising step of the chunk attends to."""
+        if self._use_runner():
+            return self.runner.encode(input_ids, image_input, image_mask, domain_id, num_actions)
+        return self.encode_eager(input_ids, image_input, image_mask, domain_id, num_actions)
+
+    def encode_eager(
         self, input_ids, image_input, image_mask, domain_id, num_actions: int | None = None
     ) -> Context:
         enc = self.vlm(input_ids, image_input.to(self.dtype), image_mask)
@@ -223,6 +236,14 @@ class XVLAModel(nn.Module):
         )
 
     def denoise_step(
+        self, context: Context, x_t: torch.Tensor, proprio: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
+        """The network's clean-action estimate for the noisy chunk ``x_t`` at time ``t``."""
+        if self._use_runner():
+            return self.runner.denoise_step(context, x_t, proprio, t)
+        return self.denoise_step_eager(context, x_t, proprio, t)
+
+    def denoise_step_eager(
         self, context: Context, x_t: torch.Tensor, proprio: torch.Tensor, t: torch.Tensor
     ) -> torch.Tensor:
         proprio_m, x_t_m = self._preprocess(context.domain_id, proprio, x_t)

@@ -137,7 +137,8 @@ class ServeEngine:
         fast: bool = False,
         **kwargs: Any,
     ) -> ServeEngine:
-        """``compile=True``: the fast path (:mod:`xvla.fast`); :meth:`warmup` then compiles every batch size.
+        """``compile=True``: the fast path (:mod:`xvla.model.compiled_runner`); :meth:`warmup` then compiles every
+        batch size.
         ``fast=True``: the fastest correct setting for this machine (:func:`xvla.hardware.choose`)."""
         dev = resolve_device(device)
         overrides = {"dtype": dtype} if dtype else {}
@@ -159,7 +160,7 @@ class ServeEngine:
             self.spec = dataclasses.replace(self.spec, allowed_domains=self.spec.allowed_domains | {info.domain_id},
                                             robots=robot_table(self.config), domain_action_dims=widths)  # fmt: skip
             logger.info("adapter %r (%s) serves as domain %d", info.name, path, info.domain_id)
-            if self.model.fast_path is not None:  # the new weights need new frozen graphs: build them now
+            if self.model.runner is not None:  # the new weights need new frozen graphs: build them now
                 self.warmup()
         return info
 
@@ -267,9 +268,9 @@ class ServeEngine:
         """Compile every batch size (fast path) and run one 1-step chunk to check the model end to end;
         returns the seconds taken. What a request costs is :meth:`chunk_seconds`."""
         start = time.perf_counter()
-        fast = self.model.fast_path
-        if fast is not None:  # compile every batch size now, so no request waits for a compile
-            fast.warmup(views=self.config.total_image_views, image_size=self.image_size)
+        runner = self.model.runner
+        if runner is not None:  # compile every batch size now, so no request waits for a compile
+            runner.warmup(views=self.config.total_image_views, image_size=self.image_size)
         (result,) = self.run([self.prepare(self._dummy_observation(steps=1))])
         if not isinstance(result, np.ndarray):
             raise RuntimeError("the warm-up chunk is NaN or infinite: the checkpoint's weights look broken")
