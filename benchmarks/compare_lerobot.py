@@ -283,7 +283,7 @@ def load_ours(args, checkpoint: str, variants: list[str]) -> dict[str, Any]:
     import torch
 
     from xvla import XVLAPolicy
-    from xvla.fast import enable_fast_path
+    from xvla.model.compiled_runner import compile_for_inference
     from xvla.utils import keep_freed_memory
 
     keep_freed_memory()  # as the `xvla` commands do
@@ -293,11 +293,11 @@ def load_ours(args, checkpoint: str, variants: list[str]) -> dict[str, Any]:
     if "fp32" in variants:
         models["fp32"] = copy.copy(fp32)  # a shallow copy: same parameters, keeps the eager methods
     if "fp32-compiled" in variants:
-        enable_fast_path(fp32, batch_sizes=args.batches)
+        compile_for_inference(fp32, batch_sizes=args.batches)
         models["fp32-compiled"] = fp32
     if "bf16-compiled" in variants:  # = from_pretrained(dtype="bfloat16", compile=True), with a choice of mode
         models["bf16-compiled"] = XVLAPolicy.from_pretrained(checkpoint, dtype="bfloat16").model
-        enable_fast_path(models["bf16-compiled"], batch_sizes=args.batches, mode=args.compile_mode)
+        compile_for_inference(models["bf16-compiled"], batch_sizes=args.batches, mode=args.compile_mode)
     if "auto-fast" in variants:
         models["auto-fast"] = XVLAPolicy.from_pretrained(
             checkpoint, fast=True, device="cpu", compile_batch_sizes=tuple(args.batches)
@@ -406,7 +406,7 @@ def run_size(args) -> list[dict]:
             ours = [v for v in args.variants if not v.startswith("ref-")]
             weights = sum(f.stat().st_size for f in Path(checkpoint).glob("*.safetensors"))
             budget = args.memory_gb * 1e9 if args.memory_gb else available_memory()
-            # fp32 graphs are per batch size; bf16 ones one for batch 1 and one symbolic (see xvla.fast):
+            # fp32 graphs are per batch size; bf16 ones one for batch 1 and one symbolic (see xvla.model.compiled_runner):
             # count per size, an upper bound for bf16 beyond two sizes.
             graphs = len(set(args.batches))
             passes = plan_passes(ours, graphs, weights / budget) if ours else [[]]

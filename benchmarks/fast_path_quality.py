@@ -58,7 +58,7 @@ def run(path: Path, inputs: dict, steps: int, dtype: str | None, compile: bool, 
     policy = XVLAPolicy.from_pretrained(
         path, compile=compile, compile_batch_sizes=(batch,), quantize=quantize, fast=fast, **overrides
     )
-    return policy.model.generate_actions(**inputs, steps=steps).float()
+    return policy.generate(inputs, noise=inputs["noise"], steps=steps)
 
 
 def main() -> None:

@@ -84,7 +84,7 @@ def inference_rows(args) -> list[dict]:
 
     import torch
 
-    from xvla.fast import enable_fast_path
+    from xvla.model.compiled_runner import compile_for_inference
 
     rows = []
     for name in args.configs:
@@ -92,7 +92,7 @@ def inference_rows(args) -> list[dict]:
         bf16 = copy.deepcopy(fp32).to(torch.bfloat16)
         bf16.config = bf16.config.replace(dtype="bfloat16")
         fast = copy.deepcopy(bf16)
-        enable_fast_path(fast, batch_sizes=args.batches)
+        compile_for_inference(fast, batch_sizes=args.batches)
         for batch in args.batches:
             inputs, noise = inputs_for(fp32, batch, size, views, length)
             base_ms, base = time_chunks(fp32, inputs, noise, args.repeats)

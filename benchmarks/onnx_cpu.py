@@ -9,7 +9,7 @@ and round, in turns, and reports medians:
 - ``openvino-f32`` / ``openvino-bf16``: the same graphs on OpenVINO, ``OnnxSampler(out, runtime="openvino",
   precision=...)`` (``pip install 'xvla[openvino]'``);
 - ``torch-fp32``: eager PyTorch, the reference for the errors (max abs difference of the action chunk);
-- ``torch-fast``: the fast path, bf16 weights + ``enable_fast_path`` (``compile=True``).
+- ``torch-fast``: the fast path, bf16 weights + ``compile_for_inference`` (``compile=True``).
 """
 
 from __future__ import annotations
@@ -67,13 +67,13 @@ def main() -> None:
     import torch
 
     from xvla.export import ENCODER_INPUTS, OnnxSampler, example_inputs, export_onnx
-    from xvla.fast import enable_fast_path
+    from xvla.model.compiled_runner import compile_for_inference
 
     torch.set_num_threads(args.threads)
     model, views, size = build_mid()
     fast = copy.deepcopy(model)
     fast.config = fast.config.replace(dtype="bfloat16")
-    enable_fast_path(fast.to(torch.bfloat16), batch_sizes=args.batches)
+    compile_for_inference(fast.to(torch.bfloat16), batch_sizes=args.batches)
     print("| batch | variant | ms / chunk | x torch-fp32 time | x torch-fast time | max abs err vs torch-fp32 |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:

@@ -48,7 +48,7 @@ def chunk_ms(policy, steps: int, repeats: int) -> float:
     with torch.inference_mode():
         for i in range(repeats + 1):
             start = time.perf_counter()
-            model.generate_actions(**inputs, steps=steps)
+            policy.generate(inputs, steps=steps)
             if i:
                 times.append(1000 * (time.perf_counter() - start))
     return statistics.median(times)

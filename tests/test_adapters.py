@@ -150,7 +150,7 @@ def test_info_lists_an_adapter_file_and_the_adapters_loaded_into_a_checkpoint(tw
     assert "must look like NAME=PATH" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # two compiles of every graph (~90 s); the mechanism is covered in tests/test_fast.py
+@pytest.mark.slow  # two compiles of every graph (~90 s); the mechanism is covered in tests/test_compiled_runner.py
 def test_an_adapter_loaded_into_a_compiled_policy_is_used(two_widths):
     """Compiled graphs freeze the weights: loading an adapter afterwards must rebuild them, not serve stale rows."""
     base, arm, path = two_widths
@@ -160,7 +160,7 @@ def test_an_adapter_loaded_into_a_compiled_policy_is_used(two_widths):
     noise = torch.randn(1, base.config.chunk_size, base.model.dim_action, generator=torch.Generator().manual_seed(3))
     before = compiled.predict_action_chunk({**batch, "domain_id": 0}, noise=noise)  # compiles, weights frozen
     info = compiled.load_adapter(path)
-    assert compiled.model.fast_path is not None  # still the fast path
+    assert compiled.model.runner is not None  # still the compiled runner
     expected = arm.predict_action_chunk({**batch, "domain_id": 2}, noise=noise)
     got = compiled.predict_action_chunk({**batch, "robot": "arm7"}, noise=noise)
     assert got.shape[-1] == 7 and info.domain_id != 2

@@ -118,7 +118,7 @@ print(json.dumps({name: [max(e.max().item() for e in v), sum(e.mean().item() for
 @pytest.mark.parametrize("capped", [False, True], ids=["this-cpu", "avx2-only"])
 def test_int8_action_error_within_twice_bf16s_on_the_parity_fixtures(capped):
     """Against the reference's recorded fp32 actions. Eager layers: the compiled int8 graph runs the same
-    oneDNN kernel (tests/test_fast.py), and compiled bf16 rounds as eager bf16 does."""
+    oneDNN kernel (tests/test_compiled_runner.py), and compiled bf16 rounds as eager bf16 does."""
     code = ACCURACY.replace("FIXTURES", repr(str(FIXTURES)))
     if capped:
         result = _run_capped(code)
@@ -137,14 +137,14 @@ def test_fast_true_applies_the_choice_and_explicit_arguments_win(monkeypatch):
     monkeypatch.setattr("xvla.policy.choose", lambda device=None: choice)
     policy = XVLAPolicy.from_pretrained(path, fast=True)
     assert any(isinstance(m, Int8Linear) for m in policy.modules())
-    assert policy.model.dtype == torch.float32 and policy.model.fast_path is None
+    assert policy.model.dtype == torch.float32 and policy.model.runner is None
     plain = XVLAPolicy.from_pretrained(path, fast=True, quantize="none", dtype="bfloat16")
     assert plain.model.dtype == torch.bfloat16
     assert not any(isinstance(m, Int8Linear) for m in plain.modules())
     compiled = hardware.FastSetting("cpu", "float32", True, None, "test")
     monkeypatch.setattr("xvla.policy.choose", lambda device=None: compiled)
-    assert XVLAPolicy.from_pretrained(path, fast=True).model.fast_path is not None  # graphs build lazily
-    assert XVLAPolicy.from_pretrained(path, fast=True, compile=False).model.fast_path is None
+    assert XVLAPolicy.from_pretrained(path, fast=True).model.runner is not None  # graphs build lazily
+    assert XVLAPolicy.from_pretrained(path, fast=True, compile=False).model.runner is None
 
 
 @pytest.mark.parametrize("native_bf16", [False, True])

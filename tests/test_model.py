@@ -170,6 +170,16 @@ def test_sequence_too_long_is_a_clear_error():
         model.generate_actions(**inputs(config))
 
 
+def test_view_capacity_is_the_most_views_the_sequence_holds():
+    config = tiny_config()
+    model = XVLAModel(config)
+    capacity = model.view_capacity(config.image_size)
+    assert capacity == model.free_tokens() // model.image_tokens(config.image_size) > 1
+    model.generate_actions(**inputs(config, batch=1, views=capacity), steps=1)
+    with pytest.raises(ValueError, match="exceeds max_len_seq"):
+        model.generate_actions(**inputs(config, batch=1, views=capacity + 1), steps=1)
+
+
 def test_input_checks():
     config = tiny_config()
     model = XVLAModel(config)

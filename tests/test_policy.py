@@ -27,6 +27,20 @@ def test_predict_action_chunk_from_lerobot_batch(policy):
     assert inputs["proprio"].shape == (2, 8) and inputs["input_ids"].shape == (2, 12)
 
 
+def test_generate_and_loss_on_prepared_inputs_are_the_raw_batch_paths(policy):
+    """The server and the trainer batch prepared inputs: the same chunk and loss as from the raw batch."""
+    batch = make_batch(policy.config, domain_id=torch.tensor([0, 3]), action_dim=20)
+    noise = torch.randn(2, 4, 20)
+    inputs = policy.prepare_inputs(batch)
+    torch.testing.assert_close(policy.generate(inputs, noise=noise, steps=3),
+                               policy.predict_action_chunk(batch, noise=noise, steps=3), atol=0, rtol=0)  # fmt: skip
+    targets = policy.processor.actions(batch["action"], policy.model.action_space)
+    t, loss_noise = torch.rand(2), torch.randn(2, 4, 20)
+    losses = policy.loss({**inputs, "action": targets}, t=t, noise=loss_noise)
+    total, logs = policy(batch, t=t, noise=loss_noise)
+    assert logs == {**{k: float(v) for k, v in losses.items()}, "loss": float(total)}
+
+
 def test_uint8_and_numpy_frames_give_the_same_actions(policy):
     frames = {k: np.random.randint(0, 256, (1, 40, 48, 3), dtype=np.uint8) for k in CAMS}
     as_uint8 = {k: torch.from_numpy(v).permute(0, 3, 1, 2) for k, v in frames.items()}

@@ -6,7 +6,7 @@ Two graphs rather than one sampler, so that the number of denoising steps stays 
 
 - ``encoder.onnx``: ``input_ids [B, L] int64, image_input [B, V, 3, H, W] float32, image_mask [B, V] bool,
   domain_id [B] int64 -> context [B, S, H]`` (every view is encoded; missing views are zeroed, see
-  :func:`xvla.fast.static_encode`);
+  :func:`xvla.model.compiled_runner.static_encode`);
 - ``denoise_step.onnx``: ``context, domain_id, x_t [B, T, D], proprio [B, P], t [B] -> action [B, T, D]``
   (the network's clean-action prediction, before the action space's postprocess).
 
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .config import settle_image_size
-from .fast import static_encode
+from .model.compiled_runner import static_encode
 from .model.transformer import Context
 
 if TYPE_CHECKING:
@@ -64,9 +64,8 @@ class StepGraph(nn.Module):
         self.model = model
 
     def forward(self, context, domain_id, x_t, proprio, t):
-        # The class's method, not an instance override a fast path may have installed.
-        step = type(self.model).denoise_step
-        return step(self.model, Context(tokens=context, domain_id=domain_id), x_t, proprio, t)
+        # Eager: the exported graph is traced from the modules, never from a compiled runner's graphs.
+        return self.model.denoise_step_eager(Context(tokens=context, domain_id=domain_id), x_t, proprio, t)
 
 
 def example_inputs(model: XVLAModel, batch: int, views: int, image_size: tuple[int, int]) -> dict[str, torch.Tensor]:

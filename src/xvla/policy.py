@@ -34,7 +34,7 @@ from .domains import check_domain_ids, is_released_base, smallest_free, trained_
 from .hardware import choose, emulated_bf16_warning
 from .hub import resolve_checkpoint_dir
 from .model.xvla import XVLAModel
-from .processor import ObservationProcessor
+from .processor import MODEL_INPUTS, ObservationProcessor
 from .utils import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class XVLAPolicy(nn.Module):
         bf16 + compile on a GPU or an AMX CPU, int8 linears + compile with fp32 for the rest on other CPUs);
         ``device``, ``dtype``, ``compile`` and ``quantize`` given explicitly win over its choice
         (``quantize="none"`` keeps the linears in full precision).
-        ``compile=True`` turns on the fast inference path (:mod:`xvla.fast`: compiled graphs with frozen
+        ``compile=True`` turns on the fast inference path (:mod:`xvla.model.compiled_runner`: compiled graphs with frozen
         weights at the batch sizes ``compile_batch_sizes``, default 1, 2, 4, 8). ``quantize="int8"``: int8
         linear layers for CPU inference (:mod:`xvla.model.int8_linear`). ``dtype="bfloat16"`` on a CPU
         without bf16 units is emulated, slower than float32, and loading warns.
@@ -134,9 +134,9 @@ class XVLAPolicy(nn.Module):
             logger.warning(advice)
         _quantize(policy, quantize)
         if compile:
-            from .fast import DEFAULT_BATCH_SIZES, enable_fast_path
+            from .model.compiled_runner import DEFAULT_BATCH_SIZES, compile_for_inference
 
-            enable_fast_path(policy.model, batch_sizes=compile_batch_sizes or DEFAULT_BATCH_SIZES)
+            compile_for_inference(policy.model, batch_sizes=compile_batch_sizes or DEFAULT_BATCH_SIZES)
         return policy
 
     def load_model_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True, source: str = "") -> None:
@@ -214,8 +214,8 @@ class XVLAPolicy(nn.Module):
         if lora:
             merge_lora(self.model, lora, metadata["lora"], path)
         self.model.set_domain_action_space(domain_id, adapter_action_space(metadata))
-        if self.model.fast_path is not None:
-            self.model.fast_path.weights_changed()
+        if self.model.runner is not None:
+            self.model.runner.weights_changed()
         self.config.domains = {**trained_domains(self.config), domain_id: name}
         self.adapters[name] = AdapterInfo(name, domain_id, str(path), metadata)
         return self.adapters[name]
@@ -243,7 +243,7 @@ class XVLAPolicy(nn.Module):
         return self.model.device
 
     def prepare_inputs(self, batch: dict[str, Any] | list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """Raw observations -> the tensors of ``XVLAModel.generate_actions`` / ``forward``, on this device.
+        """Raw observations -> the model inputs that :meth:`generate` and :meth:`loss` take, on this device.
 
         ``batch`` is a LeRobot-style batch, or a list of single observations (any frame sizes and state
         widths). Both go through :attr:`processor`, the one observation pipeline.
@@ -267,16 +267,39 @@ class XVLAPolicy(nn.Module):
         prefix_weights: torch.Tensor | None = None,
         guidance: str = "inpaint",
     ) -> torch.Tensor:
-        """A full action chunk [B, chunk_size, real_action_dim] (float32).
+        """A full action chunk [B, chunk_size, real_action_dim] (float32) for a batch of raw observations.
 
         ``prefix`` [B, d, real_action_dim]: actions the robot has committed to (real-time chunking),
         weighted by ``prefix_weights`` ([d] or [B, d]); see ``XVLAModel.generate_actions``.
         """
         self.eval()
-        inputs = self.prepare_inputs(batch)
+        return self.generate(
+            self.prepare_inputs(batch), noise=noise, steps=steps, prefix=prefix,
+            prefix_weights=prefix_weights, guidance=guidance, generator=generator,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def generate(
+        self,
+        inputs: dict[str, torch.Tensor],
+        noise: torch.Tensor | None = None,
+        steps: int | None = None,
+        prefix: torch.Tensor | None = None,
+        *,
+        prefix_weights: torch.Tensor | None = None,
+        guidance: str = "inpaint",
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Model inputs (:meth:`prepare_inputs`, or prepared samples concatenated along the batch) -> the
+        action chunk [B, chunk_size, real_action_dim] (float32), one independent sample per row.
+
+        ``noise`` [B, chunk_size, model action dim] is the starting point (else drawn from ``generator``);
+        ``steps`` defaults to ``config.num_denoising_steps``; ``prefix`` as in :meth:`predict_action_chunk`.
+        """
+        tensors = {k: inputs[k].to(self.device) for k in MODEL_INPUTS}
         constraint = {} if prefix is None else {"prefix": prefix, "prefix_weights": prefix_weights, "guidance": guidance}
         actions = self.model.generate_actions(
-            **inputs, steps=steps or self.config.num_denoising_steps, noise=noise, generator=generator, **constraint
+            **tensors, steps=steps or self.config.num_denoising_steps, noise=noise, generator=generator, **constraint
         )
         return actions.float()
 
@@ -290,13 +313,22 @@ class XVLAPolicy(nn.Module):
 
     # ------------------------------------------------------------------ training
     def forward(self, batch: dict[str, Any], **kwargs: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        """Training loss for a batch: (total, {term: value, "loss": total})."""
+        """Training loss for a batch of raw observations: (total, {term: value, "loss": total})."""
         if "action" not in batch:
             raise KeyError("the batch has no 'action': training needs the action chunk targets")
         inputs = self.prepare_inputs(batch)
-        targets = self.processor.actions(batch["action"], self.model.action_space).to(self.device)
-        losses = self.model(action=targets, **inputs, **kwargs)
+        inputs["action"] = self.processor.actions(batch["action"], self.model.action_space)
+        losses = self.loss(inputs, **kwargs)
         total = sum(losses.values())
         logs = {k: float(v.detach()) for k, v in losses.items()}
         logs["loss"] = float(total.detach())
         return total, logs
+
+    def loss(self, inputs: dict[str, Any], **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Flow-matching loss terms (the training loss is their sum) for model inputs plus ``action``, the
+        targets in the model's action space [B, chunk, model action dim] (what ``processor.collate`` makes).
+
+        ``kwargs``: ``t``, ``noise`` or ``generator`` of ``XVLAModel.forward``.
+        """
+        tensors = {k: torch.as_tensor(inputs[k]).to(self.device) for k in (*MODEL_INPUTS, "action")}
+        return self.model(**tensors, **kwargs)

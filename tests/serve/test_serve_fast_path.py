@@ -8,11 +8,15 @@ from xvla.serve.engine import ServeEngine
 from .serve_support import serve_config
 
 
-class RecordingFastPath:
-    """Stands in for xvla.fast.FastPath: records the warm-up call instead of compiling (seconds, not minutes)."""
+class RecordingRunner:
+    """Stands in for xvla.model.compiled_runner.CompiledRunner: records the warm-up call instead of compiling
+    (seconds, not minutes); the model runs eagerly."""
 
     def __init__(self):
         self.calls = []
+
+    def active(self):
+        return False
 
     def warmup(self, views, image_size):
         self.calls.append((views, tuple(image_size)))
@@ -21,8 +25,8 @@ class RecordingFastPath:
 
 def test_warmup_compiles_the_configured_views_and_size(tokenizer):
     engine = ServeEngine(XVLAPolicy(serve_config(), tokenizer=tokenizer))
-    fast = RecordingFastPath()
-    engine.model.fast_path = fast
+    fast = RecordingRunner()
+    engine.model.runner = fast
     engine.warmup()
     assert fast.calls == [(engine.config.total_image_views, tuple(engine.image_size))]
 
@@ -32,18 +36,18 @@ def test_from_pretrained_passes_compile_to_the_policy(serve_checkpoint, monkeypa
 
     def fake_enable(model, batch_sizes):
         seen["batch_sizes"] = tuple(batch_sizes)
-        model.fast_path = RecordingFastPath()
+        model.runner = RecordingRunner()
 
-    monkeypatch.setattr("xvla.fast.enable_fast_path", fake_enable)
+    monkeypatch.setattr("xvla.model.compiled_runner.compile_for_inference", fake_enable)
     engine = ServeEngine.from_pretrained(serve_checkpoint, device="cpu", compile=True, compile_batch_sizes=(1, 4))
     assert seen["batch_sizes"] == (1, 4)
     engine.warmup()
-    assert engine.model.fast_path.calls
+    assert engine.model.runner.calls
 
 
 def test_default_is_eager(serve_checkpoint):
     engine = ServeEngine.from_pretrained(serve_checkpoint, device="cpu")
-    assert getattr(engine.model, "fast_path", None) is None
+    assert engine.model.runner is None
 
 
 def test_serve_flag_quantize_reaches_the_policy(serve_checkpoint):

@@ -97,7 +97,7 @@ class FlorenceEncoder(nn.Module):
     def fuse(self, image_features: torch.Tensor, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-view image tokens [B, V, T_img, D] (zeros for missing views) + text -> the outputs of forward.
 
-        Split from :meth:`forward` so that the compiled fast path (:mod:`xvla.fast`), which encodes every
+        Split from :meth:`forward` so that the compiled fast path (:mod:`xvla.model.compiled_runner`), which encodes every
         view to keep shapes static, shares this step with the eager path.
         """
         batch, views, tokens, dim = image_features.shape

@@ -41,7 +41,9 @@ class XVLAModel(nn.Module):
         # can mix them; pre/post-processing then runs per group of samples (see ``space_groups``).
         self.domain_spaces: dict[int, BaseActionSpace] = {}
         self._groups_memo: tuple[torch.Tensor, list] | None = None
-        self.fast_path = None  # an xvla.fast.FastPath once enable_fast_path() routes inference through it
+        # What inference runs through: None = the eager modules, or a CompiledRunner
+        # (xvla.model.compiled_runner.compile_for_inference) that encode() and denoise_step() hand over to.
+        self.runner = None
         self.dim_proprio = config.proprio_dim
         self.vlm = FlorenceEncoder(config.florence_config)
         self.transformer = SoftPromptedTransformer(
@@ -73,6 +75,33 @@ class XVLAModel(nn.Module):
     @property
     def real_action_dim(self) -> int:
         return int(self.action_space.real_dim)
+
+    # ------------------------------------------------------------------ token capacity
+    def free_tokens(self) -> int:
+        """Sequence positions left for image tokens once the action chunk and the text are placed."""
+        return self.transformer.max_len_seq - self.chunk_size - self.config.tokenizer_max_length
+
+    def image_tokens(self, image_size: tuple[int, int]) -> int:
+        """How many sequence positions one camera view of ``image_size`` (height, width) takes."""
+        height, width = image_size
+        length = self.config.tokenizer_max_length
+        try:
+            with torch.inference_mode():
+                enc = self.vlm(
+                    torch.ones(1, length, dtype=torch.long, device=self.device),
+                    torch.zeros(1, 1, 3, height, width, device=self.device, dtype=self.dtype),
+                    torch.ones(1, 1, dtype=torch.bool, device=self.device),
+                )
+        except (IndexError, RuntimeError) as exc:
+            raise ValueError(
+                f"this checkpoint cannot encode {height}x{width} frames ({type(exc).__name__}: {exc}); set image_size "
+                "in its config.json to the size it was trained at"
+            ) from exc
+        return int(enc["vlm_features"].shape[1]) - length
+
+    def view_capacity(self, image_size: tuple[int, int]) -> int:
+        """How many camera views of ``image_size`` fit in the sequence beside the action chunk and the text."""
+        return self.free_tokens() // self.image_tokens(image_size)
 
     # ------------------------------------------------------------------ per-domain action spaces
     def set_domain_action_space(self, domain_id: int, space: BaseActionSpace | None) -> None:
@@ -187,7 +216,18 @@ class XVLAModel(nn.Module):
             )
 
     # ------------------------------------------------------------------ encoding (once per chunk)
+    def _use_runner(self) -> bool:
+        return self.runner is not None and self.runner.active()
+
     def encode(
+        self, input_ids, image_input, image_mask, domain_id, num_actions: int | None = None
+    ) -> Context:
+        """Images and text -> the context every denoising step of the chunk attends to."""
+        if self._use_runner():
+            return self.runner.encode(input_ids, image_input, image_mask, domain_id, num_actions)
+        return self.encode_eager(input_ids, image_input, image_mask, domain_id, num_actions)
+
+    def encode_eager(
         self, input_ids, image_input, image_mask, domain_id, num_actions: int | None = None
     ) -> Context:
         enc = self.vlm(input_ids, image_input.to(self.dtype), image_mask)
@@ -196,6 +236,14 @@ class XVLAModel(nn.Module):
         )
 
     def denoise_step(
+        self, context: Context, x_t: torch.Tensor, proprio: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
+        """The network's clean-action estimate for the noisy chunk ``x_t`` at time ``t``."""
+        if self._use_runner():
+            return self.runner.denoise_step(context, x_t, proprio, t)
+        return self.denoise_step_eager(context, x_t, proprio, t)
+
+    def denoise_step_eager(
         self, context: Context, x_t: torch.Tensor, proprio: torch.Tensor, t: torch.Tensor
     ) -> torch.Tensor:
         proprio_m, x_t_m = self._preprocess(context.domain_id, proprio, x_t)

@@ -6,7 +6,7 @@ The engine owns everything model-side of the server and nothing HTTP-side:
   per-sample tensors through the policy's own processor (``policy.processor``, the one path that
   ``predict_action_chunk``, training and the simulators use), and draws that sample's initial noise;
 - :meth:`ServeEngine.run` concatenates samples that share a batch key (denoising steps and view
-  count) and calls :meth:`XVLAModel.generate_actions` once.
+  count) and calls :meth:`XVLAPolicy.generate` once.
 
 Because every sample carries its own noise and the model has no cross-sample interaction, a
 sample's actions do not depend on what it was batched with (up to float rounding).
@@ -28,6 +28,7 @@ import torch
 from .. import processing
 from ..domains import check_domain_ids, trained_domains
 from ..policy import XVLAPolicy
+from ..processor import MODEL_INPUTS
 from ..utils import resolve_device
 from .protocol import Limits, ModelSpec, Observation, RequestError
 
@@ -105,7 +106,6 @@ class ServeEngine:
             self._generator.manual_seed(int(seed))
         self.tokenizer = policy.tokenizer  # load now: a missing tokenizer fails at start-up, not per request
         self.image_size = self.processor.image_size
-        self.image_tokens = self._count_image_tokens(self.image_size)
         max_views = self._max_views()
         self.spec = ModelSpec(
             proprio_dim=cfg.proprio_dim,
@@ -137,7 +137,8 @@ class ServeEngine:
         fast: bool = False,
         **kwargs: Any,
     ) -> ServeEngine:
-        """``compile=True``: the fast path (:mod:`xvla.fast`); :meth:`warmup` then compiles every batch size.
+        """``compile=True``: the fast path (:mod:`xvla.model.compiled_runner`); :meth:`warmup` then compiles every
+        batch size.
         ``fast=True``: the fastest correct setting for this machine (:func:`xvla.hardware.choose`)."""
         dev = resolve_device(device)
         overrides = {"dtype": dtype} if dtype else {}
@@ -159,7 +160,7 @@ class ServeEngine:
             self.spec = dataclasses.replace(self.spec, allowed_domains=self.spec.allowed_domains | {info.domain_id},
                                             robots=robot_table(self.config), domain_action_dims=widths)  # fmt: skip
             logger.info("adapter %r (%s) serves as domain %d", info.name, path, info.domain_id)
-            if self.model.fast_path is not None:  # the new weights need new frozen graphs: build them now
+            if self.model.runner is not None:  # the new weights need new frozen graphs: build them now
                 self.warmup()
         return info
 
@@ -171,37 +172,15 @@ class ServeEngine:
     def _max_views(self) -> int:
         """How many camera views a request may send: what fits in max_len_seq, less the padded empty slots."""
         cfg = self.config
-        capacity = self._free_tokens() // self.image_tokens
+        capacity = self.model.view_capacity(self.image_size)
         if capacity < cfg.total_image_views:
             raise ValueError(
                 f"this checkpoint cannot run: its {cfg.total_image_views} camera views of "
-                f"{self.image_size[0]}x{self.image_size[1]} ({self.image_tokens} tokens each) plus "
-                f"chunk_size={cfg.chunk_size} and tokenizer_max_length={cfg.tokenizer_max_length} exceed "
-                f"max_len_seq={self.model.transformer.max_len_seq}"
+                f"{self.image_size[0]}x{self.image_size[1]} ({self.model.image_tokens(self.image_size)} tokens each) "
+                f"plus chunk_size={cfg.chunk_size} and tokenizer_max_length={cfg.tokenizer_max_length} exceed "
+                f"max_len_seq={cfg.max_len_seq}"
             )
         return min(MAX_VIEWS, capacity) - cfg.empty_cameras
-
-    def _free_tokens(self) -> int:
-        """Sequence positions left for image tokens once the action chunk and the text are placed."""
-        cfg = self.config
-        return self.model.transformer.max_len_seq - cfg.chunk_size - cfg.tokenizer_max_length
-
-    def _count_image_tokens(self, size: tuple[int, int]) -> int:
-        height, width = size
-        cfg = self.config
-        try:
-            with torch.inference_mode():
-                enc = self.model.vlm(
-                    torch.ones(1, cfg.tokenizer_max_length, dtype=torch.long, device=self.device),
-                    torch.zeros(1, 1, 3, height, width, device=self.device, dtype=self.model.dtype),
-                    torch.ones(1, 1, dtype=torch.bool, device=self.device),
-                )
-        except (IndexError, RuntimeError) as exc:
-            raise ValueError(
-                f"this checkpoint cannot encode {height}x{width} frames ({type(exc).__name__}: {exc}); set image_size "
-                "in its config.json to the size it was trained at"
-            ) from exc
-        return int(enc["vlm_features"].shape[1]) - cfg.tokenizer_max_length
 
     # ------------------------------------------------------------------ per-sample preparation
     def prepare(self, obs: Observation) -> Sample:
@@ -264,20 +243,13 @@ class ServeEngine:
             return torch.cat([getattr(s, name) for s in samples]).to(dev, non_blocking=True)
 
         with self._model_lock, torch.inference_mode():
-            actions = self.model.generate_actions(
-                input_ids=cat("input_ids"),
-                image_input=cat("image_input"),
-                image_mask=cat("image_mask"),
-                domain_id=cat("domain_id"),
-                proprio=cat("proprio"),
-                steps=samples[0].steps,
-                noise=cat("noise"),
-                **({} if samples[0].prefix is None else {
-                    "prefix": cat("prefix"), "prefix_weights": cat("prefix_weights"), "guidance": samples[0].guidance,
-                }),
-            )  # fmt: skip
+            inputs = {name: cat(name) for name in MODEL_INPUTS}
+            constraint = {} if samples[0].prefix is None else {
+                "prefix": cat("prefix"), "prefix_weights": cat("prefix_weights"), "guidance": samples[0].guidance,
+            }  # fmt: skip
+            actions = self.policy.generate(inputs, noise=cat("noise"), steps=samples[0].steps, **constraint)
         widths = self.model.action_widths(cat("domain_id"))  # robots of different widths share the pass
-        out = [a[:, :w] for a, w in zip(actions.float().cpu().numpy(), widths, strict=True)]
+        out = [a[:, :w] for a, w in zip(actions.cpu().numpy(), widths, strict=True)]
         return [a if np.isfinite(a).all() else NON_FINITE for a in out]
 
     def _dummy_observation(self, steps: int) -> Observation:
@@ -296,9 +268,9 @@ class ServeEngine:
         """Compile every batch size (fast path) and run one 1-step chunk to check the model end to end;
         returns the seconds taken. What a request costs is :meth:`chunk_seconds`."""
         start = time.perf_counter()
-        fast = self.model.fast_path
-        if fast is not None:  # compile every batch size now, so no request waits for a compile
-            fast.warmup(views=self.config.total_image_views, image_size=self.image_size)
+        runner = self.model.runner
+        if runner is not None:  # compile every batch size now, so no request waits for a compile
+            runner.warmup(views=self.config.total_image_views, image_size=self.image_size)
         (result,) = self.run([self.prepare(self._dummy_observation(steps=1))])
         if not isinstance(result, np.ndarray):
             raise RuntimeError("the warm-up chunk is NaN or infinite: the checkpoint's weights look broken")

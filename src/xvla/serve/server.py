@@ -161,7 +161,7 @@ def chunk_time_report(engine: ServeEngine, max_batch_size: int) -> str:
     setting = f"{model.dtype}".replace("torch.", "")
     if any(isinstance(m, Int8Linear) for m in model.modules()):
         setting += " + int8 linears"
-    setting += ", compiled" if model.fast_path is not None else ", eager"
+    setting += ", compiled" if model.runner is not None else ", eager"
     per_batch = ", ".join(f"batch {b}: {t:.2f}s" for b, t in times.items())
     return f"chunk time ({setting}, {engine.spec.default_steps} denoising steps, on {engine.device}): {per_batch}"
 

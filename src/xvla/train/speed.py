@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..fast import check_compile_supported
+from ..model.compiled_runner import check_compile_supported
 
 if TYPE_CHECKING:
     from ..model.xvla import XVLAModel

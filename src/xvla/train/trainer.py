@@ -26,7 +26,6 @@ from ..actions import build_action_space_for
 from ..config import XVLAConfig
 from ..domains import used_domains
 from ..policy import XVLAPolicy
-from ..processor import MODEL_INPUTS
 from ..utils import Interrupted, write_json
 from . import distributed as dist_utils
 from . import state as st
@@ -64,9 +63,7 @@ class TrainingModule(nn.Module):
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``batch`` comes from :class:`~xvla.train.mixture.Collator`: the processor's model inputs + targets."""
-        device = self.policy.device
-        inputs = {k: torch.as_tensor(batch[k]).to(device) for k in (*MODEL_INPUTS, "action")}
-        losses = self.policy.model(**inputs)
+        losses = self.policy.loss(batch)
         total = sum(losses.values())
         return total, losses
 

@@ -1,9 +1,11 @@
-"""The fast inference path: compiled graphs with frozen weights, static shapes but for the batch.
+"""The compiled runner, the fast inference path: compiled graphs with frozen weights, static shapes but
+for the batch.
 
     policy = XVLAPolicy.from_pretrained(path, dtype="bfloat16", compile=True)
-    policy.model.fast_path.warmup(views=2, image_size=(224, 224))   # optional: compile every batch size now
+    policy.model.runner.warmup(views=2, image_size=(224, 224))   # optional: compile every batch size now
 
-What :func:`enable_fast_path` does to an :class:`~xvla.model.XVLAModel` (for inference only):
+:func:`compile_for_inference` gives an :class:`~xvla.model.XVLAModel` a :class:`CompiledRunner` (``model.runner``);
+the model's ``encode`` and ``denoise_step`` run through it at inference (``model.runner = None``: eager):
 
 - The per-chunk encoding (every camera view, the text encoder and the context projections) and one
   denoising step become two ``torch.compile`` graphs. On CPU, inductor runs with ``freezing=True``:
@@ -23,9 +25,9 @@ What :func:`enable_fast_path` does to an :class:`~xvla.model.XVLAModel` (for inf
 - Graphs per size (fp32 on CPU, CUDA graphs): a batch is padded up to the next of ``batch_sizes`` (or a
   multiple of the largest). Padding rows repeat sample 0 and are dropped; samples never interact, so a sample's
   actions do not depend on the padding.
-- Under autograd, or in training mode, the eager methods run instead: frozen weights would be stale.
+- Under autograd, or in training mode, the model runs eagerly instead: frozen weights would be stale.
 - The graphs freeze the weights (prepacked copies of the linears): after changing weights in place, call
-  :meth:`FastPath.weights_changed` (``XVLAPolicy.load_adapter`` does) and the graphs are rebuilt lazily.
+  :meth:`CompiledRunner.weights_changed` (``XVLAPolicy.load_adapter`` does) and the graphs are rebuilt lazily.
 
 Compiled kernels are cached on disk by inductor (``TORCHINDUCTOR_CACHE_DIR``, default
 ``/tmp/torchinductor_<user>``): the first compile on a machine is paid once, later processes load it.
@@ -42,17 +44,17 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .hardware import probe
-from .model.transformer import Context
+from ..hardware import probe
+from .transformer import Context
 
 if TYPE_CHECKING:
-    from .model.xvla import XVLAModel
+    from .xvla import XVLAModel
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
-# Every FastPath, and every weight change, gets a fresh number: dynamo's cache belongs to the function's code,
-# shared by all FastPaths, and a graph frozen with other weights must never match.
+# Every CompiledRunner, and every weight change, gets a fresh number: dynamo's cache belongs to the function's
+# code, shared by all runners, and a graph frozen with other weights must never match.
 _WEIGHTS_VERSIONS = itertools.count()
 
 
@@ -121,7 +123,7 @@ def static_encode(
     return context.tokens
 
 
-class FastPath:
+class CompiledRunner:
     """Owns the two compiled graphs of one model and the batch sizes they are used at."""
 
     def __init__(self, model: XVLAModel, batch_sizes: Sequence[int], mode: str | None, backend: str):
@@ -134,8 +136,6 @@ class FastPath:
         self.weights_version = next(_WEIGHTS_VERSIONS)
         self._inductor_config = inductor_config(model.device, mode)
         self._symbolic_batch = bool(self._inductor_config["freezing"]) and model.dtype != torch.float32
-        self._eager_encode = type(model).encode.__get__(model)
-        self._eager_denoise = type(model).denoise_step.__get__(model)
         kwargs = {"mode": mode} if mode else {}
         self._encode_graph = torch.compile(self._static_encode, backend=backend, dynamic=False, **kwargs)
         self._denoise_graph = torch.compile(self._static_denoise, backend=backend, dynamic=False, **kwargs)
@@ -147,7 +147,7 @@ class FastPath:
 
     def _static_denoise(self, tokens, domain_id, x_t, proprio, t) -> torch.Tensor:
         self._guard_weights_version()
-        return self._eager_denoise(Context(tokens=tokens, domain_id=domain_id), x_t, proprio, t)
+        return self.model.denoise_step_eager(Context(tokens=tokens, domain_id=domain_id), x_t, proprio, t)
 
     def _guard_weights_version(self) -> None:
         # Read while tracing, so dynamo guards on the value: after weights_changed() every graph is traced
@@ -193,15 +193,14 @@ class FastPath:
             outs.append(out.clone() if self.mode == "reduce-overhead" else out)
         return torch.cat(outs) if len(outs) > 1 else outs[0]
 
-    def _use_eager(self) -> bool:
-        return torch.is_grad_enabled() or self.model.training
-
     # ------------------------------------------------------------------ what XVLAModel calls
+    def active(self) -> bool:
+        """Whether the graphs may run now: not under autograd or in training mode, where frozen weights are stale."""
+        return not (torch.is_grad_enabled() or self.model.training)
+
     def encode(
         self, input_ids, image_input, image_mask, domain_id, num_actions: int | None = None
     ) -> Context:
-        if self._use_eager():
-            return self._eager_encode(input_ids, image_input, image_mask, domain_id, num_actions)
         if not bool(image_mask[:, 0].all()):
             raise ValueError(
                 "image_mask[:, 0] must be True: view 0 (the main camera) is required for every sample"
@@ -213,8 +212,6 @@ class FastPath:
     def denoise_step(
         self, context: Context, x_t: torch.Tensor, proprio: torch.Tensor, t: torch.Tensor
     ) -> torch.Tensor:
-        if self._use_eager():
-            return self._eager_denoise(context, x_t, proprio, t)
         batch = x_t.shape[0]
         tensors = [context.tokens, context.domain_id, x_t, proprio, t]
         return self._run(self._denoise_graph, tensors)[:batch]
@@ -251,24 +248,23 @@ class FastPath:
         return seconds
 
     def disable(self) -> None:
-        """Back to the eager methods (e.g. before training the same model again)."""
-        for name in ("encode", "denoise_step"):
-            self.model.__dict__.pop(name, None)
-        self.model.fast_path = None
+        """Back to eager inference (e.g. before training the same model again)."""
+        if self.model.runner is self:
+            self.model.runner = None
 
 
-def enable_fast_path(
+def compile_for_inference(
     model: XVLAModel,
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
     mode: str | None = None,
     backend: str = "inductor",
-) -> FastPath:
-    """Route ``model.encode`` / ``model.denoise_step`` through compiled static-shape graphs.
+) -> CompiledRunner:
+    """Give ``model`` a runner that its ``encode`` / ``denoise_step`` go through: compiled static-shape graphs.
 
     Call it after the weights are loaded and the model is on its device and dtype (the CPU graphs
     freeze the weights). ``mode`` defaults to ``"reduce-overhead"`` (CUDA graphs) on CUDA and to
     inductor with freezing on CPU. Compilation happens lazily per batch size, or in
-    :meth:`FastPath.warmup`.
+    :meth:`CompiledRunner.warmup`.
     """
     device = model.device
     if backend == "inductor":
@@ -278,12 +274,5 @@ def enable_fast_path(
     # One graph per (batch size, view count, image size) for each of the two functions: the default limit
     # of 8 per function would send a server with 4 sizes x 3 view counts back to eager after the 8th.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-    previous = model.fast_path
-    if previous is not None:
-        previous.disable()
-    fast = FastPath(model, batch_sizes, mode, backend)
-    # Instance attributes shadow the methods, so generate_actions() picks the compiled versions.
-    model.encode = fast.encode
-    model.denoise_step = fast.denoise_step
-    model.fast_path = fast
-    return fast
+    model.runner = CompiledRunner(model, batch_sizes, mode, backend)
+    return model.runner

@@ -1,4 +1,5 @@
-"""The fast inference path (xvla.fast): compiled graphs agree with eager and with the reference fixtures.
+"""The fast inference path (xvla.model.compiled_runner): compiled graphs agree with eager and with the
+reference fixtures.
 
 One compile of the tiny parity model (fp32) keeps this file at a few tens of seconds; speed itself is
 measured in benchmarks/compare_lerobot.py, never asserted here.
@@ -12,7 +13,12 @@ import torch
 from safetensors import safe_open
 
 from xvla import XVLAPolicy, hardware
-from xvla.fast import FastPath, _pad_rows, check_compile_supported, enable_fast_path
+from xvla.model.compiled_runner import (
+    CompiledRunner,
+    _pad_rows,
+    check_compile_supported,
+    compile_for_inference,
+)
 from xvla.model.int8_linear import MIN_IN_FEATURES, Int8Linear, quantize_int8
 
 FIXTURES = Path(__file__).parent / "fixtures" / "parity"
@@ -33,8 +39,8 @@ def test_compiled_fp32_matches_reference_with_padding_and_slices():
     io, meta = load_case(CASE)
     # Sizes (2,): the batch of 3 is padded to 4 and run as two slices of 2 -- one graph of each kind.
     policy = XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint", compile=True, compile_batch_sizes=(2,))
-    fast = policy.model.fast_path
-    assert isinstance(fast, FastPath) and fast.padded_size(3) == 4
+    fast = policy.model.runner
+    assert isinstance(fast, CompiledRunner) and fast.padded_size(3) == 4
     actions = policy.model.generate_actions(**sample_inputs(io), steps=int(meta["steps"]), noise=io["noise"])
     torch.testing.assert_close(actions, io["actions"], atol=1e-4, rtol=0)
     # A single sample gives the same actions as inside the batch: padding rows do not leak.
@@ -53,7 +59,7 @@ def test_frozen_graphs_per_batch_size(dtype, graphs):
     io, meta = load_case(CASE)
     policy = XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint", dtype=dtype)
     counter = CompileCounterWithBackend("inductor")
-    enable_fast_path(policy.model, batch_sizes=(1, 2, 4), backend=counter)
+    compile_for_inference(policy.model, batch_sizes=(1, 2, 4), backend=counter)
     atol = 1e-4 if dtype == "float32" else 3e-2  # bf16: the fixtures' bf16 error is about 1e-2
     for batch in (1, 2, 3, 4):
         rows = [0, 1, 2, 0][:batch]
@@ -68,13 +74,14 @@ def test_training_and_autograd_bypass_the_compiled_graphs():
     policy = XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint")
     kwargs = dict(**sample_inputs(io), action=io["action"], t=io["t"], noise=io["loss_noise"])
     expected = policy.model(**kwargs)
-    fast = enable_fast_path(policy.model, batch_sizes=(4,))
+    fast = compile_for_inference(policy.model, batch_sizes=(4,))
+    assert policy.model.runner is fast and "encode" not in policy.model.__dict__  # held, no method replaced
     fast._encode_graph = fast._denoise_graph = None  # any use of a graph would fail loudly
-    losses = policy.model(**kwargs)  # grad enabled: the eager methods run
+    losses = policy.model(**kwargs)  # grad enabled: the model runs eagerly
     for name, value in expected.items():
         torch.testing.assert_close(losses[name], value)
     fast.disable()
-    assert "encode" not in policy.model.__dict__ and policy.model.fast_path is None
+    assert "encode" not in policy.model.__dict__ and policy.model.runner is None
 
 
 def test_pad_rows_repeats_the_first_sample():
@@ -88,25 +95,25 @@ def test_bucket_sizes_and_invalid_sizes():
     bf16 = XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint", dtype="bfloat16")
     sizes = (1, 2, 3, 5, 8, 9, 17)
     # Frozen bf16 graphs (CPU): a symbolic batch, so a batch runs at its own size, in slices of at most 8 ...
-    fast = enable_fast_path(bf16.model, batch_sizes=(8, 1, 2, 4))
+    fast = compile_for_inference(bf16.model, batch_sizes=(8, 1, 2, 4))
     assert [fast.padded_size(b) for b in sizes] == [1, 2, 3, 5, 8, 9, 17]
     # ... except a lone row when batch 1 has no graph.
-    fast = enable_fast_path(bf16.model, batch_sizes=(2, 4))
+    fast = compile_for_inference(bf16.model, batch_sizes=(2, 4))
     assert [fast.padded_size(b) for b in (1, 3, 4, 5, 9)] == [2, 3, 4, 6, 10]
     # One graph per size (frozen fp32 graphs, CUDA graphs): the next warmed size or a multiple of the largest.
     policy = XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint")
     for mode in (None, "reduce-overhead"):
-        fast = enable_fast_path(policy.model, batch_sizes=(8, 1, 2, 4), mode=mode)
+        fast = compile_for_inference(policy.model, batch_sizes=(8, 1, 2, 4), mode=mode)
         assert [fast.padded_size(b) for b in sizes] == [1, 2, 4, 8, 8, 16, 24]
     with pytest.raises(ValueError, match="batch_sizes"):
-        enable_fast_path(policy.model, batch_sizes=(0,))
+        compile_for_inference(policy.model, batch_sizes=(0,))
 
 
 def test_clear_errors_where_inductor_cannot_work(monkeypatch):
     with pytest.raises(ValueError, match="compile=False"):
         check_compile_supported(torch.device("meta"))
     no_compiler = dataclasses.replace(hardware.probe(), cxx=None)
-    monkeypatch.setattr("xvla.fast.probe", lambda: no_compiler)
+    monkeypatch.setattr("xvla.model.compiled_runner.probe", lambda: no_compiler)
     with pytest.raises(ValueError, match="C\\+\\+ compiler"):
         check_compile_supported(torch.device("cpu"))
 
@@ -117,7 +124,7 @@ def test_cuda_graphs_bf16_close_to_fp32():
     policy = XVLAPolicy.from_pretrained(
         FIXTURES / CASE / "checkpoint", device="cuda", dtype="bfloat16", compile=True, compile_batch_sizes=(4,)
     )
-    assert policy.model.fast_path.mode == "reduce-overhead"
+    assert policy.model.runner.mode == "reduce-overhead"
     inputs = {k: v.cuda() for k, v in sample_inputs(io).items()}
     for _ in range(3):  # CUDA graphs are recorded on a later call than the first: replay them too
         actions = policy.model.generate_actions(**inputs, steps=int(meta["steps"]), noise=io["noise"].cuda())
@@ -198,7 +205,7 @@ def test_compiled_int8_model_agrees_with_eager_int8_and_leaves_its_inputs_alone(
     again = policy.model.generate_actions(**inputs, steps=steps, noise=io["noise"])
     assert all(torch.equal(before[k], inputs[k]) for k in inputs)
     torch.testing.assert_close(again, compiled, atol=0, rtol=0)
-    policy.model.fast_path.disable()
+    policy.model.runner.disable()
     eager = policy.model.generate_actions(**inputs, steps=steps, noise=io["noise"])
     scale = io["actions"].abs().mean()
     assert (compiled - eager).abs().mean() < 0.05 * scale
@@ -229,7 +236,7 @@ def test_weights_changed_rebuilds_graphs_that_froze_the_old_weights():
     inputs = dict(input_ids=torch.randint(3, 200, (1, 12)), image_input=torch.randn(1, 1, 3, 32, 32),
                   image_mask=torch.ones(1, 1, dtype=torch.bool), domain_id=torch.zeros(1, dtype=torch.long),
                   proprio=torch.randn(1, model.dim_proprio), noise=torch.randn(1, 4, model.dim_action))  # fmt: skip
-    fast = enable_fast_path(model, batch_sizes=(1,))
+    fast = compile_for_inference(model, batch_sizes=(1,))
     model.generate_actions(**inputs)  # compiles: the linears are prepacked for oneDNN
     with torch.no_grad():
         model.transformer.blocks[0].mlp.fc1.weight.mul_(-3.0)
