@@ -143,6 +143,9 @@ class Stages:
 
 
 def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.no_progress:  # the trainer's bar too; tqdm reads this when it is first imported
+        os.environ["TQDM_DISABLE"] = "1"
     import torch
 
     from xvla.sim.demo import build_tokenizer
@@ -150,9 +153,6 @@ def main(argv=None) -> int:
     from xvla.utils import keep_freed_memory
 
     keep_freed_memory()  # as the `xvla` commands do
-    args = parse_args(argv)
-    if args.no_progress:
-        os.environ["TQDM_DISABLE"] = "1"  # the trainer's bar too
     s = settings(args)
     torch.set_num_threads(s.threads)
     out = Path(s.output)
