@@ -25,10 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import processing
 from ..domains import check_domain_ids, trained_domains
 from ..policy import XVLAPolicy
-from ..processor import MODEL_INPUTS
+from ..processor import IMAGE_PREFIX, MODEL_INPUTS, STATE_KEY
 from ..utils import resolve_device
 from .protocol import Limits, ModelSpec, Observation, RequestError
 
@@ -193,13 +192,13 @@ class ServeEngine:
     def observation_dict(self, obs: Observation) -> dict[str, Any]:
         """The request as the LeRobot-form observation the processor reads (views in the order sent)."""
         keys = list(
-            self.config.image_keys or [f"{processing.IMAGE_PREFIX}view{i}" for i in range(len(obs.images))]
+            self.config.image_keys or [f"{IMAGE_PREFIX}view{i}" for i in range(len(obs.images))]
         )
         frames: list[Any] = list(obs.images) + [None] * (len(keys) - len(obs.images))
         out: dict[str, Any] = dict(zip(keys, frames, strict=True))
         out.update({"task": obs.task, "domain_id": obs.domain_id})
         if obs.state is not None:
-            out[processing.STATE_KEY] = obs.state
+            out[STATE_KEY] = obs.state
         return out
 
     def prefix_fields(self, obs: Observation) -> dict[str, Any]:

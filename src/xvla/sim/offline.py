@@ -23,7 +23,7 @@ import numpy as np
 
 from ..domains import dataset_domain, resolve_domain
 from ..flags import add_dataclass_flags, dataclass_from_args
-from ..processing import rename_keys
+from ..processor import rename_keys
 from ..utils import write_json
 
 logger = logging.getLogger(__name__)

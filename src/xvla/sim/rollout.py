@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..execution import ChunkRequest, ChunkScheduler, ExecutionConfig, motion_metrics
-from ..processing import rename_keys
+from ..processor import rename_keys
 from .instructions import canonical_task, instruction
 from .variants import EmbodimentVariant, get_variant
 from .workers import WorkerPool, receive

@@ -21,11 +21,11 @@ import torch
 from torch import nn
 
 from .. import checkpoints as ckpt
-from .. import processing
 from ..actions import build_action_space_for
 from ..config import XVLAConfig
 from ..domains import used_domains
 from ..policy import XVLAPolicy
+from ..tokenizer import load_tokenizer
 from ..utils import Interrupted, write_json
 from . import distributed as dist_utils
 from . import state as st
@@ -277,7 +277,7 @@ class Trainer:
         if self.tokenizer is not None:
             policy.tokenizer = self.tokenizer
         elif self.cfg.tokenizer:
-            policy.tokenizer = processing.load_tokenizer(self.cfg.tokenizer)
+            policy.tokenizer = load_tokenizer(self.cfg.tokenizer)
         self.tokenizer = policy.tokenizer
         return self.tokenizer
 
