@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import math
 import os
@@ -646,10 +645,3 @@ def train(cfg: TrainConfig, tokenizer: Any = None, stop_at: int | None = None) -
     ``stop_at`` ends the run after that step without a final checkpoint, as an interruption would.
     """
     return Trainer(cfg, tokenizer=tokenizer, stop_at=stop_at).train()
-
-
-def load_train_config(output_dir: str | Path) -> dict[str, Any]:
-    path = Path(output_dir) / TRAIN_CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {output_dir} the output_dir of an `xvla train` run?")
-    return json.loads(path.read_text())
