@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from xvla.domains import LIBERO_DOMAIN_ID, RELEASED_DOMAINS, released_domain_name
+from xvla.execution import chunk_seed
 from xvla.sim.libero import (
     axis_angle_to_matrix,
     chunk_to_env_actions,
@@ -19,7 +20,7 @@ from xvla.sim.libero import (
     rot6d_to_axis_angle,
 )
 from xvla.sim.libero_eval import check_domain_id, libero_domain
-from xvla.sim.libero_pool import episode_specs, noise_seed
+from xvla.sim.libero_pool import episode_specs
 
 
 def row(xyz=(0.1, -0.2, 0.9), rot6d=(1, 0, 0, 0, 1, 0), gripper=0.0, width=20) -> np.ndarray:
@@ -201,8 +202,9 @@ def test_episode_specs_and_noise_seeds():
     specs = episode_specs([2, 5], 3, videos=3)
     assert [(s.task_id, s.episode) for s in specs] == [(2, 0), (2, 1), (2, 2), (5, 0), (5, 1), (5, 2)]
     assert {(s.task_id, s.episode) for s in specs if s.record} == {(2, 0), (5, 0), (2, 1)}
-    seeds = {noise_seed(0, t, e, c) for t in range(3) for e in range(3) for c in range(3)}
-    assert len(seeds) == 27 and noise_seed(0, 1, 2, 3) == noise_seed(0, 1, 2, 3)
+    seeds = {chunk_seed(0, t, e, c) for t in range(3) for e in range(3) for c in range(3)}
+    assert len(seeds) == 27 and chunk_seed(0, 1, 2, 3) == chunk_seed(0, 1, 2, 3)
+    assert chunk_seed(7, 1, 2, 3) == int(np.random.SeedSequence([7, 1, 2, 3]).generate_state(1)[0])  # (seed, task, episode, chunk)
 
 
 def parse_eval(*argv: str):
