@@ -261,10 +261,7 @@ def run_rollouts(
     settings = _settings(policy, variant, execution, delay_steps, n_action_steps, action_horizon_s, max_steps,
                          domain_id, denoising_steps, noise_seed, key_map)  # fmt: skip
     episodes = [EpisodeSpec(canonical_task(e.task), e.index, e.seed, e.record) for e in episodes]
-    if hasattr(policy, "reset"):
-        policy.reset()
-    if hasattr(policy, "eval"):
-        policy.eval()
+    _ready_for_evaluation(policy)
     from .gen_demos import progress_bar
 
     bar = progress_bar(len(episodes), f"eval {variant.name}", progress)
@@ -277,6 +274,14 @@ def run_rollouts(
     bar.close()
     runner.timings["wall_s"] = time.perf_counter() - start
     return [results[i] for i in range(len(episodes))], runner.timings
+
+
+def _ready_for_evaluation(policy: Any) -> None:
+    """An empty action queue and eval mode, for the policies that have them (a scripted expert may not)."""
+    if hasattr(policy, "reset"):
+        policy.reset()
+    if hasattr(policy, "eval"):
+        policy.eval()
 
 
 def _settings(policy, variant, execution, delay_steps, n_action_steps, action_horizon_s, max_steps, domain_id,
