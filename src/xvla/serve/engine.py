@@ -105,14 +105,18 @@ class ServeEngine:
             self._generator.manual_seed(int(seed))
         self.tokenizer = policy.tokenizer  # load now: a missing tokenizer fails at start-up, not per request
         self.image_size = self.processor.image_size
-        max_views = self._max_views()
-        self.spec = ModelSpec(
+        self.spec = self._model_spec(allowed, steps, encoded_channel_order)
+
+    def _model_spec(self, allowed: list[int], steps: int, encoded_channel_order: str) -> ModelSpec:
+        """What requests are validated against: widths, views, served domains, limits."""
+        cfg = self.config
+        return ModelSpec(
             proprio_dim=cfg.proprio_dim,
             use_proprio=cfg.use_proprio,
             num_domains=cfg.num_domains,
             allowed_domains=frozenset(allowed),
             default_domain_id=cfg.domain_id,
-            max_views=max_views,
+            max_views=self._max_views(),
             chunk_size=cfg.chunk_size,
             model_action_dim=self.model.dim_action,
             default_steps=steps,
