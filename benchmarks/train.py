@@ -168,8 +168,8 @@ def run_data_case(root: str, workers: int, batch: int, batches: int, jitter: boo
     import torch
 
     from xvla.config import XVLAConfig, tiny_florence_config
-    from xvla.processing import train_bpe_tokenizer
     from xvla.processor import ObservationProcessor
+    from xvla.tokenizer import train_bpe_tokenizer
     from xvla.train.config import build_train_config
     from xvla.train.mixture import Collator, MixtureBatchSampler, MixtureDataset, build_loader, open_sources
 

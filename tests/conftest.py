@@ -47,7 +47,7 @@ def _seed():
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory):
     """A byte-level BPE tokenizer with BART's special ids (<s>=0, <pad>=1, </s>=2, <unk>=3)."""
-    from xvla.processing import train_bpe_tokenizer
+    from xvla.tokenizer import train_bpe_tokenizer
 
     fast = train_bpe_tokenizer([WORDS], vocab_size=300)
     path = tmp_path_factory.mktemp("tokenizer")

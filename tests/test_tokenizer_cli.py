@@ -32,7 +32,7 @@ def test_a_smoke_checkpoint_tokenizes_text_offline_after_xvla_tokenizer(tmp_path
 
 
 def test_copy_a_tokenizer_and_build_one_from_a_dataset(tmp_path, tokenizer_dir, capsys):
-    from xvla.processing import load_tokenizer
+    from xvla.tokenizer import load_tokenizer
 
     assert main(["tokenizer", str(tmp_path / "copy"), f"--source={tokenizer_dir}"]) == 0
     copied, original = load_tokenizer(tmp_path / "copy"), load_tokenizer(tokenizer_dir)

@@ -126,6 +126,18 @@ def _is_registered(mode: str) -> bool:
     return mode in ACTION_REGISTRY
 
 
+def _require_positive(config: Any, name: str) -> None:
+    value = getattr(config, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name}={value!r} is invalid: it must be a positive integer (>= 1)")
+
+
+def _require_non_negative(config: Any, name: str) -> None:
+    value = getattr(config, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name}={value!r} is invalid: it must be an integer >= 0")
+
+
 @dataclass
 class XVLAConfig:
     # Input / output structure
@@ -199,22 +211,25 @@ class XVLAConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        def positive(name: str) -> None:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name}={value!r} is invalid: it must be a positive integer (>= 1)")
+        """Refuse an inconsistent config: each error names the field, its value and the fix."""
+        self._validate_sizes()
+        self._validate_modes()
+        if not isinstance(self.domain_id, int) or isinstance(self.domain_id, bool):
+            raise ValueError(f"domain_id={self.domain_id!r} is invalid: it must be an integer")
+        check_domain_ids(self.domain_id, self.num_domains)
+        self._validate_optional_widths()
+        if self.domains:
+            check_domain_ids(list(self.domains), self.num_domains, "domains: id")
+        self._validate_image_sizes()
+        self._validate_florence()
 
-        def non_negative(name: str) -> None:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name}={value!r} is invalid: it must be an integer >= 0")
-
+    def _validate_sizes(self) -> None:
         for name in ("n_obs_steps", "chunk_size", "n_action_steps", "hidden_size", "depth", "num_heads",
                      "num_domains", "dim_time", "max_len_seq", "max_action_dim", "num_denoising_steps",
                      "tokenizer_max_length"):  # fmt: skip
-            positive(name)
+            _require_positive(self, name)
         for name in ("len_soft_prompts", "max_state_dim", "empty_cameras"):
-            non_negative(name)
+            _require_non_negative(self, name)
         if self.n_action_steps > self.chunk_size:
             raise ValueError(
                 f"n_action_steps={self.n_action_steps} is invalid: it must be in [1, chunk_size={self.chunk_size}]"
@@ -227,6 +242,8 @@ class XVLAConfig:
             raise ValueError(f"dim_time={self.dim_time} is invalid: it must be even (cos and sin halves)")
         if not (isinstance(self.mlp_ratio, (int, float)) and self.mlp_ratio > 0):
             raise ValueError(f"mlp_ratio={self.mlp_ratio!r} is invalid: it must be a number > 0")
+
+    def _validate_modes(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r} is invalid: allowed values are {list(DTYPES)}")
         if not _is_registered(str(self.action_mode).lower()):
@@ -237,11 +254,11 @@ class XVLAConfig:
                 f"{registered_action_modes()}. Register your own with @register_action('name') before "
                 "building the config."
             )
-        if not isinstance(self.domain_id, int) or isinstance(self.domain_id, bool):
-            raise ValueError(f"domain_id={self.domain_id!r} is invalid: it must be an integer")
-        check_domain_ids(self.domain_id, self.num_domains)
+
+    def _validate_optional_widths(self) -> None:
+        """``num_image_views`` and ``real_action_dim``, when set, against the cameras and the action width."""
         if self.num_image_views is not None:
-            positive("num_image_views")
+            _require_positive(self, "num_image_views")
             if self.image_keys is not None and self.num_image_views < len(self.image_keys) + self.empty_cameras:
                 raise ValueError(
                     f"num_image_views={self.num_image_views} is too small for {len(self.image_keys)} cameras "
@@ -249,21 +266,20 @@ class XVLAConfig:
                     f"{len(self.image_keys) + self.empty_cameras} or leave it None"
                 )
         if self.real_action_dim is not None:
-            positive("real_action_dim")
+            _require_positive(self, "real_action_dim")
             if str(self.action_mode).lower() == "auto" and self.real_action_dim > self.max_action_dim:
                 raise ValueError(
                     f"real_action_dim={self.real_action_dim} is invalid: action_mode 'auto' pads the action to "
                     f"max_action_dim={self.max_action_dim}; set max_action_dim >= {self.real_action_dim}"
                 )
-        if self.domains:
-            check_domain_ids(list(self.domains), self.num_domains, "domains: id")
+
+    def _validate_image_sizes(self) -> None:
         for name in ("image_size", "resize_imgs_with_padding"):
             value = getattr(self, name)
             if value is not None and (
                 len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
             ):
                 raise ValueError(f"{name}={value!r} is invalid: it must be None or (height, width) positive ints")
-        self._validate_florence()
 
     def _validate_florence(self) -> None:
         fc = self.florence_config

@@ -17,6 +17,8 @@ Named steps (each a method, in this order):
     actions  : (training) the target chunk, zero-padded to the model's width and chunk length
 
 The image size is settled once, when the processor is built (see :func:`xvla.config.settle_image_size`).
+The frame steps live in :mod:`xvla.images` and the tokenizer in :mod:`xvla.tokenizer`; the batch keys,
+the state and domain-id steps and the key map (``--key-map``) are at the end of this module.
 """
 
 from __future__ import annotations
@@ -26,13 +28,21 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-from . import processing
 from .actions import build_action_space_for
 from .config import EMPTY_CAMERA_PREFIX, XVLAConfig, settle_image_size
+from .domains import check_domain_ids
+from .images import prepare_image, stack_cameras
+from .tokenizer import check_tokenizer_fits, load_tokenizer, tokenize
 
+IMAGE_PREFIX = "observation.images."
+STATE_KEY = "observation.state"
+TOKENS_KEY = "observation.language.tokens"
 MODEL_INPUTS = ("input_ids", "image_input", "image_mask", "domain_id", "proprio")
 CAMERA_MASK_KEY = "image_mask"  # optional [B, cameras] bool in a batch: False = that camera is missing
+
+
 class ObservationProcessor:
     """Raw observations (LeRobot keys) -> ``{input_ids, image_input, image_mask, domain_id, proprio}``."""
 
@@ -57,7 +67,7 @@ class ObservationProcessor:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            self._tokenizer = processing.load_tokenizer(self.config.tokenizer_name, local_dir=self.tokenizer_dir)
+            self._tokenizer = load_tokenizer(self.config.tokenizer_name, local_dir=self.tokenizer_dir)
             check_tokenizer_fits(self._tokenizer, self.text_vocab_size, self.config.tokenizer_name)
         return self._tokenizer
 
@@ -108,13 +118,13 @@ class ObservationProcessor:
         if self.config.image_keys:
             missing = [k for k in self.config.image_keys if k not in batch]
             if missing:
-                present = sorted(k for k in batch if k.startswith(processing.IMAGE_PREFIX))
+                present = sorted(k for k in batch if k.startswith(IMAGE_PREFIX))
                 raise KeyError(
                     f"missing camera keys {missing}: this policy expects {self.config.image_keys} and the batch has "
                     f"{present}. Rename your cameras to match (--key-map), or pass None for a camera that is absent."
                 )
             return list(self.config.image_keys)
-        keys = sorted(k for k in batch if k.startswith(processing.IMAGE_PREFIX) and not k.startswith(EMPTY_CAMERA_PREFIX))
+        keys = sorted(k for k in batch if k.startswith(IMAGE_PREFIX) and not k.startswith(EMPTY_CAMERA_PREFIX))
         if not keys:
             raise KeyError(
                 "the batch has no camera image: add at least one 'observation.images.<camera>' entry "
@@ -136,7 +146,7 @@ class ObservationProcessor:
                 raise ValueError(f"camera '{key}' has batch size {frame.shape[0]}, expected {size}")
         views = [frames.get(k, torch.zeros_like(reference)) for k in keys]
         total = max(cfg.total_image_views, len(views) + cfg.empty_cameras)
-        image_input, mask = processing.stack_cameras(views, total)
+        image_input, mask = stack_cameras(views, total)
         mask[:, : len(keys)] &= torch.tensor([k in frames for k in keys], device=mask.device)
         given = batch.get(CAMERA_MASK_KEY)
         if given is not None:
@@ -146,36 +156,36 @@ class ObservationProcessor:
 
     def _frame(self, image: Any, key: str) -> torch.Tensor:
         padding = self.config.resize_imgs_with_padding
-        return processing.prepare_image(image, key, self.image_size, padding)
+        return prepare_image(image, key, self.image_size, padding)
 
     def state(self, batch: Mapping[str, Any], size: int) -> torch.Tensor:
         cfg = self.config
         if not cfg.use_proprio:
             return torch.zeros(size, 0)
-        if batch.get(processing.STATE_KEY) is None:
+        if batch.get(STATE_KEY) is None:
             raise KeyError(
-                f"'{processing.STATE_KEY}' is missing: this policy uses proprioception (use_proprio=True); "
+                f"'{STATE_KEY}' is missing: this policy uses proprioception (use_proprio=True); "
                 "add the robot state to the batch"
             )
-        proprio = processing.pad_state(torch.as_tensor(batch[processing.STATE_KEY]), cfg.max_state_dim)
+        proprio = pad_state(torch.as_tensor(batch[STATE_KEY]), cfg.max_state_dim)
         if proprio.shape[0] != size:
-            raise ValueError(f"'{processing.STATE_KEY}' has batch size {proprio.shape[0]}, expected {size}")
+            raise ValueError(f"'{STATE_KEY}' has batch size {proprio.shape[0]}, expected {size}")
         return proprio
 
     def language(self, batch: Mapping[str, Any], size: int) -> torch.Tensor:
-        if batch.get(processing.TOKENS_KEY) is not None:
-            input_ids = torch.as_tensor(batch[processing.TOKENS_KEY]).long()
+        if batch.get(TOKENS_KEY) is not None:
+            input_ids = torch.as_tensor(batch[TOKENS_KEY]).long()
             input_ids = input_ids.unsqueeze(0) if input_ids.dim() == 1 else input_ids
         elif batch.get("task") is not None:
             tasks = batch["task"]
             tasks = [tasks] * size if isinstance(tasks, str) else list(tasks)
             tokenizer = self.tokenizer
             with self._lock:
-                input_ids = processing.tokenize(tokenizer, tasks, self.config.tokenizer_max_length)
+                input_ids = tokenize(tokenizer, tasks, self.config.tokenizer_max_length)
         else:
             raise KeyError(
                 "no instruction in the batch: add 'task' (one string per sample) or pre-tokenized "
-                f"'{processing.TOKENS_KEY}'"
+                f"'{TOKENS_KEY}'"
             )
         if input_ids.shape[0] != size:
             raise ValueError(f"got {input_ids.shape[0]} instructions for a batch of {size}")
@@ -193,7 +203,7 @@ class ObservationProcessor:
         if value is None and batch.get("robot") is not None:
             value = self.robot_ids(batch["robot"])
         value = self.config.domain_id if value is None else value
-        return processing.domain_ids(value, size, self.config.num_domains)
+        return domain_ids(value, size, self.config.num_domains)
 
     def robot_ids(self, robots: str | Sequence[str]) -> list[int]:
         by_name = {name: d for d, name in (self.config.domains or {}).items()}
@@ -236,12 +246,48 @@ def check_action_width(config: XVLAConfig, width: int, space: Any = None, where:
         )
 
 
-def check_tokenizer_fits(tokenizer: Any, vocab_size: int, name: Any = "") -> None:
-    """Refuse a tokenizer whose ids would index past the checkpoint's text embedding."""
-    size = len(tokenizer)
-    if size > vocab_size:
+# ---------------------------------------------------------------------------------------------- steps
+def rename_keys(observation: dict[str, Any], key_map: dict[str, str], source: str = "observation") -> dict[str, Any]:
+    """Apply a key map, which always goes MODEL KEY -> SOURCE KEY (dataset, simulator or robot key).
+
+    The one meaning of ``--key-map model_key=source_key`` in every command.
+    """
+    out = dict(observation)
+    for model_key, source_key in key_map.items():
+        if source_key not in observation:
+            raise KeyError(
+                f"--key-map {model_key}={source_key}: the {source} has no key {source_key!r} (its keys: "
+                f"{sorted(observation)}); a key map goes model key=source key"
+            )
+        out[model_key] = out.pop(source_key) if source_key != model_key else out[source_key]
+    return out
+
+
+def pad_state(state: torch.Tensor, width: int, key: str = STATE_KEY) -> torch.Tensor:
+    """Zero-pad a [B, S] state to ``width`` (``max_state_dim``); a wider state is an error."""
+    if state.dim() == 3:  # [B, n_obs_steps, S]
+        state = state[:, -1]
+    if state.dim() == 1:
+        state = state.unsqueeze(0)
+    if state.shape[-1] > width:
         raise ValueError(
-            f"the tokenizer '{name or getattr(tokenizer, 'name_or_path', '')}' has {size} tokens but this checkpoint's "
-            f"text embedding has {vocab_size}: it is not the tokenizer the model was trained with. Put the "
-            "checkpoint's own tokenizer files beside its weights, or point tokenizer_name (--tokenizer) at them."
+            f"'{key}' has {state.shape[-1]} dims but this model's max_state_dim is {width}: reduce the state "
+            f"to at most {width} dims, or train a model with max_state_dim >= {state.shape[-1]}"
         )
+    if not torch.isfinite(state).all():
+        raise ValueError(f"'{key}' contains NaN or infinite values")
+    return F.pad(state.float(), (0, width - state.shape[-1]))
+
+
+def domain_ids(value: Any, batch: int, num_domains: int, device: torch.device | None = None) -> torch.Tensor:
+    """An int, list or tensor of domain ids -> LongTensor [B], range-checked."""
+    ids = torch.as_tensor(value, dtype=torch.long, device=device)
+    if ids.dim() == 0:
+        ids = ids.expand(batch)
+    ids = ids.reshape(-1)
+    if ids.numel() == 1 and batch > 1:
+        ids = ids.expand(batch)
+    if ids.numel() != batch:
+        raise ValueError(f"'domain_id' has {ids.numel()} values for a batch of {batch}; give one id or one per sample")
+    check_domain_ids(ids, num_domains)
+    return ids.contiguous()

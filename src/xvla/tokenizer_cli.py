@@ -4,7 +4,7 @@
     xvla tokenizer outputs/tok --train-on=data/my_robot           # build one from a dataset's instructions
     xvla train --tokenizer=outputs/tok ...                         # and train from scratch with it
 
-A checkpoint reads the tokenizer files beside its weights first (``xvla.processing.load_tokenizer``).
+A checkpoint reads the tokenizer files beside its weights first (``xvla.tokenizer.load_tokenizer``).
 """
 
 from __future__ import annotations
@@ -61,19 +61,18 @@ def _checkpoint_vocab(output: Path) -> int | None:
 
 
 def make_tokenizer(cfg: TokenizerConfig, vocab: int | None) -> Any:
-    from . import processing
+    from .tokenizer import load_tokenizer, train_bpe_tokenizer
 
     if (cfg.source is None) == (cfg.train_on is None):
         raise ValueError("give one of --source (copy a tokenizer) or --train_on (build one from instructions)")
     if cfg.source is not None:
-        return processing.load_tokenizer(cfg.source)
-    return processing.train_bpe_tokenizer(instructions(cfg.train_on), vocab_size=cfg.vocab_size or vocab or DEFAULT_VOCAB)
+        return load_tokenizer(cfg.source)
+    return train_bpe_tokenizer(instructions(cfg.train_on), vocab_size=cfg.vocab_size or vocab or DEFAULT_VOCAB)
 
 
 def cmd_tokenizer(args: argparse.Namespace) -> int:
     from .checkpoints import TOKENIZER_FILES
-    from .processing import load_tokenizer
-    from .processor import check_tokenizer_fits
+    from .tokenizer import check_tokenizer_fits, load_tokenizer
 
     cfg = dataclass_from_args(TokenizerConfig, args)
     output = Path(cfg.output)

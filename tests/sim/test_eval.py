@@ -74,6 +74,52 @@ def test_xvla_policy_rollouts_do_not_depend_on_num_envs(metaworld, tiny_policy):
     assert np.abs(one[0].final_state[:3] - start["observation.state"][:3]).max() > 1e-4  # the actions arrived
 
 
+def test_a_rollout_through_a_server_gets_the_noise_of_a_local_one(
+    metaworld, tiny_policy, tmp_path, monkeypatch
+):
+    """A RemotePolicy is seeded like an in-process policy: each chunk's noise comes from (noise seed, episode
+    seed, chunk number) and travels with the request, so the server samples what the local policy samples."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    import torch
+
+    from xvla.serve.client import RemotePolicy
+    from xvla.serve.server import BackgroundServer, ServeConfig
+    from xvla.sim.evaluate import episode_specs
+    from xvla.sim.rollout import run_rollouts
+
+    def recording(policy):
+        noises, real = [], policy.predict_action_chunk
+
+        def spy(batch, **kwargs):
+            noises.append(kwargs.get("noise"))
+            return real(batch, **kwargs)
+
+        monkeypatch.setattr(policy, "predict_action_chunk", spy)
+        return noises
+
+    specs = episode_specs(["reach-v3"], 2, seed=5, videos=0)
+    kwargs = dict(
+        variant="sawyer", num_envs=2, max_steps=4, n_action_steps=2, noise_seed=3, domain_id=0, progress=False
+    )
+    tiny_policy.save_pretrained(tmp_path / "ckpt")
+    server = BackgroundServer(ServeConfig(policy_path=str(tmp_path / "ckpt"), port=0, device="cpu", threads=1,
+                                          seed=0, log_level="warning", batch_timeout_ms=5.0)).start()  # fmt: skip
+    try:
+        with RemotePolicy(server.url) as remote:
+            sent = recording(remote)
+            through_server, _ = run_rollouts(remote, specs, **kwargs)
+    finally:
+        server.stop()
+    local = recording(tiny_policy)
+    in_process, _ = run_rollouts(tiny_policy, specs, **kwargs)
+    assert len(sent) == len(local) == 2 and all(n is not None and n.shape[0] == 2 for n in sent)
+    for theirs, ours in zip(sent, local, strict=True):
+        assert torch.equal(theirs.cpu(), ours.cpu())
+    for theirs, ours in zip(through_server, in_process, strict=True):
+        np.testing.assert_allclose(theirs.final_state, ours.final_state, atol=1e-4)
+
+
 def test_eval_with_a_policy_object(metaworld, tiny_policy, tmp_path):
     from xvla.sim.evaluate import EvalConfig, evaluate
 

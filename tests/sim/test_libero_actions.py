@@ -9,17 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from xvla import processing as P
 from xvla.domains import LIBERO_DOMAIN_ID, RELEASED_DOMAINS, released_domain_name
+from xvla.execution import chunk_seed
 from xvla.sim.libero import (
     axis_angle_to_matrix,
     chunk_to_env_actions,
+    libero_observation,
     matrix_to_quat_xyzw,
     pose_to_state,
     rot6d_to_axis_angle,
 )
 from xvla.sim.libero_eval import check_domain_id, libero_domain
-from xvla.sim.libero_pool import episode_specs, noise_seed
+from xvla.sim.libero_pool import episode_specs
 
 
 def row(xyz=(0.1, -0.2, 0.9), rot6d=(1, 0, 0, 0, 1, 0), gripper=0.0, width=20) -> np.ndarray:
@@ -139,11 +140,26 @@ def test_pose_to_state_uses_columns():
     assert not state[9:].any()
 
 
+def test_libero_observation():
+    rot = torch.tensor([[[0.0, -1, 0], [1, 0, 0], [0, 0, 1]]])
+    img = torch.arange(2 * 2 * 3, dtype=torch.float32).reshape(1, 3, 2, 2)
+    obs = {
+        "observation.images.image": img,
+        "observation.robot_state": {"eef": {"pos": torch.tensor([[0.1, 0.2, 0.3]]), "mat": rot}},
+    }
+    out = libero_observation(obs)
+    state = out["observation.state"]
+    assert state.shape == (1, 20)
+    assert state[0, :9].tolist() == pytest.approx([0.1, 0.2, 0.3, 0, 1, 0, -1, 0, 0])
+    assert state[0, 9:].abs().sum() == 0
+    assert torch.equal(out["observation.images.image"], torch.flip(img, dims=[-2, -1]))
+
+
 def test_libero_observation_numpy_frames():
     frame = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
     wrist = frame.copy()
     rot = rotation((1, 0, 0), math.pi)
-    out = P.libero_observation({
+    out = libero_observation({
         "observation.images.image": frame, "observation.images.image2": wrist,
         "observation.robot_state": {"eef": {"pos": np.array([0.1, 0.2, 0.3]), "mat": rot}},
     })  # fmt: skip
@@ -155,7 +171,7 @@ def test_libero_observation_numpy_frames():
     state = out["observation.state"][0]
     np.testing.assert_allclose(state[:10].numpy(), [0.1, 0.2, 0.3, 1, 0, 0, 0, -1, 0, 0], atol=1e-6)
     with pytest.raises(ValueError, match="HxWx3"):
-        P.libero_observation({"observation.images.image": np.zeros((4, 5))})
+        libero_observation({"observation.images.image": np.zeros((4, 5))})
 
 
 def test_released_domain_table():
@@ -186,8 +202,9 @@ def test_episode_specs_and_noise_seeds():
     specs = episode_specs([2, 5], 3, videos=3)
     assert [(s.task_id, s.episode) for s in specs] == [(2, 0), (2, 1), (2, 2), (5, 0), (5, 1), (5, 2)]
     assert {(s.task_id, s.episode) for s in specs if s.record} == {(2, 0), (5, 0), (2, 1)}
-    seeds = {noise_seed(0, t, e, c) for t in range(3) for e in range(3) for c in range(3)}
-    assert len(seeds) == 27 and noise_seed(0, 1, 2, 3) == noise_seed(0, 1, 2, 3)
+    seeds = {chunk_seed(0, t, e, c) for t in range(3) for e in range(3) for c in range(3)}
+    assert len(seeds) == 27 and chunk_seed(0, 1, 2, 3) == chunk_seed(0, 1, 2, 3)
+    assert chunk_seed(7, 1, 2, 3) == int(np.random.SeedSequence([7, 1, 2, 3]).generate_state(1)[0])  # (seed, task, episode, chunk)
 
 
 def parse_eval(*argv: str):

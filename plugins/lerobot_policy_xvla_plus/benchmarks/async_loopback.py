@@ -40,7 +40,7 @@ CAMERAS = ["observation.images.main", "observation.images.wrist"]
 def build_checkpoint(folder: Path, chunk: int) -> Path:
     from xvla import XVLAConfig, XVLAPolicy
     from xvla.config import tiny_florence_config
-    from xvla.processing import train_bpe_tokenizer
+    from xvla.tokenizer import train_bpe_tokenizer
 
     tokenizer = folder / "tokenizer"
     train_bpe_tokenizer(["reach the goal move the arm to the target"], vocab_size=300).save_pretrained(str(tokenizer))

@@ -37,7 +37,7 @@ def _seed():
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> Path:
-    from xvla.processing import train_bpe_tokenizer
+    from xvla.tokenizer import train_bpe_tokenizer
 
     path = tmp_path_factory.mktemp("tokenizer")
     train_bpe_tokenizer([WORDS], vocab_size=300).save_pretrained(str(path))

@@ -3,6 +3,7 @@ written atomically."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,4 +83,33 @@ def save_weights_file(state_dict: dict[str, torch.Tensor], folder: Path, metadat
         seen.add(ptr)
     from safetensors.torch import save_file
 
-    atomic_write(Path(folder) / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata=metadata or {}))
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=metadata or {})
+        sort_header_metadata(tmp)
+
+    atomic_write(Path(folder) / WEIGHTS_NAME, write)
+
+
+def sort_header_metadata(path: Path) -> None:
+    """Put a safetensors file's ``__metadata__`` entries in key order, in place.
+
+    safetensors keeps the metadata in a hash map, so their order, and with it the file's bytes, changes
+    from run to run; sorted, saving the same weights twice gives the same file. The header holds the same
+    entries reordered, so it keeps its length and the tensors do not move.
+    """
+    with open(path, "r+b") as f:
+        length = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(length))
+        metadata = header.pop("__metadata__", None)
+        if not metadata:
+            return
+        ordered = {"__metadata__": dict(sorted(metadata.items())), **header}
+        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+        # safetensors writes compact JSON as json.dumps does, so only an unknown header form can be longer.
+        if len(text) > length:
+            raise RuntimeError(
+                f"{path}: the sorted safetensors header ({len(text)} bytes) is longer than the one safetensors "
+                f"wrote ({length} bytes): this safetensors version writes its header in a form xvla does not know"
+            )
+        f.seek(8)
+        f.write(text.ljust(length, b" "))

@@ -411,6 +411,15 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self.cache_frames = bool(cache_frames)
         self._frames: dict[tuple[str, int], np.ndarray] = {}
 
+        self.camera_keys = self._select_features(action_key, camera_keys)
+        self._check_expected_shapes(expected_shapes or {})
+        self.episodes = self._select_episodes(episodes)
+        self._load_frames()
+        self._decoders: DecoderCache | None = None
+
+    # -- loading ------------------------------------------------------------------------------------
+    def _select_features(self, action_key: str, camera_keys: list[str] | None) -> list[str]:
+        """Check that the chunked feature exists; the cameras to return (all by default)."""
         features = self.meta.features
         if action_key not in features:
             raise ValueError(
@@ -418,27 +427,23 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 f"pass action_key= one of them"
             )
         if camera_keys is None:
-            self.camera_keys = self.meta.camera_keys
-        else:
-            missing = [k for k in camera_keys if k not in self.meta.camera_keys]
-            if missing:
-                raise ValueError(
-                    f"dataset {self.root} has no camera {missing}; its cameras are {self.meta.camera_keys}: "
-                    f"choose camera_keys from those (or map your policy's camera names onto them)"
-                )
-            self.camera_keys = list(camera_keys)
-        self._check_expected_shapes(expected_shapes or {})
+            return self.meta.camera_keys
+        missing = [k for k in camera_keys if k not in self.meta.camera_keys]
+        if missing:
+            raise ValueError(
+                f"dataset {self.root} has no camera {missing}; its cameras are {self.meta.camera_keys}: "
+                f"choose camera_keys from those (or map your policy's camera names onto them)"
+            )
+        return list(camera_keys)
 
+    def _select_episodes(self, episodes: list[int] | None) -> list[int]:
         if episodes is None:
-            self.episodes = [ep.episode_index for ep in self.meta.episodes]
-        else:
-            self.episodes = [int(e) for e in episodes]
-            for e in self.episodes:
-                self.meta.episode(e)  # raises a clear IndexError for unknown episodes
-        self._load_frames()
-        self._decoders: DecoderCache | None = None
+            return [ep.episode_index for ep in self.meta.episodes]
+        selected = [int(e) for e in episodes]
+        for e in selected:
+            self.meta.episode(e)  # raises a clear IndexError for unknown episodes
+        return selected
 
-    # -- loading ------------------------------------------------------------------------------------
     def _check_expected_shapes(self, expected: dict[str, tuple[int, ...]]) -> None:
         for key, shape in expected.items():
             shape = tuple(int(s) for s in shape)

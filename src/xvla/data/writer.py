@@ -181,6 +181,23 @@ def _tasks_table(pa, tasks: list[str]):
     return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
 
 
+def _clear_for_new_dataset(root: Path, overwrite: bool) -> None:
+    """Make way for a new dataset at ``root``: only an existing LeRobot dataset is deleted, and only with
+    ``overwrite``."""
+    if root.exists() and any(root.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"{root} already exists and is not empty: pass overwrite=True to replace it, or use "
+                f"LeRobotDatasetWriter.resume({str(root)!r}) to add episodes to it"
+            )
+        if not (root / INFO_PATH).is_file():
+            raise FileExistsError(
+                f"{root} is not empty and is not a LeRobot dataset: refusing to delete it with overwrite=True; "
+                f"choose another folder"
+            )
+        shutil.rmtree(root)
+
+
 class LeRobotDatasetWriter:
     """Create (or continue) a LeRobot v3.0 dataset episode by episode. Use ``create`` or ``resume``."""
 
@@ -229,18 +246,7 @@ class LeRobotDatasetWriter:
         if int(fps) <= 0:
             raise ValueError(f"fps={fps} is invalid: it must be a positive integer")
         norm = _normalize_features(features)
-        if root.exists() and any(root.iterdir()):
-            if not overwrite:
-                raise FileExistsError(
-                    f"{root} already exists and is not empty: pass overwrite=True to replace it, or use "
-                    f"LeRobotDatasetWriter.resume({str(root)!r}) to add episodes to it"
-                )
-            if not (root / INFO_PATH).is_file():
-                raise FileExistsError(
-                    f"{root} is not empty and is not a LeRobot dataset: refusing to delete it with overwrite=True; "
-                    f"choose another folder"
-                )
-            shutil.rmtree(root)
+        _clear_for_new_dataset(root, overwrite)
         has_video = any(ft["dtype"] == "video" for ft in norm.values())
         if has_video:
             VideoEncoder.check_codec(video_codec)
@@ -341,6 +347,19 @@ class LeRobotDatasetWriter:
         """
         if self._closed:
             raise RuntimeError("this writer is finalized: use LeRobotDatasetWriter.resume(root) to add episodes")
+        self._check_frame_keys(frame)
+        converted = {key: self._numeric_value(frame, key) for key in self._numeric_keys}
+        for key in self._video_keys + self._image_keys:
+            converted[key] = _camera_frame_to_hwc_uint8(frame[key], key, self.features[key]["shape"])
+        task = frame.get("task")
+        if task is not None and not isinstance(task, str):
+            raise ValueError(f"frame['task'] must be a string, got {type(task).__name__}")
+        timestamp = self._frame_timestamp(frame)
+        image_bytes = {k: _png_bytes(converted[k]) for k in self._image_keys}
+        # Validation is over: from here on the frame goes in whole.
+        self._append_frame(converted, image_bytes, timestamp, task)
+
+    def _check_frame_keys(self, frame: dict) -> None:
         unknown = [k for k in frame if k not in self._user_keys and k not in ("task", "timestamp")]
         missing = [k for k in self._user_keys if k not in frame]
         if unknown or missing:
@@ -348,28 +367,28 @@ class LeRobotDatasetWriter:
                 f"frame keys do not match the dataset features: missing {missing}, unexpected {unknown} "
                 f"(declared: {self._user_keys}, plus optional 'task' and 'timestamp')"
             )
-        converted: dict[str, np.ndarray] = {}
-        for key in self._numeric_keys:
-            ft = self.features[key]
-            value = _to_numpy(frame[key])
-            if value.shape == () and ft["shape"] == [1]:
-                value = value.reshape(1)
-            if list(value.shape) != ft["shape"]:
-                raise ValueError(
-                    f"frame[{key!r}] has shape {list(value.shape)} but the feature is declared {ft['shape']}: "
-                    f"fix the value or the feature's shape"
-                )
-            try:
-                converted[key] = value.astype(ft["dtype"], casting="same_kind" if ft["dtype"] != "bool" else "unsafe")
-            except TypeError as e:
-                raise ValueError(f"frame[{key!r}] of dtype {value.dtype} cannot be stored as {ft['dtype']}") from e
-            if np.issubdtype(converted[key].dtype, np.floating) and not np.isfinite(converted[key]).all():
-                raise ValueError(f"frame[{key!r}] contains NaN or inf: {converted[key]}")
-        for key in self._video_keys + self._image_keys:
-            converted[key] = _camera_frame_to_hwc_uint8(frame[key], key, self.features[key]["shape"])
-        task = frame.get("task")
-        if task is not None and not isinstance(task, str):
-            raise ValueError(f"frame['task'] must be a string, got {type(task).__name__}")
+
+    def _numeric_value(self, frame: dict, key: str) -> np.ndarray:
+        """``frame[key]`` as its declared shape and dtype, finite."""
+        ft = self.features[key]
+        value = _to_numpy(frame[key])
+        if value.shape == () and ft["shape"] == [1]:
+            value = value.reshape(1)
+        if list(value.shape) != ft["shape"]:
+            raise ValueError(
+                f"frame[{key!r}] has shape {list(value.shape)} but the feature is declared {ft['shape']}: "
+                f"fix the value or the feature's shape"
+            )
+        try:
+            converted = value.astype(ft["dtype"], casting="same_kind" if ft["dtype"] != "bool" else "unsafe")
+        except TypeError as e:
+            raise ValueError(f"frame[{key!r}] of dtype {value.dtype} cannot be stored as {ft['dtype']}") from e
+        if np.issubdtype(converted.dtype, np.floating) and not np.isfinite(converted).all():
+            raise ValueError(f"frame[{key!r}] contains NaN or inf: {converted}")
+        return converted
+
+    def _frame_timestamp(self, frame: dict) -> float:
+        """The frame's own timestamp (increasing; with videos, at the constant fps) or frame_index / fps."""
         index = len(self._buf_timestamps)
         timestamp = float(frame["timestamp"]) if "timestamp" in frame else index / self.fps
         if index and timestamp <= self._buf_timestamps[-1]:
@@ -382,9 +401,9 @@ class LeRobotDatasetWriter:
                 f"frames at a constant {self.fps} fps, so with video features leave 'timestamp' out (or record "
                 f"at exactly {self.fps} fps)"
             )
-        image_bytes = {k: _png_bytes(converted[k]) for k in self._image_keys}
+        return timestamp
 
-        # Validation is over: from here on the frame goes in whole.
+    def _append_frame(self, converted: dict, image_bytes: dict, timestamp: float, task: str | None) -> None:
         for key in self._video_keys:
             if key not in self._encoders:
                 number = self._next_file_number(f"videos/{key}")

@@ -13,7 +13,7 @@ No HTTP and no simulator in here: policies come in through :mod:`xvla.execution.
 from .executor import ActionExecutor, LatencyEstimate
 from .metrics import motion_metrics, trace_metrics
 from .scheduler import ChunkRequest, ChunkScheduler, ExecutionConfig, StepRecord
-from .sources import PolicySource, as_source, chunk_seed
+from .sources import PolicySource, as_source, chunk_seed, predict_seeded
 from .strategies import STRATEGIES, blend, ensemble, rtc_prefix_weights
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "chunk_seed",
     "ensemble",
     "motion_metrics",
+    "predict_seeded",
     "rtc_prefix_weights",
     "trace_metrics",
 ]

@@ -9,7 +9,7 @@ carries the committed prefix, its weights and the expected delay.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,9 +19,43 @@ from .scheduler import ChunkRequest
 ChunkFn = Callable[[Mapping[str, Any], ChunkRequest], np.ndarray]
 
 
-def chunk_seed(base: int, episode: int, chunk: int) -> int:
-    """The seed of one chunk's flow-matching noise (the same rule as simulator rollouts)."""
-    return int(np.random.SeedSequence([int(base), int(episode), int(chunk)]).generate_state(1)[0])
+def chunk_seed(*parts: int) -> int:
+    """The seed of one chunk's flow-matching noise, from what names the chunk: (base seed, episode, chunk
+    number) here and in Meta-World rollouts, (base seed, task, episode, chunk number) in LIBERO's. It does
+    not depend on batching, workers or restarts."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def seeded_noise(policy: Any, seeds: Sequence[int]) -> Any:
+    """[len(seeds), chunk_size, model action dim] standard normal noise, one generator per seed, on the
+    policy's device; None for a policy that samples no noise (see :func:`noise_shape`)."""
+    shape = noise_shape(policy)
+    if shape is None:
+        return None
+    import torch
+
+    noise = [torch.randn(shape, generator=torch.Generator().manual_seed(int(seed))) for seed in seeds]
+    # A RemotePolicy has no device: the noise travels with each request as it is.
+    return torch.stack(noise).to(getattr(policy, "device", "cpu"))
+
+
+def predict_seeded(
+    policy: Any, batch: Mapping[str, Any], seeds: Sequence[int], steps: int | None = None, **kwargs: Any
+) -> np.ndarray:
+    """``policy.predict_action_chunk(batch)`` with sample i's noise drawn from ``seeds[i]``, as numpy.
+
+    The one way evaluations seed an in-process and a remote policy alike. ``steps`` goes with the noise
+    (a policy without noise takes neither); ``kwargs`` (rtc's prefix) are passed on.
+    """
+    noise = seeded_noise(policy, seeds)
+    if noise is not None:
+        kwargs["noise"] = noise
+        if steps is not None:
+            kwargs["steps"] = steps
+    chunk = policy.predict_action_chunk(batch, **kwargs)
+    if hasattr(chunk, "detach"):
+        chunk = chunk.detach().float().cpu().numpy()
+    return np.asarray(chunk)
 
 
 class PolicySource:
@@ -43,10 +77,10 @@ class PolicySource:
         import torch
 
         kwargs: dict[str, Any] = {}
-        shape = noise_shape(self.policy)
-        if self.seed is not None and shape is not None:
-            generator = torch.Generator().manual_seed(chunk_seed(self.seed, self.episode, request.number))
-            kwargs["noise"] = torch.randn((1, *shape), generator=generator)
+        if self.seed is not None:
+            noise = seeded_noise(self.policy, [chunk_seed(self.seed, self.episode, request.number)])
+            if noise is not None:
+                kwargs["noise"] = noise
         if self.steps is not None:
             kwargs["steps"] = self.steps
         if request.prefix is not None and self.accepts_prefix:

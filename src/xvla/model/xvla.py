@@ -281,23 +281,10 @@ class XVLAModel(nn.Module):
             proprio = proprio.to(self.dtype)
             batch = image_input.shape[0]
             shape = (batch, self.chunk_size, self.dim_action)
-            if noise is None:
-                noise = torch.randn(shape, generator=generator, device=self.device, dtype=torch.float32)
-            elif tuple(noise.shape) != shape:
-                raise ValueError(
-                    f"noise must have shape {shape} = [B, chunk_size, model action dim], got {tuple(noise.shape)}"
-                )
-            x1 = noise.to(device=self.device, dtype=self.dtype)
+            x1 = self._start_noise(noise, shape, generator)
             constraint = None
             if prefix is not None:
-                groups = self.space_groups(domain_id)
-                if len(groups) > 1:
-                    raise ValueError("a committed prefix needs one action space per batch: these samples' robots "
-                                     "use different ones; constrain them in separate calls")  # fmt: skip
-                constraint = build_prefix_constraint(
-                    groups[0][0], prefix, prefix_weights, shape, mode=guidance, max_guidance=max_guidance,
-                    dtype=self.dtype, device=self.device,
-                )  # fmt: skip
+                constraint = self._prefix_constraint(domain_id, prefix, prefix_weights, shape, guidance, max_guidance)
             context = self.encode(input_ids, image_input, image_mask, domain_id)
             steps = max(1, int(steps if steps is not None else self.config.num_denoising_steps))
             action = torch.zeros_like(x1)
@@ -311,6 +298,37 @@ class XVLAModel(nn.Module):
             return self.postprocess(domain_id, action)
         finally:
             self.train(was_training)
+
+    def _start_noise(
+        self, noise: torch.Tensor | None, shape: tuple[int, int, int], generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """x at t=1: the given noise (checked against ``shape``), else a draw from ``generator``."""
+        if noise is None:
+            noise = torch.randn(shape, generator=generator, device=self.device, dtype=torch.float32)
+        elif tuple(noise.shape) != shape:
+            raise ValueError(
+                f"noise must have shape {shape} = [B, chunk_size, model action dim], got {tuple(noise.shape)}"
+            )
+        return noise.to(device=self.device, dtype=self.dtype)
+
+    def _prefix_constraint(
+        self,
+        domain_id: torch.Tensor,
+        prefix: torch.Tensor,
+        prefix_weights: torch.Tensor | None,
+        shape: tuple[int, int, int],
+        guidance: str,
+        max_guidance: float,
+    ) -> PrefixConstraint:
+        """rtc's committed prefix as a sampling constraint; the batch must share one action space."""
+        groups = self.space_groups(domain_id)
+        if len(groups) > 1:
+            raise ValueError("a committed prefix needs one action space per batch: these samples' robots "
+                             "use different ones; constrain them in separate calls")  # fmt: skip
+        return build_prefix_constraint(
+            groups[0][0], prefix, prefix_weights, shape, mode=guidance, max_guidance=max_guidance,
+            dtype=self.dtype, device=self.device,
+        )  # fmt: skip
 
     def _constrained_step(
         self, context: Context, x_t: torch.Tensor, proprio: torch.Tensor, t: torch.Tensor, level: float,

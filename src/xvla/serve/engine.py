@@ -25,10 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import processing
 from ..domains import check_domain_ids, trained_domains
 from ..policy import XVLAPolicy
-from ..processor import MODEL_INPUTS
+from ..processor import IMAGE_PREFIX, MODEL_INPUTS, STATE_KEY
 from ..utils import resolve_device
 from .protocol import Limits, ModelSpec, Observation, RequestError
 
@@ -106,14 +105,18 @@ class ServeEngine:
             self._generator.manual_seed(int(seed))
         self.tokenizer = policy.tokenizer  # load now: a missing tokenizer fails at start-up, not per request
         self.image_size = self.processor.image_size
-        max_views = self._max_views()
-        self.spec = ModelSpec(
+        self.spec = self._model_spec(allowed, steps, encoded_channel_order)
+
+    def _model_spec(self, allowed: list[int], steps: int, encoded_channel_order: str) -> ModelSpec:
+        """What requests are validated against: widths, views, served domains, limits."""
+        cfg = self.config
+        return ModelSpec(
             proprio_dim=cfg.proprio_dim,
             use_proprio=cfg.use_proprio,
             num_domains=cfg.num_domains,
             allowed_domains=frozenset(allowed),
             default_domain_id=cfg.domain_id,
-            max_views=max_views,
+            max_views=self._max_views(),
             chunk_size=cfg.chunk_size,
             model_action_dim=self.model.dim_action,
             default_steps=steps,
@@ -193,13 +196,13 @@ class ServeEngine:
     def observation_dict(self, obs: Observation) -> dict[str, Any]:
         """The request as the LeRobot-form observation the processor reads (views in the order sent)."""
         keys = list(
-            self.config.image_keys or [f"{processing.IMAGE_PREFIX}view{i}" for i in range(len(obs.images))]
+            self.config.image_keys or [f"{IMAGE_PREFIX}view{i}" for i in range(len(obs.images))]
         )
         frames: list[Any] = list(obs.images) + [None] * (len(keys) - len(obs.images))
         out: dict[str, Any] = dict(zip(keys, frames, strict=True))
         out.update({"task": obs.task, "domain_id": obs.domain_id})
         if obs.state is not None:
-            out[processing.STATE_KEY] = obs.state
+            out[STATE_KEY] = obs.state
         return out
 
     def prefix_fields(self, obs: Observation) -> dict[str, Any]:

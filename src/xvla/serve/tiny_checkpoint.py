@@ -17,7 +17,7 @@ _WORDS = (
 
 def build_tokenizer(vocab_size: int = 300):
     """The demo server's tokenizer, trained here on a few instructions (offline)."""
-    from ..processing import train_bpe_tokenizer
+    from ..tokenizer import train_bpe_tokenizer
 
     return train_bpe_tokenizer([_WORDS], vocab_size)
 

@@ -72,7 +72,7 @@ class DemoSettings:
 # ---------------------------------------------------------------------------------------------- pieces
 def build_tokenizer(texts: list[str], vocab_size: int = 300):
     """The demo's tokenizer, trained here on the instructions (offline)."""
-    from ..processing import train_bpe_tokenizer
+    from ..tokenizer import train_bpe_tokenizer
 
     return train_bpe_tokenizer(texts, vocab_size)
 

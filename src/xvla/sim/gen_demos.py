@@ -222,67 +222,85 @@ def dataset_features(variant: EmbodimentVariant, privileged: bool = False) -> di
 
 def generate_demonstrations(config: DemoConfig) -> dict[str, Any]:
     """Write one dataset per variant under ``config.output``; return a summary (also saved as summary.json)."""
-    from ..data import LeRobotDatasetWriter
-
     start = time.perf_counter()
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
-    writers = {
-        v.name: LeRobotDatasetWriter.create(
-            config.dataset_dir(v), fps=v.fps, features=dataset_features(v, config.privileged_state),
-            robot_type=f"metaworld-{v.name}", overwrite=config.overwrite,
-        )
-        for v in config.variants
-    }  # fmt: skip
-    by_name = {v.name: v for v in config.variants}
-    needed = {(v.name, t): config.episodes_per_task for v in config.variants for t in config.tasks}
-    next_index = dict.fromkeys(needed, 0)
-    attempts = dict.fromkeys(needed, 0)
-    budget = int(np.ceil(config.episodes_per_task * config.max_attempts_factor))
-    records: dict[str, list[dict]] = {v.name: [] for v in config.variants}
-    total = sum(needed.values())
-    bar = progress_bar(total, "demonstrations", config.progress)
-    saved = tried = 0
+    run = _Collection(config)
     try:
         with make_pool(config.workers, config.start_method) as pool:
-            while True:
-                jobs = []
-                for (vname, task), missing in needed.items():
-                    room = budget - attempts[(vname, task)]
-                    for _ in range(min(missing, room)):
-                        jobs.append((by_name[vname].to_dict(), task, next_index[(vname, task)], config.seed,
-                                     config.max_steps, config.privileged_state, vname))  # fmt: skip
-                        next_index[(vname, task)] += 1
-                        attempts[(vname, task)] += 1
-                if not jobs:
-                    break
+            while jobs := run.next_jobs():
                 for job, result in zip(jobs, pool.imap(_run_job, jobs, chunksize=1), strict=True):
-                    vname, task = job[-1], job[1]
-                    tried += 1
-                    if not result["success"]:
-                        bar.set_postfix_str(f"kept {saved}/{tried} tried")
-                        continue
-                    _write_episode(writers[vname], by_name[vname], result)
-                    records[vname].append(
-                        {"episode_index": writers[vname].num_episodes - 1, "task": task, "layout_index": result["index"],
-                         "seed": result["seed"], "length": result["length"]}
-                    )  # fmt: skip
-                    needed[(vname, task)] -= 1
-                    saved += 1
-                    bar.update(1)
-                    bar.set_postfix_str(f"kept {saved}/{tried} tried")
+                    run.add(job, result)
     finally:
-        bar.close()
-        for writer in writers.values():
-            writer.finalize()
-    summary = _summarize(config, records, attempts, needed, time.perf_counter() - start)
+        run.close()
+    summary = _summarize(config, run.records, run.attempts, run.needed, time.perf_counter() - start)
     for v in config.variants:
-        _write_sim_meta(config, v, records[v.name], attempts, summary)
+        _write_sim_meta(config, v, run.records[v.name], run.attempts, summary)
     write_json((out / "summary.json"), summary)
-    short = [f"{k[0]}/{k[1]}: {n} missing" for k, n in needed.items() if n > 0]
+    short = [f"{k[0]}/{k[1]}: {n} missing" for k, n in run.needed.items() if n > 0]
     if short:
         logger.warning("some tasks have fewer successful episodes than asked for: %s", "; ".join(short))
     return summary
+
+
+class _Collection:
+    """One ``gen-demos`` run's bookkeeping: a dataset writer per variant, the episodes each (variant, task)
+    still needs, the layouts tried so far and the episodes kept."""
+
+    def __init__(self, config: DemoConfig):
+        from ..data import LeRobotDatasetWriter
+
+        self.config = config
+        self.writers = {
+            v.name: LeRobotDatasetWriter.create(
+                config.dataset_dir(v), fps=v.fps, features=dataset_features(v, config.privileged_state),
+                robot_type=f"metaworld-{v.name}", overwrite=config.overwrite,
+            )
+            for v in config.variants
+        }  # fmt: skip
+        self.by_name = {v.name: v for v in config.variants}
+        self.needed = {(v.name, t): config.episodes_per_task for v in config.variants for t in config.tasks}
+        self.next_index = dict.fromkeys(self.needed, 0)
+        self.attempts = dict.fromkeys(self.needed, 0)
+        self.budget = int(np.ceil(config.episodes_per_task * config.max_attempts_factor))
+        self.records: dict[str, list[dict]] = {v.name: [] for v in config.variants}
+        self.bar = progress_bar(sum(self.needed.values()), "demonstrations", config.progress)
+        self.saved = self.tried = 0
+
+    def next_jobs(self) -> list[tuple]:
+        """The next layouts of every (variant, task) still short of episodes, within its attempt budget."""
+        cfg, jobs = self.config, []
+        for (vname, task), missing in self.needed.items():
+            room = self.budget - self.attempts[(vname, task)]
+            for _ in range(min(missing, room)):
+                jobs.append((self.by_name[vname].to_dict(), task, self.next_index[(vname, task)], cfg.seed,
+                             cfg.max_steps, cfg.privileged_state, vname))  # fmt: skip
+                self.next_index[(vname, task)] += 1
+                self.attempts[(vname, task)] += 1
+        return jobs
+
+    def add(self, job: tuple, result: dict[str, Any]) -> None:
+        """Write a successful episode to its variant's dataset; count a failed one as tried only."""
+        vname, task = job[-1], job[1]
+        self.tried += 1
+        if not result["success"]:
+            self.bar.set_postfix_str(f"kept {self.saved}/{self.tried} tried")
+            return
+        writer = self.writers[vname]
+        _write_episode(writer, self.by_name[vname], result)
+        self.records[vname].append(
+            {"episode_index": writer.num_episodes - 1, "task": task, "layout_index": result["index"],
+             "seed": result["seed"], "length": result["length"]}
+        )  # fmt: skip
+        self.needed[(vname, task)] -= 1
+        self.saved += 1
+        self.bar.update(1)
+        self.bar.set_postfix_str(f"kept {self.saved}/{self.tried} tried")
+
+    def close(self) -> None:
+        self.bar.close()
+        for writer in self.writers.values():
+            writer.finalize()
 
 
 def _run_job(job: tuple) -> dict[str, Any]:

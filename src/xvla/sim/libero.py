@@ -238,10 +238,8 @@ def libero_env_observation(raw: dict[str, Any], ee_pos: Any, ee_ori_mat: Any) ->
     ``raw`` holds LIBERO's frames as rendered (upside down): ``agentview_image`` and
     ``robot0_eye_in_hand_image``; ``ee_pos`` / ``ee_ori_mat`` are robosuite's
     ``controller.ee_pos`` / ``controller.ee_ori_mat``. A thin adapter: the flips and the 20-D state
-    are ``xvla.processing.libero_observation``'s.
+    are :func:`libero_observation`'s.
     """
-    from ..processing import libero_observation
-
     lerobot_form = {
         IMAGE_KEY: np.asarray(raw[f"{MAIN_CAMERA}_image"]),
         WRIST_KEY: np.asarray(raw[f"{WRIST_CAMERA}_image"]),
@@ -250,6 +248,55 @@ def libero_env_observation(raw: dict[str, Any], ee_pos: Any, ee_ori_mat: Any) ->
     out = libero_observation(lerobot_form, main_camera=IMAGE_KEY)
     out["observation.state"] = np.asarray(out["observation.state"], dtype=np.float32).reshape(STATE_DIM)
     return out
+
+
+def libero_observation(observation: dict[str, Any], main_camera: str = "observation.images.image") -> dict[str, Any]:
+    """LIBERO observation -> X-VLA inputs (the processor the released LIBERO checkpoints expect).
+
+    - ``observation.robot_state`` = {"eef": {"pos": [B, 3], "mat": [B, 3, 3]}, ...} becomes
+      ``observation.state`` = [pos(3), rot6d(6, "columns" convention: first two matrix columns
+      concatenated), 0] + 10 zeros = 20 dims (the second-arm half is empty). ``mat`` must be the grip
+      site's rotation (robosuite's ``controller.ee_ori_mat``), not ``robot0_eef_quat`` (the hand body);
+    - the main camera is rotated by 180 degrees (LIBERO renders it upside down; the result is upright
+      but mirrored left-right, which is what the released checkpoints were trained on). Other cameras
+      (the wrist) are left as rendered. Numpy frames are HxWx3 (or BxHxWx3), tensors 3xHxW (or Bx3xHxW);
+      the type is kept.
+    """
+    import torch  # on first use: the simulator workers import this module and need no torch until here
+
+    from ..rotation import matrix_to_rot6d
+
+    out = dict(observation)
+    if main_camera in out:
+        out[main_camera] = _rotate_180(out[main_camera], main_camera)
+    robot_state = out.pop("observation.robot_state", None)
+    if robot_state is not None:
+        pos = torch.as_tensor(np.asarray(robot_state["eef"]["pos"]), dtype=torch.float32)
+        mat = torch.as_tensor(np.asarray(robot_state["eef"]["mat"]), dtype=torch.float32)
+        if pos.dim() == 1:
+            pos, mat = pos.unsqueeze(0), mat.unsqueeze(0)
+        if pos.shape[-1] != 3 or mat.shape[-2:] != (3, 3):
+            raise ValueError(
+                f"'observation.robot_state': eef pos must be [B, 3] and mat [B, 3, 3], got {tuple(pos.shape)} and "
+                f"{tuple(mat.shape)}"
+            )
+        arm = torch.cat([pos, matrix_to_rot6d(mat, "columns"), torch.zeros_like(pos[:, :1])], dim=-1)
+        out["observation.state"] = torch.cat([arm, torch.zeros_like(arm)], dim=-1)
+    return out
+
+
+def _rotate_180(image: Any, key: str) -> Any:
+    """Flip both image axes: HxWxC numpy (channels last) or CxHxW tensors (channels first), batched or not."""
+    if isinstance(image, np.ndarray):
+        if image.ndim not in (3, 4) or image.shape[-1] not in (1, 3):
+            raise ValueError(f"'{key}': a numpy frame must be HxWx3 or BxHxWx3, got shape {image.shape}")
+        return np.ascontiguousarray(image[..., ::-1, ::-1, :])
+    import torch
+
+    tensor = torch.as_tensor(image)
+    if tensor.dim() not in (3, 4) or tensor.shape[-3] not in (1, 3):
+        raise ValueError(f"'{key}': an image tensor must be 3xHxW or Bx3xHxW, got shape {tuple(tensor.shape)}")
+    return torch.flip(tensor, dims=[-2, -1])
 
 
 class LiberoEnv(gym.Env):

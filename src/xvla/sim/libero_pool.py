@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..execution.sources import noise_shape
+from ..execution.sources import chunk_seed, predict_seeded
 from .episode_store import EpisodeStore
 from .libero import IMAGE_KEY, WRIST_KEY
 from .libero_worker import LiberoWorker, video_name
@@ -41,32 +41,9 @@ def episode_specs(task_ids: list[int], episodes_per_task: int, videos: int) -> l
     return [EpisodeSpec(t, e, (t, e) in recorded) for t in task_ids for e in range(episodes_per_task)]
 
 
-def noise_seed(seed: int, task_id: int, episode: int, chunk: int) -> int:
-    """The flow-matching noise seed of one chunk: independent of batching, workers and restarts."""
-    return int(np.random.SeedSequence([int(seed), int(task_id), int(episode), int(chunk)]).generate_state(1)[0])
-
-
-def chunk_noise(seeds: list[int], chunk_size: int, action_dim: int) -> Any:
-    """[len(seeds), chunk_size, action_dim] standard normal noise, one generator per seed."""
-    import torch
-
-    noise = [torch.randn((chunk_size, action_dim), generator=torch.Generator().manual_seed(s)) for s in seeds]
-    return torch.stack(noise)
-
-
 def predict(policy: Any, batch: dict, seeds: list[int], steps: int | None) -> np.ndarray:
     """One chunk per sample of ``batch`` from an in-process or a remote policy, as float64 ee6d rows."""
-    kwargs: dict[str, Any] = {}
-    shape = noise_shape(policy)
-    if shape is not None:
-        # A RemotePolicy has no device and sends the noise with each request as it is.
-        kwargs["noise"] = chunk_noise(seeds, *shape).to(getattr(policy, "device", "cpu"))
-        if steps is not None:
-            kwargs["steps"] = steps
-    chunk = policy.predict_action_chunk(batch, **kwargs)
-    if hasattr(chunk, "detach"):
-        chunk = chunk.detach().float().cpu().numpy()
-    chunk = np.asarray(chunk, dtype=np.float64)
+    chunk = np.asarray(predict_seeded(policy, batch, seeds, steps), dtype=np.float64)
     if chunk.ndim != 3 or chunk.shape[0] != len(seeds) or chunk.shape[-1] < 10:
         raise ValueError(
             f"predict_action_chunk returned shape {chunk.shape}; LIBERO needs [{len(seeds)}, T, >=10] ee6d actions "
@@ -95,7 +72,7 @@ def run_episodes(policy: Any, specs: list[EpisodeSpec], cfg: LiberoEvalConfig, i
         while any(s.spec is not None for s in slots):
             active = [s for s in slots if s.spec is not None]
             t0 = time.perf_counter()
-            seeds = [noise_seed(cfg.seed, s.spec.task_id, s.spec.episode, s.chunks) for s in active]
+            seeds = [chunk_seed(cfg.seed, s.spec.task_id, s.spec.episode, s.chunks) for s in active]
             chunk = predict(policy, _batch(active, instructions, cfg.domain_id), seeds, cfg.denoising_steps)
             timing["policy_s"] += time.perf_counter() - t0
             timing["chunks"] += 1

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..domains import dataset_domain, resolve_domain
 from ..flags import add_dataclass_flags, dataclass_from_args
-from ..processing import rename_keys
+from ..processor import rename_keys
 from ..utils import write_json
 
 logger = logging.getLogger(__name__)
@@ -49,13 +49,41 @@ class OfflineEvalConfig:
 
 
 def evaluate_offline(config: OfflineEvalConfig, policy: Any = None, tokenizer: Any = None) -> dict[str, Any]:
-
-    from ..data import LeRobotDataset, resolve_dataset_root
+    """Predict chunks along the recorded episodes and report the action error (see the module docstring)."""
     from ..policy import XVLAPolicy
 
     if policy is None:
         policy = XVLAPolicy.from_pretrained(config.policy, device=config.device, tokenizer=tokenizer)
     pcfg = policy.config
+    root, ds, key, action_key = _open_dataset(config, pcfg)
+    domain, why = resolve_domain(pcfg, config.domain_id, dataset_domain(root), f"dataset {root.name!r}", root.name)
+    logger.info("domain %d: %s", domain, why)
+    stride = config.stride or pcfg.n_action_steps
+    width = int(math.prod(ds.meta.features[action_key]["shape"]))
+    queries = _queries(ds, stride)
+    pred, target, pad = _predict_along(policy, ds, queries, key, domain, config, action_key)
+    if pred.shape[-1] < width:
+        raise ValueError(f"the policy predicts {pred.shape[-1]} action dims but the dataset's {action_key!r} has {width}")
+    report = {
+        "settings": {**asdict(config), "dataset_root": str(root), "domain_id": int(domain), "domain_reason": why, "stride": stride,
+                     "chunk_size": pcfg.chunk_size},  # fmt: skip
+        "predictions": len(queries),
+        "episodes": [int(e) for e in ds.episodes],
+        **_action_errors(pred, target, ~pad, width),
+    }
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    report["plots"] = _plots(out / "plots", ds, queries, pred, target, stride, width, config.plot_episodes)
+    write_json((out / "metrics.json"), report)
+    (out / "metrics.md").write_text(markdown(report))
+    return report
+
+
+def _open_dataset(config: OfflineEvalConfig, pcfg: Any) -> tuple[Path, Any, dict[str, str], str]:
+    """(root, dataset, key map, action key): the dataset opened with the checkpoint's cameras under their
+    dataset names, and the key map completed with every renamed camera."""
+    from ..data import LeRobotDataset, resolve_dataset_root
+
     root = resolve_dataset_root(config.dataset)
     key = dict(config.key_map)
     action_key = key.get("action", "action")
@@ -70,19 +98,21 @@ def evaluate_offline(config: OfflineEvalConfig, policy: Any = None, tokenizer: A
                         camera_keys=cams or None)  # fmt: skip
     if not model_cams:
         model_cams = cams = list(ds.camera_keys)
-    domain, why = resolve_domain(pcfg, config.domain_id, dataset_domain(root), f"dataset {root.name!r}", root.name)
-    logger.info("domain %d: %s", domain, why)
-    stride = config.stride or pcfg.n_action_steps
-    width = int(math.prod(ds.meta.features[action_key]["shape"]))
     key.update({m: c for m, c in zip(model_cams, cams, strict=True) if m != c})
-    queries = []  # (slot, frame) of every prediction
+    return root, ds, key, action_key
+
+
+def _queries(ds: Any, stride: int) -> list[tuple[int, int]]:
+    """(episode slot, frame index) of every prediction: every ``stride`` frames from each episode's start."""
+    queries = []
     for slot in range(len(ds.episodes)):
         start, stop = ds.episode_range(slot)
         queries += [(slot, start + f) for f in range(0, stop - start, stride)]
-    pred, target, pad = _predict_along(policy, ds, queries, key, domain, config, action_key)
-    if pred.shape[-1] < width:
-        raise ValueError(f"the policy predicts {pred.shape[-1]} action dims but the dataset's {action_key!r} has {width}")
-    valid = ~pad
+    return queries
+
+
+def _action_errors(pred: np.ndarray, target: np.ndarray, valid: np.ndarray, width: int) -> dict[str, Any]:
+    """Per-dimension and overall MAE / RMSE over the recorded (not padded) chunk steps."""
     err = pred - target
     per_dim = []
     for d in range(width):
@@ -93,20 +123,7 @@ def evaluate_offline(config: OfflineEvalConfig, policy: Any = None, tokenizer: A
             "mae_first_step": float(np.abs(e_first).mean()), "target_std": float(target[..., d][valid].std()),
         })  # fmt: skip
     e = err[valid]
-    report = {
-        "settings": {**asdict(config), "dataset_root": str(root), "domain_id": int(domain), "domain_reason": why, "stride": stride,
-                     "chunk_size": pcfg.chunk_size},  # fmt: skip
-        "predictions": len(queries),
-        "episodes": [int(e) for e in ds.episodes],
-        "per_dim": per_dim,
-        "overall": {"mae": float(np.abs(e).mean()), "rmse": float(np.sqrt((e**2).mean()))},
-    }
-    out = Path(config.output)
-    out.mkdir(parents=True, exist_ok=True)
-    report["plots"] = _plots(out / "plots", ds, queries, pred, target, stride, width, config.plot_episodes)
-    write_json((out / "metrics.json"), report)
-    (out / "metrics.md").write_text(markdown(report))
-    return report
+    return {"per_dim": per_dim, "overall": {"mae": float(np.abs(e).mean()), "rmse": float(np.sqrt((e**2).mean()))}}
 
 
 def _predict_along(policy, ds, queries, key_map, domain, config, action_key) -> tuple[np.ndarray, ...]:

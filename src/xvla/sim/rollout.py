@@ -13,7 +13,8 @@ episode from the list.
 
 Results do not depend on the number of environments or on this machine's speed: layouts come from
 ``episode_seed`` and the flow-matching noise of every chunk from a generator seeded by (noise seed,
-episode seed, chunk number).
+episode seed, chunk number), for an in-process policy and a :class:`~xvla.serve.RemotePolicy` alike
+(:func:`xvla.execution.predict_seeded`).
 
 A policy is any object with ``predict_action_chunk(batch) -> [B, T, A]`` (torch tensor or numpy)
 that reads the LeRobot keys ``observation.images.<slot>``, ``observation.state``, ``task`` and
@@ -34,8 +35,15 @@ from typing import Any
 
 import numpy as np
 
-from ..execution import ChunkRequest, ChunkScheduler, ExecutionConfig, motion_metrics
-from ..processing import rename_keys
+from ..execution import (
+    ChunkRequest,
+    ChunkScheduler,
+    ExecutionConfig,
+    chunk_seed,
+    motion_metrics,
+    predict_seeded,
+)
+from ..processor import rename_keys
 from .instructions import canonical_task, instruction
 from .variants import EmbodimentVariant, get_variant
 from .workers import WorkerPool, receive
@@ -132,20 +140,6 @@ def _receive(conn) -> tuple:
 
 
 # ---------------------------------------------------------------------------------------------- policy glue
-def _chunk_noise(policy: Any, seeds: list[int]) -> Any:
-    """Per-episode flow-matching noise for an X-VLA policy (None for other policies)."""
-    model = getattr(policy, "model", None)
-    if model is None or not hasattr(model, "dim_action") or not hasattr(model, "chunk_size"):
-        return None
-    import torch
-
-    noise = [
-        torch.randn((model.chunk_size, model.dim_action), generator=torch.Generator().manual_seed(int(s)))
-        for s in seeds
-    ]
-    return torch.stack(noise)
-
-
 def chunk_to_control_rate(chunk: np.ndarray, fps: float, horizon_s: float | None) -> np.ndarray:
     """A chunk of N points at times k * horizon_s / N (``action_horizon_s`` training) -> actions at 1/fps.
 
@@ -164,18 +158,8 @@ def chunk_to_control_rate(chunk: np.ndarray, fps: float, horizon_s: float | None
 
 
 def _predict(policy: Any, batch: dict, seeds: list[int], steps: int | None, constraint: dict | None = None) -> np.ndarray:
-    kwargs: dict[str, Any] = {}
-    noise = _chunk_noise(policy, seeds)
-    if noise is not None:
-        kwargs["noise"] = noise.to(getattr(policy, "device", "cpu"))
-        if steps is not None:
-            kwargs["steps"] = steps
-    if constraint:
-        kwargs.update(constraint)
-    chunk = policy.predict_action_chunk(batch, **kwargs)
-    if hasattr(chunk, "detach"):
-        chunk = chunk.detach().float().cpu().numpy()
-    chunk = np.asarray(chunk, dtype=np.float32)
+    """One chunk per robot, seeded as every evaluation seeds an in-process or a remote policy."""
+    chunk = np.asarray(predict_seeded(policy, batch, seeds, steps, **(constraint or {})), dtype=np.float32)
     if chunk.ndim == 2:
         chunk = chunk[:, None]
     if chunk.ndim != 3 or chunk.shape[0] != len(seeds):
@@ -277,10 +261,7 @@ def run_rollouts(
     settings = _settings(policy, variant, execution, delay_steps, n_action_steps, action_horizon_s, max_steps,
                          domain_id, denoising_steps, noise_seed, key_map)  # fmt: skip
     episodes = [EpisodeSpec(canonical_task(e.task), e.index, e.seed, e.record) for e in episodes]
-    if hasattr(policy, "reset"):
-        policy.reset()
-    if hasattr(policy, "eval"):
-        policy.eval()
+    _ready_for_evaluation(policy)
     from .gen_demos import progress_bar
 
     bar = progress_bar(len(episodes), f"eval {variant.name}", progress)
@@ -293,6 +274,14 @@ def run_rollouts(
     bar.close()
     runner.timings["wall_s"] = time.perf_counter() - start
     return [results[i] for i in range(len(episodes))], runner.timings
+
+
+def _ready_for_evaluation(policy: Any) -> None:
+    """An empty action queue and eval mode, for the policies that have them (a scripted expert may not)."""
+    if hasattr(policy, "reset"):
+        policy.reset()
+    if hasattr(policy, "eval"):
+        policy.eval()
 
 
 def _settings(policy, variant, execution, delay_steps, n_action_steps, action_horizon_s, max_steps, domain_id,
@@ -394,7 +383,7 @@ class _Rollout:
         slots = [s for s, _ in group]
         requests = [r for _, r in group]
         t0 = time.perf_counter()
-        seeds = [_noise_seed(self.s.noise_seed, s.spec.seed, r.number) for s, r in group]
+        seeds = [chunk_seed(self.s.noise_seed, s.spec.seed, r.number) for s, r in group]
         constraint = None
         if requests[0].prefix is not None and self.s.honours_prefix:
             constraint = _prefix_kwargs(requests, self.s.execution.guidance)
@@ -438,6 +427,3 @@ class _Rollout:
         )  # fmt: skip
         self.successes += success
 
-
-def _noise_seed(base: int, episode: int, chunk: int) -> int:
-    return int(np.random.SeedSequence([int(base), int(episode), int(chunk)]).generate_state(1)[0])

@@ -29,16 +29,14 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from .. import processing
 from ..config import XVLAConfig
 from ..domains import check_domain_ids, dataset_domain
-from ..processor import ObservationProcessor, check_action_width
+from ..processor import STATE_KEY, ObservationProcessor, check_action_width
 from .config import ColorJitterConfig, DatasetConfig, TrainConfig
 from .transforms import color_jitter, frames_for_horizon, resample_chunk
 
 logger = logging.getLogger(__name__)
 
-STATE_KEY = processing.STATE_KEY
 ACTION_KEY = "action"
 BLOCK = 4096
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import math
 import os
@@ -21,11 +20,11 @@ import torch
 from torch import nn
 
 from .. import checkpoints as ckpt
-from .. import processing
 from ..actions import build_action_space_for
 from ..config import XVLAConfig
 from ..domains import used_domains
 from ..policy import XVLAPolicy
+from ..tokenizer import load_tokenizer
 from ..utils import Interrupted, write_json
 from . import distributed as dist_utils
 from . import state as st
@@ -277,7 +276,7 @@ class Trainer:
         if self.tokenizer is not None:
             policy.tokenizer = self.tokenizer
         elif self.cfg.tokenizer:
-            policy.tokenizer = processing.load_tokenizer(self.cfg.tokenizer)
+            policy.tokenizer = load_tokenizer(self.cfg.tokenizer)
         self.tokenizer = policy.tokenizer
         return self.tokenizer
 
@@ -646,10 +645,3 @@ def train(cfg: TrainConfig, tokenizer: Any = None, stop_at: int | None = None) -
     ``stop_at`` ends the run after that step without a final checkpoint, as an interruption would.
     """
     return Trainer(cfg, tokenizer=tokenizer, stop_at=stop_at).train()
-
-
-def load_train_config(output_dir: str | Path) -> dict[str, Any]:
-    path = Path(output_dir) / TRAIN_CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {output_dir} the output_dir of an `xvla train` run?")
-    return json.loads(path.read_text())
