@@ -78,7 +78,8 @@ def test_a_rollout_through_a_server_gets_the_noise_of_a_local_one(
     metaworld, tiny_policy, tmp_path, monkeypatch
 ):
     """A RemotePolicy is seeded like an in-process policy: each chunk's noise comes from (noise seed, episode
-    seed, chunk number) and travels with the request, so the server samples what the local policy samples."""
+    seed, chunk number) and travels with the request, so the server samples what the local policy samples.
+    It also executes as many actions of each chunk as the local one: the server reports n_action_steps."""
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
     import torch
@@ -100,13 +101,14 @@ def test_a_rollout_through_a_server_gets_the_noise_of_a_local_one(
 
     specs = episode_specs(["reach-v3"], 2, seed=5, videos=0)
     kwargs = dict(
-        variant="sawyer", num_envs=2, max_steps=4, n_action_steps=2, noise_seed=3, domain_id=0, progress=False
+        variant="sawyer", num_envs=2, max_steps=4, noise_seed=3, domain_id=0, progress=False
     )
     tiny_policy.save_pretrained(tmp_path / "ckpt")
     server = BackgroundServer(ServeConfig(policy_path=str(tmp_path / "ckpt"), port=0, device="cpu", threads=1,
                                           seed=0, log_level="warning", batch_timeout_ms=5.0)).start()  # fmt: skip
     try:
         with RemotePolicy(server.url) as remote:
+            assert remote.n_action_steps == tiny_policy.config.n_action_steps == 2 < tiny_policy.config.chunk_size
             sent = recording(remote)
             through_server, _ = run_rollouts(remote, specs, **kwargs)
     finally:
@@ -118,6 +120,21 @@ def test_a_rollout_through_a_server_gets_the_noise_of_a_local_one(
         assert torch.equal(theirs.cpu(), ours.cpu())
     for theirs, ours in zip(through_server, in_process, strict=True):
         np.testing.assert_allclose(theirs.final_state, ours.final_state, atol=1e-4)
+
+
+def test_a_server_that_does_not_report_n_action_steps_is_refused():
+    """Executing whole chunks instead would change the results without a word: ask for the setting."""
+    from xvla.sim.evaluate import episode_specs
+    from xvla.sim.rollout import run_rollouts
+
+    class SilentServer:  # what RemotePolicy holds for a server whose /info lacks n_action_steps
+        n_action_steps = None
+
+        def predict_action_chunk(self, batch, noise=None):
+            raise AssertionError("never asked")
+
+    with pytest.raises(ValueError, match="does not report n_action_steps: pass n_action_steps="):
+        run_rollouts(SilentServer(), episode_specs(["reach-v3"], 1, seed=5, videos=0), "sawyer", progress=False)
 
 
 def test_eval_with_a_policy_object(metaworld, tiny_policy, tmp_path):

@@ -344,6 +344,9 @@ class RemotePolicy:
         self.cameras = tuple(cameras) if cameras else None
         self.info = self.client.info()
         self.noise_shape = (int(self.info["chunk_size"]), int(self.info["model_action_dim"]))
+        # How many actions of a chunk to execute before asking again: the served checkpoint's setting, so a
+        # rollout through the server executes chunks as one with the in-process policy does (None: not reported).
+        self.n_action_steps = self.info.get("n_action_steps")
         self._pool = ThreadPoolExecutor(max_workers=max_workers)
 
     def predict_action_chunk(self, batch: Mapping[str, Any], noise: Any = None, steps: int | None = None,

@@ -304,6 +304,7 @@ class ServeEngine:
             "action_dim": self.model.real_action_dim,
             "model_action_dim": self.model.dim_action,
             "chunk_size": cfg.chunk_size,
+            "n_action_steps": cfg.n_action_steps,
             "proprio_dim": cfg.proprio_dim,
             "use_proprio": cfg.use_proprio,
             "num_domains": cfg.num_domains,

@@ -257,7 +257,7 @@ def run_rollouts(
     if not episodes:
         raise ValueError("no episodes to run")
     if n_action_steps is None:
-        n_action_steps = getattr(getattr(policy, "config", None), "n_action_steps", None)
+        n_action_steps = _policy_execute_steps(policy)
     settings = _settings(policy, variant, execution, delay_steps, n_action_steps, action_horizon_s, max_steps,
                          domain_id, denoising_steps, noise_seed, key_map)  # fmt: skip
     episodes = [EpisodeSpec(canonical_task(e.task), e.index, e.seed, e.record) for e in episodes]
@@ -274,6 +274,22 @@ def run_rollouts(
     bar.close()
     runner.timings["wall_s"] = time.perf_counter() - start
     return [results[i] for i in range(len(episodes))], runner.timings
+
+
+def _policy_execute_steps(policy: Any) -> int | None:
+    """The actions of each chunk a policy executes before asking again: its config's, or what its server reports.
+
+    None for a policy without the setting (a scripted expert executes its whole chunk).
+    """
+    steps = getattr(getattr(policy, "config", None), "n_action_steps", None)
+    if steps is None and hasattr(policy, "n_action_steps"):
+        steps = policy.n_action_steps
+        if steps is None:  # a remote policy whose server does not say: guessing would change the results
+            raise ValueError(
+                "the policy server does not report n_action_steps: pass n_action_steps= (--n-action-steps) "
+                "to execute chunks as the checkpoint was trained to"
+            )
+    return steps
 
 
 def _ready_for_evaluation(policy: Any) -> None:
