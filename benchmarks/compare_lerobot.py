@@ -42,30 +42,58 @@ SIZES = {
     "small": (dict(hidden_size=256, depth=4, num_heads=4), 64, 128, 2, 32),  # 4x4 (+1) tokens per view
     "full": (dict(), 1024, 224, 2, 64),  # LeRobot's defaults + Florence-2-large: the released 0.9B size
 }
-VARIANTS = ("ref-fp32", "ref-bf16", "fp32", "fp32-compiled", "bf16-compiled", "int8", "auto-fast", "openvino-f32",
-            "openvino-bf16")
+VARIANTS = (
+    "ref-fp32",
+    "ref-bf16",
+    "fp32",
+    "fp32-compiled",
+    "bf16-compiled",
+    "int8",
+    "auto-fast",
+    "openvino-f32",
+    "openvino-bf16",
+)
 
 
 def florence_remote(width: int, length: int) -> dict:
     return {
-        "model_type": "florence2", "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1, "vocab_size": 1024,
+        "model_type": "florence2",
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "pad_token_id": 1,
+        "vocab_size": 1024,
         "projection_dim": width,
         "vision_config": {
             # Four stages downsample 32x, as Florence-2-large does (224x224 -> 7x7 tokens + 1 pooled).
-            "model_type": "davit", "drop_path_rate": 0.0, "patch_size": [7, 3, 3, 3], "patch_stride": [4, 2, 2, 2],
-            "patch_padding": [3, 1, 1, 1], "patch_prenorm": [False, True, True, True],
-            "dim_embed": [16, 32, 64, width], "num_heads": [2, 4, 8, 8], "num_groups": [2, 4, 8, 8],
-            "depths": [1, 1, 1, 1], "window_size": 4, "projection_dim": width,
+            "model_type": "davit",
+            "drop_path_rate": 0.0,
+            "patch_size": [7, 3, 3, 3],
+            "patch_stride": [4, 2, 2, 2],
+            "patch_padding": [3, 1, 1, 1],
+            "patch_prenorm": [False, True, True, True],
+            "dim_embed": [16, 32, 64, width],
+            "num_heads": [2, 4, 8, 8],
+            "num_groups": [2, 4, 8, 8],
+            "depths": [1, 1, 1, 1],
+            "window_size": 4,
+            "projection_dim": width,
             "visual_temporal_embedding": {"type": "COSINE", "max_temporal_embeddings": 16},
             "image_pos_embed": {"type": "learned_abs_2d", "max_pos_embeddings": 32},
             "image_feature_source": ["spatial_avg_pool", "temporal_avg_pool"],
         },
         "text_config": {
-            "model_type": "florence2_language", "vocab_size": 1024, "d_model": width, "encoder_layers": 1,
-            "decoder_layers": 1, "encoder_attention_heads": 2, "decoder_attention_heads": 2,
-            "encoder_ffn_dim": 2 * width, "decoder_ffn_dim": 2 * width, "max_position_embeddings": 512,
+            "model_type": "florence2_language",
+            "vocab_size": 1024,
+            "d_model": width,
+            "encoder_layers": 1,
+            "decoder_layers": 1,
+            "encoder_attention_heads": 2,
+            "decoder_attention_heads": 2,
+            "encoder_ffn_dim": 2 * width,
+            "decoder_ffn_dim": 2 * width,
+            "max_position_embeddings": 512,
         },
-    }  # fmt: skip
+    }
 
 
 def florence_for(size: str) -> dict:
@@ -115,9 +143,13 @@ def build_reference(args):
     }
     features["observation.state"] = PolicyFeature(FeatureType.STATE, (32,))
     config = XVLAConfig(
-        florence_config=json.loads(Path(args.florence_json).read_text()), tokenizer_max_length=length, device="cpu",
-        input_features=features, output_features={"action": PolicyFeature(FeatureType.ACTION, (20,))}, **head,
-    )  # fmt: skip
+        florence_config=json.loads(Path(args.florence_json).read_text()),
+        tokenizer_max_length=length,
+        device="cpu",
+        input_features=features,
+        output_features={"action": PolicyFeature(FeatureType.ACTION, (20,))},
+        **head,
+    )
     policy = XVLAPolicy(config)
     with torch.no_grad():
         for p in policy.parameters():  # image_projection is left uninitialised by the reference
@@ -225,8 +257,13 @@ def machine_info() -> dict[str, Any]:
     with open("/proc/cpuinfo") as f:
         flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     simd = sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "f16c", "sse4")))
-    return {"hardware": probe().summary(), "cpu_flags": simd, "torch_capability": torch.backends.cpu.get_cpu_capability(),
-            "auto_fast": choose("cpu").kwargs(), "cores": os.cpu_count()}  # fmt: skip
+    return {
+        "hardware": probe().summary(),
+        "cpu_flags": simd,
+        "torch_capability": torch.backends.cpu.get_cpu_capability(),
+        "auto_fast": choose("cpu").kwargs(),
+        "cores": os.cpu_count(),
+    }
 
 
 def pass_footprint(variants: list[str], graphs: int) -> float:
@@ -295,7 +332,9 @@ def load_ours(args, checkpoint: str, variants: list[str]) -> dict[str, Any]:
     if "fp32-compiled" in variants:
         compile_for_inference(fp32, batch_sizes=args.batches)
         models["fp32-compiled"] = fp32
-    if "bf16-compiled" in variants:  # = from_pretrained(dtype="bfloat16", compile=True), with a choice of mode
+    if (
+        "bf16-compiled" in variants
+    ):  # = from_pretrained(dtype="bfloat16", compile=True), with a choice of mode
         models["bf16-compiled"] = XVLAPolicy.from_pretrained(checkpoint, dtype="bfloat16").model
         compile_for_inference(models["bf16-compiled"], batch_sizes=args.batches, mode=args.compile_mode)
     if "auto-fast" in variants:
@@ -368,20 +407,36 @@ def measure(args, reference: Reference, ours: dict[str, Any], variants: list[str
         base = actions.get("ref-fp32")
         for v in variants:
             err = (actions[v] - base).abs() if base is not None else torch.full((1,), float("nan"))
-            rows.append({"size": args.size, "batch": batch, "pass": number, "variant": v, "ms": statistics.median(times[v]),
-                         "times": times[v], "max_err": err.max().item(), "mean_err": err.mean().item()})  # fmt: skip
+            rows.append(
+                {
+                    "size": args.size,
+                    "batch": batch,
+                    "pass": number,
+                    "variant": v,
+                    "ms": statistics.median(times[v]),
+                    "times": times[v],
+                    "max_err": err.max().item(),
+                    "mean_err": err.mean().item(),
+                }
+            )
         print_table([r for r in rows if r["batch"] == batch], args)  # as it comes: full-size runs take long
     return rows
 
 
 def print_table(rows: list[dict], args) -> None:
     machine = machine_info()
-    print(f"\nX-VLA vs LeRobot 0.4.4: 10 denoising steps, CPU ({os.cpu_count()} cores), torch threads={args.threads}, "
-          f"OMP_WAIT_POLICY=PASSIVE, {args.repeats} interleaved rounds (median), one warm-up per variant")  # fmt: skip
-    print(f"{machine['hardware']}\nCPU flags: {' '.join(machine['cpu_flags'])}\nauto-fast = {machine['auto_fast']}\n")
+    print(
+        f"\nX-VLA vs LeRobot 0.4.4: 10 denoising steps, CPU ({os.cpu_count()} cores), torch threads={args.threads}, "
+        f"OMP_WAIT_POLICY=PASSIVE, {args.repeats} interleaved rounds (median), one warm-up per variant"
+    )
+    print(
+        f"{machine['hardware']}\nCPU flags: {' '.join(machine['cpu_flags'])}\nauto-fast = {machine['auto_fast']}\n"
+    )
     passes = any(r["pass"] > 1 for r in rows)  # ratios are always to the reference rows of the same pass
-    print(f"| size | batch |{' pass |' if passes else ''} variant | ms / chunk | x ref fp32 time | x ref bf16 time | "
-          "max abs err | mean abs err |")  # fmt: skip
+    print(
+        f"| size | batch |{' pass |' if passes else ''} variant | ms / chunk | x ref fp32 time | x ref bf16 time | "
+        "max abs err | mean abs err |"
+    )
     print("|---" * (9 if passes else 8) + "|")
     for r in rows:
         same = [q for q in rows if (q["size"], q["batch"], q["pass"]) == (r["size"], r["batch"], r["pass"])]
@@ -391,8 +446,10 @@ def print_table(rows: list[dict], args) -> None:
             return f"{r['ms'] / ref[name]:.2f}" if name in ref else "-"
 
         pass_cell = f" {r['pass']} |" if passes else ""
-        print(f"| {r['size']} | {r['batch']} |{pass_cell} {r['variant']} | {r['ms']:.1f} | {ratio('ref-fp32')} | "
-              f"{ratio('ref-bf16')} | {r['max_err']:.1e} | {r['mean_err']:.1e} |")  # fmt: skip
+        print(
+            f"| {r['size']} | {r['batch']} |{pass_cell} {r['variant']} | {r['ms']:.1f} | {ratio('ref-fp32')} | "
+            f"{ratio('ref-bf16')} | {r['max_err']:.1e} | {r['mean_err']:.1e} |"
+        )
 
 
 def run_size(args) -> list[dict]:
@@ -413,8 +470,11 @@ def run_size(args) -> list[dict]:
             rows = []
             for number, group in enumerate(passes, 1):
                 if len(passes) > 1:
-                    print(f"  {args.size}: pass {number} of {len(passes)}, {group} beside the reference "
-                          f"(all of {ours} at once would need more than {budget / 1e9:.1f} GB)", file=sys.stderr)  # fmt: skip
+                    print(
+                        f"  {args.size}: pass {number} of {len(passes)}, {group} beside the reference "
+                        f"(all of {ours} at once would need more than {budget / 1e9:.1f} GB)",
+                        file=sys.stderr,
+                    )
                 rows += measure(
                     args, reference, load_ours(args, checkpoint, group), references + group, number
                 )
@@ -435,8 +495,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timed rounds per batch size")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--json", help="also write the rows to this JSON file")
-    parser.add_argument("--memory-gb", type=float, help="memory for our variants (default: what is available "
-                        "after the reference worker started, less 1 GB); sizes that need more run in passes")  # fmt: skip
+    parser.add_argument(
+        "--memory-gb",
+        type=float,
+        help="memory for our variants (default: what is available "
+        "after the reference worker started, less 1 GB); sizes that need more run in passes",
+    )
     parser.add_argument(
         "--compile-mode", default=None, help="torch.compile mode of the fast path (e.g. max-autotune)"
     )

@@ -92,7 +92,17 @@ def worker(args) -> None:
 class Worker:
     def __init__(self, python: str, name: str, extra: list[str], args):
         self.name = name
-        cmd = [python, __file__, *extra, "--size", args.size, "--batch", str(args.batch), "--threads", str(args.threads)]
+        cmd = [
+            python,
+            __file__,
+            *extra,
+            "--size",
+            args.size,
+            "--batch",
+            str(args.batch),
+            "--threads",
+            str(args.threads),
+        ]
         env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         if not self.proc.stdout.readline().startswith("READY"):
@@ -118,23 +128,45 @@ def start_workers(args, tmp: Path) -> list[Worker]:
     for i, precision in enumerate(args.precisions):
         # Each reference worker builds the same seeded model; the first one's checkpoint is what we load.
         ckpt = str(tmp / f"ref{i}")
-        extra = ["--worker", "ref", "--precision", precision, "--checkpoint", ckpt, "--florence-json", str(florence)]
+        extra = [
+            "--worker",
+            "ref",
+            "--precision",
+            precision,
+            "--checkpoint",
+            ckpt,
+            "--florence-json",
+            str(florence),
+        ]
         workers.append(Worker(args.reference_python, f"ref-{precision}", extra, args))
     for precision in args.precisions:
         for variant in args.ours:
-            extra = ["--worker", "ours", "--variant", variant, "--precision", precision, "--checkpoint", str(tmp / "ref0")]
+            extra = [
+                "--worker",
+                "ours",
+                "--variant",
+                variant,
+                "--precision",
+                precision,
+                "--checkpoint",
+                str(tmp / "ref0"),
+            ]
             workers.append(Worker(sys.executable, f"ours-{variant}-{precision}", extra, args))
     return workers
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--reference-python")
     parser.add_argument("--size", default="mid", choices=list(cl.SIZES))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--ours", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per worker (compiles happen here)")
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="untimed steps per worker (compiles happen here)"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="interleaved timed rounds")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--json")
@@ -168,10 +200,14 @@ def main() -> None:
 
 
 def print_table(results: dict[str, list[dict]], args) -> None:
-    print(f"\nTraining step, '{args.size}' config, batch {args.batch}, CPU ({os.cpu_count()} cores), torch threads="
-          f"{args.threads}, OMP_WAIT_POLICY=PASSIVE, {args.repeats} interleaved rounds (median) after {args.warmup} "
-          "warm-up steps\n")  # fmt: skip
-    print("| implementation | precision | ms / step | samples/s | x reference samples/s | peak RSS MB | x reference peak |")
+    print(
+        f"\nTraining step, '{args.size}' config, batch {args.batch}, CPU ({os.cpu_count()} cores), torch threads="
+        f"{args.threads}, OMP_WAIT_POLICY=PASSIVE, {args.repeats} interleaved rounds (median) after {args.warmup} "
+        "warm-up steps\n"
+    )
+    print(
+        "| implementation | precision | ms / step | samples/s | x reference samples/s | peak RSS MB | x reference peak |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, rows in results.items():
         precision = name.rsplit("-", 1)[1]
@@ -179,8 +215,10 @@ def print_table(results: dict[str, list[dict]], args) -> None:
         ms, ref_ms = statistics.median(r["ms"] for r in rows), statistics.median(r["ms"] for r in ref)
         peak, ref_peak = rows[-1]["peak_mb"], ref[-1]["peak_mb"]
         label = "LeRobot 0.4.4" if name.startswith("ref") else f"xvla ({name.split('-')[1]})"
-        print(f"| {label} | {precision} | {ms:.0f} | {args.batch * 1000 / ms:.2f} | {ref_ms / ms:.2f} | "
-              f"{peak:.0f} | {peak / ref_peak:.2f} |")  # fmt: skip
+        print(
+            f"| {label} | {precision} | {ms:.0f} | {args.batch * 1000 / ms:.2f} | {ref_ms / ms:.2f} | "
+            f"{peak:.0f} | {peak / ref_peak:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,12 @@ KEYS = ("input_ids", "image_input", "image_mask", "domain_id", "proprio")
 def fixture_case(name: str) -> tuple[Path, dict, int, torch.Tensor]:
     with safe_open(str(FIXTURES / name / "io.safetensors"), framework="pt") as f:
         io, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
-    return FIXTURES / name / "checkpoint", {k: io[k] for k in (*KEYS, "noise")}, int(meta["steps"]), io["actions"]
+    return (
+        FIXTURES / name / "checkpoint",
+        {k: io[k] for k in (*KEYS, "noise")},
+        int(meta["steps"]),
+        io["actions"],
+    )
 
 
 def random_case(path: str, batch: int = 4) -> tuple[Path, dict, int, None]:
@@ -49,8 +54,15 @@ def random_case(path: str, batch: int = 4) -> tuple[Path, dict, int, None]:
     return Path(path), inputs, cfg.num_denoising_steps, None
 
 
-def run(path: Path, inputs: dict, steps: int, dtype: str | None, compile: bool, quantize: str | None = None,
-        fast: bool = False) -> torch.Tensor:
+def run(
+    path: Path,
+    inputs: dict,
+    steps: int,
+    dtype: str | None,
+    compile: bool,
+    quantize: str | None = None,
+    fast: bool = False,
+) -> torch.Tensor:
     from xvla import XVLAPolicy
 
     batch = inputs["noise"].shape[0]
@@ -62,10 +74,14 @@ def run(path: Path, inputs: dict, steps: int, dtype: str | None, compile: bool, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     default = sorted(p.name for p in FIXTURES.iterdir() if (p / "io.safetensors").exists())
     parser.add_argument("--fixtures", nargs="+", default=default, help="fixture names, or 'none'")
-    parser.add_argument("--checkpoints", nargs="*", default=[], help="other checkpoint folders (random inputs)")
+    parser.add_argument(
+        "--checkpoints", nargs="*", default=[], help="other checkpoint folders (random inputs)"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

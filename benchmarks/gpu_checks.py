@@ -97,10 +97,20 @@ def inference_rows(args) -> list[dict]:
             inputs, noise = inputs_for(fp32, batch, size, views, length)
             base_ms, base = time_chunks(fp32, inputs, noise, args.repeats)
             for variant, model in (("fp32", fp32), ("bf16", bf16), ("fast bf16 + CUDA graphs", fast)):
-                ms, out = (base_ms, base) if model is fp32 else time_chunks(model, inputs, noise, args.repeats)
+                ms, out = (
+                    (base_ms, base) if model is fp32 else time_chunks(model, inputs, noise, args.repeats)
+                )
                 err = (out - base).abs()
-                rows.append({"config": name, "batch": batch, "variant": variant, "ms": ms,
-                             "max_err": err.max().item(), "mean_err": err.mean().item()})  # fmt: skip
+                rows.append(
+                    {
+                        "config": name,
+                        "batch": batch,
+                        "variant": variant,
+                        "ms": ms,
+                        "max_err": err.max().item(),
+                        "mean_err": err.mean().item(),
+                    }
+                )
                 print(f"  {name} b{batch} {variant}: {ms:.1f} ms", file=sys.stderr, flush=True)
         del fp32, bf16, fast
         torch.cuda.empty_cache()
@@ -135,7 +145,9 @@ def run_onnx(args) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--configs", nargs="+", default=["mid", "full"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--repeats", type=int, default=10)
@@ -149,8 +161,12 @@ def main() -> None:
         sys.exit("no CUDA device here: these checks need a GPU")
     report: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
     if not args.skip_tests:
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-k", "cuda", "tests"], cwd=ROOT,
-                              capture_output=True, text=True)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-k", "cuda", "tests"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         report["tests"] = proc.stdout.strip().splitlines()[-1:]
         print(proc.stdout[-3000:])
     report["inference"] = inference_rows(args)
@@ -158,7 +174,9 @@ def main() -> None:
     print("| config | batch | variant | ms / chunk | max abs err vs fp32 | mean abs err |")
     print("|---|---|---|---|---|---|")
     for r in report["inference"]:
-        print(f"| {r['config']} | {r['batch']} | {r['variant']} | {r['ms']:.1f} | {r['max_err']:.1e} | {r['mean_err']:.1e} |")
+        print(
+            f"| {r['config']} | {r['batch']} | {r['variant']} | {r['ms']:.1f} | {r['max_err']:.1e} | {r['mean_err']:.1e} |"
+        )
     if not args.skip_training:
         report["training"] = run_training(args)
         print(report["training"])

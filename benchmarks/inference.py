@@ -74,7 +74,9 @@ def run_case(name: str, batch: int, dtype: str, device: str, steps: int, repeats
             times.append(time.perf_counter() - start)
         # Split: encoding (once per chunk) vs one denoising step.
         start = time.perf_counter()
-        context = model.encode(inputs["input_ids"], inputs["image_input"], inputs["image_mask"], inputs["domain_id"])
+        context = model.encode(
+            inputs["input_ids"], inputs["image_input"], inputs["image_mask"], inputs["domain_id"]
+        )
         sync()
         encode_s = time.perf_counter() - start
         x = torch.randn(batch, config.chunk_size, model.dim_action, device=device, dtype=model.dtype)
@@ -90,18 +92,32 @@ def run_case(name: str, batch: int, dtype: str, device: str, steps: int, repeats
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         memory_kind = "max RSS"
     return {
-        "config": name, "params_m": params / 1e6, "batch": batch, "dtype": dtype, "device": device,
-        "chunk_ms": 1000 * statistics.median(times), "encode_ms": 1000 * encode_s, "step_ms": 1000 * step_s,
-        "peak_mb": peak_mb, "memory_kind": memory_kind, "repeats": repeats, "steps": steps,
-        "image": f"{views}x{size}x{size}", "threads": threads,
-    }  # fmt: skip
+        "config": name,
+        "params_m": params / 1e6,
+        "batch": batch,
+        "dtype": dtype,
+        "device": device,
+        "chunk_ms": 1000 * statistics.median(times),
+        "encode_ms": 1000 * encode_s,
+        "step_ms": 1000 * step_s,
+        "peak_mb": peak_mb,
+        "memory_kind": memory_kind,
+        "repeats": repeats,
+        "steps": steps,
+        "image": f"{views}x{size}x{size}",
+        "threads": threads,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--configs", nargs="+", default=["tiny", "mid"], choices=list(CONFIGS))
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    parser.add_argument(
+        "--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"]
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
@@ -128,21 +144,29 @@ def main() -> None:
                 if out.returncode != 0 or not lines:
                     print(f"{name} b{batch} {dtype}: FAILED\n{out.stderr[-2000:]}", file=sys.stderr)
                     continue
-                row = json.loads(lines[-1][len("RESULT "):])
+                row = json.loads(lines[-1][len("RESULT ") :])
                 rows.append(row)
-                print(f"done {name} b{batch} {dtype}: {row['chunk_ms']:.1f} ms/chunk", file=sys.stderr, flush=True)
+                print(
+                    f"done {name} b{batch} {dtype}: {row['chunk_ms']:.1f} ms/chunk",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
-    print(f"\nX-VLA inference ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch threads={args.threads}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}, "
-          f"device={args.device}, {args.steps} denoising steps, median of {args.repeats})\n")  # fmt: skip
+    print(
+        f"\nX-VLA inference ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch threads={args.threads}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}, "
+        f"device={args.device}, {args.steps} denoising steps, median of {args.repeats})\n"
+    )
     header = "| config | params (M) | images | batch | dtype | ms / chunk | encode ms | ms / step | chunks/s x batch | peak MB |"
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for r in rows:
         throughput = r["batch"] * 1000 / r["chunk_ms"]
-        print(f"| {r['config']} | {r['params_m']:.1f} | {r['image']} | {r['batch']} | {r['dtype']} | "
-              f"{r['chunk_ms']:.1f} | {r['encode_ms']:.1f} | {r['step_ms']:.1f} | {throughput:.2f} | "
-              f"{r['peak_mb']:.0f} ({r['memory_kind']}) |")  # fmt: skip
+        print(
+            f"| {r['config']} | {r['params_m']:.1f} | {r['image']} | {r['batch']} | {r['dtype']} | "
+            f"{r['chunk_ms']:.1f} | {r['encode_ms']:.1f} | {r['step_ms']:.1f} | {throughput:.2f} | "
+            f"{r['peak_mb']:.0f} ({r['memory_kind']}) |"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

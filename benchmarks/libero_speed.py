@@ -28,7 +28,13 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
 
-SUITE_EPISODES = {"libero_spatial": 500, "libero_object": 500, "libero_goal": 500, "libero_10": 500, "libero_90": 4500}
+SUITE_EPISODES = {
+    "libero_spatial": 500,
+    "libero_object": 500,
+    "libero_goal": 500,
+    "libero_10": 500,
+    "libero_90": 4500,
+}
 
 
 def timed(fn, repeats: int) -> float:
@@ -56,7 +62,13 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     env.render_images = True
     step_render = timed(lambda: env.step(hold), max(3, args.steps // 4))
     env.close()
-    return {"build_s": build, "reset_s": reset, "step_s": step, "render_s": render, "step_render_s": step_render}
+    return {
+        "build_s": build,
+        "reset_s": reset,
+        "step_s": step,
+        "render_s": render,
+        "step_render_s": step_render,
+    }
 
 
 def projection(m: dict[str, float], suite: str, args: argparse.Namespace) -> dict[str, float]:
@@ -83,29 +95,49 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60, help="timed control steps (default: %(default)s)")
     p.add_argument("--camera-size", type=int, default=256)
     p.add_argument("--chunk", type=int, default=30, help="actions executed per policy query")
-    p.add_argument("--cpu-chunk-s", type=float, default=9.43,
-                   help="seconds per chunk of the policy on this CPU (full model, fp32, batch 1; docs/benchmarks.md)")
-    p.add_argument("--gpu-chunk-s", type=float, default=0.15,
-                   help="ASSUMED seconds per batched chunk on a GPU (not measured here)")
+    p.add_argument(
+        "--cpu-chunk-s",
+        type=float,
+        default=9.43,
+        help="seconds per chunk of the policy on this CPU (full model, fp32, batch 1; docs/benchmarks.md)",
+    )
+    p.add_argument(
+        "--gpu-chunk-s",
+        type=float,
+        default=0.15,
+        help="ASSUMED seconds per batched chunk on a GPU (not measured here)",
+    )
     p.add_argument("--num-envs", type=int, default=8, help="simulator processes on the GPU machine")
     args = p.parse_args()
     m = measure(args)
-    print(f"LIBERO {args.suite} task {args.task}, cameras 2 x {args.camera_size}x{args.camera_size}, "
-          f"{os.cpu_count()} CPU cores, MUJOCO_GL={os.environ.get('MUJOCO_GL')}\n")  # fmt: skip
+    print(
+        f"LIBERO {args.suite} task {args.task}, cameras 2 x {args.camera_size}x{args.camera_size}, "
+        f"{os.cpu_count()} CPU cores, MUJOCO_GL={os.environ.get('MUJOCO_GL')}\n"
+    )
     print("| measure | seconds |\n|---|---|")
-    for key, label in (("build_s", "build the env"), ("reset_s", "reset (init state + 10 settle steps)"),
-                       ("step_s", "control step, no rendering"), ("render_s", "render both cameras"),
-                       ("step_render_s", "control step + both cameras")):  # fmt: skip
+    for key, label in (
+        ("build_s", "build the env"),
+        ("reset_s", "reset (init state + 10 settle steps)"),
+        ("step_s", "control step, no rendering"),
+        ("render_s", "render both cameras"),
+        ("step_render_s", "control step + both cameras"),
+    ):
         print(f"| {label} | {m[key]:.4f} |")
-    print(f"\nFull protocol, every episode at its step limit (upper bound); policy {args.cpu_chunk_s:.2f} s/chunk on "
-          f"CPU, {args.gpu_chunk_s:.2f} s/batched chunk on a GPU (assumed), {args.num_envs} simulators there.\n")
-    print("| suite | episodes | s/episode, render every step | s/episode, xvla | hours: render every step + CPU policy "
-          "| hours: xvla + CPU policy | hours: xvla + GPU policy |")
+    print(
+        f"\nFull protocol, every episode at its step limit (upper bound); policy {args.cpu_chunk_s:.2f} s/chunk on "
+        f"CPU, {args.gpu_chunk_s:.2f} s/batched chunk on a GPU (assumed), {args.num_envs} simulators there.\n"
+    )
+    print(
+        "| suite | episodes | s/episode, render every step | s/episode, xvla | hours: render every step + CPU policy "
+        "| hours: xvla + CPU policy | hours: xvla + GPU policy |"
+    )
     print("|---|---|---|---|---|---|---|")
     for suite in SUITE_EPISODES:
         r = projection(m, suite, args)
-        print(f"| {suite} | {SUITE_EPISODES[suite]} | {r['episode_every_s']:.0f} | {r['episode_ours_s']:.0f} | "
-              f"{r['every_cpu_h']:.1f} | {r['ours_cpu_h']:.1f} | {r['ours_gpu_h']:.2f} |")  # fmt: skip
+        print(
+            f"| {suite} | {SUITE_EPISODES[suite]} | {r['episode_every_s']:.0f} | {r['episode_ours_s']:.0f} | "
+            f"{r['every_cpu_h']:.1f} | {r['ours_cpu_h']:.1f} | {r['ours_gpu_h']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     a = p.add_argument
     a("--study", default="hidden,fewdemo", help=f"comma-separated, of {', '.join(STUDIES)}")
     a("--output", help="default: outputs/bench_xembodiment (with --quick: outputs/bench_xembodiment_quick)")
-    a("--doc", help="markdown results file, each study rewriting its section (default: docs/xembodiment.md; "
-      "with --quick, OUTPUT/xembodiment.md)")
+    a(
+        "--doc",
+        help="markdown results file, each study rewriting its section (default: docs/xembodiment.md; "
+        "with --quick, OUTPUT/xembodiment.md)",
+    )
     a("--tasks", default="button-press-topdown,drawer-close")
     a("--train-variants", default="sawyer,sawyer-rot90,sawyer-joint7", help="the visible study's Phase I")
     a("--hidden-variants", default="sawyer,sawyer-hid-rot90,sawyer-hid-mirror,sawyer-hid-scale")
@@ -84,11 +87,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     if unknown or not studies:
         p.error(f"--study {args.study!r}: unknown {unknown}; choose from {', '.join(STUDIES)}")
     args.studies = studies
-    args.output = args.output or ("outputs/bench_xembodiment_quick" if args.quick else "outputs/bench_xembodiment")
+    args.output = args.output or (
+        "outputs/bench_xembodiment_quick" if args.quick else "outputs/bench_xembodiment"
+    )
     args.doc = args.doc or (f"{args.output}/xembodiment.md" if args.quick else "docs/xembodiment.md")
     if args.quick:
         args.hidden_variants, args.few_demos, args.seeds, args.steps_hidden, args.steps_fewdemo = (
-            "sawyer,sawyer-hid-rot90,sawyer-hid-mirror", "1,2", "0", 120, 60)  # fmt: skip
+            "sawyer,sawyer-hid-rot90,sawyer-hid-mirror",
+            "1,2",
+            "0",
+            120,
+            60,
+        )
     return args
 
 
@@ -96,17 +106,39 @@ def settings(args: argparse.Namespace):
     from xvla.sim.demo import DemoSettings
 
     s = DemoSettings(
-        output=args.output, tasks=args.tasks, train_variants=args.train_variants,
-        heldout_variant=args.heldout_variant, episodes_per_task=args.episodes_per_task,
-        heldout_episodes_per_task=args.heldout_episodes_per_task, steps_phase1=args.steps_phase1,
-        steps_phase2=args.steps_phase2, eval_episodes=args.eval_episodes, image_size=args.image_size,
-        batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress, threads=args.threads,
-    )  # fmt: skip
+        output=args.output,
+        tasks=args.tasks,
+        train_variants=args.train_variants,
+        heldout_variant=args.heldout_variant,
+        episodes_per_task=args.episodes_per_task,
+        heldout_episodes_per_task=args.heldout_episodes_per_task,
+        steps_phase1=args.steps_phase1,
+        steps_phase2=args.steps_phase2,
+        eval_episodes=args.eval_episodes,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        progress=not args.no_progress,
+        threads=args.threads,
+    )
     if args.quick:
-        s = replace(s, tasks="drawer-close", train_variants="sawyer,sawyer-rot90", heldout_variant="sawyer-topdown",
-                    episodes_per_task=6, heldout_episodes_per_task=3, steps_phase1=120, steps_phase2=60,
-                    eval_episodes=3, image_size=32, batch_size=16, vlm_width=24, hidden_size=48, depth=2,
-                    eval_max_steps=60)  # fmt: skip
+        s = replace(
+            s,
+            tasks="drawer-close",
+            train_variants="sawyer,sawyer-rot90",
+            heldout_variant="sawyer-topdown",
+            episodes_per_task=6,
+            heldout_episodes_per_task=3,
+            steps_phase1=120,
+            steps_phase2=60,
+            eval_episodes=3,
+            image_size=32,
+            batch_size=16,
+            vlm_width=24,
+            hidden_size=48,
+            depth=2,
+            eval_max_steps=60,
+        )
     s.validate()
     return s
 
@@ -157,17 +189,26 @@ def main(argv=None) -> int:
     torch.set_num_threads(s.threads)
     out = Path(s.output)
     out.mkdir(parents=True, exist_ok=True)
-    fingerprint = {**asdict(s), "quick": args.quick, "hidden_variants": args.hidden_variants,
-                   "steps_hidden": args.steps_hidden, "steps_fewdemo": args.steps_fewdemo}  # fmt: skip
+    fingerprint = {
+        **asdict(s),
+        "quick": args.quick,
+        "hidden_variants": args.hidden_variants,
+        "steps_hidden": args.steps_hidden,
+        "steps_fewdemo": args.steps_fewdemo,
+    }
     tokenizer = build_tokenizer(sorted(set(INSTRUCTIONS.values())))
     bench = Bench(s, out, Stages(out, fingerprint), tokenizer, args.save_every)
-    machine = (f"{_cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
-               f"{time.strftime('%Y-%m-%d')}")  # fmt: skip
+    machine = (
+        f"{_cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
     sections = {}
     for study in args.studies:
         t = time.perf_counter()
         text = STUDY_FUNCTIONS[study](bench, args)
-        sections[study] = text + f"\n\nMachine: {machine}; this invocation {(time.perf_counter() - t) / 60:.0f} min."
+        sections[study] = (
+            text + f"\n\nMachine: {machine}; this invocation {(time.perf_counter() - t) / 60:.0f} min."
+        )
         bench.stages._write(out / "results.json", {"rows": bench.rows, "settings": fingerprint})
     write_sections(Path(args.doc), sections)
     print("\n\n".join(sections.values()))
@@ -201,9 +242,19 @@ class Bench:
 
         def make() -> dict:
             t = time.perf_counter()
-            generate_demonstrations(DemoConfig(
-                output=str(folder), tasks=self.tasks, seed=0, workers=self.s.workers, image_size=self.s.image_size,
-                overwrite=True, progress=self.s.progress, variants=list(variants), episodes_per_task=episodes))  # fmt: skip
+            generate_demonstrations(
+                DemoConfig(
+                    output=str(folder),
+                    tasks=self.tasks,
+                    seed=0,
+                    workers=self.s.workers,
+                    image_size=self.s.image_size,
+                    overwrite=True,
+                    progress=self.s.progress,
+                    variants=list(variants),
+                    episodes_per_task=episodes,
+                )
+            )
             return {"seconds": round(time.perf_counter() - t, 1)}
 
         self.stages.run(f"demos/{key}", make)
@@ -227,54 +278,97 @@ class Bench:
         resume = st.latest_checkpoint(out_dir) is not None
         if out_dir.exists() and not resume:
             shutil.rmtree(out_dir)
-        base = dict(batch_size=self.s.batch_size, num_workers=0, log_freq=25, tensorboard=False, device="cpu",
-                    keep_last=1, output_dir=str(out_dir), resume=resume,
-                    save_freq=min(self.save_every, values["steps"]))  # fmt: skip
+        base = dict(
+            batch_size=self.s.batch_size,
+            num_workers=0,
+            log_freq=25,
+            tensorboard=False,
+            device="cpu",
+            keep_last=1,
+            output_dir=str(out_dir),
+            resume=resume,
+            save_freq=min(self.save_every, values["steps"]),
+        )
         result, seconds = _train({**base, **values}, self.tokenizer)
         trainable, total = parameter_totals(result.trainable)
         adapter = out_dir / "adapter.safetensors"
-        return {"model": str(result.final_model_dir), "seconds": round(seconds, 1), "resumed": resume,
-                "trainable": trainable, "total": total, "final_loss": _last_loss(result),
-                "adapter": str(adapter) if adapter.is_file() else None}  # fmt: skip
+        return {
+            "model": str(result.final_model_dir),
+            "seconds": round(seconds, 1),
+            "resumed": resume,
+            "trainable": trainable,
+            "total": total,
+            "final_loss": _last_loss(result),
+            "adapter": str(adapter) if adapter.is_file() else None,
+        }
 
-    def phase1(self, name: str, demos: Path, variants, shared: bool, seed: int, steps: int, fields: dict) -> dict:
+    def phase1(
+        self, name: str, demos: Path, variants, shared: bool, seed: int, steps: int, fields: dict
+    ) -> dict:
         """Phase I on ``variants``: each under its own domain id, or all under the first one's."""
         first = variants[0].domain_id
         mix = [{"root": str(demos / v.name), "domain_id": first if shared else v.domain_id} for v in variants]
-        return self.train(name, {
-            "recipe": "lerobot", "policy": fields, "steps": steps, "seed": seed,
-            "mixture": {"datasets": mix, "cache_frames": True},
-            "optimizer": {"lr": self.s.lr_phase1, "vlm_lr_scale": 1.0},
-            "scheduler": {**SCHEDULE, "warmup_steps": min(100, steps), "decay_steps": steps},
-        })  # fmt: skip
+        return self.train(
+            name,
+            {
+                "recipe": "lerobot",
+                "policy": fields,
+                "steps": steps,
+                "seed": seed,
+                "mixture": {"datasets": mix, "cache_frames": True},
+                "optimizer": {"lr": self.s.lr_phase1, "vlm_lr_scale": 1.0},
+                "scheduler": {**SCHEDULE, "warmup_steps": min(100, steps), "decay_steps": steps},
+            },
+        )
 
-    def adapt(self, name: str, method: str, start: dict, data: Path, held, fields: dict, seed: int,
-              steps: int) -> dict:  # fmt: skip
+    def adapt(
+        self, name: str, method: str, start: dict, data: Path, held, fields: dict, seed: int, steps: int
+    ) -> dict:
         """``steps`` of one adaptation ``method`` (see METHODS) to ``held`` on the dataset at ``data``."""
         s, recipe = self.s, METHODS[method][1]
-        values: dict[str, Any] = {"recipe": recipe, "steps": steps, "seed": seed,
-                                  "dataset": {"root": str(data), "domain_id": held.domain_id}}  # fmt: skip
+        values: dict[str, Any] = {
+            "recipe": recipe,
+            "steps": steps,
+            "seed": seed,
+            "dataset": {"root": str(data), "domain_id": held.domain_id},
+        }
         decay = {**SCHEDULE, "decay_steps": steps}
         if method == "scratch":  # the same architecture, the held-out data only
-            values.update(policy={**fields, "domain_id": held.domain_id},
-                          optimizer={"lr": s.lr_phase1, "vlm_lr_scale": 1.0},
-                          scheduler={**decay, "warmup_steps": min(100, steps)})  # fmt: skip
+            values.update(
+                policy={**fields, "domain_id": held.domain_id},
+                optimizer={"lr": s.lr_phase1, "vlm_lr_scale": 1.0},
+                scheduler={**decay, "warmup_steps": min(100, steps)},
+            )
         elif method in ("prompt", "lora"):
-            values.update(policy={"path": start["model"]}, new_domain={"id": held.domain_id},
-                          optimizer={"lr": s.lr_phase2}, scheduler={"warmup_steps": min(50, steps)})  # fmt: skip
+            values.update(
+                policy={"path": start["model"]},
+                new_domain={"id": held.domain_id},
+                optimizer={"lr": s.lr_phase2},
+                scheduler={"warmup_steps": min(50, steps)},
+            )
         else:  # full fine-tuning of everything, the new domain id
-            values.update(policy={"path": start["model"]}, new_domain={"id": held.domain_id},
-                          optimizer={"lr": s.lr_phase1 / 2, "vlm_lr_scale": 1.0},
-                          scheduler={**decay, "warmup_steps": min(50, steps)})  # fmt: skip
+            values.update(
+                policy={"path": start["model"]},
+                new_domain={"id": held.domain_id},
+                optimizer={"lr": s.lr_phase1 / 2, "vlm_lr_scale": 1.0},
+                scheduler={**decay, "warmup_steps": min(50, steps)},
+            )
         result = self.train(name, values)
         return {**result, "base": start["model"] if METHODS[method][2] else None}
 
     def evaluate(self, key: str, row: dict, run: dict, variant, domain=None, adapter=None) -> dict:
         """Closed-loop success of ``run``'s model on ``variant``; ``row`` labels the result."""
-        got = self.stages.run(f"eval/{key}/{variant.name}",
-                              lambda: self._evaluate(key, run, variant, domain, adapter))  # fmt: skip
-        got = {**got, **row, "variant": variant.name, "trainable": run["trainable"], "total": run["total"],
-               "train_s": run["seconds"]}  # fmt: skip
+        got = self.stages.run(
+            f"eval/{key}/{variant.name}", lambda: self._evaluate(key, run, variant, domain, adapter)
+        )
+        got = {
+            **got,
+            **row,
+            "variant": variant.name,
+            "trainable": run["trainable"],
+            "total": run["total"],
+            "train_s": run["seconds"],
+        }
         self.rows.append(got)
         print(f"{key:34s} {variant.name:18s} {got['successes']}/{got['episodes']}", flush=True)
         return got
@@ -290,12 +384,18 @@ class Bench:
         else:
             policy = XVLAPolicy.from_pretrained(run["model"], tokenizer=self.tokenizer)
         t = time.perf_counter()
-        rep = _eval(self.s, policy, self.tasks, variant, self.out / "eval" / key / variant.name, domain_id=domain)
+        rep = _eval(
+            self.s, policy, self.tasks, variant, self.out / "eval" / key / variant.name, domain_id=domain
+        )
         o = rep["overall"]
-        return {"successes": o["successes"], "episodes": o["episodes"],
-                "per_task": {k: v["successes"] for k, v in rep["per_task"].items()},
-                "ci95": list(wilson_interval(o["successes"], o["episodes"])),
-                "eval_s": round(time.perf_counter() - t, 1), "domain_id": domain}  # fmt: skip
+        return {
+            "successes": o["successes"],
+            "episodes": o["episodes"],
+            "per_task": {k: v["successes"] for k, v in rep["per_task"].items()},
+            "ci95": list(wilson_interval(o["successes"], o["episodes"])),
+            "eval_s": round(time.perf_counter() - t, 1),
+            "domain_id": domain,
+        }
 
 
 # ------------------------------------------------------------------------------------------------ studies
@@ -321,12 +421,15 @@ def visible_base(bench: Bench, args) -> tuple[dict, list, Any]:
     demos = bench.demos("visible", variants, bench.s.episodes_per_task)
     seed = _ints(args.seeds)[0]
     fields = bench.fields([*variants, held])  # wide and long enough for the held-out variant too
-    run = bench.phase1(f"visible_prompts_seed{seed}", demos, variants, False, seed, bench.s.steps_phase1, fields)
+    run = bench.phase1(
+        f"visible_prompts_seed{seed}", demos, variants, False, seed, bench.s.steps_phase1, fields
+    )
     return run, variants, held
 
 
-def adaptation_rows(bench: Bench, study: str, base: dict, variants, held, episodes: int, seed: int,
-                    steps: int) -> list[dict]:  # fmt: skip
+def adaptation_rows(
+    bench: Bench, study: str, base: dict, variants, held, episodes: int, seed: int, steps: int
+) -> list[dict]:
     """Every adaptation method on ``episodes`` held-out demonstrations per task."""
     data = bench.demos(f"{held.name}-{episodes}", [held], episodes) / held.name
     fields = bench.fields([*variants, held])
@@ -335,7 +438,9 @@ def adaptation_rows(bench: Bench, study: str, base: dict, variants, held, episod
         name = f"{study}_{method}_{episodes}demos_seed{seed}"
         run = bench.adapt(name, method, base, data, held, fields, seed, steps)
         row = {"study": study, "setting": label, "method": method, "demos": episodes, "seed": seed}
-        rows.append(bench.evaluate(name, row, run, held, adapter=run["adapter"] if method == "prompt" else None))
+        rows.append(
+            bench.evaluate(name, row, run, held, adapter=run["adapter"] if method == "prompt" else None)
+        )
     return rows
 
 
@@ -388,11 +493,13 @@ def _per_task(row: dict) -> str:
 
 def _scale(bench: Bench, args) -> str:
     s = bench.s
-    lines = [f"- Tasks: {', '.join(bench.tasks)}; {s.episodes_per_task} Phase I demonstrations per task and variant.",
-             f"- Model: tiny Florence-2 width {s.vlm_width} from scratch, transformer hidden {s.hidden_size} depth "
-             f"{s.depth}, images {s.image_size} px, batch {s.batch_size}, fp32 eager.",
-             f"- Evaluation: {s.eval_episodes} episodes per task (layouts of seed 1000, unseen in training), at most "
-             f"{s.eval_max_steps} actions; 95% Wilson intervals."]  # fmt: skip
+    lines = [
+        f"- Tasks: {', '.join(bench.tasks)}; {s.episodes_per_task} Phase I demonstrations per task and variant.",
+        f"- Model: tiny Florence-2 width {s.vlm_width} from scratch, transformer hidden {s.hidden_size} depth "
+        f"{s.depth}, images {s.image_size} px, batch {s.batch_size}, fp32 eager.",
+        f"- Evaluation: {s.eval_episodes} episodes per task (layouts of seed 1000, unseen in training), at most "
+        f"{s.eval_max_steps} actions; 95% Wilson intervals.",
+    ]
     if args.quick:
         lines.insert(0, "**QUICK SCALE (`--quick`): a pipeline check with tiny settings, not evidence.**\n")
     return "\n".join(lines)
@@ -400,9 +507,18 @@ def _scale(bench: Bench, args) -> str:
 
 def phase1_tables(rows: list[dict]) -> list[str]:
     lines = ["| setting | seed | variant | success | 95% CI | per task |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['setting']} | {r['seed']} | `{r['variant']}` | {_rate(r['successes'], r['episodes'])} | "
-              f"{_per_task(r)} |" for r in rows]  # fmt: skip
-    lines += ["", "Pooled over the variants:", "", "| setting | seeds | success | 95% CI |", "|---|---|---|---|"]
+    lines += [
+        f"| {r['setting']} | {r['seed']} | `{r['variant']}` | {_rate(r['successes'], r['episodes'])} | "
+        f"{_per_task(r)} |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        "Pooled over the variants:",
+        "",
+        "| setting | seeds | success | 95% CI |",
+        "|---|---|---|---|",
+    ]
     for setting in dict.fromkeys(r["setting"] for r in rows):
         for seed in [*dict.fromkeys(r["seed"] for r in rows), "all"]:
             got = [r for r in rows if r["setting"] == setting and seed in (r["seed"], "all")]
@@ -413,52 +529,84 @@ def phase1_tables(rows: list[dict]) -> list[str]:
 
 def hidden_section(bench: Bench, args, variants, rows: list[dict]) -> str:
     runs = [d for key, d in bench.stages.data["done"].items() if key.startswith("train/hidden_")]
-    lines = ["### Hidden heterogeneity: identical observations, different action conventions", "",
-             _scale(bench, args),
-             "- Variants (each rendered exactly as `sawyer`): "
-             + "; ".join(f"`{v.name}` ({v.description})" for v in variants) + ".",
-             f"- Phase I: {args.steps_hidden} steps, seeds {args.seeds}; "
-             f"{runs[0]['trainable']:,} parameters." if runs else "", "",
-             "Command: `python benchmarks/metaworld_xembodiment.py --study hidden"
-             + (" --quick" if args.quick else "") + "`", "", *phase1_tables(rows)]  # fmt: skip
+    lines = [
+        "### Hidden heterogeneity: identical observations, different action conventions",
+        "",
+        _scale(bench, args),
+        "- Variants (each rendered exactly as `sawyer`): "
+        + "; ".join(f"`{v.name}` ({v.description})" for v in variants)
+        + ".",
+        f"- Phase I: {args.steps_hidden} steps, seeds {args.seeds}; {runs[0]['trainable']:,} parameters."
+        if runs
+        else "",
+        "",
+        "Command: `python benchmarks/metaworld_xembodiment.py --study hidden"
+        + (" --quick" if args.quick else "")
+        + "`",
+        "",
+        *phase1_tables(rows),
+    ]
     return "\n".join(lines)
 
 
 def visible_section(bench: Bench, args, variants, held, rows: list[dict]) -> str:
     phase1 = [r for r in rows if "method" not in r]
     adapt = [r for r in rows if "method" in r]
-    lines = ["### Visible heterogeneity: different cameras, frames and widths", "", _scale(bench, args),
-             f"- Phase I variants: {', '.join(f'`{v.name}`' for v in variants)}, {bench.s.steps_phase1} steps, "
-             f"seeds {args.seeds}; held-out `{held.name}`: {bench.s.heldout_episodes_per_task} demonstrations per "
-             f"task, {bench.s.steps_phase2} adaptation steps.", "",
-             "Command: `python benchmarks/metaworld_xembodiment.py --study visible"
-             + (" --quick" if args.quick else "") + "`", "", *phase1_tables(phase1), "",
-             "Adaptation to the held-out variant, from the first seed's soft-prompt model:", "",
-             *adaptation_table(adapt)]  # fmt: skip
+    lines = [
+        "### Visible heterogeneity: different cameras, frames and widths",
+        "",
+        _scale(bench, args),
+        f"- Phase I variants: {', '.join(f'`{v.name}`' for v in variants)}, {bench.s.steps_phase1} steps, "
+        f"seeds {args.seeds}; held-out `{held.name}`: {bench.s.heldout_episodes_per_task} demonstrations per "
+        f"task, {bench.s.steps_phase2} adaptation steps.",
+        "",
+        "Command: `python benchmarks/metaworld_xembodiment.py --study visible"
+        + (" --quick" if args.quick else "")
+        + "`",
+        "",
+        *phase1_tables(phase1),
+        "",
+        "Adaptation to the held-out variant, from the first seed's soft-prompt model:",
+        "",
+        *adaptation_table(adapt),
+    ]
     return "\n".join(lines)
 
 
 def adaptation_table(rows: list[dict]) -> list[str]:
-    lines = ["| method | demos per task | seed | success | 95% CI | per task | trainable / total | train s |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    lines += [f"| {r['setting']} | {r.get('demos', '-')} | {r['seed']} | {_rate(r['successes'], r['episodes'])} | "
-              f"{_per_task(r)} | {r['trainable']:,} / {r['total']:,} | {r['train_s']:.0f} |" for r in rows]  # fmt: skip
+    lines = [
+        "| method | demos per task | seed | success | 95% CI | per task | trainable / total | train s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['setting']} | {r.get('demos', '-')} | {r['seed']} | {_rate(r['successes'], r['episodes'])} | "
+        f"{_per_task(r)} | {r['trainable']:,} / {r['total']:,} | {r['train_s']:.0f} |"
+        for r in rows
+    ]
     return lines
 
 
 def fewdemo_section(bench: Bench, args, variants, held, rows: list[dict]) -> str:
     plot = Path(args.doc).with_name(Path(args.doc).stem + "_fewdemo.svg")
     success_plot(rows, plot)
-    lines = ["### Few demonstrations: adapting to a new robot from 1, 2 and 5 demonstrations", "",
-             _scale(bench, args),
-             f"- Base: the visible study's soft-prompt Phase I model ({', '.join(f'`{v.name}`' for v in variants)}, "
-             f"{bench.s.steps_phase1} steps, seed {_ints(args.seeds)[0]}); held-out `{held.name}` "
-             f"({held.description}).",
-             f"- Each method trains {args.steps_fewdemo} steps on {args.few_demos} demonstrations per task, seeds "
-             f"{args.few_seeds}; 'from scratch' is the same architecture on the held-out data only.", "",
-             "Command: `python benchmarks/metaworld_xembodiment.py --study fewdemo"
-             + (" --quick" if args.quick else "") + "`", "", *adaptation_table(rows), "",
-             f"![success against demonstrations per method]({plot.name})"]  # fmt: skip
+    lines = [
+        "### Few demonstrations: adapting to a new robot from 1, 2 and 5 demonstrations",
+        "",
+        _scale(bench, args),
+        f"- Base: the visible study's soft-prompt Phase I model ({', '.join(f'`{v.name}`' for v in variants)}, "
+        f"{bench.s.steps_phase1} steps, seed {_ints(args.seeds)[0]}); held-out `{held.name}` "
+        f"({held.description}).",
+        f"- Each method trains {args.steps_fewdemo} steps on {args.few_demos} demonstrations per task, seeds "
+        f"{args.few_seeds}; 'from scratch' is the same architecture on the held-out data only.",
+        "",
+        "Command: `python benchmarks/metaworld_xembodiment.py --study fewdemo"
+        + (" --quick" if args.quick else "")
+        + "`",
+        "",
+        *adaptation_table(rows),
+        "",
+        f"![success against demonstrations per method]({plot.name})",
+    ]
     return "\n".join(lines)
 
 
@@ -481,8 +629,10 @@ def success_plot(rows: list[dict], path: Path) -> None:
         n = [sum(r["episodes"] for r in got if r["demos"] == x) for x in xs]
         rate = [100 * a / b for a, b in zip(k, n, strict=True)]
         ci = [wilson_interval(a, b) for a, b in zip(k, n, strict=True)]
-        err = [[r - 100 * lo for r, (lo, _) in zip(rate, ci, strict=True)],
-               [100 * hi - r for r, (_, hi) in zip(rate, ci, strict=True)]]  # fmt: skip
+        err = [
+            [r - 100 * lo for r, (lo, _) in zip(rate, ci, strict=True)],
+            [100 * hi - r for r, (_, hi) in zip(rate, ci, strict=True)],
+        ]
         ax.errorbar(xs, rate, yerr=err, marker="o", capsize=3, label=label)
     ax.set_xscale("log")
     ax.set_xticks(sorted({r["demos"] for r in rows if r.get("demos")}))

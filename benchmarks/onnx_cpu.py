@@ -59,7 +59,9 @@ def onnx_runner(model, sampler, inputs, noise):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -74,7 +76,9 @@ def main() -> None:
     fast = copy.deepcopy(model)
     fast.config = fast.config.replace(dtype="bfloat16")
     compile_for_inference(fast.to(torch.bfloat16), batch_sizes=args.batches)
-    print("| batch | variant | ms / chunk | x torch-fp32 time | x torch-fast time | max abs err vs torch-fp32 |")
+    print(
+        "| batch | variant | ms / chunk | x torch-fp32 time | x torch-fast time | max abs err vs torch-fp32 |"
+    )
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         export_onnx(model, tmp, views=views, image_size=(size, size))
@@ -86,10 +90,15 @@ def main() -> None:
         for batch in args.batches:
             ex = example_inputs(model, batch, views, (size, size))
             inputs = {k: ex[k] for k in (*ENCODER_INPUTS, "proprio")}
-            runs = {name: torch_runner(m, inputs, ex["noise"]) for name, m in (("torch-fp32", model), ("torch-fast", fast))}
+            runs = {
+                name: torch_runner(m, inputs, ex["noise"])
+                for name, m in (("torch-fp32", model), ("torch-fast", fast))
+            }
             runs.update({name: onnx_runner(model, s, inputs, ex["noise"]) for name, s in samplers.items()})
             times, outs = {k: [] for k in runs}, {}
-            for _ in range(args.repeats + 1):  # the first round warms up (compiles the fast path) and is dropped
+            for _ in range(
+                args.repeats + 1
+            ):  # the first round warms up (compiles the fast path) and is dropped
                 for name, run in runs.items():
                     start = time.perf_counter()
                     outs[name] = run()
@@ -97,8 +106,11 @@ def main() -> None:
             med = {k: statistics.median(v[1:]) for k, v in times.items()}
             for name in runs:
                 err = (outs[name] - outs["torch-fp32"]).abs().max().item()
-                print(f"| {batch} | {name} | {med[name]:.1f} | {med[name] / med['torch-fp32']:.2f} | "
-                      f"{med[name] / med['torch-fast']:.2f} | {err:.1e} |", flush=True)  # fmt: skip
+                print(
+                    f"| {batch} | {name} | {med[name]:.1f} | {med[name] / med['torch-fp32']:.2f} | "
+                    f"{med[name] / med['torch-fast']:.2f} | {err:.1e} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

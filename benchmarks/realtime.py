@@ -46,25 +46,52 @@ def train_policy(output: Path, chunk_size: int, n_action_steps: int, steps: int)
     from xvla.sim.variants import get_variant
 
     torch.set_num_threads(1)  # the machine is shared
-    s = DemoSettings(output=str(output), chunk_size=chunk_size, n_action_steps=n_action_steps, steps_phase1=steps)
+    s = DemoSettings(
+        output=str(output), chunk_size=chunk_size, n_action_steps=n_action_steps, steps_phase1=steps
+    )
     variant = get_variant("sawyer")
     demos = output / "demos"
     if not (demos / "summary.json").exists():
-        generate_demonstrations(DemoConfig(
-            output=str(demos), tasks=resolve_tasks(s.tasks), variants=[variant], episodes_per_task=s.episodes_per_task,
-            seed=s.seed, workers=s.workers, image_size=s.image_size, overwrite=True, progress=False,
-        ))  # fmt: skip
+        generate_demonstrations(
+            DemoConfig(
+                output=str(demos),
+                tasks=resolve_tasks(s.tasks),
+                variants=[variant],
+                episodes_per_task=s.episodes_per_task,
+                seed=s.seed,
+                workers=s.workers,
+                image_size=s.image_size,
+                overwrite=True,
+                progress=False,
+            )
+        )
     tokenizer = build_tokenizer(sorted(set(INSTRUCTIONS.values())))
     fields = model_fields(s, variant.domain_id + 1, variant.action.action_dim, variant.domain_id)
-    result, seconds = _train({
-        "recipe": "lerobot", "policy": fields, "output_dir": str(output / "phase1"), "steps": s.steps_phase1,
-        "save_freq": s.steps_phase1,
-        "mixture": {"datasets": [{"root": str(demos / variant.name), "domain_id": variant.domain_id}]},
-        "optimizer": {"lr": s.lr_phase1, "vlm_lr_scale": 1.0},
-        "scheduler": {"warmup_steps": min(100, steps), "decay_steps": steps, "auto_scale": False, "min_lr_ratio": 0.1},
-        "batch_size": s.batch_size, "num_workers": 0, "log_freq": 50, "tensorboard": False, "device": "cpu",
-        "seed": s.seed, "keep_last": 1,
-    }, tokenizer)  # fmt: skip
+    result, seconds = _train(
+        {
+            "recipe": "lerobot",
+            "policy": fields,
+            "output_dir": str(output / "phase1"),
+            "steps": s.steps_phase1,
+            "save_freq": s.steps_phase1,
+            "mixture": {"datasets": [{"root": str(demos / variant.name), "domain_id": variant.domain_id}]},
+            "optimizer": {"lr": s.lr_phase1, "vlm_lr_scale": 1.0},
+            "scheduler": {
+                "warmup_steps": min(100, steps),
+                "decay_steps": steps,
+                "auto_scale": False,
+                "min_lr_ratio": 0.1,
+            },
+            "batch_size": s.batch_size,
+            "num_workers": 0,
+            "log_freq": 50,
+            "tensorboard": False,
+            "device": "cpu",
+            "seed": s.seed,
+            "keep_last": 1,
+        },
+        tokenizer,
+    )
     print(f"trained in {seconds / 60:.1f} min: {result.final_model_dir}", flush=True)
     return Path(result.final_model_dir)
 
@@ -100,22 +127,43 @@ def run_cell(policy, args, strategy: str, delay: int, guidance: str) -> dict[str
 
     tasks = resolve_tasks(args.tasks)
     record = (strategy, delay) in VIDEO_CELLS and guidance == "inpaint"
-    specs = [EpisodeSpec(s.task, s.index, s.seed, record and s.task == tasks[0] and s.index == 0)
-             for s in episode_specs(tasks, args.episodes_per_task, args.seed, 0)]  # fmt: skip
+    specs = [
+        EpisodeSpec(s.task, s.index, s.seed, record and s.task == tasks[0] and s.index == 0)
+        for s in episode_specs(tasks, args.episodes_per_task, args.seed, 0)
+    ]
     config = ExecutionConfig(strategy, execute_steps=args.execute_steps, guidance=guidance)
     start = time.perf_counter()
     results, timings = run_rollouts(
-        policy, specs, _variant(args), num_envs=args.num_envs, max_steps=args.max_steps, noise_seed=args.seed,
-        execution=config, delay_steps=delay, progress=False,
-    )  # fmt: skip
+        policy,
+        specs,
+        _variant(args),
+        num_envs=args.num_envs,
+        max_steps=args.max_steps,
+        noise_seed=args.seed,
+        execution=config,
+        delay_steps=delay,
+        progress=False,
+    )
     for r in results:
         if r.frames:
-            np.savez_compressed(Path(args.output) / f"frames_{cell_key(strategy, delay, guidance).replace('/', '_')}.npz",
-                                frames=np.stack(r.frames), success=r.success)  # fmt: skip
-    episodes = [{"task": r.task, "index": r.index, "success": r.success, "length": r.length, **r.motion}
-                for r in results]  # fmt: skip
-    return {"key": cell_key(strategy, delay, guidance), "strategy": strategy, "guidance": guidance, "delay": delay,
-            "episodes": episodes, "chunks": timings["chunks"], "wall_s": round(time.perf_counter() - start, 1)}  # fmt: skip
+            np.savez_compressed(
+                Path(args.output) / f"frames_{cell_key(strategy, delay, guidance).replace('/', '_')}.npz",
+                frames=np.stack(r.frames),
+                success=r.success,
+            )
+    episodes = [
+        {"task": r.task, "index": r.index, "success": r.success, "length": r.length, **r.motion}
+        for r in results
+    ]
+    return {
+        "key": cell_key(strategy, delay, guidance),
+        "strategy": strategy,
+        "guidance": guidance,
+        "delay": delay,
+        "episodes": episodes,
+        "chunks": timings["chunks"],
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
 
 
 def _variant(args):
@@ -143,8 +191,11 @@ def run_grid(args) -> None:
         with cells_file.open("a") as f:
             f.write(json.dumps(cell) + "\n")
         s = summarize(cell)
-        print(f"{key:18s} success {s['successes']}/{s['episodes']}  length {s['mean_length']:.1f}  "
-              f"max jump {s['max_switch_jump']:.3f}  idle {s['idle_steps']:.1f}  ({cell['wall_s']:.0f} s)", flush=True)  # fmt: skip
+        print(
+            f"{key:18s} success {s['successes']}/{s['episodes']}  length {s['mean_length']:.1f}  "
+            f"max jump {s['max_switch_jump']:.3f}  idle {s['idle_steps']:.1f}  ({cell['wall_s']:.0f} s)",
+            flush=True,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -155,14 +206,17 @@ def summarize(cell: dict[str, Any]) -> dict[str, Any]:
     k, n = sum(e["success"] for e in eps), len(eps)
     lo, hi = wilson_interval(k, n)
     return {
-        "episodes": n, "successes": k, "success_rate": k / n, "ci95": (lo, hi),
+        "episodes": n,
+        "successes": k,
+        "success_rate": k / n,
+        "ci95": (lo, hi),
         "mean_length": float(np.mean([e["length"] for e in eps])),
         "mean_jerk": float(np.mean([e["mean_jerk"] for e in eps])),
         "max_jerk": float(np.max([e["max_jerk"] for e in eps])),
         "mean_switch_jump": float(np.mean([e["mean_switch_jump"] for e in eps])),
         "max_switch_jump": float(np.max([e["max_switch_jump"] for e in eps])),
         "idle_steps": float(np.mean([e["idle_steps"] for e in eps])),
-    }  # fmt: skip
+    }
 
 
 def load_cells(out: Path) -> list[dict[str, Any]]:
@@ -202,7 +256,9 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
         d = np.array([c["delay"] for c in mine]) + (i - 2) * 0.12  # side by side, not on top of each other
         s = [summarize(c) for c in mine]
         rate = np.array([x["success_rate"] for x in s]) * 100
-        err = np.array([[r - 100 * x["ci95"][0], 100 * x["ci95"][1] - r] for r, x in zip(rate, s, strict=True)]).T
+        err = np.array(
+            [[r - 100 * x["ci95"][0], 100 * x["ci95"][1] - r] for r, x in zip(rate, s, strict=True)]
+        ).T
         axes[0].errorbar(d, rate, yerr=err, marker="o", capsize=3, label=strategy)
         axes[1].plot(d, [x["mean_switch_jump"] for x in s], marker="o", label=strategy)
         axes[2].plot(d, [x["mean_jerk"] for x in s], marker="o", label=strategy)
@@ -229,7 +285,9 @@ def side_by_side(out: Path, path: Path) -> Path | None:
         f = out / f"frames_{cell_key(strategy, delay, 'inpaint').replace('/', '_')}.npz"
         if f.exists():
             data = np.load(f)
-            main = data["frames"][:, :, : data["frames"].shape[1]]  # the first (main) camera of the side-by-side frame
+            main = data["frames"][
+                :, :, : data["frames"].shape[1]
+            ]  # the first (main) camera of the side-by-side frame
             clips.append((f"{strategy} d={delay} {'ok' if data['success'] else 'fail'}", main))
     if not clips:
         return None
@@ -238,7 +296,9 @@ def side_by_side(out: Path, path: Path) -> Path | None:
     for t in range(length):
         tiles = []
         for label, clip in clips:
-            tile = Image.fromarray(np.ascontiguousarray(clip[min(t, len(clip) - 1)])).resize((192, 192), Image.NEAREST)
+            tile = Image.fromarray(np.ascontiguousarray(clip[min(t, len(clip) - 1)])).resize(
+                (192, 192), Image.NEAREST
+            )
             ImageDraw.Draw(tile).text((4, 4), f"{label} t={min(t, len(clip) - 1)}", fill=(255, 255, 0))
             tiles.append(np.asarray(tile))
         frames.append(np.concatenate(tiles, axis=1))
@@ -269,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     from xvla.utils import keep_freed_memory
 
     keep_freed_memory()  # as the `xvla` commands do
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train the benchmark policy (demo recipe, Phase I on sawyer)")
     t.add_argument("--output", default="outputs/realtime_policy")
@@ -283,9 +345,15 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--episodes-per-task", type=int, default=10)
     r.add_argument("--strategies", type=lambda x: x.split(","), default=STRATEGIES)
     r.add_argument("--delays", type=lambda x: [int(v) for v in x.split(",")], default=DELAYS)
-    r.add_argument("--guided-delays", type=lambda x: [int(v) for v in x.split(",") if v], default=[],
-                   help="also run rtc with guided sampling at these delays")  # fmt: skip
-    r.add_argument("--execute-steps", type=int, default=8, help="actions per chunk before the next (default 8)")
+    r.add_argument(
+        "--guided-delays",
+        type=lambda x: [int(v) for v in x.split(",") if v],
+        default=[],
+        help="also run rtc with guided sampling at these delays",
+    )
+    r.add_argument(
+        "--execute-steps", type=int, default=8, help="actions per chunk before the next (default 8)"
+    )
     r.add_argument("--max-steps", type=int, default=150)
     r.add_argument("--num-envs", type=int, default=2)
     r.add_argument("--image-size", type=int, default=64)

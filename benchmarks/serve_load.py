@@ -111,13 +111,17 @@ def official_payload(rng: np.random.Generator, info: dict, domain_id: int, heigh
 
 
 # ------------------------------------------------------------------------------------------ load
-def load_level(url: str, info: dict, clients: int, duration: float, max_requests: int, image_size: int) -> dict:
+def load_level(
+    url: str, info: dict, clients: int, duration: float, max_requests: int, image_size: int
+) -> dict:
     import httpx
 
     domains = info["domain_ids"]
     rng = np.random.default_rng(clients)
-    bodies = [json.dumps(official_payload(rng, info, domains[i % len(domains)], image_size, image_size)).encode()
-              for i in range(clients)]  # fmt: skip
+    bodies = [
+        json.dumps(official_payload(rng, info, domains[i % len(domains)], image_size, image_size)).encode()
+        for i in range(clients)
+    ]
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     lock = threading.Lock()
@@ -126,7 +130,9 @@ def load_level(url: str, info: dict, clients: int, duration: float, max_requests
     barrier = threading.Barrier(clients)
 
     def client(i: int) -> None:
-        with httpx.Client(base_url=url, timeout=60, transport=httpx.HTTPTransport(socket_options=NODELAY)) as http:
+        with httpx.Client(
+            base_url=url, timeout=60, transport=httpx.HTTPTransport(socket_options=NODELAY)
+        ) as http:
             barrier.wait()
             while time.perf_counter() < stop_at:
                 with lock:
@@ -135,7 +141,9 @@ def load_level(url: str, info: dict, clients: int, duration: float, max_requests
                     budget[0] -= 1
                 start = time.perf_counter()
                 try:
-                    response = http.post("/act", content=bodies[i], headers={"content-type": "application/json"})
+                    response = http.post(
+                        "/act", content=bodies[i], headers={"content-type": "application/json"}
+                    )
                     key = str(response.status_code)
                     ok = response.status_code == 200 and len(response.json()["action"]) == info["chunk_size"]
                 except httpx.HTTPError as exc:
@@ -177,7 +185,20 @@ def bad_arrays(rng: random.Random) -> list:
     b64 = encode(np.zeros((4, 4, 3), np.uint8))
     header = json.loads(b64)
     return [
-        "garbage", "", "{", "[]", "[[1, 2], [3]]", "null", "3", '{"a": 1}', 7, -1.5, True, [], ["x"], {"x": 1},
+        "garbage",
+        "",
+        "{",
+        "[]",
+        "[[1, 2], [3]]",
+        "null",
+        "3",
+        '{"a": 1}',
+        7,
+        -1.5,
+        True,
+        [],
+        ["x"],
+        {"x": 1},
         json.dumps({**header, "dtype": rng.choice(["|O", "<U3", "<c8", "V4", "foo", "<M8[s]", "|b1"])}),
         json.dumps({**header, "shape": [rng.randint(5, 10**7), rng.randint(5, 10**7), 3]}),
         json.dumps({**header, "shape": [-4, -4, 3]}),
@@ -208,13 +229,33 @@ def bad_states(rng: random.Random, width: int) -> list:
         encode(np.zeros((2, width), np.float32)),
         encode(np.zeros(0, np.float32)),
         '["a", "b"]',
-        "[1, [2]]", "garbage", None, {"x": 1}, 5, "[NaN]", "[1e999]",
+        "[1, [2]]",
+        "garbage",
+        None,
+        {"x": 1},
+        5,
+        "[NaN]",
+        "[1e999]",
         encode(np.zeros(3, np.complex64)),
     ]
 
 
 def bad_scalars(rng: random.Random, top: int) -> list:
-    return [-1, -(10**12), top + rng.randint(0, 100), 10**30, 2.5, "seven", "", None, [1], {"a": 1}, True, "1e3", "NaN"]
+    return [
+        -1,
+        -(10**12),
+        top + rng.randint(0, 100),
+        10**30,
+        2.5,
+        "seven",
+        "",
+        None,
+        [1],
+        {"a": 1},
+        True,
+        "1e3",
+        "NaN",
+    ]
 
 
 def fuzz_requests(rng: random.Random, info: dict, good: dict, count: int, max_body: int):
@@ -246,7 +287,11 @@ def fuzz_requests(rng: random.Random, info: dict, good: dict, count: int, max_bo
         return "/act", json.dumps(body).encode(), f"missing {missing}"
 
     def no_images():
-        return "/act", json.dumps({k: v for k, v in good.items() if not k.startswith("image")}).encode(), "no image"
+        return (
+            "/act",
+            json.dumps({k: v for k, v in good.items() if not k.startswith("image")}).encode(),
+            "no image",
+        )
 
     def too_many_images():
         body = dict(good)
@@ -265,21 +310,41 @@ def fuzz_requests(rng: random.Random, info: dict, good: dict, count: int, max_bo
         return "/act", rng.choice([b"[]", b"null", b"42", b'"act"', b"true", b"[{}]"]), "non-object JSON"
 
     def nan_literal():
-        return "/act", json.dumps(good).replace('"domain_id": ', '"domain_id": NaN, "x": ').encode(), "NaN literal"
+        return (
+            "/act",
+            json.dumps(good).replace('"domain_id": ', '"domain_id": NaN, "x": ').encode(),
+            "NaN literal",
+        )
 
     def oversized():
         return "/act", b'{"pad": "' + b"x" * (max_body + rng.randint(1, 4096)) + b'"}', "oversized body"
 
     def native_bad():
         obs = {"observation.images.a": rng.choice(bad_arrays(rng)), "observation.state": [0.0], "task": "x"}
-        body = rng.choice([
-            {"observations": [obs]}, {"observations": []}, {"observations": "x"}, {"observation": 5},
-            {"observations": [{"task": "x"}]}, {"observations": [{}] * 100}, {"nothing": 1},
-        ])  # fmt: skip
+        body = rng.choice(
+            [
+                {"observations": [obs]},
+                {"observations": []},
+                {"observations": "x"},
+                {"observation": 5},
+                {"observations": [{"task": "x"}]},
+                {"observations": [{}] * 100},
+                {"nothing": 1},
+            ]
+        )
         return "/v1/act", json.dumps(body).encode(), "native"
 
-    families += [drop_required, no_images, too_many_images, raw_bytes, truncated, not_object, nan_literal,
-                 native_bad, oversized]  # fmt: skip
+    families += [
+        drop_required,
+        no_images,
+        too_many_images,
+        raw_bytes,
+        truncated,
+        not_object,
+        nan_literal,
+        native_bad,
+        oversized,
+    ]
     for i in range(count):
         yield rng.choice(families if i % 50 else [oversized])()
 
@@ -292,10 +357,14 @@ def fuzz(url: str, info: dict, count: int, seed: int, proc: subprocess.Popen) ->
     good = official_payload(nprng, info, info["domain_ids"][0], 32, 32)
     counts = {"4xx": 0, "5xx": 0, "2xx": 0, "connection errors": 0}
     examples: list[str] = []
-    with httpx.Client(base_url=url, timeout=30, transport=httpx.HTTPTransport(socket_options=NODELAY)) as http:
+    with httpx.Client(
+        base_url=url, timeout=30, transport=httpx.HTTPTransport(socket_options=NODELAY)
+    ) as http:
         for i, (path, body, what) in enumerate(fuzz_requests(rng, info, good, count, 8 * 1024 * 1024)):
             try:
-                status = http.post(path, content=body, headers={"content-type": "application/json"}).status_code
+                status = http.post(
+                    path, content=body, headers={"content-type": "application/json"}
+                ).status_code
                 bucket = f"{status // 100}xx"
             except httpx.HTTPError as exc:
                 bucket, status = "connection errors", type(exc).__name__
@@ -307,8 +376,14 @@ def fuzz(url: str, info: dict, count: int, seed: int, proc: subprocess.Popen) ->
         alive = proc.poll() is None
         valid = http.post("/act", json=good).status_code if alive else None
     crashes = counts["5xx"] + counts["connection errors"] + (0 if alive and valid == 200 else 1)
-    return {"sent": sum(counts.values()), **counts, "alive": alive, "valid_after": valid, "crashes": crashes,
-            "examples": examples}  # fmt: skip
+    return {
+        "sent": sum(counts.values()),
+        **counts,
+        "alive": alive,
+        "valid_after": valid,
+        "crashes": crashes,
+        "examples": examples,
+    }
 
 
 # ------------------------------------------------------------------------------------------ mixed faults
@@ -337,7 +412,9 @@ def reference_answers(url: str, info: dict, count: int, seed: int, steps: int | 
         if steps is not None:
             body["steps"] = steps
         data = json.dumps(body).encode()
-        answer = httpx.post(url + "/act", content=data, headers={"content-type": "application/json"}, timeout=120)
+        answer = httpx.post(
+            url + "/act", content=data, headers={"content-type": "application/json"}, timeout=120
+        )
         out.append((data, np.asarray(answer.json()["action"], dtype=np.float32)))
     return out
 
@@ -362,15 +439,19 @@ def checked_client(url: str, refs, stop_at: float, tally: Tally, seed: int) -> N
     import httpx
 
     rng = random.Random(seed)
-    with httpx.Client(base_url=url, timeout=60, transport=httpx.HTTPTransport(socket_options=NODELAY)) as http:
+    with httpx.Client(
+        base_url=url, timeout=60, transport=httpx.HTTPTransport(socket_options=NODELAY)
+    ) as http:
         while time.perf_counter() < stop_at:
             checked_post(http, *rng.choice(refs), "checked requests", tally)
 
 
 def raw_post(port: int, data: bytes, declared: int | None = None) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-    head = (f"POST /act HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data) if declared is None else declared}\r\n\r\n")  # fmt: skip
+    head = (
+        f"POST /act HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data) if declared is None else declared}\r\n\r\n"
+    )
     sock.sendall(head.encode() + data)
     return sock
 
@@ -385,7 +466,9 @@ def raw_status(sock: socket.socket) -> str:
         sock.close()
 
 
-def fault_thread(kind: str, port: int, url: str, refs, info: dict, stop_at: float, tally: Tally, seed: int) -> None:
+def fault_thread(
+    kind: str, port: int, url: str, refs, info: dict, stop_at: float, tally: Tally, seed: int
+) -> None:
     """One kind of fault, injected again and again until ``stop_at``."""
     import httpx
 
@@ -406,7 +489,9 @@ def fault_thread(kind: str, port: int, url: str, refs, info: dict, stop_at: floa
         else:  # malformed requests from the fuzz families: 4xx each
             path, body, _ = next(malformed)
             try:
-                status = httpx.post(url + path, content=body, headers={"content-type": "application/json"}, timeout=60)
+                status = httpx.post(
+                    url + path, content=body, headers={"content-type": "application/json"}, timeout=60
+                )
                 tally.add(kind, f"{status.status_code // 100}xx")
             except httpx.HTTPError as exc:
                 tally.add(kind, type(exc).__name__)
@@ -414,21 +499,33 @@ def fault_thread(kind: str, port: int, url: str, refs, info: dict, stop_at: floa
 
 
 FAULTS = ("hang-up in a batch", "slow body", "oversized body", "malformed")
-EXPECTED = {"checked requests": "right", "hang-up in a batch": "sent", "slow body": "408", "oversized body": "413",
-            "malformed": "4xx", "SIGTERM in flight": "right"}  # fmt: skip
+EXPECTED = {
+    "checked requests": "right",
+    "hang-up in a batch": "sent",
+    "slow body": "408",
+    "oversized body": "413",
+    "malformed": "4xx",
+    "SIGTERM in flight": "right",
+}
 # A malformed draw is sometimes valid after all (a 2xx); only a 5xx or a dropped connection is a crash.
 
 
-def mixed_faults(url: str, info: dict, seconds: float, clients: int, seed: int, proc: subprocess.Popen) -> dict:
+def mixed_faults(
+    url: str, info: dict, seconds: float, clients: int, seed: int, proc: subprocess.Popen
+) -> dict:
     """Checked clients and every fault at once for ``seconds``, then SIGTERM with checked requests in flight."""
     port = int(url.rsplit(":", 1)[1])
     refs = reference_answers(url, info, 16, seed)
     long_refs = reference_answers(url, info, clients, seed + 1, steps=info["max_steps"])  # in flight a while
     tally, stop_at = Tally(), time.perf_counter() + seconds
-    threads = [threading.Thread(target=checked_client, args=(url, refs, stop_at, tally, seed + i))
-               for i in range(clients)]  # fmt: skip
-    threads += [threading.Thread(target=fault_thread, args=(k, port, url, refs, info, stop_at, tally, seed + 100 + i))
-                for i, k in enumerate(FAULTS)]  # fmt: skip
+    threads = [
+        threading.Thread(target=checked_client, args=(url, refs, stop_at, tally, seed + i))
+        for i in range(clients)
+    ]
+    threads += [
+        threading.Thread(target=fault_thread, args=(k, port, url, refs, info, stop_at, tally, seed + 100 + i))
+        for i, k in enumerate(FAULTS)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -437,10 +534,19 @@ def mixed_faults(url: str, info: dict, seconds: float, clients: int, seed: int, 
     code = sigterm_in_flight(url, long_refs, clients, tally, proc)
     counts = tally.counts
     wrong = sum(row.get("WRONG", 0) for row in counts.values())
-    crashes = int(not alive) + int(code not in (0, -signal.SIGTERM)) + sum(
-        n for row in counts.values() for k, n in row.items() if k.startswith("5"))  # fmt: skip
-    return {"seconds": seconds, "counts": counts, "alive_before_sigterm": alive, "exit_code": code,
-            "crashes": crashes, "wrong_answers": wrong}  # fmt: skip
+    crashes = (
+        int(not alive)
+        + int(code not in (0, -signal.SIGTERM))
+        + sum(n for row in counts.values() for k, n in row.items() if k.startswith("5"))
+    )
+    return {
+        "seconds": seconds,
+        "counts": counts,
+        "alive_before_sigterm": alive,
+        "exit_code": code,
+        "crashes": crashes,
+        "wrong_answers": wrong,
+    }
 
 
 def sigterm_in_flight(url: str, refs, clients: int, tally: Tally, proc: subprocess.Popen) -> int:
@@ -467,16 +573,27 @@ def print_mixed(result: dict) -> None:
     print(f"\nmixed faults for {result['seconds']:.0f} s, then SIGTERM with requests in flight:")
     print(f"{'traffic':<22}{'expected':>10}  outcomes")
     for kind, row in result["counts"].items():
-        print(f"{kind:<22}{EXPECTED.get(kind, '-'):>10}  " + ", ".join(f"{k} {v}" for k, v in sorted(row.items())))
-    print(f"server alive until SIGTERM: {'yes' if result['alive_before_sigterm'] else 'NO'}, exit code "
-          f"{result['exit_code']}; server crashes: {result['crashes']}; wrong answers: {result['wrong_answers']}")
+        print(
+            f"{kind:<22}{EXPECTED.get(kind, '-'):>10}  "
+            + ", ".join(f"{k} {v}" for k, v in sorted(row.items()))
+        )
+    print(
+        f"server alive until SIGTERM: {'yes' if result['alive_before_sigterm'] else 'NO'}, exit code "
+        f"{result['exit_code']}; server crashes: {result['crashes']}; wrong answers: {result['wrong_answers']}"
+    )
 
 
 # ------------------------------------------------------------------------------------------ main
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--policy.path", dest="policy_path", default=None, help="default: build a random checkpoint")
-    parser.add_argument("--size", choices=["tiny", "small"], default="tiny", help="the random checkpoint's size")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--policy.path", dest="policy_path", default=None, help="default: build a random checkpoint"
+    )
+    parser.add_argument(
+        "--size", choices=["tiny", "small"], default="tiny", help="the random checkpoint's size"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level")
@@ -487,16 +604,30 @@ def main() -> int:
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--batch-timeout-ms", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mixed", type=float, default=0.0, help="seconds of checked load with every fault injected, "
-                        "then SIGTERM with requests in flight (600: the 10-minute run; 0: skip)")  # fmt: skip
+    parser.add_argument(
+        "--mixed",
+        type=float,
+        default=0.0,
+        help="seconds of checked load with every fault injected, "
+        "then SIGTERM with requests in flight (600: the 10-minute run; 0: skip)",
+    )
     parser.add_argument("--mixed-clients", type=int, default=4, help="checked clients during --mixed")
-    parser.add_argument("--body-timeout-s", type=float, default=2.0, help="the server's body timeout (slow bodies)")
+    parser.add_argument(
+        "--body-timeout-s", type=float, default=2.0, help="the server's body timeout (slow bodies)"
+    )
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
-    if args.duration <= 0 or args.duration > 120 or args.max_requests < 1 or args.fuzz > 100000 or not (
-            0 <= args.mixed <= 3600):  # fmt: skip
-        parser.error("keep the run bounded: 0 < --duration <= 120, --max-requests >= 1, --fuzz <= 100000, "
-                     "0 <= --mixed <= 3600")
+    if (
+        args.duration <= 0
+        or args.duration > 120
+        or args.max_requests < 1
+        or args.fuzz > 100000
+        or not (0 <= args.mixed <= 3600)
+    ):
+        parser.error(
+            "keep the run bounded: 0 < --duration <= 120, --max-requests >= 1, --fuzz <= 100000, "
+            "0 <= --mixed <= 3600"
+        )
 
     tmp = Path(tempfile.mkdtemp(prefix="xvla_serve_load_"))
     policy_path = args.policy_path
@@ -510,32 +641,42 @@ def main() -> int:
         import httpx
 
         info = httpx.get(url + "/info").json()
-        print(f"server {url}: {Path(policy_path).name} ({args.size if args.policy_path is None else 'given'}), "
-              f"{info['action_mode']} chunk {info['chunk_size']}x{info['action_dim']}, {info['denoising_steps']} "
-              f"denoising steps, {info['device']} {info['dtype']}, server torch threads={args.threads or 'default'}, "
-              f"max batch {args.max_batch_size}, batch timeout {args.batch_timeout_ms} ms")  # fmt: skip
-        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-              f"python {platform.python_version()}; clients send 2 views of {args.image_size}x{args.image_size} "
-              "uint8 frames (json_numpy), mixed domain ids, official /act")  # fmt: skip
+        print(
+            f"server {url}: {Path(policy_path).name} ({args.size if args.policy_path is None else 'given'}), "
+            f"{info['action_mode']} chunk {info['chunk_size']}x{info['action_dim']}, {info['denoising_steps']} "
+            f"denoising steps, {info['device']} {info['dtype']}, server torch threads={args.threads or 'default'}, "
+            f"max batch {args.max_batch_size}, batch timeout {args.batch_timeout_ms} ms"
+        )
+        print(
+            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+            f"python {platform.python_version()}; clients send 2 views of {args.image_size}x{args.image_size} "
+            "uint8 frames (json_numpy), mixed domain ids, official /act"
+        )
         load_level(url, info, 1, 1.0, 50, args.image_size)  # warm-up
         rows = []
-        print(f"\n{'clients':>7} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'mean batch':>11}")
+        print(
+            f"\n{'clients':>7} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'mean batch':>11}"
+        )
         for n in args.concurrency:
             row = load_level(url, info, n, args.duration, args.max_requests, args.image_size)
             rows.append(row)
             failed |= row["errors"] > 0
-            print(f"{n:>7} {row['requests']:>9} {row['throughput']:>8.1f} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} "
-                  f"{row['errors']:>7} {row['mean_batch']:>11.2f}")  # fmt: skip
+            print(
+                f"{n:>7} {row['requests']:>9} {row['throughput']:>8.1f} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} "
+                f"{row['errors']:>7} {row['mean_batch']:>11.2f}"
+            )
         result = {"load": rows}
         if args.fuzz:
             start = time.perf_counter()
             fz = fuzz(url, info, args.fuzz, args.seed, proc)
             result["fuzz"] = fz
             failed |= fz["crashes"] > 0
-            print(f"\nfuzz: {fz['sent']} malformed requests in {time.perf_counter() - start:.1f}s -> 4xx {fz['4xx']}, "
-                  f"5xx {fz['5xx']}, 2xx {fz['2xx']}, connection errors {fz['connection errors']}; server alive: "
-                  f"{'yes' if fz['alive'] else 'NO'}, valid request afterwards: {fz['valid_after']}; "
-                  f"crashes: {fz['crashes']}")  # fmt: skip
+            print(
+                f"\nfuzz: {fz['sent']} malformed requests in {time.perf_counter() - start:.1f}s -> 4xx {fz['4xx']}, "
+                f"5xx {fz['5xx']}, 2xx {fz['2xx']}, connection errors {fz['connection errors']}; server alive: "
+                f"{'yes' if fz['alive'] else 'NO'}, valid request afterwards: {fz['valid_after']}; "
+                f"crashes: {fz['crashes']}"
+            )
             for line in fz["examples"]:
                 print("  not a 4xx:", line)
         if args.mixed:

@@ -33,7 +33,9 @@ def wall(command: list[str], repeats: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=5, help="runs per row (the median is shown)")
     args = parser.parse_args()
     py = sys.executable
@@ -50,7 +52,9 @@ def main() -> None:
         for name, command, target in rows:
             times = wall(command, args.repeats)
             shown = f"{target:.1f}" if target else "-"
-            print(f"{name:<44}{statistics.median(times):>10.2f}{min(times):>8.2f}{max(times):>8.2f}{shown:>10}")
+            print(
+                f"{name:<44}{statistics.median(times):>10.2f}{min(times):>8.2f}{max(times):>8.2f}{shown:>10}"
+            )
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
 
 

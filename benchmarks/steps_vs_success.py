@@ -61,33 +61,53 @@ def run_cell(args, info: dict, policy, setting: str, steps: int) -> dict:
     successes = episodes = 0
     for variant in info["train_variants"]:
         cfg = EvalConfig(
-            policy="-", tasks=info["tasks"], variant=variant, episodes_per_task=args.episodes or s["eval_episodes"],
-            seed=1000, num_envs=s["workers"], max_steps=s["eval_max_steps"], videos=0, image_size=s["image_size"],
-            output=str(args.output / "eval" / f"{setting}_{steps}_{variant}"), denoising_steps=steps, progress=False,
-        )  # fmt: skip
+            policy="-",
+            tasks=info["tasks"],
+            variant=variant,
+            episodes_per_task=args.episodes or s["eval_episodes"],
+            seed=1000,
+            num_envs=s["workers"],
+            max_steps=s["eval_max_steps"],
+            videos=0,
+            image_size=s["image_size"],
+            output=str(args.output / "eval" / f"{setting}_{steps}_{variant}"),
+            denoising_steps=steps,
+            progress=False,
+        )
         overall = evaluate(cfg, policy=policy)["overall"]
         successes += overall["successes"]
         episodes += overall["episodes"]
-    return {"setting": setting, "steps": steps, "successes": successes, "episodes": episodes,
-            "chunk_ms": chunk_ms(policy, steps, args.repeats)}  # fmt: skip
+    return {
+        "setting": setting,
+        "steps": steps,
+        "successes": successes,
+        "episodes": episodes,
+        "chunk_ms": chunk_ms(policy, steps, args.repeats),
+    }
 
 
 def print_table(cells: list[dict], machine: str) -> None:
     from xvla.sim.report import wilson_interval
 
-    print(f"\nDenoising steps vs closed-loop success, demo Phase I policy on its training variants ({machine})\n")
+    print(
+        f"\nDenoising steps vs closed-loop success, demo Phase I policy on its training variants ({machine})\n"
+    )
     print("| setting | steps | success | 95% Wilson | ms / chunk (batch 1) | x fp32 at 10 steps |")
     print("|---|---|---|---|---|---|")
     base = next((c["chunk_ms"] for c in cells if (c["setting"], c["steps"]) == ("fp32", 10)), None)
     for c in sorted(cells, key=lambda c: (SETTINGS.index(c["setting"]), -c["steps"])):
         lo, hi = wilson_interval(c["successes"], c["episodes"])
         ratio = f"{c['chunk_ms'] / base:.2f}" if base else "-"
-        print(f"| {c['setting']} | {c['steps']} | {c['successes']}/{c['episodes']} | {100 * lo:.0f}-{100 * hi:.0f}% | "
-              f"{c['chunk_ms']:.1f} | {ratio} |")  # fmt: skip
+        print(
+            f"| {c['setting']} | {c['steps']} | {c['successes']}/{c['episodes']} | {100 * lo:.0f}-{100 * hi:.0f}% | "
+            f"{c['chunk_ms']:.1f} | {ratio} |"
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--demo", type=Path, default=Path("outputs/demo"), help="the demo's output folder")
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 5, 3, 2])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
@@ -95,7 +115,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed chunks per cell")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--output", type=Path, default=Path("outputs/steps_vs_success"))
-    parser.add_argument("--retime", action="store_true", help="time the finished cells again (success is kept)")
+    parser.add_argument(
+        "--retime", action="store_true", help="time the finished cells again (success is kept)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -120,7 +142,9 @@ def main() -> None:
             if not path.is_file():
                 write_json(path, run_cell(args, info, policy, setting, steps))
             elif args.retime:  # a quieter machine than the one the episodes ran on
-                write_json(path, {**json.loads(path.read_text()), "chunk_ms": chunk_ms(policy, steps, args.repeats)})
+                write_json(
+                    path, {**json.loads(path.read_text()), "chunk_ms": chunk_ms(policy, steps, args.repeats)}
+                )
             cells.append(json.loads(path.read_text()))
             print(f"  {setting} {steps} steps: {cells[-1]['successes']}/{cells[-1]['episodes']}", flush=True)
     print_table(cells, f"{probe().summary()}; torch threads={args.threads}")

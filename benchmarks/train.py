@@ -51,7 +51,9 @@ def _peak_mb(device: str) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "max RSS"
 
 
-def run_model_case(name, batch, precision, device, warmup, repeats, threads, grad_ckpt, compile=False) -> dict:
+def run_model_case(
+    name, batch, precision, device, warmup, repeats, threads, grad_ckpt, compile=False
+) -> dict:
     import torch
 
     from xvla import XVLAPolicy
@@ -84,7 +86,9 @@ def run_model_case(name, batch, precision, device, warmup, repeats, threads, gra
     trainable = select_trainable(policy.model, "config")
     if compile:
         compile_for_training(policy.model)
-    optimizer = build_optimizer(policy.model, trainable, cfg.optimizer, fused=fused_adamw_supported(torch.device(device)))
+    optimizer = build_optimizer(
+        policy.model, trainable, cfg.optimizer, fused=fused_adamw_supported(torch.device(device))
+    )
     scheduler = GroupLRScheduler(
         optimizer, build_schedules(cfg.optimizer, cfg.scheduler, cfg.steps), step=500
     )
@@ -129,10 +133,22 @@ def run_model_case(name, batch, precision, device, warmup, repeats, threads, gra
     ms = 1000 * statistics.median(times)
     peak, kind = _peak_mb(device)
     return {
-        "kind": "model", "config": name, "params_m": params / 1e6, "batch": batch, "precision": precision,
-        "grad_ckpt": grad_ckpt, "compile": compile, "device": device, "ms_step": ms, "samples_s": batch * 1000 / ms, "peak_mb": peak,
-        "memory_kind": kind, "image": f"{views}x{size}x{size}", "threads": threads, "repeats": repeats,
-    }  # fmt: skip
+        "kind": "model",
+        "config": name,
+        "params_m": params / 1e6,
+        "batch": batch,
+        "precision": precision,
+        "grad_ckpt": grad_ckpt,
+        "compile": compile,
+        "device": device,
+        "ms_step": ms,
+        "samples_s": batch * 1000 / ms,
+        "peak_mb": peak,
+        "memory_kind": kind,
+        "image": f"{views}x{size}x{size}",
+        "threads": threads,
+        "repeats": repeats,
+    }
 
 
 def write_bench_dataset(root: Path, episodes: int = 8, length: int = 60, hw=(240, 320)) -> Path:
@@ -154,11 +170,14 @@ def write_bench_dataset(root: Path, episodes: int = 8, length: int = 60, hw=(240
         for i in range(length):
             base = ((xx + 3 * i + 17 * ep) % 256).astype(np.uint8)
             img = np.stack([base, ((yy + i) % 256).astype(np.uint8), np.full_like(base, 40 * ep % 256)], -1)
-            writer.add_frame({
-                "observation.images.front": img, "observation.images.wrist": img[::-1].copy(),
-                "observation.state": rng.standard_normal(8).astype(np.float32),
-                "action": rng.standard_normal(7).astype(np.float32),
-            })  # fmt: skip
+            writer.add_frame(
+                {
+                    "observation.images.front": img,
+                    "observation.images.wrist": img[::-1].copy(),
+                    "observation.state": rng.standard_normal(8).astype(np.float32),
+                    "action": rng.standard_normal(7).astype(np.float32),
+                }
+            )
         writer.save_episode(task=DATA_TASK)
     writer.finalize()
     return root
@@ -175,8 +194,17 @@ def run_data_case(root: str, workers: int, batch: int, batches: int, jitter: boo
 
     torch.set_num_threads(threads)
     keys = ["observation.images.front", "observation.images.wrist"]
-    config = XVLAConfig(hidden_size=64, depth=1, num_heads=4, chunk_size=32, florence_config=tiny_florence_config(),
-                        image_keys=keys, image_size=(224, 224), action_mode="auto", real_action_dim=7)  # fmt: skip
+    config = XVLAConfig(
+        hidden_size=64,
+        depth=1,
+        num_heads=4,
+        chunk_size=32,
+        florence_config=tiny_florence_config(),
+        image_keys=keys,
+        image_size=(224, 224),
+        action_mode="auto",
+        real_action_dim=7,
+    )
     cfg = build_train_config({"dataset": {"root": root}, "mixture": {"color_jitter": {"enable": jitter}}})
     sources = open_sources(cfg, config, keys)
     ds = MixtureDataset(sources, keys, config.chunk_size, color_jitter_cfg=cfg.mixture.color_jitter, seed=0)
@@ -191,10 +219,18 @@ def run_data_case(root: str, workers: int, batch: int, batches: int, jitter: boo
     elapsed = time.perf_counter() - start
     peak, kind = _peak_mb("cpu")
     return {
-        "kind": "data", "workers": workers, "batch": batch, "batches": batches, "jitter": jitter,
-        "samples_s": batch * batches / elapsed, "ms_batch": 1000 * elapsed / batches, "peak_mb": peak,
-        "memory_kind": kind + " (main process)", "frames": len(ds), "threads": threads,
-    }  # fmt: skip
+        "kind": "data",
+        "workers": workers,
+        "batch": batch,
+        "batches": batches,
+        "jitter": jitter,
+        "samples_s": batch * batches / elapsed,
+        "ms_batch": 1000 * elapsed / batches,
+        "peak_mb": peak,
+        "memory_kind": kind + " (main process)",
+        "frames": len(ds),
+        "threads": threads,
+    }
 
 
 def _sub(args_list: list[str]) -> dict | None:
@@ -237,8 +273,17 @@ def main() -> None:
         kind, *rest = args.case.split(",")
         if kind == "model":
             name, batch, precision, ckpt, comp = rest
-            row = run_model_case(name, int(batch), precision, args.device, args.warmup, args.repeats, args.threads,
-                                 ckpt == "1", comp == "1")  # fmt: skip
+            row = run_model_case(
+                name,
+                int(batch),
+                precision,
+                args.device,
+                args.warmup,
+                args.repeats,
+                args.threads,
+                ckpt == "1",
+                comp == "1",
+            )
         else:
             root, workers, jitter = rest
             row = run_data_case(
@@ -255,8 +300,11 @@ def main() -> None:
         for name in args.configs:
             for precision in args.precisions:
                 for batch in args.batches:
-                    for ckpt, comp in [(c, k) for c in ([0, 1] if args.grad_ckpt else [0])
-                                       for k in ([0, 1] if args.compile else [0])]:  # fmt: skip
+                    for ckpt, comp in [
+                        (c, k)
+                        for c in ([0, 1] if args.grad_ckpt else [0])
+                        for k in ([0, 1] if args.compile else [0])
+                    ]:
                         row = _sub(["--case", f"model,{name},{batch},{precision},{ckpt},{comp}", *common])
                         if row:
                             rows.append(row)
@@ -282,28 +330,36 @@ def main() -> None:
                         )
 
     cpu = platform.processor() or platform.machine()
-    print(f"\nX-VLA training ({cpu}, {os.cpu_count()} cores, torch threads={args.threads}, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}, device={args.device}, "
-          f"median of {args.repeats} steps after {args.warmup} warm-up)\n")  # fmt: skip
+    print(
+        f"\nX-VLA training ({cpu}, {os.cpu_count()} cores, torch threads={args.threads}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}, device={args.device}, "
+        f"median of {args.repeats} steps after {args.warmup} warm-up)\n"
+    )
     model_rows = [r for r in rows if r["kind"] == "model"]
     if model_rows:
         header = "| config | params (M) | images | batch | precision | grad ckpt | compiled | ms / step | samples/s | peak MB |"
         print(header)
         print("|---" * (header.count("|") - 1) + "|")
         for r in model_rows:
-            print(f"| {r['config']} | {r['params_m']:.1f} | {r['image']} | {r['batch']} | {r['precision']} | "
-                  f"{'yes' if r['grad_ckpt'] else 'no'} | {'yes' if r.get('compile') else 'no'} | {r['ms_step']:.0f} | {r['samples_s']:.2f} | "
-                  f"{r['peak_mb']:.0f} ({r['memory_kind']}) |")  # fmt: skip
+            print(
+                f"| {r['config']} | {r['params_m']:.1f} | {r['image']} | {r['batch']} | {r['precision']} | "
+                f"{'yes' if r['grad_ckpt'] else 'no'} | {'yes' if r.get('compile') else 'no'} | {r['ms_step']:.0f} | {r['samples_s']:.2f} | "
+                f"{r['peak_mb']:.0f} ({r['memory_kind']}) |"
+            )
     data_rows = [r for r in rows if r["kind"] == "data"]
     if data_rows:
-        print(f"\nData loading: v3.0 dataset, 2 mp4 cameras 240x320 -> 224x224, chunk 32, batch {args.data_batch}, "
-              f"{args.data_batches} batches\n")  # fmt: skip
+        print(
+            f"\nData loading: v3.0 dataset, 2 mp4 cameras 240x320 -> 224x224, chunk 32, batch {args.data_batch}, "
+            f"{args.data_batches} batches\n"
+        )
         header = "| loader workers | colour jitter | samples/s | ms / batch | peak MB |"
         print(header)
         print("|---" * (header.count("|") - 1) + "|")
         for r in data_rows:
-            print(f"| {r['workers']} | {'on' if r['jitter'] else 'off'} | {r['samples_s']:.1f} | "
-                  f"{r['ms_batch']:.0f} | {r['peak_mb']:.0f} ({r['memory_kind']}) |")  # fmt: skip
+            print(
+                f"| {r['workers']} | {'on' if r['jitter'] else 'off'} | {r['samples_s']:.1f} | "
+                f"{r['ms_batch']:.0f} | {r['peak_mb']:.0f} ({r['memory_kind']}) |"
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

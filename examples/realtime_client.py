@@ -58,7 +58,9 @@ def run(url: str, args) -> None:
 
     with Client(url, api_key=args.api_key) as client:
         info = client.info()
-        print(f"server: {info['checkpoint']} ({info['action_mode']}, chunk {info['chunk_size']} x {info['action_dim']})")
+        print(
+            f"server: {info['checkpoint']} ({info['action_mode']}, chunk {info['chunk_size']} x {info['action_dim']})"
+        )
         config = ExecutionConfig(args.strategy, execute_steps=args.execute_steps, guidance=args.guidance)
         env = gym.make(args.env, render_mode="rgb_array")
         # While nothing is planned (before the first chunk, or a late one) the robot repeats its last
@@ -72,20 +74,26 @@ def run(url: str, args) -> None:
             for episode in range(args.episodes):
                 executor.reset()
                 r = control_loop(env, executor, args, info["proprio_dim"], episode)
-                print(f"episode {episode}: {r['ticks']} ticks at {args.hz:g} Hz, return {r['return']:.2f}, "
-                      f"{r['idle_steps']} idle ticks, {r['switches']} chunk switches (max jump {r['max_switch_jump']:.3f}), "
-                      f"latency estimate {1000 * executor.latency.seconds:.0f} ms = {executor.expected_delay} ticks, "
-                      f"{r['overruns']} overruns")  # fmt: skip
+                print(
+                    f"episode {episode}: {r['ticks']} ticks at {args.hz:g} Hz, return {r['return']:.2f}, "
+                    f"{r['idle_steps']} idle ticks, {r['switches']} chunk switches (max jump {r['max_switch_jump']:.3f}), "
+                    f"latency estimate {1000 * executor.latency.seconds:.0f} ms = {executor.expected_delay} ticks, "
+                    f"{r['overruns']} overruns"
+                )
         env.close()
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--url", default=None, help="policy server URL (default: start a local one on a random checkpoint)")
+    p.add_argument(
+        "--url", default=None, help="policy server URL (default: start a local one on a random checkpoint)"
+    )
     p.add_argument("--api-key", default=None)
     p.add_argument("--env", default="Pendulum-v1")
     p.add_argument("--strategy", default="rtc", choices=STRATEGIES)
-    p.add_argument("--guidance", default="inpaint", choices=["inpaint", "guided"], help="rtc's sampler constraint")
+    p.add_argument(
+        "--guidance", default="inpaint", choices=["inpaint", "guided"], help="rtc's sampler constraint"
+    )
     p.add_argument("--execute-steps", type=int, default=None, help="actions per chunk before the next one")
     p.add_argument("--hz", type=float, default=20.0, help="control rate")
     p.add_argument("--episodes", type=int, default=1)

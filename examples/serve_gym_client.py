@@ -80,7 +80,9 @@ def local_server():
 
     with tempfile.TemporaryDirectory() as tmp:
         path = tiny_checkpoint(f"{tmp}/checkpoint")
-        with BackgroundServer(ServeConfig(policy_path=str(path), port=0, device="cpu", log_level="warning")) as srv:
+        with BackgroundServer(
+            ServeConfig(policy_path=str(path), port=0, device="cpu", log_level="warning")
+        ) as srv:
             print(f"started a local server on a random checkpoint at {srv.url}")
             yield srv.url
 
@@ -92,8 +94,10 @@ def run(url: str, args) -> None:
 
     with Client(url, api_key=args.api_key, image_format=args.image_format) as client:
         info = client.info()
-        print(f"server: {info['checkpoint']} ({info['action_mode']}, chunk {info['chunk_size']} x "
-              f"{info['action_dim']}, domains {info['domain_ids'][:8]}...)")  # fmt: skip
+        print(
+            f"server: {info['checkpoint']} ({info['action_mode']}, chunk {info['chunk_size']} x "
+            f"{info['action_dim']}, domains {info['domain_ids'][:8]}...)"
+        )
         env = gym.make(args.env, render_mode="rgb_array")
         for episode in range(args.episodes):
             obs, _ = env.reset(seed=args.seed + episode)
@@ -102,23 +106,31 @@ def run(url: str, args) -> None:
             total, latencies = 0.0, []
             for step in range(args.max_steps):
                 if not queue:
-                    observation = to_observation(env, obs, args.task, args.domain_id, info["proprio_dim"], rendering)
+                    observation = to_observation(
+                        env, obs, args.task, args.domain_id, info["proprio_dim"], rendering
+                    )
                     start = time.perf_counter()
                     chunk = client.act(observation, seed=args.seed * 100_003 + step)
                     latencies.append(time.perf_counter() - start)
                     queue.extend(chunk[: args.replan])
-                obs, reward, terminated, truncated, _ = env.step(to_env_action(queue.popleft(), env.action_space))
+                obs, reward, terminated, truncated, _ = env.step(
+                    to_env_action(queue.popleft(), env.action_space)
+                )
                 total += float(reward)
                 if terminated or truncated:
                     break
-            print(f"episode {episode}: {step + 1} steps, return {total:.2f}, {len(latencies)} server calls, "
-                  f"median latency {1000 * float(np.median(latencies)):.1f} ms"
-                  f"{'' if rendering else ' (synthetic frames: the env cannot render here)'}")  # fmt: skip
+            print(
+                f"episode {episode}: {step + 1} steps, return {total:.2f}, {len(latencies)} server calls, "
+                f"median latency {1000 * float(np.median(latencies)):.1f} ms"
+                f"{'' if rendering else ' (synthetic frames: the env cannot render here)'}"
+            )
         env.close()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", default=None, help="server address; default: start a local demo server")
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--env", default="Pendulum-v1")

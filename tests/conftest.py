@@ -22,10 +22,20 @@ WORDS = (
 
 def tiny_config(**overrides) -> XVLAConfig:
     base = dict(
-        hidden_size=32, depth=2, num_heads=4, num_domains=6, len_soft_prompts=4, dim_time=8, max_len_seq=160,
-        chunk_size=4, n_action_steps=4, max_state_dim=8, florence_config=tiny_florence_config(width=24, vocab_size=300),
-        tokenizer_max_length=12, image_size=(32, 32),
-    )  # fmt: skip
+        hidden_size=32,
+        depth=2,
+        num_heads=4,
+        num_domains=6,
+        len_soft_prompts=4,
+        dim_time=8,
+        max_len_seq=160,
+        chunk_size=4,
+        n_action_steps=4,
+        max_state_dim=8,
+        florence_config=tiny_florence_config(width=24, vocab_size=300),
+        tokenizer_max_length=12,
+        image_size=(32, 32),
+    )
     base.update(overrides)
     return XVLAConfig(**base)
 
@@ -62,8 +72,16 @@ def tokenizer(tokenizer_dir):
     return AutoTokenizer.from_pretrained(str(tokenizer_dir))
 
 
-def make_batch(config: XVLAConfig, batch_size: int = 2, cameras: list[str] | None = None, state_dim: int = 5,
-               tasks: list[str] | None = None, domain_id=None, size=(40, 48), action_dim: int | None = None):  # fmt: skip
+def make_batch(
+    config: XVLAConfig,
+    batch_size: int = 2,
+    cameras: list[str] | None = None,
+    state_dim: int = 5,
+    tasks: list[str] | None = None,
+    domain_id=None,
+    size=(40, 48),
+    action_dim: int | None = None,
+):
     cameras = cameras or config.image_keys or ["observation.images.front"]
     batch = {cam: torch.rand(batch_size, 3, *size) for cam in cameras}
     batch["observation.state"] = torch.randn(batch_size, state_dim)

@@ -21,10 +21,16 @@ def test_ee6d_loss_terms_match_definition():
     space = build_action_space("ee6d")
     pred, target = _pair(20)
     losses = space.compute_loss(pred, target)
-    pos = (F.mse_loss(pred[..., :3], target[..., :3]) + F.mse_loss(pred[..., 10:13], target[..., 10:13])) * 500
-    rot = (F.mse_loss(pred[..., 3:9], target[..., 3:9]) + F.mse_loss(pred[..., 13:19], target[..., 13:19])) * 10
-    grip = (F.binary_cross_entropy_with_logits(pred[..., 9], target[..., 9])
-            + F.binary_cross_entropy_with_logits(pred[..., 19], target[..., 19])) / 2  # fmt: skip
+    pos = (
+        F.mse_loss(pred[..., :3], target[..., :3]) + F.mse_loss(pred[..., 10:13], target[..., 10:13])
+    ) * 500
+    rot = (
+        F.mse_loss(pred[..., 3:9], target[..., 3:9]) + F.mse_loss(pred[..., 13:19], target[..., 13:19])
+    ) * 10
+    grip = (
+        F.binary_cross_entropy_with_logits(pred[..., 9], target[..., 9])
+        + F.binary_cross_entropy_with_logits(pred[..., 19], target[..., 19])
+    ) / 2
     assert set(losses) == {"position_loss", "rotate6D_loss", "gripper_loss"}
     torch.testing.assert_close(losses["position_loss"], pos)
     torch.testing.assert_close(losses["rotate6D_loss"], rot)
@@ -57,7 +63,9 @@ def test_agibot_uses_mse_gripper_and_no_processing():
     space = build_action_space("agibot_ee6d")
     pred, target = _pair(20)
     losses = space.compute_loss(pred, target)
-    torch.testing.assert_close(losses["gripper_loss"], F.mse_loss(pred[..., [9, 19]], target[..., [9, 19]]) * 10)
+    torch.testing.assert_close(
+        losses["gripper_loss"], F.mse_loss(pred[..., [9, 19]], target[..., [9, 19]]) * 10
+    )
     x = torch.randn(1, 2, 20)
     assert torch.equal(space.postprocess(x), x)
     p, a = space.preprocess(torch.ones(1, 20), x)
@@ -71,7 +79,9 @@ def test_franka_joint7_pads_and_trims():
     assert a.shape == (1, 3, 20) and a[..., 7:].abs().sum() == 0
     assert space.postprocess(torch.randn(1, 3, 20)).shape == (1, 3, 7)
     pred, target = torch.randn(1, 3, 20), torch.randn(1, 3, 7)
-    torch.testing.assert_close(space.compute_loss(pred, target)["joints_loss"], F.mse_loss(pred[..., :7], target))
+    torch.testing.assert_close(
+        space.compute_loss(pred, target)["joints_loss"], F.mse_loss(pred[..., :7], target)
+    )
     with pytest.raises(ValueError, match="action dimension mismatch"):
         space.preprocess(torch.zeros(1, 32), torch.ones(1, 3, 9))
 
@@ -93,7 +103,9 @@ def test_auto_space(weight):
     space = build_action_space("auto", real_dim=7, max_dim=20, loss_weight=weight)
     assert space.dim_action == 20 and space.real_dim == 7
     pred, target = torch.randn(2, 3, 20), torch.randn(2, 3, 7)
-    torch.testing.assert_close(space.compute_loss(pred, target)["joints_loss"], F.mse_loss(pred[..., :7], target) * weight)
+    torch.testing.assert_close(
+        space.compute_loss(pred, target)["joints_loss"], F.mse_loss(pred[..., :7], target) * weight
+    )
     assert space.postprocess(pred).shape == (2, 3, 7)
     with pytest.raises(ValueError, match="max_action_dim"):
         build_action_space("auto", real_dim=25, max_dim=20)
@@ -163,9 +175,11 @@ def test_custom_action_space_example_end_to_end():
 def test_registering_a_taken_name_fails_and_names_the_existing_class():
     builtin = ACTION_REGISTRY["ee6d"]
     with pytest.raises(KeyError, match=r"already registered by xvla\.actions\.\w+.*override=True"):
+
         @register_action("ee6d")
         class Other(BaseActionSpace):
             dim_action = 3
+
     with pytest.raises(ValueError, match="already registered"):  # also a ValueError, for the CLI's errors
         register_action("EE6D")(type("Other2", (BaseActionSpace,), {"dim_action": 3}))
     assert ACTION_REGISTRY["ee6d"] is builtin

@@ -32,14 +32,18 @@ def base_and_trained(tmp_path, tokenizer):
 
 def test_export_load_gives_the_trained_robots_actions(base_and_trained, tmp_path, tokenizer):
     base_dir, trained_dir = base_and_trained
-    assert main(["adapter", "export", str(trained_dir), "--domain", "2", str(tmp_path / "arm.safetensors")]) == 0
+    assert (
+        main(["adapter", "export", str(trained_dir), "--domain", "2", str(tmp_path / "arm.safetensors")]) == 0
+    )
     trained = XVLAPolicy.from_pretrained(trained_dir, tokenizer=tokenizer)
     base = XVLAPolicy.from_pretrained(base_dir, tokenizer=tokenizer)
     info = base.load_adapter(tmp_path / "arm.safetensors")
     assert info.name == "new-arm" and info.domain_id == 1  # the first slot no trained domain uses
     assert base.adapters["new-arm"].metadata["action_mode"] == base.config.action_mode
     batch = make_batch(base.config, batch_size=1)
-    noise = torch.randn(1, base.config.chunk_size, base.model.dim_action, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(
+        1, base.config.chunk_size, base.model.dim_action, generator=torch.Generator().manual_seed(1)
+    )
     expected = trained.predict_action_chunk({**batch, "domain_id": 2}, noise=noise)
     assert torch.equal(base.predict_action_chunk({**batch, "robot": "new-arm"}, noise=noise), expected)
     assert torch.equal(base.predict_action_chunk({**batch, "domain_id": 1}, noise=noise), expected)
@@ -81,8 +85,13 @@ def two_widths(tmp_path, tokenizer):
     XVLAPolicy(
         tiny_config(real_action_dim=4, domains={0: "gripper4"}, **fields), tokenizer=tokenizer
     ).save_pretrained(tmp_path / "base")
-    arm = XVLAPolicy.from_pretrained(tmp_path / "base", tokenizer=tokenizer, real_action_dim=7, domain_id=2,
-                                     domains={0: "gripper4", 2: "arm7"})  # fmt: skip
+    arm = XVLAPolicy.from_pretrained(
+        tmp_path / "base",
+        tokenizer=tokenizer,
+        real_action_dim=7,
+        domain_id=2,
+        domains={0: "gripper4", 2: "arm7"},
+    )
     with torch.no_grad():
         for name, param in arm.model.named_parameters():
             if name in domain_rows(arm.model, 2):
@@ -154,10 +163,13 @@ def test_info_lists_an_adapter_file_and_the_adapters_loaded_into_a_checkpoint(tw
 def test_an_adapter_loaded_into_a_compiled_policy_is_used(two_widths):
     """Compiled graphs freeze the weights: loading an adapter afterwards must rebuild them, not serve stale rows."""
     base, arm, path = two_widths
-    compiled = XVLAPolicy.from_pretrained(base.source_dir, tokenizer=base.tokenizer, compile=True,
-                                          compile_batch_sizes=(1,))  # fmt: skip
+    compiled = XVLAPolicy.from_pretrained(
+        base.source_dir, tokenizer=base.tokenizer, compile=True, compile_batch_sizes=(1,)
+    )
     batch = make_batch(base.config, batch_size=1)
-    noise = torch.randn(1, base.config.chunk_size, base.model.dim_action, generator=torch.Generator().manual_seed(3))
+    noise = torch.randn(
+        1, base.config.chunk_size, base.model.dim_action, generator=torch.Generator().manual_seed(3)
+    )
     before = compiled.predict_action_chunk({**batch, "domain_id": 0}, noise=noise)  # compiles, weights frozen
     info = compiled.load_adapter(path)
     assert compiled.model.runner is not None  # still the compiled runner

@@ -19,12 +19,29 @@ CAMS = ["observation.images.top", "observation.images.wrist"]
 def custom_config() -> XVLAConfig:
     """Non-224 px, 2 cameras, auto 7-D actions, a custom domain table: nothing a default would guess."""
     return XVLAConfig(
-        hidden_size=32, depth=2, num_heads=4, num_domains=8, len_soft_prompts=4, dim_time=8, max_len_seq=200,
-        chunk_size=6, n_action_steps=3, num_denoising_steps=3, action_mode="auto", real_action_dim=7,
-        max_action_dim=20, max_state_dim=20, auto_loss_weight=1.0, image_size=(48, 40), image_keys=CAMS,
-        num_image_views=3, tokenizer_max_length=11, domain_id=5, domains={5: "my-arm", 2: "old-arm"},
+        hidden_size=32,
+        depth=2,
+        num_heads=4,
+        num_domains=8,
+        len_soft_prompts=4,
+        dim_time=8,
+        max_len_seq=200,
+        chunk_size=6,
+        n_action_steps=3,
+        num_denoising_steps=3,
+        action_mode="auto",
+        real_action_dim=7,
+        max_action_dim=20,
+        max_state_dim=20,
+        auto_loss_weight=1.0,
+        image_size=(48, 40),
+        image_keys=CAMS,
+        num_image_views=3,
+        tokenizer_max_length=11,
+        domain_id=5,
+        domains={5: "my-arm", 2: "old-arm"},
         florence_config=tiny_florence_config(width=24, vocab_size=300),
-    )  # fmt: skip
+    )
 
 
 def batch():
@@ -53,7 +70,9 @@ def test_round_trip_through_every_format_keeps_actions_and_identity(tmp_path, to
         assert identity(loaded) == identity(reference), dst
         assert torch.equal(loaded.predict_action_chunk(batch(), noise=noise), expected), dst
     assert json.loads((tmp_path / "official" / "preprocessor_config.json").read_text())["size"] == {
-        "height": 48, "width": 40}
+        "height": 48,
+        "width": 40,
+    }
 
 
 def test_convert_refuses_an_existing_destination_and_leaves_nothing_on_failure(tmp_path, tokenizer, capsys):

@@ -12,7 +12,10 @@ METADATA = {name: f"value of {name}" for name in ("producer", "format", "zeta", 
 
 
 def test_saving_the_same_weights_twice_gives_identical_bytes(tmp_path):
-    weights = {"b.weight": torch.randn(3, 4, generator=torch.Generator().manual_seed(0)), "a.bias": torch.arange(5.0)}
+    weights = {
+        "b.weight": torch.randn(3, 4, generator=torch.Generator().manual_seed(0)),
+        "a.bias": torch.arange(5.0),
+    }
     files = []
     for i in range(4):
         save_weights_file(weights, tmp_path / str(i), metadata=METADATA)

@@ -34,4 +34,7 @@ def test_shared_fp32_weights_are_counted_once():
 
 
 def test_a_variant_too_large_for_the_memory_still_runs_alone():
-    assert cl.plan_passes(["fp32-compiled", "bf16-compiled"], 2, FULL_GB / 4) == [["fp32-compiled"], ["bf16-compiled"]]
+    assert cl.plan_passes(["fp32-compiled", "bf16-compiled"], 2, FULL_GB / 4) == [
+        ["fp32-compiled"],
+        ["bf16-compiled"],
+    ]

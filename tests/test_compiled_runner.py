@@ -38,7 +38,9 @@ def sample_inputs(io: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def test_compiled_fp32_matches_reference_with_padding_and_slices():
     io, meta = load_case(CASE)
     # Sizes (2,): the batch of 3 is padded to 4 and run as two slices of 2 -- one graph of each kind.
-    policy = XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint", compile=True, compile_batch_sizes=(2,))
+    policy = XVLAPolicy.from_pretrained(
+        FIXTURES / CASE / "checkpoint", compile=True, compile_batch_sizes=(2,)
+    )
     fast = policy.model.runner
     assert isinstance(fast, CompiledRunner) and fast.padded_size(3) == 4
     actions = policy.model.generate_actions(**sample_inputs(io), steps=int(meta["steps"]), noise=io["noise"])
@@ -122,7 +124,11 @@ def test_clear_errors_where_inductor_cannot_work(monkeypatch):
 def test_cuda_graphs_bf16_close_to_fp32():
     io, meta = load_case(CASE)
     policy = XVLAPolicy.from_pretrained(
-        FIXTURES / CASE / "checkpoint", device="cuda", dtype="bfloat16", compile=True, compile_batch_sizes=(4,)
+        FIXTURES / CASE / "checkpoint",
+        device="cuda",
+        dtype="bfloat16",
+        compile=True,
+        compile_batch_sizes=(4,),
     )
     assert policy.model.runner.mode == "reduce-overhead"
     inputs = {k: v.cuda() for k, v in sample_inputs(io).items()}
@@ -136,7 +142,9 @@ def test_int8_quantization_of_the_linears_stays_close_to_fp32():
     policy = XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint", quantize="int8")
     modules = dict(policy.model.named_modules())
     quantized = [n for n, m in modules.items() if isinstance(m, Int8Linear)]
-    left = [n for n, m in modules.items() if isinstance(m, torch.nn.Linear) and m.in_features >= MIN_IN_FEATURES]
+    left = [
+        n for n, m in modules.items() if isinstance(m, torch.nn.Linear) and m.in_features >= MIN_IN_FEATURES
+    ]
     assert quantized and not left and all(not n.startswith("transformer.soft_prompt") for n in quantized)
     inputs = sample_inputs(io)
     before = {k: v.clone() for k, v in inputs.items()}
@@ -233,9 +241,14 @@ def test_weights_changed_rebuilds_graphs_that_froze_the_old_weights():
 
     torch.manual_seed(0)
     model = XVLAModel(tiny_config(dtype="bfloat16", hidden_size=64, depth=1)).eval()
-    inputs = dict(input_ids=torch.randint(3, 200, (1, 12)), image_input=torch.randn(1, 1, 3, 32, 32),
-                  image_mask=torch.ones(1, 1, dtype=torch.bool), domain_id=torch.zeros(1, dtype=torch.long),
-                  proprio=torch.randn(1, model.dim_proprio), noise=torch.randn(1, 4, model.dim_action))  # fmt: skip
+    inputs = dict(
+        input_ids=torch.randint(3, 200, (1, 12)),
+        image_input=torch.randn(1, 1, 3, 32, 32),
+        image_mask=torch.ones(1, 1, dtype=torch.bool),
+        domain_id=torch.zeros(1, dtype=torch.long),
+        proprio=torch.randn(1, model.dim_proprio),
+        noise=torch.randn(1, 4, model.dim_action),
+    )
     fast = compile_for_inference(model, batch_sizes=(1,))
     model.generate_actions(**inputs)  # compiles: the linears are prepacked for oneDNN
     with torch.no_grad():

@@ -7,7 +7,13 @@ from xvla.config import florence2_large_config
 
 def test_defaults_match_the_released_models():
     cfg = XVLAConfig()
-    assert (cfg.chunk_size, cfg.n_action_steps, cfg.hidden_size, cfg.depth, cfg.num_heads) == (32, 32, 1024, 24, 16)
+    assert (cfg.chunk_size, cfg.n_action_steps, cfg.hidden_size, cfg.depth, cfg.num_heads) == (
+        32,
+        32,
+        1024,
+        24,
+        16,
+    )
     assert (cfg.num_domains, cfg.len_soft_prompts, cfg.max_state_dim, cfg.max_action_dim) == (30, 32, 32, 20)
     assert cfg.action_mode == "ee6d" and cfg.num_denoising_steps == 10 and cfg.dtype == "float32"
     assert cfg.tokenizer_name == "facebook/bart-large"

@@ -27,7 +27,9 @@ def test_runnable_command_blocks(block, tmp_path):
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
     for line in filter(None, (x.split("#")[0].strip() for x in block.splitlines())):
         command = line.replace("python -m", f"{sys.executable} -m", 1)
-        done = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
 
 
@@ -146,13 +148,13 @@ def readme_layout_modules() -> set[str]:
 def test_readme_layout_lists_every_module():
     src = ROOT / "src" / "xvla"
     modules = {
-        str(p.relative_to(src))
-        for p in src.rglob("*.py")
-        if p.name != "__init__.py" or p.parent == src
+        str(p.relative_to(src)) for p in src.rglob("*.py") if p.name != "__init__.py" or p.parent == src
     }
     listed = readme_layout_modules()
     assert not modules - listed, f"README.md's Layout misses {sorted(modules - listed)}"
-    assert not listed - modules, f"README.md's Layout lists modules that do not exist: {sorted(listed - modules)}"
+    assert not listed - modules, (
+        f"README.md's Layout lists modules that do not exist: {sorted(listed - modules)}"
+    )
 
 
 # ------------------------------------------------------------------------------------- links between the docs

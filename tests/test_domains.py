@@ -47,7 +47,10 @@ def test_no_free_id_says_how_to_reuse_one():
 
 
 def test_domain_tables_are_recognised_through_wrappers():
-    assert canonical_name("module._orig_mod.transformer.soft_prompt_hub.weight") == "transformer.soft_prompt_hub.weight"
+    assert (
+        canonical_name("module._orig_mod.transformer.soft_prompt_hub.weight")
+        == "transformer.soft_prompt_hub.weight"
+    )
     assert is_domain_table("module.transformer.action_decoder.fc1.weight")
     assert is_domain_table("policy.model.transformer.vlm_proj.fc.weight")
     assert not is_domain_table("transformer.blocks.0.attn.qkv.weight")

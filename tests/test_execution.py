@@ -27,8 +27,9 @@ def labelled(observation, request):
 
 
 def run(strategy, delay, ticks=40, execute_steps=4, policy=labelled, **config):
-    executor = ActionExecutor(policy, ExecutionConfig(strategy, execute_steps=execute_steps, **config),
-                              delay_steps=delay)  # fmt: skip
+    executor = ActionExecutor(
+        policy, ExecutionConfig(strategy, execute_steps=execute_steps, **config), delay_steps=delay
+    )
     with executor:
         records = [executor.step({"tick": k}) for k in range(ticks)]
     return executor, records
@@ -129,8 +130,9 @@ def ensemble_at(chunks, position, decay):
 
 
 def test_ensemble_executor_uses_the_weighted_mean():
-    _, records = run("ensemble", 0, policy=constant([0.0, 1.0, 1.0, 1.0]), execute_steps=4, ticks=12,
-                     ensemble_decay=0.0)  # fmt: skip
+    _, records = run(
+        "ensemble", 0, policy=constant([0.0, 1.0, 1.0, 1.0]), execute_steps=4, ticks=12, ensemble_decay=0.0
+    )
     values = [float(r.action[0]) for r in records]
     assert values[:4] == [0.0] * 4 and values[4:8] == [0.5] * 4  # two chunks cover ticks 4-7
 
@@ -228,8 +230,9 @@ def test_real_time_mode_measures_latency_and_aligns_by_what_was_executed():
         clock["now"] += 0.035  # each inference "takes" 35 ms of the fake clock = 4 ticks of 10 ms
         return labelled(observation, request)
 
-    executor = ActionExecutor(timed, ExecutionConfig("rtc", execute_steps=4), control_dt=0.01,
-                              clock=lambda: clock["now"])  # fmt: skip
+    executor = ActionExecutor(
+        timed, ExecutionConfig("rtc", execute_steps=4), control_dt=0.01, clock=lambda: clock["now"]
+    )
     with executor:
         executor.act({})
         executor._future.result()
@@ -286,7 +289,9 @@ def test_clear_errors():
 
 def test_motion_metrics():
     actions = np.array([[0.0], [0.5], [0.5], [1.5], [1.5]])
-    m = motion_metrics(actions, idle=[True, False, False, False, False], switch=[False, True, False, True, False])
+    m = motion_metrics(
+        actions, idle=[True, False, False, False, False], switch=[False, True, False, True, False]
+    )
     # the first chunk's start from rest is not a switch; the second chunk jumps by 1
     assert m["max_switch_jump"] == 1.0 and m["idle_steps"] == 1 and m["switches"] == 1
     assert m["max_jerk"] == pytest.approx(1.0)  # second differences of [0, 0.5, 0.5, 1.5, 1.5]: -0.5, 1, -1

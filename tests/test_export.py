@@ -39,7 +39,10 @@ def test_onnx_sampler_matches_the_reference_fixture(exported):
         io, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
     policy = XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint")
     inputs = {k: io[k].numpy() for k in ("input_ids", "image_input", "image_mask", "domain_id", "proprio")}
-    for rows in (slice(0, 3), slice(1, 2)):  # the exported batch was 2: batch 3 and 1 exercise the dynamic axis
+    for rows in (
+        slice(0, 3),
+        slice(1, 2),
+    ):  # the exported batch was 2: batch 3 and 1 exercise the dynamic axis
         part = {k: v[rows] for k, v in inputs.items()}
         raw = OnnxSampler(exported)(part, io["noise"][rows].numpy(), steps=int(meta["steps"]))
         actions = policy.model.action_space.postprocess(torch.from_numpy(raw))
@@ -62,8 +65,12 @@ def test_openvino_runs_the_exported_graphs(exported):
     onnxruntime = OnnxSampler(exported)(inputs, io["noise"].numpy(), steps=steps)
     f32 = OnnxSampler(exported, runtime="openvino", precision="f32")(inputs, io["noise"].numpy(), steps=steps)
     np.testing.assert_allclose(f32, onnxruntime, atol=1e-4, rtol=0)
-    bf16 = OnnxSampler(exported, runtime="openvino", precision="bf16")(inputs, io["noise"].numpy(), steps=steps)
-    assert np.isfinite(bf16).all() and np.abs(bf16 - onnxruntime).max() < 0.05  # 0.015 measured (actions up to 1.1)
+    bf16 = OnnxSampler(exported, runtime="openvino", precision="bf16")(
+        inputs, io["noise"].numpy(), steps=steps
+    )
+    assert (
+        np.isfinite(bf16).all() and np.abs(bf16 - onnxruntime).max() < 0.05
+    )  # 0.015 measured (actions up to 1.1)
 
 
 def test_unknown_runtime_or_precision_is_refused(exported):
@@ -82,9 +89,20 @@ def test_fast_flag_times_this_machines_fast_setting_on_the_same_inputs(exported,
     monkeypatch.setattr(hardware, "choose", lambda device=None, hw=None: setting)
     monkeypatch.setattr("xvla.policy.choose", lambda device=None: setting)
     out = exported.parent / "again"
-    args = ["export", str(FIXTURES / CASE / "checkpoint"), str(out), "--image-size", "16", "16", "--no-check", "--fast"]
+    args = [
+        "export",
+        str(FIXTURES / CASE / "checkpoint"),
+        str(out),
+        "--image-size",
+        "16",
+        "16",
+        "--no-check",
+        "--fast",
+    ]
     assert main(args) == 0
-    assert "fast path here (--device cpu --dtype float32 --quantize int8), batch 3:" in capsys.readouterr().out
+    assert (
+        "fast path here (--device cpu --dtype float32 --quantize int8), batch 3:" in capsys.readouterr().out
+    )
 
 
 def test_export_takes_the_image_size_the_processor_settles(tmp_path):
@@ -95,4 +113,7 @@ def test_export_takes_the_image_size_the_processor_settles(tmp_path):
     policy = XVLAPolicy.from_pretrained(FIXTURES / CASE / "checkpoint")
     policy.model.config = replace(policy.config, image_size=None, resize_imgs_with_padding=(12, 16))
     export_onnx(policy.model, tmp_path, views=policy.config.total_image_views)
-    assert OnnxSampler(tmp_path).meta["image_size"] == [12, 16]  # what resize_imgs_with_padding feeds the model
+    assert OnnxSampler(tmp_path).meta["image_size"] == [
+        12,
+        16,
+    ]  # what resize_imgs_with_padding feeds the model

@@ -21,9 +21,16 @@ FIXTURES = Path(__file__).parent / "fixtures" / "parity"
 AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 BASE = hardware.Hardware(
-    cpu_model="test", aten_capability="AVX2", onednn_cap=None, avx512=False, vnni=False, bf16=False, amx=False,
-    cuda=None, cxx="/usr/bin/c++",
-)  # fmt: skip
+    cpu_model="test",
+    aten_capability="AVX2",
+    onednn_cap=None,
+    avx512=False,
+    vnni=False,
+    bf16=False,
+    amx=False,
+    cuda=None,
+    cxx="/usr/bin/c++",
+)
 
 
 def _run_capped(code: str) -> dict:
@@ -54,7 +61,11 @@ def test_chooser_picks_the_fast_correct_setting_per_kind(changes, expected):
 def test_chooser_on_a_gpu_and_auto():
     gpu = dataclasses.replace(BASE, cuda="Some GPU")
     assert hardware.choose("cuda:1", gpu).kwargs() == {
-        "device": "cuda:1", "dtype": "bfloat16", "compile": True, "quantize": None}  # fmt: skip
+        "device": "cuda:1",
+        "dtype": "bfloat16",
+        "compile": True,
+        "quantize": None,
+    }
     assert hardware.choose(None, gpu).device == "cuda"
     assert hardware.choose("auto", BASE).device == "cpu"
 
@@ -123,8 +134,13 @@ def test_int8_action_error_within_twice_bf16s_on_the_parity_fixtures(capped):
     if capped:
         result = _run_capped(code)
     else:
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         result = json.loads(proc.stdout.strip().splitlines()[-1])
     (bf16_max, bf16_mean), (int8_max, int8_mean) = result["bf16"], result["int8"]
@@ -165,4 +181,3 @@ def test_bf16_load_warns_where_the_cpu_would_emulate_it(monkeypatch, caplog, nat
 def test_report_names_the_detection_and_the_choice():
     text = hardware.report()
     assert hardware.probe().summary() in text and "chooses" in text and "why" in text
-

@@ -13,7 +13,9 @@ def test_image_to_float_and_normalize():
     assert f.dtype == torch.float32 and f.max() == 1.0
     assert torch.equal(images.image_to_float(torch.full((1, 3, 2, 2), 127.5)), torch.full((1, 3, 2, 2), 0.5))
     n = images.imagenet_normalize(torch.zeros(1, 3, 2, 2))
-    torch.testing.assert_close(n[0, :, 0, 0], -torch.tensor(images.IMAGENET_MEAN) / torch.tensor(images.IMAGENET_STD))
+    torch.testing.assert_close(
+        n[0, :, 0, 0], -torch.tensor(images.IMAGENET_MEAN) / torch.tensor(images.IMAGENET_STD)
+    )
 
 
 def test_image_range_errors_name_the_key():

@@ -17,8 +17,14 @@ def inputs(config, batch=2, views=2, domain=None, length=12):
     )
 
 
-MODES = [("ee6d", 20, 20), ("joint", 14, 14), ("agibot_ee6d", 20, 20), ("franka_joint7", 20, 7),
-         ("so101_bimanual", 20, 12), ("auto", 20, 7)]  # fmt: skip
+MODES = [
+    ("ee6d", 20, 20),
+    ("joint", 14, 14),
+    ("agibot_ee6d", 20, 20),
+    ("franka_joint7", 20, 7),
+    ("so101_bimanual", 20, 12),
+    ("auto", 20, 7),
+]
 
 
 @pytest.mark.parametrize("mode,model_dim,real_dim", MODES)
@@ -28,7 +34,9 @@ def test_every_action_mode_generates_and_trains(mode, model_dim, real_dim):
     x = inputs(config)
     out = model.generate_actions(**x, steps=2)
     assert out.shape == (2, config.chunk_size, real_dim) and torch.isfinite(out).all()
-    target = torch.rand(2, config.chunk_size, real_dim if mode in ("auto", "franka_joint7", "so101_bimanual") else model_dim)
+    target = torch.rand(
+        2, config.chunk_size, real_dim if mode in ("auto", "franka_joint7", "so101_bimanual") else model_dim
+    )
     losses = model(**x, action=target)
     total = sum(losses.values())
     total.backward()
@@ -146,7 +154,11 @@ def test_default_t_is_stratified():
         return original(context, x_t, proprio, t)
 
     model.denoise_step = spy
-    model(**inputs(config, batch=4), action=torch.rand(4, config.chunk_size, 20), generator=torch.Generator().manual_seed(1))
+    model(
+        **inputs(config, batch=4),
+        action=torch.rand(4, config.chunk_size, 20),
+        generator=torch.Generator().manual_seed(1),
+    )
     u = torch.rand(1, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(seen["t"], (u + torch.arange(4) / 4) % (1 - 1e-5))
 
@@ -199,11 +211,17 @@ def test_domain_aware_linear_and_time_embedding():
     torch.testing.assert_close(y[1], x[1] @ w + layer.bias.weight[3])
     assert layer(torch.randn(2, 3), ids).shape == (2, 2)
     emb = timestep_embedding(torch.tensor([0.0, 0.5]), 8)
-    assert emb.shape == (2, 8) and torch.equal(emb[0, :4], torch.ones(4)) and torch.equal(emb[0, 4:], torch.zeros(4))
+    assert (
+        emb.shape == (2, 8)
+        and torch.equal(emb[0, :4], torch.ones(4))
+        and torch.equal(emb[0, 4:], torch.zeros(4))
+    )
 
 
 def test_freeze_switches():
-    config = tiny_config(freeze_vision_encoder=True, freeze_language_encoder=True, train_policy_transformer=False)
+    config = tiny_config(
+        freeze_vision_encoder=True, freeze_language_encoder=True, train_policy_transformer=False
+    )
     model = XVLAModel(config)
     assert not any(p.requires_grad for p in model.vlm.vision_tower.parameters())
     assert not any(p.requires_grad for p in model.vlm.language_model.parameters())

@@ -36,9 +36,14 @@ def test_generate_actions_matches_reference(case):
     policy = XVLAPolicy.from_pretrained(FIXTURES / case / "checkpoint")
     assert policy.checkpoint_format == ("official" if meta["layout"] == "official" else "lerobot")
     actions = policy.model.generate_actions(
-        input_ids=io["input_ids"], image_input=io["image_input"], image_mask=io["image_mask"],
-        domain_id=io["domain_id"], proprio=io["proprio"], steps=int(meta["steps"]), noise=io["noise"],
-    )  # fmt: skip
+        input_ids=io["input_ids"],
+        image_input=io["image_input"],
+        image_mask=io["image_mask"],
+        domain_id=io["domain_id"],
+        proprio=io["proprio"],
+        steps=int(meta["steps"]),
+        noise=io["noise"],
+    )
     assert actions.shape == io["actions"].shape
     torch.testing.assert_close(actions, io["actions"], atol=1e-4, rtol=0)
 
@@ -48,10 +53,16 @@ def test_loss_terms_match_reference(case):
     io, _ = load_case(case)
     policy = XVLAPolicy.from_pretrained(FIXTURES / case / "checkpoint")
     losses = policy.model(
-        input_ids=io["input_ids"], image_input=io["image_input"], image_mask=io["image_mask"],
-        domain_id=io["domain_id"], proprio=io["proprio"], action=io["action"], t=io["t"], noise=io["loss_noise"],
-    )  # fmt: skip
-    expected = {k[len("loss."):]: v for k, v in io.items() if k.startswith("loss.")}
+        input_ids=io["input_ids"],
+        image_input=io["image_input"],
+        image_mask=io["image_mask"],
+        domain_id=io["domain_id"],
+        proprio=io["proprio"],
+        action=io["action"],
+        t=io["t"],
+        noise=io["loss_noise"],
+    )
+    expected = {k[len("loss.") :]: v for k, v in io.items() if k.startswith("loss.")}
     assert set(losses) == set(expected)
     for name, value in expected.items():
         torch.testing.assert_close(losses[name], value, atol=1e-4, rtol=1e-4)
@@ -66,5 +77,7 @@ def test_converted_checkpoints_give_identical_actions(case, tmp_path):
     ref = policy.model.generate_actions(**inputs, steps=2, noise=io["noise"])
     for fmt in formats:
         policy.save_pretrained(tmp_path / fmt, format=fmt)
-        out = XVLAPolicy.from_pretrained(tmp_path / fmt).model.generate_actions(**inputs, steps=2, noise=io["noise"])
+        out = XVLAPolicy.from_pretrained(tmp_path / fmt).model.generate_actions(
+            **inputs, steps=2, noise=io["noise"]
+        )
         assert torch.equal(out, ref), fmt

@@ -32,8 +32,12 @@ def test_generate_and_loss_on_prepared_inputs_are_the_raw_batch_paths(policy):
     batch = make_batch(policy.config, domain_id=torch.tensor([0, 3]), action_dim=20)
     noise = torch.randn(2, 4, 20)
     inputs = policy.prepare_inputs(batch)
-    torch.testing.assert_close(policy.generate(inputs, noise=noise, steps=3),
-                               policy.predict_action_chunk(batch, noise=noise, steps=3), atol=0, rtol=0)  # fmt: skip
+    torch.testing.assert_close(
+        policy.generate(inputs, noise=noise, steps=3),
+        policy.predict_action_chunk(batch, noise=noise, steps=3),
+        atol=0,
+        rtol=0,
+    )
     targets = policy.processor.actions(batch["action"], policy.model.action_space)
     t, loss_noise = torch.rand(2), torch.randn(2, 4, 20)
     losses = policy.loss({**inputs, "action": targets}, t=t, noise=loss_noise)
@@ -96,22 +100,33 @@ def test_save_load_round_trip(policy, tmp_path, fmt):
     assert loaded.config.image_keys == CAMS and loaded.config.total_image_views == 3
     batch = make_batch(policy.config)
     noise = torch.randn(2, 4, 20)
-    torch.testing.assert_close(loaded.predict_action_chunk(batch, noise=noise), policy.predict_action_chunk(batch, noise=noise))
+    torch.testing.assert_close(
+        loaded.predict_action_chunk(batch, noise=noise), policy.predict_action_chunk(batch, noise=noise)
+    )
 
 
 def test_official_round_trip(tokenizer, tmp_path):
     policy = XVLAPolicy(tiny_config(max_state_dim=20, image_size=(32, 32)), tokenizer=tokenizer)
     policy.save_pretrained(tmp_path / "off", format="official")
     raw = json.loads((tmp_path / "off" / "config.json").read_text())
-    assert raw["model_type"] == "xvla" and raw["num_actions"] == 4 and "dim_embed" in raw["florence_config"]["vision_config"]
+    assert (
+        raw["model_type"] == "xvla"
+        and raw["num_actions"] == 4
+        and "dim_embed" in raw["florence_config"]["vision_config"]
+    )
     keys = load_file(str(tmp_path / "off" / "model.safetensors")).keys()
     assert "vlm.image_projection" in keys and not any(k.startswith("model.") for k in keys)
     loaded = XVLAPolicy.from_pretrained(tmp_path / "off")
-    batch = {"observation.images.front": torch.rand(1, 3, 32, 32), "observation.state": torch.randn(1, 20),
-             "task": ["wipe the table"]}  # fmt: skip
+    batch = {
+        "observation.images.front": torch.rand(1, 3, 32, 32),
+        "observation.state": torch.randn(1, 20),
+        "task": ["wipe the table"],
+    }
     noise = torch.randn(1, 4, 20)
-    torch.testing.assert_close(loaded.model.generate_actions(**policy.prepare_inputs(batch), noise=noise),
-                               policy.model.generate_actions(**policy.prepare_inputs(batch), noise=noise))  # fmt: skip
+    torch.testing.assert_close(
+        loaded.model.generate_actions(**policy.prepare_inputs(batch), noise=noise),
+        policy.model.generate_actions(**policy.prepare_inputs(batch), noise=noise),
+    )
 
 
 def test_convert_cli_gives_identical_actions(policy, tmp_path):
@@ -122,7 +137,9 @@ def test_convert_cli_gives_identical_actions(policy, tmp_path):
     noise = torch.randn(2, 4, 20)
     ref = policy.predict_action_chunk(batch, noise=noise)
     for folder in ("lr", "back"):
-        torch.testing.assert_close(XVLAPolicy.from_pretrained(tmp_path / folder).predict_action_chunk(batch, noise=noise), ref)
+        torch.testing.assert_close(
+            XVLAPolicy.from_pretrained(tmp_path / folder).predict_action_chunk(batch, noise=noise), ref
+        )
     a = load_file(str(tmp_path / "src" / "model.safetensors"))
     b = load_file(str(tmp_path / "back" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -147,7 +164,10 @@ def test_missing_and_unexpected_keys_are_named(policy, tmp_path):
     weights.pop("transformer.norm.weight")
     weights["transformer.extra.weight"] = torch.zeros(1)
     save_file(weights, str(tmp_path / "p" / "model.safetensors"))
-    with pytest.raises(ValueError, match=r"missing keys \(1\): \['transformer.norm.weight'\].*unexpected keys \(1\): \['transformer.extra.weight'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"missing keys \(1\): \['transformer.norm.weight'\].*unexpected keys \(1\): \['transformer.extra.weight'\]",
+    ):
         XVLAPolicy.from_pretrained(tmp_path / "p")
 
 

@@ -11,8 +11,13 @@ from xvla.model.prefix import build_prefix_constraint, guidance_scale
 
 
 def model_and_inputs(mode="auto", chunk=8, real=7):
-    config = tiny_config(action_mode=mode, real_action_dim=real if mode == "auto" else None, max_state_dim=20,
-                         chunk_size=chunk, n_action_steps=chunk)  # fmt: skip
+    config = tiny_config(
+        action_mode=mode,
+        real_action_dim=real if mode == "auto" else None,
+        max_state_dim=20,
+        chunk_size=chunk,
+        n_action_steps=chunk,
+    )
     torch.manual_seed(0)
     model = XVLAModel(config)
     x = inputs(config)
@@ -56,8 +61,9 @@ def test_guided_step_is_the_vector_jacobian_correction(monkeypatch):
     monkeypatch.setattr(model, "denoise_step", lambda context, x_t, proprio, t: 0.5 * x_t + shift)
     prefix = torch.randn(2, 3, 7)
     w = torch.tensor([1.0, 0.6, 0.2])
-    out = model.generate_actions(**x, steps=1, noise=noise, prefix=prefix, prefix_weights=w, guidance="guided",
-                                 max_guidance=3.0)  # fmt: skip
+    out = model.generate_actions(
+        **x, steps=1, noise=noise, prefix=prefix, prefix_weights=w, guidance="guided", max_guidance=3.0
+    )
     free = (0.5 * noise + shift)[..., :7]
     expected = free.clone()
     expected[:, :3] += guidance_scale(1.0, 3.0) * 0.5 * w.view(1, 3, 1) * (prefix - free[:, :3])
@@ -71,15 +77,18 @@ def test_guided_differs_from_inpaint_and_leaves_zero_weights_alone():
     guided = model.generate_actions(**x, steps=3, noise=noise, prefix=prefix, guidance="guided")
     inpaint = model.generate_actions(**x, steps=3, noise=noise, prefix=prefix)
     assert not torch.allclose(guided, inpaint)
-    zero = model.generate_actions(**x, steps=3, noise=noise, prefix=prefix, prefix_weights=torch.zeros(3),
-                                  guidance="guided")  # fmt: skip
+    zero = model.generate_actions(
+        **x, steps=3, noise=noise, prefix=prefix, prefix_weights=torch.zeros(3), guidance="guided"
+    )
     torch.testing.assert_close(zero, free)
 
 
 def test_guided_runs_under_inference_mode():
     model, x, noise = model_and_inputs()
     with torch.inference_mode():
-        out = model.generate_actions(**x, steps=2, noise=noise, prefix=torch.zeros(2, 2, 7), guidance="guided")
+        out = model.generate_actions(
+            **x, steps=2, noise=noise, prefix=torch.zeros(2, 2, 7), guidance="guided"
+        )
     assert torch.isfinite(out).all()
 
 
@@ -113,7 +122,9 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="prefix_weights must be"):
         model.generate_actions(**x, noise=noise, prefix=torch.zeros(2, 2, 7), prefix_weights=torch.ones(3))
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
-        model.generate_actions(**x, noise=noise, prefix=torch.zeros(2, 2, 7), prefix_weights=torch.tensor([2.0, 1]))
+        model.generate_actions(
+            **x, noise=noise, prefix=torch.zeros(2, 2, 7), prefix_weights=torch.tensor([2.0, 1])
+        )
 
 
 def test_guidance_scale_is_clipped_at_the_noisy_end():

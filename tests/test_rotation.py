@@ -36,7 +36,9 @@ def test_quaternion_and_axis_angle_round_trips():
 def test_axis_angle_known_value_and_identity():
     aa = torch.tensor([0.0, 0.0, math.pi / 2], dtype=torch.float64)
     m = R.axis_angle_to_matrix(aa)
-    torch.testing.assert_close(m @ torch.tensor([1.0, 0, 0], dtype=torch.float64), torch.tensor([0.0, 1, 0], dtype=torch.float64))
+    torch.testing.assert_close(
+        m @ torch.tensor([1.0, 0, 0], dtype=torch.float64), torch.tensor([0.0, 1, 0], dtype=torch.float64)
+    )
     assert R.matrix_to_axis_angle(torch.eye(3)).abs().max() < 1e-6
 
 
@@ -47,5 +49,7 @@ def test_rot6d_to_axis_angle_matches_matrix_path():
 
 
 def test_euler_round_trip():
-    euler = (torch.rand(10, 3, dtype=torch.float64) - 0.5) * torch.tensor([3.0, 1.5, 3.0], dtype=torch.float64)
+    euler = (torch.rand(10, 3, dtype=torch.float64) - 0.5) * torch.tensor(
+        [3.0, 1.5, 3.0], dtype=torch.float64
+    )
     torch.testing.assert_close(R.matrix_to_euler(R.euler_to_matrix(euler)), euler)

@@ -17,10 +17,14 @@ HEAVY = ("torch", "transformers", "fastapi")
 
 
 def heavy_modules_after(argv: list[str]) -> list[str]:
-    code = ("import contextlib, io, sys\nfrom xvla.cli import main\n"
-            f"with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n    main({argv!r})\n"
-            f"print([m for m in {HEAVY!r} if m in sys.modules])")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    code = (
+        "import contextlib, io, sys\nfrom xvla.cli import main\n"
+        f"with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n    main({argv!r})\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
     return eval(done.stdout.strip().splitlines()[-1])  # noqa: S307 - our own repr of a list of names
 
 
@@ -45,4 +49,6 @@ def test_builtin_action_modes_are_the_registered_ones():
     from xvla.config import BUILTIN_ACTION_MODES
 
     source = open(actions.__file__).read()  # other tests register their own modes in this process
-    assert sorted(BUILTIN_ACTION_MODES) == sorted(m for m in actions.ACTION_REGISTRY if f'@register_action("{m}")' in source)
+    assert sorted(BUILTIN_ACTION_MODES) == sorted(
+        m for m in actions.ACTION_REGISTRY if f'@register_action("{m}")' in source
+    )

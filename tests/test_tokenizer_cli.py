@@ -17,9 +17,16 @@ FIXTURE = Path(__file__).parent / "fixtures" / "lerobot_v30_small"
 def test_a_smoke_checkpoint_tokenizes_text_offline_after_xvla_tokenizer(tmp_path, capsys):
     ckpt = tmp_path / "smoke"
     assert main(["smoke", f"--output={ckpt}"]) == 0
-    obs = {"observation.images.front": torch.rand(1, 3, 64, 64), "observation.images.wrist": torch.rand(1, 3, 64, 64),
-           "observation.state": torch.zeros(1, 8), "task": ["pick up the red block"], "domain_id": 1}  # fmt: skip
-    with pytest.raises(OSError, match="could not load the tokenizer"):  # no Hub here: the default name cannot load
+    obs = {
+        "observation.images.front": torch.rand(1, 3, 64, 64),
+        "observation.images.wrist": torch.rand(1, 3, 64, 64),
+        "observation.state": torch.zeros(1, 8),
+        "task": ["pick up the red block"],
+        "domain_id": 1,
+    }
+    with pytest.raises(
+        OSError, match="could not load the tokenizer"
+    ):  # no Hub here: the default name cannot load
         XVLAPolicy.from_pretrained(ckpt).predict_action_chunk(obs)
     texts = tmp_path / "tasks.txt"
     texts.write_text("pick up the red block\nopen the drawer\n")

@@ -224,7 +224,9 @@ class EE6DActionSpace(_EndEffector6D):
 
     def invert_postprocess(self, action):
         _check_width(self, action)
-        return _logit_channels(action, self.gripper_idx), torch.ones(self.dim_action, dtype=torch.bool, device=action.device)
+        return _logit_channels(action, self.gripper_idx), torch.ones(
+            self.dim_action, dtype=torch.bool, device=action.device
+        )
 
 
 @register_action("agibot_ee6d")
@@ -271,7 +273,9 @@ class JointActionSpace(BaseActionSpace):
 
     def invert_postprocess(self, action):
         _check_width(self, action)
-        return _logit_channels(action, self.gripper_idx), torch.ones(self.dim_action, dtype=torch.bool, device=action.device)
+        return _logit_channels(action, self.gripper_idx), torch.ones(
+            self.dim_action, dtype=torch.bool, device=action.device
+        )
 
 
 class _PaddedActionSpace(BaseActionSpace):
@@ -357,7 +361,9 @@ class SO101BimanualActionSpace(_PaddedActionSpace):
 
     def invert_postprocess(self, action):
         _check_width(self, action)
-        return _pad_last(_logit_channels(action, self.gripper_idx), self.dim_action), self._real_channels(action.device)
+        return _pad_last(_logit_channels(action, self.gripper_idx), self.dim_action), self._real_channels(
+            action.device
+        )
 
 
 @register_action("auto")

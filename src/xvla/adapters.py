@@ -29,8 +29,16 @@ from .utils import atomic_write
 
 ADAPTER_FORMAT = "xvla-adapter-1"
 LORA_ADAPTER = "default"  # peft's adapter name inside a LoRA-injected model
-IDENTITY_KEYS = ("action_mode", "real_action_dim", "max_action_dim", "image_keys", "image_size", "max_state_dim",
-                 "chunk_size", "tokenizer_max_length")  # fmt: skip
+IDENTITY_KEYS = (
+    "action_mode",
+    "real_action_dim",
+    "max_action_dim",
+    "image_keys",
+    "image_size",
+    "max_state_dim",
+    "chunk_size",
+    "tokenizer_max_length",
+)
 
 
 @dataclass
@@ -93,15 +101,24 @@ def lora_tensors(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[
         raise ValueError(
             f"expected one LoRA rank and alpha over the model, found ranks {ranks} and alphas {alphas}"
         )
-    config = {"peft_type": "LORA", "r": ranks.pop(), "lora_alpha": alphas.pop(), "target_modules": targets,
-              "bias": "none"}  # fmt: skip
+    config = {
+        "peft_type": "LORA",
+        "r": ranks.pop(),
+        "lora_alpha": alphas.pop(),
+        "target_modules": targets,
+        "bias": "none",
+    }
     return tensors, config
 
 
 def export_adapter(
-    policy: Any, domain_id: int, out: str | Path, name: str | None = None, lora_model: torch.nn.Module | None = None,
+    policy: Any,
+    domain_id: int,
+    out: str | Path,
+    name: str | None = None,
+    lora_model: torch.nn.Module | None = None,
     **extra: Any,
-) -> Path:  # fmt: skip
+) -> Path:
     """Write ``domain_id``'s rows of ``policy`` and the robot's metadata to the safetensors file ``out``.
 
     ``lora_model``: the LoRA-injected model of a ``lora`` run (``policy`` is then its merged checkpoint);
@@ -116,9 +133,13 @@ def export_adapter(
     data = config.to_dict()
     backbone = lora_model if lora_model is not None else policy.model
     metadata = {
-        "format": ADAPTER_FORMAT, "name": name or known[domain_id], "source_domain_id": domain_id,
-        "backbone": backbone_fingerprint(backbone), **{k: data[k] for k in IDENTITY_KEYS}, **extra,
-    }  # fmt: skip
+        "format": ADAPTER_FORMAT,
+        "name": name or known[domain_id],
+        "source_domain_id": domain_id,
+        "backbone": backbone_fingerprint(backbone),
+        **{k: data[k] for k in IDENTITY_KEYS},
+        **extra,
+    }
     tensors = domain_rows(policy.model, domain_id)
     if lora_model is not None:
         lora, metadata["lora"] = lora_tensors(lora_model)
@@ -139,8 +160,10 @@ def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     except Exception as exc:  # noqa: BLE001 - safetensors' own error type for damaged files
         raise ValueError(f"{path} is not a readable adapter file ({type(exc).__name__}: {exc})") from exc
     if metadata.get("format") != ADAPTER_FORMAT:
-        raise ValueError(f"{path} is not an xvla adapter (no '{ADAPTER_FORMAT}' metadata): write one with "
-                         "`xvla adapter export`")  # fmt: skip
+        raise ValueError(
+            f"{path} is not an xvla adapter (no '{ADAPTER_FORMAT}' metadata): write one with "
+            "`xvla adapter export`"
+        )
     return tensors, metadata
 
 
@@ -167,8 +190,10 @@ def check_compatible(model: torch.nn.Module, tensors: dict, metadata: dict, path
         )
     space = adapter_action_space(metadata)
     if int(space.dim_action) != int(model.dim_action):
-        raise ValueError(f"adapter {path} predicts {space.dim_action}-wide model actions ({metadata.get('action_mode')}) "
-                         f"but this backbone's action heads are {model.dim_action} wide")  # fmt: skip
+        raise ValueError(
+            f"adapter {path} predicts {space.dim_action}-wide model actions ({metadata.get('action_mode')}) "
+            f"but this backbone's action heads are {model.dim_action} wide"
+        )
     rows, _ = split_lora(tensors)
     state = model.state_dict()
     tables = {k for k in state if is_domain_table(k)}
@@ -233,8 +258,12 @@ def describe_adapter(path: str | Path) -> dict[str, Any]:
     rows, lora = split_lora(tensors)
     space = adapter_action_space(metadata)
     return {
-        "path": str(path), "bytes": Path(path).stat().st_size, **metadata,
-        "action_dim": int(space.real_dim), "model_action_dim": int(space.dim_action),
+        "path": str(path),
+        "bytes": Path(path).stat().st_size,
+        **metadata,
+        "action_dim": int(space.real_dim),
+        "model_action_dim": int(space.dim_action),
         "domain_rows": {k: list(v.shape) for k, v in rows.items()},
-        "parameters": sum(v.numel() for v in tensors.values()), "lora_tensors": len(lora),
-    }  # fmt: skip
+        "parameters": sum(v.numel() for v in tensors.values()),
+        "lora_tensors": len(lora),
+    }

@@ -24,18 +24,29 @@ class ConvertConfig:
 
 @dataclass
 class InfoConfig:
-    path: str | None = field(default=None, metadata={
-        "help": "checkpoint folder or Hub id, or an adapter file (.safetensors)"})
-    hardware: bool = field(default=False, metadata={
-        "help": "print what this machine can run (CPU matrix units, CUDA) and the setting --fast picks, and why"})
-    adapters: list[str] | None = field(default=None, metadata={
-        "help": "robot adapters to load into the checkpoint first, NAME=PATH,NAME=PATH: the domain table then "
-                "lists them and the ids left free"})  # fmt: skip
+    path: str | None = field(
+        default=None, metadata={"help": "checkpoint folder or Hub id, or an adapter file (.safetensors)"}
+    )
+    hardware: bool = field(
+        default=False,
+        metadata={
+            "help": "print what this machine can run (CPU matrix units, CUDA) and the setting --fast picks, and why"
+        },
+    )
+    adapters: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "robot adapters to load into the checkpoint first, NAME=PATH,NAME=PATH: the domain table then "
+            "lists them and the ids left free"
+        },
+    )
 
 
 @dataclass
 class SmokeConfig:
-    output: str = field(default="outputs/smoke_checkpoint", metadata={"help": "where the tiny checkpoint is saved"})
+    output: str = field(
+        default="outputs/smoke_checkpoint", metadata={"help": "where the tiny checkpoint is saved"}
+    )
     seed: int = field(default=0, metadata={"help": "seed of the random weights and inputs"})
 
 
@@ -77,9 +88,24 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     folder = resolve_checkpoint_dir(cfg.path)
     config, fmt = ckpt.config_from_json(ckpt.read_config_json(folder), folder)
-    fields = ("action_mode", "real_action_dim", "chunk_size", "n_action_steps", "num_denoising_steps", "hidden_size",
-              "depth", "num_domains", "max_state_dim", "image_keys", "image_size", "resize_imgs_with_padding",
-              "empty_cameras", "tokenizer_name", "tokenizer_max_length", "dtype")  # fmt: skip
+    fields = (
+        "action_mode",
+        "real_action_dim",
+        "chunk_size",
+        "n_action_steps",
+        "num_denoising_steps",
+        "hidden_size",
+        "depth",
+        "num_domains",
+        "max_state_dim",
+        "image_keys",
+        "image_size",
+        "resize_imgs_with_padding",
+        "empty_cameras",
+        "tokenizer_name",
+        "tokenizer_max_length",
+        "dtype",
+    )
     data = config.to_dict()
     summary = {"path": str(folder), "format": fmt, **{k: data[k] for k in fields}}
     summary["num_image_views"] = config.total_image_views
@@ -90,10 +116,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     summary["domains"] = describe_domains(policy.config if policy else config, released=released)
     if policy is not None:
         summary["domains"]["adapters"] = {
-            a.name: {"domain_id": a.domain_id, "action_mode": a.metadata.get("action_mode"),
-                     "action_dim": policy.action_widths([a.domain_id])[0], "path": a.path}
+            a.name: {
+                "domain_id": a.domain_id,
+                "action_mode": a.metadata.get("action_mode"),
+                "action_dim": policy.action_widths([a.domain_id])[0],
+                "path": a.path,
+            }
             for a in policy.adapters.values()
-        }  # fmt: skip
+        }
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -118,12 +148,25 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)
     config = XVLAConfig(
-        hidden_size=64, depth=2, num_heads=4, num_domains=4, len_soft_prompts=4, dim_time=16, max_len_seq=256,
-        chunk_size=8, n_action_steps=8, action_mode="auto", real_action_dim=7, max_action_dim=20,
-        max_state_dim=8, florence_config=tiny_florence_config(width=32), image_size=(64, 64),
-        image_keys=["observation.images.front", "observation.images.wrist"], empty_cameras=1,
+        hidden_size=64,
+        depth=2,
+        num_heads=4,
+        num_domains=4,
+        len_soft_prompts=4,
+        dim_time=16,
+        max_len_seq=256,
+        chunk_size=8,
+        n_action_steps=8,
+        action_mode="auto",
+        real_action_dim=7,
+        max_action_dim=20,
+        max_state_dim=8,
+        florence_config=tiny_florence_config(width=32),
+        image_size=(64, 64),
+        image_keys=["observation.images.front", "observation.images.wrist"],
+        empty_cameras=1,
         tokenizer_max_length=16,
-    )  # fmt: skip
+    )
     cfg = dataclass_from_args(SmokeConfig, args)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.output)
@@ -139,7 +182,9 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     }
     chunk = policy.predict_action_chunk(batch, generator=torch.Generator().manual_seed(cfg.seed))
     elapsed = time.perf_counter() - start
-    print(f"saved and reloaded a {sum(p.numel() for p in policy.parameters()) / 1e6:.2f}M-parameter X-VLA at {out}")
+    print(
+        f"saved and reloaded a {sum(p.numel() for p in policy.parameters()) / 1e6:.2f}M-parameter X-VLA at {out}"
+    )
     print(f"action chunk {tuple(chunk.shape)} (chunk x real action dim), first 3 steps:")
     for row in chunk[0, :3].tolist():
         print("  " + " ".join(f"{v:+.3f}" for v in row))

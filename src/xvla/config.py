@@ -150,14 +150,18 @@ class XVLAConfig:
     depth: int = documented(24, "transformer blocks")
     num_heads: int = documented(16, "attention heads")
     mlp_ratio: float = documented(4.0, "MLP width as a multiple of hidden_size")
-    num_domains: int = documented(30, "rows of the domain tables (soft prompts, domain-aware heads): robots it can hold")
+    num_domains: int = documented(
+        30, "rows of the domain tables (soft prompts, domain-aware heads): robots it can hold"
+    )
     len_soft_prompts: int = documented(32, "soft-prompt tokens per domain")
     dim_time: int = documented(32, "width of the flow-matching time embedding")
     max_len_seq: int = documented(512, "longest token sequence (learned position embeddings)")
     use_hetero_proj: bool = documented(False, "domain-aware projections of the vision-language features")
 
     # Actions and proprioception
-    action_mode: str = documented("ee6d", "action space: ee6d, joint, agibot_ee6d, franka_joint7, so101_bimanual or auto")
+    action_mode: str = documented(
+        "ee6d", "action space: ee6d, joint, agibot_ee6d, franka_joint7, so101_bimanual or auto"
+    )
     use_proprio: bool = documented(True, "feed the robot state to the action tokens")
     max_state_dim: int = documented(32, "state width the model takes (shorter states are zero-padded)")
     max_action_dim: int = documented(20, "action width the model predicts")
@@ -186,7 +190,8 @@ class XVLAConfig:
 
     # Florence-2 encoder (native transformers form)
     florence_config: dict[str, Any] = documented(
-        help="Florence-2 settings (vision_config, text_config), as JSON", default_factory=florence2_large_config
+        help="Florence-2 settings (vision_config, text_config), as JSON",
+        default_factory=florence2_large_config,
     )
 
     # Numerics and embodiment
@@ -197,7 +202,9 @@ class XVLAConfig:
     # Training switches
     freeze_vision_encoder: bool = documented(False, "keep the vision tower's weights fixed")
     freeze_language_encoder: bool = documented(False, "keep the language encoder's weights fixed")
-    train_policy_transformer: bool = documented(True, "train the transformer and action heads (all but the soft prompts)")
+    train_policy_transformer: bool = documented(
+        True, "train the transformer and action heads (all but the soft prompts)"
+    )
     train_soft_prompts: bool = documented(True, "train the soft prompts")
 
     def __post_init__(self) -> None:
@@ -224,9 +231,20 @@ class XVLAConfig:
         self._validate_florence()
 
     def _validate_sizes(self) -> None:
-        for name in ("n_obs_steps", "chunk_size", "n_action_steps", "hidden_size", "depth", "num_heads",
-                     "num_domains", "dim_time", "max_len_seq", "max_action_dim", "num_denoising_steps",
-                     "tokenizer_max_length"):  # fmt: skip
+        for name in (
+            "n_obs_steps",
+            "chunk_size",
+            "n_action_steps",
+            "hidden_size",
+            "depth",
+            "num_heads",
+            "num_domains",
+            "dim_time",
+            "max_len_seq",
+            "max_action_dim",
+            "num_denoising_steps",
+            "tokenizer_max_length",
+        ):
             _require_positive(self, name)
         for name in ("len_soft_prompts", "max_state_dim", "empty_cameras"):
             _require_non_negative(self, name)
@@ -259,7 +277,10 @@ class XVLAConfig:
         """``num_image_views`` and ``real_action_dim``, when set, against the cameras and the action width."""
         if self.num_image_views is not None:
             _require_positive(self, "num_image_views")
-            if self.image_keys is not None and self.num_image_views < len(self.image_keys) + self.empty_cameras:
+            if (
+                self.image_keys is not None
+                and self.num_image_views < len(self.image_keys) + self.empty_cameras
+            ):
                 raise ValueError(
                     f"num_image_views={self.num_image_views} is too small for {len(self.image_keys)} cameras "
                     f"+ empty_cameras={self.empty_cameras}; set it to at least "
@@ -277,9 +298,12 @@ class XVLAConfig:
         for name in ("image_size", "resize_imgs_with_padding"):
             value = getattr(self, name)
             if value is not None and (
-                len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+                len(value) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
             ):
-                raise ValueError(f"{name}={value!r} is invalid: it must be None or (height, width) positive ints")
+                raise ValueError(
+                    f"{name}={value!r} is invalid: it must be None or (height, width) positive ints"
+                )
 
     def _validate_florence(self) -> None:
         fc = self.florence_config
@@ -290,7 +314,15 @@ class XVLAConfig:
             )
         vision, text = fc["vision_config"], fc["text_config"]
         stages = len(vision.get("embed_dim", []))
-        for key in ("num_heads", "num_groups", "depths", "patch_size", "patch_stride", "patch_padding", "patch_prenorm"):
+        for key in (
+            "num_heads",
+            "num_groups",
+            "depths",
+            "patch_size",
+            "patch_stride",
+            "patch_padding",
+            "patch_prenorm",
+        ):
             if key in vision and len(vision[key]) != stages:
                 raise ValueError(
                     f"florence_config.vision_config.{key} has {len(vision[key])} entries but embed_dim has "
@@ -370,6 +402,7 @@ def settle_image_size(config: XVLAConfig, warn: bool = True) -> tuple[int, int]:
         logger.warning(
             "this checkpoint declares no image size (image_size, resize_imgs_with_padding or input_features): "
             "frames are resized to %dx%d, the size Florence-2 was trained at. Set image_size in its config.json "
-            "(or pass image_size=(H, W) to from_pretrained) to the size it was trained at.", *DEFAULT_IMAGE_SIZE
-        )  # fmt: skip
+            "(or pass image_size=(H, W) to from_pretrained) to the size it was trained at.",
+            *DEFAULT_IMAGE_SIZE,
+        )
     return DEFAULT_IMAGE_SIZE

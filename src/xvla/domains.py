@@ -20,11 +20,26 @@ logger = logging.getLogger(__name__)
 
 # The released base model's table (0.9B, 30 ids): fine-tuning domains 0-10 and 18, pretraining 11-17.
 RELEASED_DOMAINS = {
-    0: "Bridge", 1: "RT1", 2: "Calvin", 3: "libero", 4: "widowx-air", 5: "AIR-AGILEX-HQ", 6: "robotwin2",
-    7: "robocasa-human", 8: "VLABench", 9: "AGIBOT-challenge", 10: "AIR-AGILEX", 11: "robomind-franka",
-    12: "robomind-ur", 13: "Droid-Left", 14: "Droid-Right", 15: "AGIBOT", 16: "robomind-agilex",
-    17: "robomind-franka-dual", 18: "AIRBOT",
-}  # fmt: skip
+    0: "Bridge",
+    1: "RT1",
+    2: "Calvin",
+    3: "libero",
+    4: "widowx-air",
+    5: "AIR-AGILEX-HQ",
+    6: "robotwin2",
+    7: "robocasa-human",
+    8: "VLABench",
+    9: "AGIBOT-challenge",
+    10: "AIR-AGILEX",
+    11: "robomind-franka",
+    12: "robomind-ur",
+    13: "Droid-Left",
+    14: "Droid-Right",
+    15: "AGIBOT",
+    16: "robomind-agilex",
+    17: "robomind-franka-dual",
+    18: "AIRBOT",
+}
 
 
 DATASET_DOMAIN_FILE = "meta/xvla_sim.json"  # written by `xvla gen-demos`: the variant's domain id
@@ -35,8 +50,12 @@ _WRAPPER_PREFIX = re.compile(
 )
 ACTION_HEADS = ("transformer.action_encoder.", "transformer.action_decoder.")
 SOFT_PROMPTS = "transformer.soft_prompt_hub."
-_HETERO = ("transformer.vlm_proj.fc.", "transformer.vlm_proj.bias.",
-           "transformer.aux_visual_proj.fc.", "transformer.aux_visual_proj.bias.")  # fmt: skip
+_HETERO = (
+    "transformer.vlm_proj.fc.",
+    "transformer.vlm_proj.bias.",
+    "transformer.aux_visual_proj.fc.",
+    "transformer.aux_visual_proj.bias.",
+)
 
 
 def canonical_name(name: str) -> str:
@@ -81,14 +100,20 @@ def trained_domains(config: Any) -> dict[int, str]:
 
 
 def resolve_domain(
-    config: Any, explicit: int | None = None, named: int | None = None, named_by: str = "", name: str | None = None
+    config: Any,
+    explicit: int | None = None,
+    named: int | None = None,
+    named_by: str = "",
+    name: str | None = None,
 ) -> tuple[int, str]:
     """(domain id, why) for a command. ``named`` is what a dataset/variant/request says, ``name`` its label."""
     known = trained_domains(config)
     if explicit is not None:
         check_domain_ids(explicit, config.num_domains, "--domain-id")
         if int(explicit) not in known:
-            logger.warning("domain %d was never trained in this checkpoint (trained: %s)", explicit, _fmt(known))
+            logger.warning(
+                "domain %d was never trained in this checkpoint (trained: %s)", explicit, _fmt(known)
+            )
         return int(explicit), "--domain-id"
     by_name = [d for d, n in known.items() if name is not None and n == name]
     if by_name:

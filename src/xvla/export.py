@@ -68,12 +68,19 @@ class StepGraph(nn.Module):
         return self.model.denoise_step_eager(Context(tokens=context, domain_id=domain_id), x_t, proprio, t)
 
 
-def example_inputs(model: XVLAModel, batch: int, views: int, image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+def example_inputs(
+    model: XVLAModel, batch: int, views: int, image_size: tuple[int, int]
+) -> dict[str, torch.Tensor]:
     cfg = model.config
     gen = torch.Generator().manual_seed(0)
     height, width = image_size
     return {
-        "input_ids": torch.randint(3, model.vlm.language_model.shared.num_embeddings, (batch, cfg.tokenizer_max_length), generator=gen),
+        "input_ids": torch.randint(
+            3,
+            model.vlm.language_model.shared.num_embeddings,
+            (batch, cfg.tokenizer_max_length),
+            generator=gen,
+        ),
         "image_input": torch.randn(batch, views, 3, height, width, generator=gen),
         "image_mask": torch.ones(batch, views, dtype=torch.bool),
         "domain_id": torch.arange(batch) % cfg.num_domains,
@@ -82,13 +89,21 @@ def example_inputs(model: XVLAModel, batch: int, views: int, image_size: tuple[i
     }
 
 
-def _export(module: nn.Module, args: tuple, names: tuple[str, ...], output: str, path: Path, opset: int) -> None:
+def _export(
+    module: nn.Module, args: tuple, names: tuple[str, ...], output: str, path: Path, opset: int
+) -> None:
     batch = torch.export.Dim("batch", min=1, max=1024)
     shapes = {name: {0: batch} for name in names}
     program = torch.onnx.export(
-        module, args, dynamo=True, input_names=list(names), output_names=[output],
-        dynamic_shapes=shapes, opset_version=opset, external_data=False,
-    )  # fmt: skip
+        module,
+        args,
+        dynamo=True,
+        input_names=list(names),
+        output_names=[output],
+        dynamic_shapes=shapes,
+        opset_version=opset,
+        external_data=False,
+    )
     program.save(str(path))
 
 
@@ -111,16 +126,26 @@ def export_onnx(
     with torch.no_grad():
         encoder_args = tuple(ex[k] for k in ENCODER_INPUTS)
         context = EncoderGraph(model)(*encoder_args)
-        _export(EncoderGraph(model).eval(), encoder_args, ENCODER_INPUTS, "context", out / "encoder.onnx", opset)
+        _export(
+            EncoderGraph(model).eval(), encoder_args, ENCODER_INPUTS, "context", out / "encoder.onnx", opset
+        )
         t = torch.ones(2)
         step_args = (context, ex["domain_id"], ex["noise"], ex["proprio"], t)
         _export(StepGraph(model).eval(), step_args, STEP_INPUTS, "action", out / "denoise_step.onnx", opset)
     meta = {
-        "format": "xvla-onnx/1", "views": views, "image_size": list(image_size),
-        "text_length": cfg.tokenizer_max_length, "chunk_size": cfg.chunk_size, "model_action_dim": model.dim_action,
-        "proprio_dim": model.dim_proprio, "action_mode": cfg.action_mode, "real_action_dim": model.real_action_dim,
-        "num_denoising_steps": cfg.num_denoising_steps, "context_shape": list(context.shape[1:]), "opset": opset,
-    }  # fmt: skip
+        "format": "xvla-onnx/1",
+        "views": views,
+        "image_size": list(image_size),
+        "text_length": cfg.tokenizer_max_length,
+        "chunk_size": cfg.chunk_size,
+        "model_action_dim": model.dim_action,
+        "proprio_dim": model.dim_proprio,
+        "action_mode": cfg.action_mode,
+        "real_action_dim": model.real_action_dim,
+        "num_denoising_steps": cfg.num_denoising_steps,
+        "context_shape": list(context.shape[1:]),
+        "opset": opset,
+    }
     (out / "export.json").write_text(json.dumps(meta, indent=2))
     return meta
 
@@ -145,14 +170,19 @@ def _openvino_graphs(folder: Path, precision: str, threads: int | None) -> list[
     try:
         import openvino as ov
     except ImportError as exc:
-        raise ImportError("runtime='openvino' needs OpenVINO: `pip install openvino` (or 'xvla[openvino]')") from exc
+        raise ImportError(
+            "runtime='openvino' needs OpenVINO: `pip install openvino` (or 'xvla[openvino]')"
+        ) from exc
     if precision not in ("f32", "bf16", "f16"):
         raise ValueError(f"precision={precision!r}: OpenVINO's inference precision is one of f32, bf16, f16")
     config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     core = ov.Core()
-    compiled = [core.compile_model(str(folder / name), "CPU", config) for name in ("encoder.onnx", "denoise_step.onnx")]
+    compiled = [
+        core.compile_model(str(folder / name), "CPU", config)
+        for name in ("encoder.onnx", "denoise_step.onnx")
+    ]
     return [lambda feed, c=graph: c(feed)[0] for graph in compiled]
 
 
@@ -193,12 +223,20 @@ class OnnxSampler:
         for i in range(steps, 0, -1):
             t = np.full((x1.shape[0],), i / steps, dtype=np.float32)
             x_t = x1 * t[:, None, None] + action * (1 - t)[:, None, None]
-            step_feed = {"context": context, "domain_id": feed["domain_id"], "x_t": x_t, "proprio": proprio, "t": t}
+            step_feed = {
+                "context": context,
+                "domain_id": feed["domain_id"],
+                "x_t": x_t,
+                "proprio": proprio,
+                "t": t,
+            }
             action = np.asarray(self.step(step_feed), dtype=np.float32)
         return action
 
 
-def check_onnx(model: XVLAModel, out_dir: str | Path, batch: int = 3, threads: int | None = None) -> dict[str, float]:
+def check_onnx(
+    model: XVLAModel, out_dir: str | Path, batch: int = 3, threads: int | None = None
+) -> dict[str, float]:
     """Max abs difference between onnxruntime and eager torch (fp32) at a batch size not used at export."""
     meta = json.loads((Path(out_dir) / "export.json").read_text())
     ex = example_inputs(model, batch, meta["views"], tuple(meta["image_size"]))
@@ -210,10 +248,16 @@ def check_onnx(model: XVLAModel, out_dir: str | Path, batch: int = 3, threads: i
         ours = torch.from_numpy(raw)
         post = model.action_space.postprocess(ours)
         start = time.perf_counter()
-        eager = type(model).generate_actions(model, **{k: ex[k] for k in (*ENCODER_INPUTS, "proprio")}, noise=ex["noise"])
+        eager = type(model).generate_actions(
+            model, **{k: ex[k] for k in (*ENCODER_INPUTS, "proprio")}, noise=ex["noise"]
+        )
         eager_s = time.perf_counter() - start
-    return {"max_abs_diff": float((post - eager).abs().max()), "onnx_s": onnx_s, "eager_s": eager_s, "batch": batch}
-
+    return {
+        "max_abs_diff": float((post - eager).abs().max()),
+        "onnx_s": onnx_s,
+        "eager_s": eager_s,
+        "batch": batch,
+    }
 
 
 def chunk_seconds(model: XVLAModel, out_dir: str | Path, batch: int = 3) -> float:
@@ -229,23 +273,39 @@ def chunk_seconds(model: XVLAModel, out_dir: str | Path, batch: int = 3) -> floa
     return time.perf_counter() - start
 
 
-def trtexec_command(out_dir: str | Path, graph: str, max_batch: int = 8, precision: str = "bf16") -> list[str]:
+def trtexec_command(
+    out_dir: str | Path, graph: str, max_batch: int = 8, precision: str = "bf16"
+) -> list[str]:
     """The ``trtexec`` call that builds a TensorRT engine from one exported graph (batch 1..max_batch)."""
     folder = Path(out_dir)
     meta = json.loads((folder / "export.json").read_text())
     height, width = meta["image_size"]
     context = "x".join(map(str, meta["context_shape"]))
     per_sample = {
-        "encoder": {"input_ids": f"{meta['text_length']}", "image_input": f"{meta['views']}x3x{height}x{width}",
-                    "image_mask": f"{meta['views']}", "domain_id": ""},
-        "denoise_step": {"context": context, "domain_id": "", "x_t": f"{meta['chunk_size']}x{meta['model_action_dim']}",
-                         "proprio": f"{meta['proprio_dim']}", "t": ""},
-    }[graph]  # fmt: skip
+        "encoder": {
+            "input_ids": f"{meta['text_length']}",
+            "image_input": f"{meta['views']}x3x{height}x{width}",
+            "image_mask": f"{meta['views']}",
+            "domain_id": "",
+        },
+        "denoise_step": {
+            "context": context,
+            "domain_id": "",
+            "x_t": f"{meta['chunk_size']}x{meta['model_action_dim']}",
+            "proprio": f"{meta['proprio_dim']}",
+            "t": "",
+        },
+    }[graph]
 
     def shapes(batch: int) -> str:
         return ",".join(f"{name}:{batch}" + (f"x{rest}" if rest else "") for name, rest in per_sample.items())
 
     return [
-        "trtexec", f"--onnx={folder / (graph + '.onnx')}", f"--saveEngine={folder / (graph + '.plan')}",
-        f"--{precision}", f"--minShapes={shapes(1)}", f"--optShapes={shapes(1)}", f"--maxShapes={shapes(max_batch)}",
-    ]  # fmt: skip
+        "trtexec",
+        f"--onnx={folder / (graph + '.onnx')}",
+        f"--saveEngine={folder / (graph + '.plan')}",
+        f"--{precision}",
+        f"--minShapes={shapes(1)}",
+        f"--optShapes={shapes(1)}",
+        f"--maxShapes={shapes(max_batch)}",
+    ]

@@ -20,16 +20,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     size = tuple(args.image_size) if args.image_size else None
     start = time.perf_counter()
     meta = export_onnx(policy.model, args.output, views=args.views, image_size=size, opset=args.opset)
-    print(f"wrote {args.output}/encoder.onnx and denoise_step.onnx in {time.perf_counter() - start:.1f}s: "
-          f"{meta['views']} views of {meta['image_size'][0]}x{meta['image_size'][1]}, text {meta['text_length']}, "
-          f"chunk {meta['chunk_size']}x{meta['model_action_dim']}, dynamic batch")  # fmt: skip
+    print(
+        f"wrote {args.output}/encoder.onnx and denoise_step.onnx in {time.perf_counter() - start:.1f}s: "
+        f"{meta['views']} views of {meta['image_size'][0]}x{meta['image_size'][1]}, text {meta['text_length']}, "
+        f"chunk {meta['chunk_size']}x{meta['model_action_dim']}, dynamic batch"
+    )
     if not args.no_check:
         result = check_onnx(policy.model, args.output)
-        print(f"onnxruntime vs eager torch (fp32, batch {result['batch']}, {meta['num_denoising_steps']} steps): "
-              f"max abs diff {result['max_abs_diff']:.1e}; {1000 * result['onnx_s']:.0f} ms vs "
-              f"{1000 * result['eager_s']:.0f} ms per chunk")  # fmt: skip
+        print(
+            f"onnxruntime vs eager torch (fp32, batch {result['batch']}, {meta['num_denoising_steps']} steps): "
+            f"max abs diff {result['max_abs_diff']:.1e}; {1000 * result['onnx_s']:.0f} ms vs "
+            f"{1000 * result['eager_s']:.0f} ms per chunk"
+        )
         if result["max_abs_diff"] > 1e-4:
-            raise ValueError(f"the exported graphs differ from eager by {result['max_abs_diff']:.1e} (> 1e-4)")
+            raise ValueError(
+                f"the exported graphs differ from eager by {result['max_abs_diff']:.1e} (> 1e-4)"
+            )
     if args.fast:
         _compare_with_fast_path(args)
     return 0
@@ -50,14 +56,25 @@ def _compare_with_fast_path(args: argparse.Namespace) -> None:
 
 def register(subparsers) -> None:
     """Add ``xvla export`` to the ``xvla`` command (called from xvla.cli)."""
-    p = subparsers.add_parser("export", help="export a checkpoint to ONNX (encoder + denoising step, dynamic batch)")
+    p = subparsers.add_parser(
+        "export", help="export a checkpoint to ONNX (encoder + denoising step, dynamic batch)"
+    )
     p.add_argument("checkpoint", help="checkpoint folder (any supported format) or Hub id")
     p.add_argument("output", help="output folder for encoder.onnx, denoise_step.onnx, export.json")
     p.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default: onnx)")
     p.add_argument("--views", type=int, help="camera views per sample (default: the checkpoint's)")
-    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="default: the size the checkpoint's frames reach the model at (image_size, else resize_imgs_with_padding, else 224 224)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="default: the size the checkpoint's frames reach the model at (image_size, else resize_imgs_with_padding, else 224 224)",
+    )
     p.add_argument("--opset", type=int, default=18, help="ONNX opset version (default: 18)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-eager check")
-    p.add_argument("--fast", action="store_true",
-                   help="also time PyTorch's fastest setting on this machine (`xvla info --hardware`) on the same inputs")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="also time PyTorch's fastest setting on this machine (`xvla info --hardware`) on the same inputs",
+    )
     p.set_defaults(func=cmd_export)

@@ -61,7 +61,11 @@ def unknown_flags_message(extras: list[str], parser: argparse.ArgumentParser) ->
 def suggest_flags(flag: str, parser: argparse.ArgumentParser) -> list[str]:
     import difflib
 
-    actions = {o: a for o, a in parser._option_string_actions.items() if o.startswith("--") and a.help != argparse.SUPPRESS}
+    actions = {
+        o: a
+        for o, a in parser._option_string_actions.items()
+        if o.startswith("--") and a.help != argparse.SUPPRESS
+    }
 
     def norm(option: str) -> str:
         return option.lstrip("-").replace("-", "_")
@@ -73,14 +77,20 @@ def suggest_flags(flag: str, parser: argparse.ArgumentParser) -> list[str]:
     return list(dict.fromkeys(actions[o].option_strings[0] for o in found))[:3]
 
 
-def documented(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING):
+def documented(
+    default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING
+):
     """A dataclass field with the help text its flag shows."""
     return dataclasses.field(default=default, default_factory=default_factory, metadata={"help": help})
 
 
 def add_dataclass_flags(
-    parser: argparse.ArgumentParser, cls: Any, positional: tuple[str, ...] = (), skip: tuple[str, ...] = (),
-    aliases: dict[str, list[str]] | None = None, optional_positional: bool = False,
+    parser: argparse.ArgumentParser,
+    cls: Any,
+    positional: tuple[str, ...] = (),
+    skip: tuple[str, ...] = (),
+    aliases: dict[str, list[str]] | None = None,
+    optional_positional: bool = False,
 ) -> None:
     """Add one flag per leaf field of ``cls`` (defaults stay the dataclass's: unset flags are absent).
 
@@ -106,8 +116,14 @@ def add_dataclass_flags(
         suffix = "" if said else f" (default: {_text(shown)})"
         parser.add_argument(*names, help=(help_text or "") + suffix, **kwargs)
         if _is_bool(tp) and shown is True:
-            parser.add_argument(f"--no-{name.replace('_', '-')}", dest=name, action="store_const", const="false",
-                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # fmt: skip
+            parser.add_argument(
+                f"--no-{name.replace('_', '-')}",
+                dest=name,
+                action="store_const",
+                const="false",
+                default=argparse.SUPPRESS,
+                help=argparse.SUPPRESS,
+            )
 
 
 def dataclass_from_args(cls: Any, args: argparse.Namespace, **overrides: Any) -> Any:
@@ -170,7 +186,9 @@ def field_help(cls: Any, name: str) -> str:
 
 
 def _is_bool(tp: Any) -> bool:
-    return tp is bool or (typing.get_origin(tp) in (typing.Union, types.UnionType) and bool in typing.get_args(tp))
+    return tp is bool or (
+        typing.get_origin(tp) in (typing.Union, types.UnionType) and bool in typing.get_args(tp)
+    )
 
 
 def _text(value: Any) -> str:
@@ -218,8 +236,11 @@ def convert(value: Any, tp: Any, where: str) -> Any:
         return tuple(convert(v, args[0] if args else Any, where) for v in value)
     if origin is dict or tp is dict:
         if isinstance(value, str):
-            value = parse_pairs(value, where) if "=" in value and not value.lstrip().startswith("{") else (
-                parse_literal(value, where))
+            value = (
+                parse_pairs(value, where)
+                if "=" in value and not value.lstrip().startswith("{")
+                else (parse_literal(value, where))
+            )
         if not isinstance(value, dict):
             raise ValueError(f"{where}={value!r} is invalid: expected a mapping (JSON object)")
         return dict(value)
@@ -250,9 +271,7 @@ def convert(value: Any, tp: Any, where: str) -> Any:
 
 def _convert_union(value: Any, args: tuple, where: str) -> Any:
     """The first member type that accepts the value; None (or "none"/"null") where the union allows it."""
-    if value is None or (
-        isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args
-    ):
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args):
         if type(None) in args:
             return None
     errors = []
@@ -276,6 +295,7 @@ def _convert_list(value: Any, args: tuple, where: str) -> list:
     if args and dataclasses.is_dataclass(args[0]):
         return [convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     return [convert(v, args[0], where) for v in value] if args else list(value)
+
 
 def parse_bool(value: Any, where: str) -> bool:
     if isinstance(value, bool):
@@ -318,5 +338,3 @@ def parse_literal(text: str, where: str) -> Any:
     if "," in text:
         return [part.strip() for part in text.split(",") if part.strip()]
     raise ValueError(f'{where}={text!r} is invalid: give JSON, e.g. [1, 2] or {{"key": "value"}}')
-
-

@@ -35,12 +35,28 @@ import torch
 
 # oneDNN's ISA names (ONEDNN_MAX_CPU_ISA), in order, with what each one allows.
 _ONEDNN_ISAS = (
-    "SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16",
-    "AVX512_CORE_FP16", "AVX10_1_512", "AVX512_CORE_AMX", "AVX10_1_512_AMX", "AVX512_CORE_AMX_FP16",
-    "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2",
-)  # fmt: skip
+    "SSE41",
+    "AVX",
+    "AVX2",
+    "AVX2_VNNI",
+    "AVX2_VNNI_2",
+    "AVX512_CORE",
+    "AVX512_CORE_VNNI",
+    "AVX512_CORE_BF16",
+    "AVX512_CORE_FP16",
+    "AVX10_1_512",
+    "AVX512_CORE_AMX",
+    "AVX10_1_512_AMX",
+    "AVX512_CORE_AMX_FP16",
+    "AVX10_1_512_AMX_FP16",
+    "AVX10_2_512",
+    "AVX10_2_512_AMX_2",
+)
 _FIRST_VNNI = _ONEDNN_ISAS.index("AVX512_CORE_VNNI")
-_AVX2_VNNI = ("AVX2_VNNI", "AVX2_VNNI_2")  # VNNI without AVX-512: below AVX512_CORE in the order, yet with VNNI
+_AVX2_VNNI = (
+    "AVX2_VNNI",
+    "AVX2_VNNI_2",
+)  # VNNI without AVX-512: below AVX512_CORE in the order, yet with VNNI
 _FIRST_BF16 = _ONEDNN_ISAS.index("AVX512_CORE_BF16")
 _FIRST_AMX = _ONEDNN_ISAS.index("AVX512_CORE_AMX")
 
@@ -133,7 +149,12 @@ class FastSetting:
 
     def kwargs(self) -> dict[str, object]:
         """The ``XVLAPolicy.from_pretrained`` arguments for this setting."""
-        return {"device": self.device, "dtype": self.dtype, "compile": self.compile, "quantize": self.quantize}
+        return {
+            "device": self.device,
+            "dtype": self.dtype,
+            "compile": self.compile,
+            "quantize": self.quantize,
+        }
 
     def flags(self) -> str:
         """The same setting as command-line flags."""
@@ -148,24 +169,48 @@ def choose(device: str | torch.device | None = None, hw: Hardware | None = None)
     hw = hw or probe()
     kind = torch.device(device).type if device not in (None, "auto") else ("cuda" if hw.cuda else "cpu")
     if kind == "cuda":
-        return FastSetting(str(device) if device not in (None, "auto") else "cuda", "bfloat16", True, None,
-                           "GPU: bf16 with compiled graphs (CUDA graphs replay the denoising loop)")  # fmt: skip
+        return FastSetting(
+            str(device) if device not in (None, "auto") else "cuda",
+            "bfloat16",
+            True,
+            None,
+            "GPU: bf16 with compiled graphs (CUDA graphs replay the denoising loop)",
+        )
     if kind != "cpu":
         return FastSetting(kind, "float32", False, None, f"{kind}: no compiled or quantized path; eager fp32")
     if not hw.cxx:  # nothing compiles: the same choice, eager
         eager = choose(device, dataclasses.replace(hw, cxx="c++"))
-        return dataclasses.replace(eager, compile=False, reason=eager.reason + "; eager, as there is no C++ "
-                                   "compiler for the compiled graphs (install g++)")  # fmt: skip
+        return dataclasses.replace(
+            eager,
+            compile=False,
+            reason=eager.reason + "; eager, as there is no C++ "
+            "compiler for the compiled graphs (install g++)",
+        )
     if hw.amx:
-        return FastSetting("cpu", "bfloat16", True, None,
-                           "AMX tiles run bf16 GEMMs several times faster than fp32, at bf16's accuracy")  # fmt: skip
+        return FastSetting(
+            "cpu",
+            "bfloat16",
+            True,
+            None,
+            "AMX tiles run bf16 GEMMs several times faster than fp32, at bf16's accuracy",
+        )
     if hw.vnni:
-        return FastSetting("cpu", "float32", True, "int8",
-                           "VNNI without AMX: int8 GEMMs run at about twice the bf16 rate; the rest stays in fp32, "
-                           "which keeps the actions far closer to fp32's than bf16 does, at about the same speed")  # fmt: skip
-    return FastSetting("cpu", "float32", True, "int8",
-                       "no bf16 units and no VNNI (AVX2/FMA): bf16 would be emulated, slower than fp32; int8 GEMMs "
-                       "with 7-bit weights (no int16 saturation) beat compiled fp32, and the rest stays in fp32")  # fmt: skip
+        return FastSetting(
+            "cpu",
+            "float32",
+            True,
+            "int8",
+            "VNNI without AMX: int8 GEMMs run at about twice the bf16 rate; the rest stays in fp32, "
+            "which keeps the actions far closer to fp32's than bf16 does, at about the same speed",
+        )
+    return FastSetting(
+        "cpu",
+        "float32",
+        True,
+        "int8",
+        "no bf16 units and no VNNI (AVX2/FMA): bf16 would be emulated, slower than fp32; int8 GEMMs "
+        "with 7-bit weights (no int16 saturation) beat compiled fp32, and the rest stays in fp32",
+    )
 
 
 def emulated_bf16_warning(dtype: torch.dtype, device: torch.device) -> str | None:
@@ -187,6 +232,10 @@ def report(device: str | None = None) -> str:
     lines = [hw.summary(), ""]
     width = max(len(f.name) for f in dataclasses.fields(hw))
     lines += [f"  {f.name:<{width}}  {getattr(hw, f.name)}" for f in dataclasses.fields(hw)]
-    lines += ["", f"fast=True / --fast chooses: {setting.kwargs()}", f"  flags: {setting.flags()}",
-              f"  why:   {setting.reason}"]  # fmt: skip
+    lines += [
+        "",
+        f"fast=True / --fast chooses: {setting.kwargs()}",
+        f"  flags: {setting.flags()}",
+        f"  why:   {setting.reason}",
+    ]
     return "\n".join(lines)

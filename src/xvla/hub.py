@@ -20,7 +20,12 @@ def looks_like_hub_id(text: str) -> bool:
 
 
 def resolve_folder(
-    path_or_id: str | Path, *, what: str, repo_type: str = "model", revision: str | None = None, **download: Any
+    path_or_id: str | Path,
+    *,
+    what: str,
+    repo_type: str = "model",
+    revision: str | None = None,
+    **download: Any,
 ) -> Path:
     """An existing folder as is; a Hub id downloaded with ``snapshot_download(**download)``."""
     path = Path(path_or_id).expanduser()
@@ -30,7 +35,9 @@ def resolve_folder(
         raise NotADirectoryError(f"{path} is a file; pass the {what} folder")
     text = str(path_or_id)
     if not looks_like_hub_id(text):
-        raise FileNotFoundError(f"{what} folder {text} does not exist (and it is not a Hub id like 'owner/name')")
+        raise FileNotFoundError(
+            f"{what} folder {text} does not exist (and it is not a Hub id like 'owner/name')"
+        )
     try:
         from huggingface_hub import snapshot_download
 

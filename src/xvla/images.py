@@ -38,7 +38,9 @@ def as_image_tensor(image: Any, key: str = "image") -> torch.Tensor:
     if tensor.dim() == 3:
         tensor = tensor.unsqueeze(0)
     if tensor.dim() != 4 or tensor.shape[1] not in (1, 3):
-        raise ValueError(f"'{key}': expected an image of shape [B, 3, H, W] (or HxWx3 numpy), got {tuple(tensor.shape)}")
+        raise ValueError(
+            f"'{key}': expected an image of shape [B, 3, H, W] (or HxWx3 numpy), got {tuple(tensor.shape)}"
+        )
     if tensor.shape[1] == 1:
         tensor = tensor.expand(-1, 3, -1, -1)
     return tensor

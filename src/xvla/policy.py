@@ -139,7 +139,9 @@ class XVLAPolicy(nn.Module):
             compile_for_inference(policy.model, batch_sizes=compile_batch_sizes or DEFAULT_BATCH_SIZES)
         return policy
 
-    def load_model_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True, source: str = "") -> None:
+    def load_model_state_dict(
+        self, state_dict: dict[str, torch.Tensor], strict: bool = True, source: str = ""
+    ) -> None:
         expected = self.model.state_dict()
         missing = [k for k in expected if k not in state_dict and k not in OPTIONAL_BUFFERS]
         unexpected = [k for k in state_dict if k not in expected]
@@ -176,13 +178,19 @@ class XVLAPolicy(nn.Module):
                 "save the base checkpoint without them and keep the adapters as files (xvla adapter export)"
             )
         return ckpt.write_checkpoint(
-            directory, self.model.state_dict(), self.config, format,
-            tokenizer=self.processor.loaded_tokenizer, source_dir=self.source_dir,
-        )  # fmt: skip
+            directory,
+            self.model.state_dict(),
+            self.config,
+            format,
+            tokenizer=self.processor.loaded_tokenizer,
+            source_dir=self.source_dir,
+        )
 
     # ------------------------------------------------------------------ adapters
     @torch.no_grad()
-    def load_adapter(self, path: str | os.PathLike, name: str | None = None, domain_id: int | None = None) -> AdapterInfo:
+    def load_adapter(
+        self, path: str | os.PathLike, name: str | None = None, domain_id: int | None = None
+    ) -> AdapterInfo:
         """Load a robot adapter (``xvla adapter export``) into a free domain slot (or ``domain_id``).
 
         The robot may use another action mode or width than the base (same model action width): its
@@ -195,14 +203,20 @@ class XVLAPolicy(nn.Module):
         name = name or metadata["name"]
         lora_owner = next((a.name for a in self.adapters.values() if a.metadata.get("lora")), None)
         if lora_owner is not None:
-            raise ValueError(f"LoRA adapter {lora_owner!r} has changed this policy's backbone: load {name!r} into a "
-                             "fresh copy of the base checkpoint")  # fmt: skip
+            raise ValueError(
+                f"LoRA adapter {lora_owner!r} has changed this policy's backbone: load {name!r} into a "
+                "fresh copy of the base checkpoint"
+            )
         if metadata.get("lora") and self.adapters:
-            raise ValueError(f"adapter {path} holds LoRA weights, which change the backbone every robot shares: load "
-                             f"it into a policy with no other adapter (loaded: {sorted(self.adapters)})")  # fmt: skip
+            raise ValueError(
+                f"adapter {path} holds LoRA weights, which change the backbone every robot shares: load "
+                f"it into a policy with no other adapter (loaded: {sorted(self.adapters)})"
+            )
         check_compatible(self.model, tensors, metadata, path)
         if name in self.adapters:
-            raise ValueError(f"an adapter named {name!r} is loaded already (domain {self.adapters[name].domain_id})")
+            raise ValueError(
+                f"an adapter named {name!r} is loaded already (domain {self.adapters[name].domain_id})"
+            )
         if domain_id is None:  # loaded adapters are in the table (recorded below), so their ids are used
             used = used_domains(self.config, self.released_base)
             domain_id = smallest_free(used, self.config.num_domains, "pass domain_id= to replace one")
@@ -274,9 +288,14 @@ class XVLAPolicy(nn.Module):
         """
         self.eval()
         return self.generate(
-            self.prepare_inputs(batch), noise=noise, steps=steps, prefix=prefix,
-            prefix_weights=prefix_weights, guidance=guidance, generator=generator,
-        )  # fmt: skip
+            self.prepare_inputs(batch),
+            noise=noise,
+            steps=steps,
+            prefix=prefix,
+            prefix_weights=prefix_weights,
+            guidance=guidance,
+            generator=generator,
+        )
 
     @torch.no_grad()
     def generate(
@@ -297,9 +316,17 @@ class XVLAPolicy(nn.Module):
         ``steps`` defaults to ``config.num_denoising_steps``; ``prefix`` as in :meth:`predict_action_chunk`.
         """
         tensors = {k: inputs[k].to(self.device) for k in MODEL_INPUTS}
-        constraint = {} if prefix is None else {"prefix": prefix, "prefix_weights": prefix_weights, "guidance": guidance}
+        constraint = (
+            {}
+            if prefix is None
+            else {"prefix": prefix, "prefix_weights": prefix_weights, "guidance": guidance}
+        )
         actions = self.model.generate_actions(
-            **tensors, steps=steps or self.config.num_denoising_steps, noise=noise, generator=generator, **constraint
+            **tensors,
+            steps=steps or self.config.num_denoising_steps,
+            noise=noise,
+            generator=generator,
+            **constraint,
         )
         return actions.float()
 

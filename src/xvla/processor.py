@@ -124,7 +124,9 @@ class ObservationProcessor:
                     f"{present}. Rename your cameras to match (--key-map), or pass None for a camera that is absent."
                 )
             return list(self.config.image_keys)
-        keys = sorted(k for k in batch if k.startswith(IMAGE_PREFIX) and not k.startswith(EMPTY_CAMERA_PREFIX))
+        keys = sorted(
+            k for k in batch if k.startswith(IMAGE_PREFIX) and not k.startswith(EMPTY_CAMERA_PREFIX)
+        )
         if not keys:
             raise KeyError(
                 "the batch has no camera image: add at least one 'observation.images.<camera>' entry "
@@ -210,8 +212,10 @@ class ObservationProcessor:
         names = [robots] if isinstance(robots, str) else list(robots)
         unknown = sorted({n for n in names if n not in by_name})
         if unknown:
-            raise KeyError(f"robot {unknown} is not in this checkpoint's domain table {sorted(by_name)}: load its "
-                           "adapter (policy.load_adapter) or pass domain_id")  # fmt: skip
+            raise KeyError(
+                f"robot {unknown} is not in this checkpoint's domain table {sorted(by_name)}: load its "
+                "adapter (policy.load_adapter) or pass domain_id"
+            )
         return [by_name[n] for n in names]
 
     def actions(self, action: Any, space: Any = None) -> torch.Tensor:
@@ -220,7 +224,9 @@ class ObservationProcessor:
         action = torch.as_tensor(action).float()
         action = action.unsqueeze(0) if action.dim() == 2 else action
         if action.dim() != 3:
-            raise ValueError(f"'action' must be [chunk, dim] or [B, chunk, dim], got shape {tuple(action.shape)}")
+            raise ValueError(
+                f"'action' must be [chunk, dim] or [B, chunk, dim], got shape {tuple(action.shape)}"
+            )
         width = action.shape[-1]
         check_action_width(self.config, width, space)
         action = torch.nn.functional.pad(action, (0, space.dim_action - width))
@@ -239,7 +245,9 @@ def check_action_width(config: XVLAConfig, width: int, space: Any = None, where:
             f"expects {sorted({space.dim_action, space.real_dim})}. Use --policy.action_mode=auto (pads any width "
             "up to --policy.max_action_dim) or register an action space."
         )
-    if padded_mode and width > space.real_dim:  # the loss and the robot would see only the first real_dim channels
+    if (
+        padded_mode and width > space.real_dim
+    ):  # the loss and the robot would see only the first real_dim channels
         raise ValueError(
             f"action dimension mismatch: {where} has {width}-dim actions but real_action_dim={space.real_dim}: pass "
             f"--policy.real_action_dim={width} to train all {width} (at most max_action_dim={space.dim_action})"
@@ -247,7 +255,9 @@ def check_action_width(config: XVLAConfig, width: int, space: Any = None, where:
 
 
 # ---------------------------------------------------------------------------------------------- steps
-def rename_keys(observation: dict[str, Any], key_map: dict[str, str], source: str = "observation") -> dict[str, Any]:
+def rename_keys(
+    observation: dict[str, Any], key_map: dict[str, str], source: str = "observation"
+) -> dict[str, Any]:
     """Apply a key map, which always goes MODEL KEY -> SOURCE KEY (dataset, simulator or robot key).
 
     The one meaning of ``--key-map model_key=source_key`` in every command.
@@ -288,6 +298,8 @@ def domain_ids(value: Any, batch: int, num_domains: int, device: torch.device | 
     if ids.numel() == 1 and batch > 1:
         ids = ids.expand(batch)
     if ids.numel() != batch:
-        raise ValueError(f"'domain_id' has {ids.numel()} values for a batch of {batch}; give one id or one per sample")
+        raise ValueError(
+            f"'domain_id' has {ids.numel()} values for a batch of {batch}; give one id or one per sample"
+        )
     check_domain_ids(ids, num_domains)
     return ids.contiguous()

@@ -75,7 +75,9 @@ def matrix_to_quaternion(matrix: torch.Tensor) -> torch.Tensor:
         ],
         dim=-2,
     )  # fmt: skip
-    diag = torch.stack([1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22, 1 + m00 + m11 + m22], -1)
+    diag = torch.stack(
+        [1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22, 1 + m00 + m11 + m22], -1
+    )
     best = diag.argmax(-1, keepdim=True)
     q = torch.gather(cands, -2, best[..., None].expand(*best.shape[:-1], 1, 4)).squeeze(-2)
     q = q / q.norm(dim=-1, keepdim=True)

@@ -24,7 +24,9 @@ def load_tokenizer(name_or_path: str | Path, local_dir: str | Path | None = None
     for folder in (local_dir, name_or_path):
         if folder is not None and _has_tokenizer_files(Path(folder)):
             candidates.append((_tokenizer_from_files, str(folder), {}))
-    candidates.append((AutoTokenizer.from_pretrained, str(name_or_path), {"local_files_only": True}))  # HF cache
+    candidates.append(
+        (AutoTokenizer.from_pretrained, str(name_or_path), {"local_files_only": True})
+    )  # HF cache
     if not Path(name_or_path).exists() and _hub_resolvable():
         candidates.append((AutoTokenizer.from_pretrained, str(name_or_path), {}))
     errors = []
@@ -32,7 +34,9 @@ def load_tokenizer(name_or_path: str | Path, local_dir: str | Path | None = None
         try:
             return load(candidate, **kwargs)
         except Exception as exc:  # noqa: BLE001 - reported below with the fix
-            errors.append(f"{candidate}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            errors.append(
+                f"{candidate}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            )
     raise OSError(
         f"could not load the tokenizer '{name_or_path}' ({'; '.join(errors)}). The Hugging Face Hub may be "
         "unreachable. Provide it offline: put tokenizer files (tokenizer.json or vocab.json + merges.txt) in the "
@@ -52,7 +56,9 @@ def train_bpe_tokenizer(texts: Sequence[str], vocab_size: int = 300):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
     tok.train_from_iterator(list(texts) * 4, trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
     )

@@ -23,14 +23,27 @@ DEFAULT_VOCAB = 1024
 
 @dataclass
 class TokenizerConfig:
-    output: str = field(metadata={"help": "where the tokenizer files go: a checkpoint folder (beside its weights, "
-                                          "where it is read first) or a folder to pass to --tokenizer"})  # fmt: skip
-    source: str | None = documented(None, "copy this tokenizer: a folder with tokenizer files, a checkpoint folder, "
-                                          "or a Hub id already in the local cache (e.g. facebook/bart-large)")  # fmt: skip
-    train_on: str | None = documented(None, "build a byte-level BPE tokenizer from these instructions instead: a "
-                                            "LeRobot dataset folder (its tasks) or a text file, one per line")  # fmt: skip
-    vocab_size: int | None = documented(None, "most tokens of a built tokenizer (default: a checkpoint's text "
-                                              f"embedding size, else {DEFAULT_VOCAB})")  # fmt: skip
+    output: str = field(
+        metadata={
+            "help": "where the tokenizer files go: a checkpoint folder (beside its weights, "
+            "where it is read first) or a folder to pass to --tokenizer"
+        }
+    )
+    source: str | None = documented(
+        None,
+        "copy this tokenizer: a folder with tokenizer files, a checkpoint folder, "
+        "or a Hub id already in the local cache (e.g. facebook/bart-large)",
+    )
+    train_on: str | None = documented(
+        None,
+        "build a byte-level BPE tokenizer from these instructions instead: a "
+        "LeRobot dataset folder (its tasks) or a text file, one per line",
+    )
+    vocab_size: int | None = documented(
+        None,
+        "most tokens of a built tokenizer (default: a checkpoint's text "
+        f"embedding size, else {DEFAULT_VOCAB})",
+    )
     overwrite: bool = documented(False, "replace tokenizer files OUTPUT already holds")
 
 
@@ -44,7 +57,9 @@ def instructions(path: str | Path) -> list[str]:
     elif path.is_file():
         texts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     else:
-        raise FileNotFoundError(f"--train_on={path} does not exist: give a LeRobot dataset folder or a text file")
+        raise FileNotFoundError(
+            f"--train_on={path} does not exist: give a LeRobot dataset folder or a text file"
+        )
     if not texts:
         raise ValueError(f"--train_on={path} holds no instructions to build a tokenizer from")
     return texts
@@ -64,10 +79,14 @@ def make_tokenizer(cfg: TokenizerConfig, vocab: int | None) -> Any:
     from .tokenizer import load_tokenizer, train_bpe_tokenizer
 
     if (cfg.source is None) == (cfg.train_on is None):
-        raise ValueError("give one of --source (copy a tokenizer) or --train_on (build one from instructions)")
+        raise ValueError(
+            "give one of --source (copy a tokenizer) or --train_on (build one from instructions)"
+        )
     if cfg.source is not None:
         return load_tokenizer(cfg.source)
-    return train_bpe_tokenizer(instructions(cfg.train_on), vocab_size=cfg.vocab_size or vocab or DEFAULT_VOCAB)
+    return train_bpe_tokenizer(
+        instructions(cfg.train_on), vocab_size=cfg.vocab_size or vocab or DEFAULT_VOCAB
+    )
 
 
 def cmd_tokenizer(args: argparse.Namespace) -> int:
@@ -78,7 +97,9 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
     output = Path(cfg.output)
     present = sorted(p.name for p in output.iterdir() if p.name in TOKENIZER_FILES) if output.is_dir() else []
     if present and not cfg.overwrite:
-        raise FileExistsError(f"{output} already holds tokenizer files {present}: pass --overwrite to replace them")
+        raise FileExistsError(
+            f"{output} already holds tokenizer files {present}: pass --overwrite to replace them"
+        )
     vocab = _checkpoint_vocab(output)
     tokenizer = make_tokenizer(cfg, vocab)
     if vocab is not None:
@@ -86,12 +107,23 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(output))
     loaded = load_tokenizer(output)  # read back the way a checkpoint or --tokenizer reads it
-    print(json.dumps({"output": str(output), "tokens": len(loaded), "checkpoint": vocab is not None,
-                      "files": sorted(p.name for p in output.iterdir() if p.name in TOKENIZER_FILES)}, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "output": str(output),
+                "tokens": len(loaded),
+                "checkpoint": vocab is not None,
+                "files": sorted(p.name for p in output.iterdir() if p.name in TOKENIZER_FILES),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
 def register(sub) -> None:
-    p = sub.add_parser("tokenizer", help="copy or build a local tokenizer (offline: no Hugging Face Hub needed)")
+    p = sub.add_parser(
+        "tokenizer", help="copy or build a local tokenizer (offline: no Hugging Face Hub needed)"
+    )
     add_dataclass_flags(p, TokenizerConfig, positional=("output",))
     p.set_defaults(func=cmd_tokenizer)

@@ -70,7 +70,9 @@ def resolve_device(preference: str | torch.device | None = "auto", local_rank: i
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(preference if str(preference) != "cuda" else f"cuda:{local_rank}")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(preference)!r} was requested but CUDA is not available here; use --device cpu")
+        raise ValueError(
+            f"device {str(preference)!r} was requested but CUDA is not available here; use --device cpu"
+        )
     return device
 
 
@@ -141,7 +143,9 @@ def atomic_directory(path: str | Path, overwrite: bool = False, flag: str = "--o
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists: choose another destination, or pass {flag} to replace it")
+        raise FileExistsError(
+            f"{path} already exists: choose another destination, or pass {flag} to replace it"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:

@@ -59,4 +59,3 @@ def write_dataset(root, lengths=LENGTHS, tasks=TASKS):
             writer.add_frame(make_frame(ep, i))
         writer.save_episode(task=task)
     return writer.finalize()
-

@@ -24,7 +24,9 @@ def video_file(root, episode):
 
 def test_missing_data_file(copy):
     (copy / "data/chunk-000/file-001.parquet").unlink()
-    with pytest.raises(FileNotFoundError, match=r"data/chunk-000/file-001\.parquet.*episodes \[1\].*download it again"):
+    with pytest.raises(
+        FileNotFoundError, match=r"data/chunk-000/file-001\.parquet.*episodes \[1\].*download it again"
+    ):
         LeRobotDataset(copy)
     assert len(LeRobotDataset(copy, episodes=[0, 2])) == LENGTHS[0] + LENGTHS[2]  # the rest still reads
 
@@ -49,7 +51,9 @@ def test_corrupt_video(copy):
     path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
     ds = LeRobotDataset(copy)
     ds[0]  # episode 0's video is fine
-    with pytest.raises(VideoDecodeError, match=r"observation\.images\.front \(episode 1\).*file-001\.mp4.*download"):
+    with pytest.raises(
+        VideoDecodeError, match=r"observation\.images\.front \(episode 1\).*file-001\.mp4.*download"
+    ):
         ds[LENGTHS[0]]
 
 
@@ -69,7 +73,9 @@ def test_missing_video(copy):
 
 
 def test_required_camera_missing(written_dataset):
-    with pytest.raises(ValueError, match=r"no camera \['observation\.images\.top'\].*observation\.images\.front"):
+    with pytest.raises(
+        ValueError, match=r"no camera \['observation\.images\.top'\].*observation\.images\.front"
+    ):
         LeRobotDataset(written_dataset, camera_keys=["observation.images.top", FRONT])
 
 
@@ -111,7 +117,9 @@ def test_unreachable_hub(monkeypatch, tmp_path):
 
     monkeypatch.setenv("HF_LEROBOT_HOME", str(tmp_path))
     monkeypatch.setattr("huggingface_hub.snapshot_download", offline)
-    with pytest.raises(FileNotFoundError, match=r"'someone/some_dataset'.*could not be fetched.*offline.*local folder"):
+    with pytest.raises(
+        FileNotFoundError, match=r"'someone/some_dataset'.*could not be fetched.*offline.*local folder"
+    ):
         LeRobotDataset("someone/some_dataset")
     with pytest.raises(FileNotFoundError, match="dataset folder .* does not exist"):
         LeRobotDataset(tmp_path / "does" / "not" / "exist")

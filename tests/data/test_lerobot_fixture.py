@@ -27,7 +27,9 @@ def test_matches_lerobots_own_reader():
         for key in ("observation.state", "action", "action_is_pad"):
             assert item[key].tolist() == want[key], (idx, key)
         for cam in ds.meta.camera_keys:
-            np.testing.assert_allclose(item[cam].mean(dim=(1, 2)).numpy(), want[f"{cam}.mean_rgb"], atol=1 / 255)
+            np.testing.assert_allclose(
+                item[cam].mean(dim=(1, 2)).numpy(), want[f"{cam}.mean_rgb"], atol=1 / 255
+            )
 
 
 def test_resume_a_lerobot_dataset(tmp_path):
@@ -35,8 +37,14 @@ def test_resume_a_lerobot_dataset(tmp_path):
     w = LeRobotDatasetWriter.resume(root)
     front = np.zeros((48, 64, 3), np.uint8)
     for i in range(2):
-        w.add_frame({"observation.images.front": front, "observation.images.wrist": front[:32, :32],
-                     "observation.state": np.full(4, i, np.float32), "action": np.zeros(3, np.float32)})  # fmt: skip
+        w.add_frame(
+            {
+                "observation.images.front": front,
+                "observation.images.wrist": front[:32, :32],
+                "observation.state": np.full(4, i, np.float32),
+                "action": np.zeros(3, np.float32),
+            }
+        )
     assert w.save_episode(task="open the drawer") == 2
     ds = LeRobotDataset(root, chunk_size=2)
     assert len(ds) == 13 and ds.meta.tasks == ["pick the cube", "open the drawer"]

@@ -103,13 +103,17 @@ def test_metadata_files_follow_v30(written_dataset):
     assert [(e["dataset_from_index"], e["dataset_to_index"]) for e in episodes] == [(0, 7), (7, 12), (12, 16)]
     for ep, e in enumerate(episodes):
         path = written_dataset / info["video_path"].format(
-            video_key=FRONT, chunk_index=e[f"videos/{FRONT}/chunk_index"], file_index=e[f"videos/{FRONT}/file_index"]
+            video_key=FRONT,
+            chunk_index=e[f"videos/{FRONT}/chunk_index"],
+            file_index=e[f"videos/{FRONT}/file_index"],
         )
         assert path.is_file()
         assert e[f"videos/{FRONT}/to_timestamp"] == pytest.approx(LENGTHS[ep] / FPS)
         assert e["stats/observation.state/count"] == [LENGTHS[ep]]
         np.testing.assert_allclose(
-            e["stats/observation.state/mean"], np.mean([state(ep, i) for i in range(LENGTHS[ep])], axis=0), rtol=1e-6
+            e["stats/observation.state/mean"],
+            np.mean([state(ep, i) for i in range(LENGTHS[ep])], axis=0),
+            rtol=1e-6,
         )
     tasks = pq.read_table(written_dataset / "meta/tasks.parquet").to_pydict()
     assert tasks["task_index"] == [0, 1]

@@ -53,24 +53,37 @@ def write_v21(root, video_lengths=LENGTHS):
     for ep, n in enumerate(LENGTHS):
         state = np.array([[ep, i] for i in range(n)], np.float32)
         act = np.array([[10 * ep + i, -1.0] for i in range(n)], np.float32)
-        table = pa.table({
-            # variable-length lists, as `datasets` wrote them before v3.0
-            "observation.state": pa.array(state.tolist(), pa.list_(pa.float32())),
-            "action": pa.array(act.tolist(), pa.list_(pa.float32())),
-            "timestamp": pa.array(np.arange(n, dtype=np.float32) / FPS),
-            "frame_index": pa.array(np.arange(n, dtype=np.int64)),
-            "episode_index": pa.array(np.full(n, ep, dtype=np.int64)),
-            "index": pa.array(np.arange(start, start + n, dtype=np.int64)),
-            "task_index": pa.array(np.full(n, ep, dtype=np.int64)),
-        })  # fmt: skip
+        table = pa.table(
+            {
+                # variable-length lists, as `datasets` wrote them before v3.0
+                "observation.state": pa.array(state.tolist(), pa.list_(pa.float32())),
+                "action": pa.array(act.tolist(), pa.list_(pa.float32())),
+                "timestamp": pa.array(np.arange(n, dtype=np.float32) / FPS),
+                "frame_index": pa.array(np.arange(n, dtype=np.int64)),
+                "episode_index": pa.array(np.full(n, ep, dtype=np.int64)),
+                "index": pa.array(np.arange(start, start + n, dtype=np.int64)),
+                "task_index": pa.array(np.full(n, ep, dtype=np.int64)),
+            }
+        )
         (root / "data/chunk-000").mkdir(parents=True, exist_ok=True)
         pq.write_table(table, root / f"data/chunk-000/episode_{ep:06d}.parquet")
         frames = [np.broadcast_to(colour(ep, i), (32, 32, 3)) for i in range(video_lengths[ep])]
         encode_video(frames, root / f"videos/chunk-000/{CAM}/episode_{ep:06d}.mp4", FPS)
         episodes.append({"episode_index": ep, "tasks": [TASKS[ep]], "length": n})
-        stats.append({"episode_index": ep, "stats": {"action": {
-            "min": act.min(0).tolist(), "max": act.max(0).tolist(), "mean": act.mean(0).tolist(),
-            "std": act.std(0).tolist(), "count": [n]}}})  # fmt: skip
+        stats.append(
+            {
+                "episode_index": ep,
+                "stats": {
+                    "action": {
+                        "min": act.min(0).tolist(),
+                        "max": act.max(0).tolist(),
+                        "mean": act.mean(0).tolist(),
+                        "std": act.std(0).tolist(),
+                        "count": [n],
+                    }
+                },
+            }
+        )
         start += n
     (root / "meta/episodes.jsonl").write_text("".join(json.dumps(e) + "\n" for e in episodes))
     (root / "meta/tasks.jsonl").write_text(

@@ -63,9 +63,13 @@ def test_bad_frames_are_rejected_whole_and_name_the_key(tmp_path):
 
 def test_bad_features_and_existing_folder(tmp_path):
     with pytest.raises(ValueError, match="camera feature 'cam'"):
-        LeRobotDatasetWriter.create(tmp_path / "a", fps=10, features={"cam": {"dtype": "video", "shape": (3, 32, 32)}})
+        LeRobotDatasetWriter.create(
+            tmp_path / "a", fps=10, features={"cam": {"dtype": "video", "shape": (3, 32, 32)}}
+        )
     with pytest.raises(ValueError, match="'a/b'"):
-        LeRobotDatasetWriter.create(tmp_path / "b", fps=10, features={"a/b": {"dtype": "float32", "shape": (2,)}})
+        LeRobotDatasetWriter.create(
+            tmp_path / "b", fps=10, features={"a/b": {"dtype": "float32", "shape": (2,)}}
+        )
     with pytest.raises(ValueError, match="odd"):
         LeRobotDatasetWriter.create(tmp_path / "c", fps=10, features={"x": {"dtype": "odd", "shape": (2,)}})
     (tmp_path / "full").mkdir()
@@ -78,7 +82,10 @@ def test_bad_features_and_existing_folder(tmp_path):
 
 
 def test_odd_video_size_fails_with_a_fix(tmp_path):
-    features = {"cam": {"dtype": "video", "shape": (33, 32, 3)}, "action": {"dtype": "float32", "shape": (1,)}}
+    features = {
+        "cam": {"dtype": "video", "shape": (33, 32, 3)},
+        "action": {"dtype": "float32", "shape": (1,)},
+    }
     with pytest.raises(ValueError, match="'cam' is 33x32.*even height.*'image'"):
         LeRobotDatasetWriter.create(tmp_path / "ds", fps=10, features=features)
     features["cam"]["dtype"] = "image"  # PNG has no such limit
@@ -105,7 +112,10 @@ def test_failed_save_leaves_earlier_episodes_intact(tmp_path, monkeypatch):
     monkeypatch.setattr(writer_module, "atomic_write", info_write_fails)
     with pytest.raises(OSError, match="disk full") as err:
         w.save_episode(task="a brand new task")
-    assert any("episode 2 was not saved" in note for note in getattr(err.value, "__notes__", ["episode 2 was not saved"]))
+    assert any(
+        "episode 2 was not saved" in note
+        for note in getattr(err.value, "__notes__", ["episode 2 was not saved"])
+    )
     after = {name: (root / name).read_bytes() for name in dataset_files(root)}
     assert after == before  # byte for byte, and no new or temporary file left behind
     assert w.episode_length == 0 and w.num_episodes == 2

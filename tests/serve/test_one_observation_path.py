@@ -26,8 +26,13 @@ DOMAIN = 2
 @pytest.fixture(scope="module", params=["xvla", "lerobot", "official"])
 def checkpoint(request, tmp_path_factory, tokenizer):
     """A 2-camera 40x48 checkpoint (a size no default would guess) written in each layout."""
-    config = serve_config(image_size=(40, 48), max_state_dim=20, image_keys=CAMS, domain_id=DOMAIN,
-                          domains={DOMAIN: "arm", 3: "other arm"})  # fmt: skip
+    config = serve_config(
+        image_size=(40, 48),
+        max_state_dim=20,
+        image_keys=CAMS,
+        domain_id=DOMAIN,
+        domains={DOMAIN: "arm", 3: "other arm"},
+    )
     path = tmp_path_factory.mktemp(f"ckpt_{request.param}")
     torch.manual_seed(0)
     XVLAPolicy(config, tokenizer=tokenizer).save_pretrained(path, format=request.param)
@@ -59,7 +64,9 @@ def test_same_inputs_and_actions_on_every_path(checkpoint, observation):
 
     # Training collation: one raw sample (as the dataset gives it) through the collator.
     sample = {cam: frame for cam, frame in zip(CAMS, frames, strict=True)}
-    sample.update({"observation.state": state, "task": TASK, "domain_id": DOMAIN, "action": np.zeros((CHUNK, 20))})
+    sample.update(
+        {"observation.state": state, "task": TASK, "domain_id": DOMAIN, "action": np.zeros((CHUNK, 20))}
+    )
     sample.update({k: torch.tensor(0) for k in ("action_is_pad", "mixture_index", "sample_index", "draw")})
     collated = Collator(policy.processor)([sample])
     for name, value in inputs.items():
@@ -73,14 +80,22 @@ def test_same_inputs_and_actions_on_every_path(checkpoint, observation):
 
     with running_server(checkpoint) as server, httpx.Client(base_url=server.url, timeout=60) as http:
         official = {f"image{i}": json_numpy.dumps(f) for i, f in enumerate(frames)}
-        official.update({"proprio": json_numpy.dumps(state), "language_instruction": TASK, "domain_id": DOMAIN,
-                         "noise": noise.tolist()})  # fmt: skip
+        official.update(
+            {
+                "proprio": json_numpy.dumps(state),
+                "language_instruction": TASK,
+                "domain_id": DOMAIN,
+                "noise": noise.tolist(),
+            }
+        )
         served = http.post("/act", content=json.dumps(official), headers={"content-type": "application/json"})
         assert served.status_code == 200, served.text
         np.testing.assert_allclose(np.asarray(served.json()["action"]), actions, atol=1e-5, rtol=0)
 
         native = {cam: json_numpy.dumps(f) for cam, f in zip(CAMS, frames, strict=True)}
-        native.update({"observation.state": state.tolist(), "task": TASK, "domain_id": DOMAIN, "noise": noise.tolist()})
+        native.update(
+            {"observation.state": state.tolist(), "task": TASK, "domain_id": DOMAIN, "noise": noise.tolist()}
+        )
         served = http.post("/v1/act", json={"observations": [native]})
         assert served.status_code == 200, served.text
         np.testing.assert_allclose(np.asarray(served.json()["actions"][0]), actions, atol=1e-5, rtol=0)
@@ -91,8 +106,12 @@ def test_same_inputs_and_actions_on_every_path(checkpoint, observation):
 def test_server_refuses_an_untrained_domain(checkpoint, observation):
     frames, state, _ = observation
     with running_server(checkpoint) as server, httpx.Client(base_url=server.url, timeout=60) as http:
-        body = {"image0": json_numpy.dumps(frames[0]), "proprio": json_numpy.dumps(state),
-                "language_instruction": TASK, "domain_id": 4}  # fmt: skip
+        body = {
+            "image0": json_numpy.dumps(frames[0]),
+            "proprio": json_numpy.dumps(state),
+            "language_instruction": TASK,
+            "domain_id": 4,
+        }
         answer = http.post("/act", json=body)
         assert answer.status_code == 422 and answer.json()["field"] == "domain_id"
         assert "trained" in answer.json()["detail"]

@@ -34,8 +34,13 @@ def make_adapters(tmp_path, tokenizer, robots=None):
 
 def observation(robot, rng):
     frame = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    return {"observation.images.front": json_numpy.dumps(frame), "observation.state": [0.1] * 4, "task": "stack",
-            "robot": robot, "noise": rng.standard_normal((CHUNK, 20)).astype(np.float32).tolist()}  # fmt: skip
+    return {
+        "observation.images.front": json_numpy.dumps(frame),
+        "observation.state": [0.1] * 4,
+        "task": "stack",
+        "robot": robot,
+        "noise": rng.standard_normal((CHUNK, 20)).astype(np.float32).tolist(),
+    }
 
 
 def test_two_robots_in_one_batch_equal_each_alone(tmp_path, tokenizer):
@@ -43,7 +48,10 @@ def test_two_robots_in_one_batch_equal_each_alone(tmp_path, tokenizer):
     rng = np.random.default_rng(0)
     left, right = observation("left-arm", rng), observation("right-arm", rng)
     spec = f"left-arm={paths['left-arm']},right-arm={paths['right-arm']}"
-    with running_server(base, adapters=spec.split(",")) as srv, httpx.Client(base_url=srv.url, timeout=60) as http:
+    with (
+        running_server(base, adapters=spec.split(",")) as srv,
+        httpx.Client(base_url=srv.url, timeout=60) as http,
+    ):
         info = http.get("/info").json()
         assert {a["name"] for a in info["adapters"]} == {"left-arm", "right-arm"}
         both = http.post("/v1/act", json={"observations": [left, right]}).json()["actions"]
@@ -63,8 +71,10 @@ def test_robots_of_different_action_widths_share_a_batch(tmp_path, tokenizer):
     base, paths = make_adapters(tmp_path, tokenizer, robots)
     rng = np.random.default_rng(0)
     obs = {name: observation(name, rng) for name in widths}
-    with running_server(base, adapters=[f"{n}={p}" for n, p in paths.items()]) as srv, \
-            httpx.Client(base_url=srv.url, timeout=60) as http:  # fmt: skip
+    with (
+        running_server(base, adapters=[f"{n}={p}" for n, p in paths.items()]) as srv,
+        httpx.Client(base_url=srv.url, timeout=60) as http,
+    ):
         info = {a["name"]: a["action_dim"] for a in http.get("/info").json()["adapters"]}
         assert info == widths
         both = http.post("/v1/act", json={"observations": list(obs.values())}).json()["actions"]
@@ -88,8 +98,11 @@ def test_adding_an_adapter_at_run_time_needs_the_api_key(tmp_path, tokenizer):
         obs = observation("left-arm", np.random.default_rng(1))
         answer = http.post("/v1/act", json={"observations": [obs]}, headers={"x-api-key": "k"})
         assert answer.status_code == 200, answer.text
-        unknown = http.post("/v1/act", json={"observations": [observation("nobody", np.random.default_rng(1))]},
-                            headers={"x-api-key": "k"})  # fmt: skip
+        unknown = http.post(
+            "/v1/act",
+            json={"observations": [observation("nobody", np.random.default_rng(1))]},
+            headers={"x-api-key": "k"},
+        )
         assert unknown.status_code == 422 and "unknown robot" in unknown.json()["detail"]
 
 
@@ -118,8 +131,14 @@ def test_an_adapter_loads_between_chunks_never_during_one(tmp_path, tokenizer):
 
     engine.model.generate_actions = recorded("chunk", engine.model.generate_actions)
     engine.policy.load_adapter = recorded("load", engine.policy.load_adapter)
-    obs = Observation(images=[np.zeros((32, 32, 3), np.uint8)], state=np.zeros(4, np.float32), task="stack",
-                      domain_id=0, steps=2, seed=0)  # fmt: skip
+    obs = Observation(
+        images=[np.zeros((32, 32, 3), np.uint8)],
+        state=np.zeros(4, np.float32),
+        task="stack",
+        domain_id=0,
+        steps=2,
+        seed=0,
+    )
     chunk = threading.Thread(target=engine.run, args=([engine.prepare(obs)],))
     chunk.start()
     time.sleep(0.05)  # the chunk holds the model now
@@ -140,11 +159,30 @@ def test_client_sends_robot_and_refuses_keys_outside_the_schema(tmp_path, tokeni
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     noise = rng.standard_normal((CHUNK, 20)).astype(np.float32)
-    obs = {"observation.images.front": frame, "observation.state": np.full(4, 0.1, np.float32), "task": "stack"}
-    with running_server(base, adapters=[f"{n}={p}" for n, p in paths.items()]) as srv, Client(srv.url) as client:
-        raw = httpx.post(f"{srv.url}/v1/act", timeout=60, json={"observations": [
-            {**obs, "observation.images.front": json_numpy.dumps(frame), "observation.state": [0.1] * 4,
-             "robot": "left-arm", "noise": noise.tolist()}]}).json()["actions"][0]  # fmt: skip
+    obs = {
+        "observation.images.front": frame,
+        "observation.state": np.full(4, 0.1, np.float32),
+        "task": "stack",
+    }
+    with (
+        running_server(base, adapters=[f"{n}={p}" for n, p in paths.items()]) as srv,
+        Client(srv.url) as client,
+    ):
+        raw = httpx.post(
+            f"{srv.url}/v1/act",
+            timeout=60,
+            json={
+                "observations": [
+                    {
+                        **obs,
+                        "observation.images.front": json_numpy.dumps(frame),
+                        "observation.state": [0.1] * 4,
+                        "robot": "left-arm",
+                        "noise": noise.tolist(),
+                    }
+                ]
+            },
+        ).json()["actions"][0]
         chunk = client.act({**obs, "robot": "left-arm"}, noise=noise)
         np.testing.assert_allclose(chunk, raw, atol=1e-5)
         assert not np.allclose(client.act(obs, noise=noise), raw, atol=1e-3)  # the default domain differs
@@ -153,7 +191,9 @@ def test_client_sends_robot_and_refuses_keys_outside_the_schema(tmp_path, tokeni
         assert info.value.status == 422 and "left-arm" in info.value.detail
         with pytest.raises(ServerError, match="disagrees"):
             client.act({**obs, "robot": "left-arm", "domain_id": 0})
-        with pytest.raises(ValueError, match="'gripper_hint' is not part of the /v1/act schema.*pass_unknown_keys"):
+        with pytest.raises(
+            ValueError, match="'gripper_hint' is not part of the /v1/act schema.*pass_unknown_keys"
+        ):
             client.act({**obs, "gripper_hint": 1.0})
     with running_server(base) as srv, Client(srv.url, pass_unknown_keys=True) as client:
         with pytest.raises(ServerError, match="unknown key") as info:

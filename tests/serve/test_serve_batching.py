@@ -75,10 +75,15 @@ def test_batched_answers_equal_the_library(batching_server, serve_checkpoint):
     noise = rng.standard_normal((3, CHUNK, ACTION_DIM)).astype(np.float32)
     tasks = ["open the drawer", "stack the cubes", "wipe the table"]
     observations = [
-        {"observation.images.a": encode_array(f[0]), "observation.images.b": encode_array(f[1]),
-         "observation.state": encode_array(s), "task": t, "domain_id": d}
+        {
+            "observation.images.a": encode_array(f[0]),
+            "observation.images.b": encode_array(f[1]),
+            "observation.state": encode_array(s),
+            "task": t,
+            "domain_id": d,
+        }
         for f, s, t, d in zip(frames, states, tasks, [5, 0, 2], strict=True)
-    ]  # fmt: skip
+    ]
     with httpx.Client(base_url=batching_server.url, timeout=60) as client:
         served = post(client, {"observations": observations, "noise": encode_array(noise), "steps": 3})
     policy = XVLAPolicy.from_pretrained(serve_checkpoint)
@@ -96,10 +101,16 @@ def test_batched_answers_equal_the_library(batching_server, serve_checkpoint):
 def test_requests_with_different_steps_are_split(batching_server):
     rng = np.random.default_rng(3)
     bodies = [
-        {"image0": json_numpy.dumps(frame(rng)), "proprio": json_numpy.dumps(np.zeros(4, np.float32)),
-         "language_instruction": "push the button", "domain_id": i % 6, "steps": 1 + i % 2, "seed": i}
+        {
+            "image0": json_numpy.dumps(frame(rng)),
+            "proprio": json_numpy.dumps(np.zeros(4, np.float32)),
+            "language_instruction": "push the button",
+            "domain_id": i % 6,
+            "steps": 1 + i % 2,
+            "seed": i,
+        }
         for i in range(6)
-    ]  # fmt: skip
+    ]
     with httpx.Client(base_url=batching_server.url, timeout=60) as client:
         with ThreadPoolExecutor(len(bodies)) as pool:
             together = list(pool.map(lambda b: client.post("/act", json=b), bodies))

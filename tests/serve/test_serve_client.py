@@ -38,7 +38,9 @@ def test_client_act(server, rng):
         assert client.last_timing["batch_sizes"] == [1]
         np.testing.assert_allclose(client.act(obs, seed=3), chunk, atol=1e-6)
         noise = torch.randn(CHUNK, ACTION_DIM)
-        np.testing.assert_allclose(client.act(obs, noise=noise), client.act(obs, noise=noise.numpy()), atol=1e-6)
+        np.testing.assert_allclose(
+            client.act(obs, noise=noise), client.act(obs, noise=noise.numpy()), atol=1e-6
+        )
         batch = client.act_batch([obs, observation(rng, domain_id=4)], seed=3)
         assert batch.shape == (2, CHUNK, ACTION_DIM)
         np.testing.assert_allclose(batch[0], chunk, atol=1e-5)  # seed + 0 for the first observation
@@ -92,16 +94,22 @@ def test_cli_flags_come_from_serve_config():
     from xvla.flags import dataclass_from_args
     from xvla.serve.server import ServeConfig
 
-    args = build_parser().parse_args(["serve", "--policy.path", "some/dir", "--domain-ids", "0,3", "--port=9"])
+    args = build_parser().parse_args(
+        ["serve", "--policy.path", "some/dir", "--domain-ids", "0,3", "--port=9"]
+    )
     cfg = dataclass_from_args(ServeConfig, args)
     assert cfg.policy_path == "some/dir" and cfg.host == "127.0.0.1" and cfg.port == 9
     assert cfg.domain_ids == [0, 3] and cfg.api_key is None and cfg.max_batch_size >= 1
-    for flag, adapters in (("--adapter=left=/a/l.safetensors", ["left=/a/l.safetensors"]),  # one needs no comma
-                           ("--adapters=left=L,right=R", ["left=L", "right=R"])):  # fmt: skip
+    for flag, adapters in (
+        ("--adapter=left=/a/l.safetensors", ["left=/a/l.safetensors"]),  # one needs no comma
+        ("--adapters=left=L,right=R", ["left=L", "right=R"]),
+    ):
         args = build_parser().parse_args(["serve", "--policy.path", "some/dir", flag])
         assert dataclass_from_args(ServeConfig, args).adapters == adapters
     with pytest.raises(ValueError, match="port"):
-        dataclass_from_args(ServeConfig, build_parser().parse_args(["serve", "--policy.path=x", "--port", "high"]))
+        dataclass_from_args(
+            ServeConfig, build_parser().parse_args(["serve", "--policy.path=x", "--port", "high"])
+        )
 
 
 def test_cli_serves_and_stops_gracefully(serve_checkpoint, tmp_path):
@@ -147,15 +155,26 @@ def test_remote_policy_gives_the_in_process_chunks(server, serve_checkpoint, rng
     from xvla.serve import RemotePolicy
 
     cams = ["observation.images.a", "observation.images.b"]  # sorted: /v1/act and the official order agree
-    batch = {cams[0]: np.stack([frame(rng), frame(rng)]), cams[1]: np.stack([frame(rng), frame(rng)]),
-             "observation.state": rng.normal(size=(2, 6)).astype(np.float32), "task": ["open it", "close it"],
-             "domain_id": 1}  # fmt: skip
+    batch = {
+        cams[0]: np.stack([frame(rng), frame(rng)]),
+        cams[1]: np.stack([frame(rng), frame(rng)]),
+        "observation.state": rng.normal(size=(2, 6)).astype(np.float32),
+        "task": ["open it", "close it"],
+        "domain_id": 1,
+    }
     noise = torch.randn(2, CHUNK, ACTION_DIM)
     with torch.no_grad():
-        local = XVLAPolicy.from_pretrained(serve_checkpoint).eval().predict_action_chunk(batch, noise=noise).numpy()
+        local = (
+            XVLAPolicy.from_pretrained(serve_checkpoint)
+            .eval()
+            .predict_action_chunk(batch, noise=noise)
+            .numpy()
+        )
     with RemotePolicy(server.url) as native, RemotePolicy(server.url, cameras=cams) as official:
         assert native.noise_shape == (CHUNK, ACTION_DIM)
         np.testing.assert_allclose(native.predict_action_chunk(batch, noise=noise), local, atol=1e-5)
-        np.testing.assert_allclose(official.predict_action_chunk(batch, noise=noise.numpy()), local, atol=1e-5)
+        np.testing.assert_allclose(
+            official.predict_action_chunk(batch, noise=noise.numpy()), local, atol=1e-5
+        )
         with pytest.raises(ValueError, match="official /act takes no prefix"):
             official.predict_action_chunk(batch, prefix=np.zeros((2, 1, ACTION_DIM)))

@@ -13,8 +13,14 @@ from .serve_support import serve_config
 
 
 def observation(**overrides) -> Observation:
-    base = dict(images=[np.zeros((100, 30, 3), np.uint8), np.zeros((20, 300, 3), np.uint8)],
-                state=np.ones(3, np.float32), task="open the drawer", domain_id=2, steps=2, seed=1)  # fmt: skip
+    base = dict(
+        images=[np.zeros((100, 30, 3), np.uint8), np.zeros((20, 300, 3), np.uint8)],
+        state=np.ones(3, np.float32),
+        task="open the drawer",
+        domain_id=2,
+        steps=2,
+        seed=1,
+    )
     base.update(overrides)
     return Observation(**base)
 
@@ -44,7 +50,9 @@ def test_view_capacity_and_unrunnable_checkpoints(tokenizer):
 def test_prepare_pads_views_and_state(tokenizer):
     engine = ServeEngine(XVLAPolicy(serve_config(), tokenizer=tokenizer))
     sample = engine.prepare(observation())
-    assert sample.image_input.shape == (1, 3, 3, 32, 32) and sample.image_mask.tolist() == [[True, True, False]]
+    assert sample.image_input.shape == (1, 3, 3, 32, 32) and sample.image_mask.tolist() == [
+        [True, True, False]
+    ]
     assert sample.proprio.shape == (1, 8) and sample.proprio[0, 3:].abs().sum() == 0
     assert sample.batch_key == (2, 3)
     five = engine.prepare(observation(images=[np.zeros((8, 8, 3), np.uint8)] * 5))

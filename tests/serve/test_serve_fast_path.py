@@ -39,7 +39,9 @@ def test_from_pretrained_passes_compile_to_the_policy(serve_checkpoint, monkeypa
         model.runner = RecordingRunner()
 
     monkeypatch.setattr("xvla.model.compiled_runner.compile_for_inference", fake_enable)
-    engine = ServeEngine.from_pretrained(serve_checkpoint, device="cpu", compile=True, compile_batch_sizes=(1, 4))
+    engine = ServeEngine.from_pretrained(
+        serve_checkpoint, device="cpu", compile=True, compile_batch_sizes=(1, 4)
+    )
     assert seen["batch_sizes"] == (1, 4)
     engine.warmup()
     assert engine.model.runner.calls

@@ -19,7 +19,11 @@ import numpy as np
 from .serve_support import frame, running_server
 
 RNG = np.random.default_rng(0)
-OBS = {"observation.images.front": frame(RNG, 32, 32).tolist(), "observation.state": [0.5, -0.5], "task": "stack"}
+OBS = {
+    "observation.images.front": frame(RNG, 32, 32).tolist(),
+    "observation.state": [0.5, -0.5],
+    "task": "stack",
+}
 
 
 def body(domain_id: int, seed: int = 7, steps: int | None = None) -> bytes:
@@ -32,8 +36,10 @@ def body(domain_id: int, seed: int = 7, steps: int | None = None) -> bytes:
 def open_request(port: int, data: bytes, declared: int | None = None) -> socket.socket:
     """A raw HTTP request: the headers, then ``data`` (the whole body, part of it, or nothing)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-    head = (f"POST /v1/act HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data) if declared is None else declared}\r\n\r\n")  # fmt: skip
+    head = (
+        f"POST /v1/act HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data) if declared is None else declared}\r\n\r\n"
+    )
     sock.sendall(head.encode() + data)
     return sock
 
@@ -43,8 +49,14 @@ def status_of(sock: socket.socket) -> tuple[int, bytes]:
     answer = b""
     while True:
         head, _, rest = answer.partition(b"\r\n\r\n")
-        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                       if line.lower().startswith(b"content-length:")), None)  # fmt: skip
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            None,
+        )
         if _ and length is not None and len(rest) >= length:
             break
         chunk = sock.recv(65536)
@@ -143,7 +155,10 @@ def test_sigterm_finishes_the_request_in_flight_and_refuses_new_ones(serve_check
         steps = int(min(100000, max(200, 2.0 / max(single_step["inference_ms"][0] / 1000, 1e-4))))
         answers = []
         inflight = threading.Thread(
-            target=lambda: answers.append(httpx.post(url + "/v1/act", content=body(1, steps=steps), timeout=300)))
+            target=lambda: answers.append(
+                httpx.post(url + "/v1/act", content=body(1, steps=steps), timeout=300)
+            )
+        )
         inflight.start()
         wait_for(lambda: _pending(url) >= 1, "the long request to queue")
         proc.send_signal(signal.SIGTERM)

@@ -27,7 +27,9 @@ def observation(rng):
 
 def in_process(policy, obs, noise, **kwargs):
     batch = {**obs, "observation.state": obs["observation.state"][None], "task": [obs["task"]]}
-    return policy.predict_action_chunk(batch, noise=torch.from_numpy(noise)[None], steps=3, **kwargs)[0].numpy()
+    return policy.predict_action_chunk(batch, noise=torch.from_numpy(noise)[None], steps=3, **kwargs)[
+        0
+    ].numpy()
 
 
 @pytest.mark.parametrize("guidance", ["inpaint", "guided"])
@@ -38,11 +40,14 @@ def test_server_prefix_equals_in_process(server, serve_checkpoint, guidance):
     prefix = rng.uniform(0.1, 0.9, (3, ACTION_DIM)).astype(np.float32)
     policy = XVLAPolicy.from_pretrained(serve_checkpoint)
     weights = torch.from_numpy(rtc_prefix_weights(2, 3).astype(np.float32))[None]
-    expected = in_process(policy, obs, noise, prefix=torch.from_numpy(prefix)[None], prefix_weights=weights,
-                          guidance=guidance)  # fmt: skip
+    expected = in_process(
+        policy, obs, noise, prefix=torch.from_numpy(prefix)[None], prefix_weights=weights, guidance=guidance
+    )
     with Client(server.url) as client:
         served = client.act(obs, noise=noise, steps=3, prefix=prefix, delay=2, guidance=guidance)
-        explicit = client.act(obs, noise=noise, steps=3, prefix=prefix, prefix_weights=weights[0], guidance=guidance)
+        explicit = client.act(
+            obs, noise=noise, steps=3, prefix=prefix, prefix_weights=weights[0], guidance=guidance
+        )
         free = client.act(obs, noise=noise, steps=3)
     np.testing.assert_allclose(served, expected, atol=1e-5)
     np.testing.assert_allclose(explicit, expected, atol=1e-5)
@@ -73,15 +78,28 @@ def test_prefix_errors(server):
     obs = {k: (encode_array(v) if isinstance(v, np.ndarray) else v) for k, v in observation(rng).items()}
     cases = [
         ({"delay": 1}, "observations[0].prefix", "only apply to a committed 'prefix'"),
-        ({"prefix": encode_array(np.zeros((2, 5), np.float32)), "delay": 1}, "observations[0].prefix", "[d, 20]"),
+        (
+            {"prefix": encode_array(np.zeros((2, 5), np.float32)), "delay": 1},
+            "observations[0].prefix",
+            "[d, 20]",
+        ),
         ({"prefix": encode_array(np.zeros((2, ACTION_DIM), np.float32))}, "observations[0].delay", "missing"),
-        ({"prefix": encode_array(np.zeros((2, ACTION_DIM), np.float32)), "delay": 3}, "observations[0].delay",
-         "out of range"),
-        ({"prefix": encode_array(np.zeros((2, ACTION_DIM), np.float32)), "delay": 1, "guidance": "x"},
-         "observations[0].guidance", "choose one of"),
-        ({"prefix": encode_array(np.zeros((2, ACTION_DIM), np.float32)), "prefix_weights": [0.5, 2.0]},
-         "observations[0].prefix_weights", "in [0, 1]"),
-    ]  # fmt: skip
+        (
+            {"prefix": encode_array(np.zeros((2, ACTION_DIM), np.float32)), "delay": 3},
+            "observations[0].delay",
+            "out of range",
+        ),
+        (
+            {"prefix": encode_array(np.zeros((2, ACTION_DIM), np.float32)), "delay": 1, "guidance": "x"},
+            "observations[0].guidance",
+            "choose one of",
+        ),
+        (
+            {"prefix": encode_array(np.zeros((2, ACTION_DIM), np.float32)), "prefix_weights": [0.5, 2.0]},
+            "observations[0].prefix_weights",
+            "in [0, 1]",
+        ),
+    ]
     with httpx.Client(base_url=server.url, timeout=30) as http:
         for extra, field, message in cases:
             response = http.post("/v1/act", json={"observations": [{**obs, **extra}]})

@@ -27,10 +27,17 @@ from .serve_support import CHUNK, NUM_DOMAINS, STATE_DIM, official_payload
 
 def spec(**overrides) -> ModelSpec:
     base = dict(
-        proprio_dim=STATE_DIM, use_proprio=True, num_domains=NUM_DOMAINS, allowed_domains=frozenset(range(NUM_DOMAINS)),
-        default_domain_id=0, max_views=3, chunk_size=CHUNK, model_action_dim=20, default_steps=2,
+        proprio_dim=STATE_DIM,
+        use_proprio=True,
+        num_domains=NUM_DOMAINS,
+        allowed_domains=frozenset(range(NUM_DOMAINS)),
+        default_domain_id=0,
+        max_views=3,
+        chunk_size=CHUNK,
+        model_action_dim=20,
+        default_steps=2,
         limits=Limits(max_image_side=512, max_image_pixels=512 * 512),
-    )  # fmt: skip
+    )
     base.update(overrides)
     return ModelSpec(**base)
 
@@ -76,9 +83,15 @@ def test_decode_accepts_dict_form_and_plain_lists():
         ({"__numpy__": "AAAA", "dtype": "<U1", "shape": [1]}, "not allowed"),
         ({"__numpy__": "AAAA", "dtype": "nonsense", "shape": [1]}, "not a numpy dtype"),
         ({"__numpy__": "AAAA", "dtype": "<c16", "shape": [1]}, "not allowed"),
-        ({"__numpy__": "AAAA", "dtype": "<f4", "shape": [100000, 100000]}, "elements"),  # checked before decoding
+        (
+            {"__numpy__": "AAAA", "dtype": "<f4", "shape": [100000, 100000]},
+            "elements",
+        ),  # checked before decoding
         ({"__numpy__": "AAAA", "dtype": "<f4", "shape": [-1]}, "negative"),
-        ({"__numpy__": "AAAA", "dtype": "<f4", "shape": [5]}, "base64 characters"),  # shape lies about the data
+        (
+            {"__numpy__": "AAAA", "dtype": "<f4", "shape": [5]},
+            "base64 characters",
+        ),  # shape lies about the data
         ({"__numpy__": "!!!!", "dtype": "|u1", "shape": [3]}, "base64"),
         ({"__numpy__": 5, "dtype": "|u1", "shape": [3]}, "base64 string"),
         ({"__numpy__": "AAAA", "dtype": "|u1", "shape": "3"}, "list of integers"),
@@ -112,7 +125,12 @@ def test_official_payload_parses(rng):
     payload = json.loads(json.dumps(official_payload(rng, n_images=3, state_dim=5, domain_id=4, steps=3)))
     obs = parse_official(payload, spec())
     assert len(obs.images) == 3 and obs.images[0].shape == (48, 64, 3) and obs.images[0].dtype == np.uint8
-    assert obs.state.shape == (5,) and obs.domain_id == 4 and obs.steps == 3 and obs.task == "pick up the red block"
+    assert (
+        obs.state.shape == (5,)
+        and obs.domain_id == 4
+        and obs.steps == 3
+        and obs.task == "pick up the red block"
+    )
     assert parse_official({**payload, "steps": None}, spec()).steps == 2  # the server default
     # a missing key is skipped: image0 and image2 become views 0 and 1
     del payload["image1"]
@@ -151,8 +169,14 @@ def test_image_validation(rng):
             decode_image(json_numpy.dumps(image), "image1", s)
         assert info.value.field == "image1", name
         assert 400 <= info.value.status < 500, name
-    assert decode_image(json_numpy.dumps(np.zeros((3, 8, 9), np.uint8)), "x", s, allow_chw=True).shape == (8, 9, 3)
-    assert decode_image(np.zeros((2, 2, 3), int).tolist(), "x", s).dtype == np.uint8  # small-int lists are fine
+    assert decode_image(json_numpy.dumps(np.zeros((3, 8, 9), np.uint8)), "x", s, allow_chw=True).shape == (
+        8,
+        9,
+        3,
+    )
+    assert (
+        decode_image(np.zeros((2, 2, 3), int).tolist(), "x", s).dtype == np.uint8
+    )  # small-int lists are fine
     with pytest.raises(RequestError, match="uint8"):
         decode_image((np.ones((2, 2, 3)) * 300).astype(int).tolist(), "x", s)
 
@@ -201,14 +225,18 @@ def test_missing_fields_and_view_limits(rng):
         parse_official(payload, spec(max_views=2))
     assert info.value.field == "image2"
     # without proprioception the state is optional and ignored
-    obs = parse_official({k: v for k, v in payload.items() if k != "proprio"}, spec(use_proprio=False, proprio_dim=0))
+    obs = parse_official(
+        {k: v for k, v in payload.items() if k != "proprio"}, spec(use_proprio=False, proprio_dim=0)
+    )
     assert obs.state is None
     with pytest.raises(RequestError, match="not one this checkpoint was trained for"):
         parse_official(payload, spec(allowed_domains=frozenset({0})))
     # without a domain id the checkpoint's default domain is used (as in eval and the Python API)
     assert parse_official({k: v for k, v in payload.items() if k != "domain_id"}, spec()).domain_id == 0
     with pytest.raises(RequestError, match="missing: this server needs one of"):
-        parse_official({k: v for k, v in payload.items() if k != "domain_id"}, spec(allowed_domains=frozenset({2})))
+        parse_official(
+            {k: v for k, v in payload.items() if k != "domain_id"}, spec(allowed_domains=frozenset({2}))
+        )
 
 
 def test_native_parsing(rng):
@@ -217,7 +245,9 @@ def test_native_parsing(rng):
         "observation.state": [0.1, 0.2],
         "task": "open the drawer",
     }
-    items = parse_native({"observations": [obs, {**obs, "domain_id": 2, "seed": 9}], "seed": 5, "steps": 1}, spec())
+    items = parse_native(
+        {"observations": [obs, {**obs, "domain_id": 2, "seed": 9}], "seed": 5, "steps": 1}, spec()
+    )
     assert [o.seed for o in items] == [5, 9] and [o.domain_id for o in items] == [0, 2]
     assert items[0].images[0].shape == (16, 16, 3) and items[0].steps == 1
     noise = np.zeros((2, CHUNK, 20), np.float32)
@@ -229,7 +259,10 @@ def test_native_parsing(rng):
         ({"observations": {}}, "observations"),
         ({"observations": [1]}, "observations[0]"),
         ({"observations": [{**obs, "task": None}]}, "observations[0].task"),
-        ({"observations": [{k: v for k, v in obs.items() if k != "observation.state"}]}, "observations[0].observation.state"),
+        (
+            {"observations": [{k: v for k, v in obs.items() if k != "observation.state"}]},
+            "observations[0].observation.state",
+        ),
         ({"observations": [{"task": "x", "observation.state": [0.0]}]}, "observations[0].observation.images"),
         ({"observations": [obs] * 65}, "observations"),
         ({"observations": [obs], "noise": encode_array(np.zeros((2, CHUNK, 20), np.float32))}, "noise"),

@@ -49,20 +49,55 @@ MALFORMED = [
     ("image rgba", with_(image1=json_numpy.dumps(np.zeros((8, 8, 4), np.uint8))), 422, "image1"),
     ("image 4-d", with_(image0=json_numpy.dumps(np.zeros((1, 8, 8, 3), np.uint8))), 422, "image0"),
     ("image zero size", with_(image0=json_numpy.dumps(np.zeros((0, 0, 3), np.uint8))), 422, "image0"),
-    ("image corrupt bytes", with_(image0=json_numpy.dumps(np.frombuffer(b"\xff\xd8\xff garbage", np.uint8))), 422, "image0"),
-    ("image object dtype", with_(image0=json.dumps({"__numpy__": "AAAA", "dtype": "|O", "shape": [3]})), 422, "image0"),
-    ("image shape lies", with_(image0=json.dumps({"__numpy__": "AAAA", "dtype": "|u1", "shape": [64, 64, 3]})), 422, "image0"),
-    ("image bad base64", with_(image0=json.dumps({"__numpy__": "@@@@", "dtype": "|u1", "shape": [3]})), 422, "image0"),
-    ("image huge claimed shape", with_(image0=json.dumps({"__numpy__": "AAAA", "dtype": "|u1", "shape": [10**6, 10**6, 3]})), 413, "image0"),
+    (
+        "image corrupt bytes",
+        with_(image0=json_numpy.dumps(np.frombuffer(b"\xff\xd8\xff garbage", np.uint8))),
+        422,
+        "image0",
+    ),
+    (
+        "image object dtype",
+        with_(image0=json.dumps({"__numpy__": "AAAA", "dtype": "|O", "shape": [3]})),
+        422,
+        "image0",
+    ),
+    (
+        "image shape lies",
+        with_(image0=json.dumps({"__numpy__": "AAAA", "dtype": "|u1", "shape": [64, 64, 3]})),
+        422,
+        "image0",
+    ),
+    (
+        "image bad base64",
+        with_(image0=json.dumps({"__numpy__": "@@@@", "dtype": "|u1", "shape": [3]})),
+        422,
+        "image0",
+    ),
+    (
+        "image huge claimed shape",
+        with_(image0=json.dumps({"__numpy__": "AAAA", "dtype": "|u1", "shape": [10**6, 10**6, 3]})),
+        413,
+        "image0",
+    ),
     ("too many images", with_(image2=TINY_IMAGE, image3=TINY_IMAGE), 422, "image3"),
     ("proprio missing", with_(proprio=_DROP), 422, "proprio"),
-    ("proprio too long", with_(proprio=json_numpy.dumps(np.zeros(STATE_DIM + 5, np.float32))), 422, "proprio"),
+    (
+        "proprio too long",
+        with_(proprio=json_numpy.dumps(np.zeros(STATE_DIM + 5, np.float32))),
+        422,
+        "proprio",
+    ),
     ("proprio NaN", with_(proprio=json_numpy.dumps(np.array([1.0, np.nan], np.float32))), 422, "proprio"),
     ("proprio inf", with_(proprio=json_numpy.dumps(np.array([np.inf], np.float64))), 422, "proprio"),
     ("proprio strings", with_(proprio='["a", "b"]'), 422, "proprio"),
     ("proprio 2-d", with_(proprio=json_numpy.dumps(np.zeros((3, 3), np.float32))), 422, "proprio"),
     ("proprio object", with_(proprio={"a": 1}), 422, "proprio"),
-    ("proprio absurd magnitude", with_(proprio=json_numpy.dumps(np.array([3e38, 1.0], np.float32))), 422, "proprio"),
+    (
+        "proprio absurd magnitude",
+        with_(proprio=json_numpy.dumps(np.array([3e38, 1.0], np.float32))),
+        422,
+        "proprio",
+    ),
     ("domain out of range", with_(domain_id=NUM_DOMAINS), 422, "domain_id"),
     ("domain negative", with_(domain_id=-3), 422, "domain_id"),
     ("domain huge", with_(domain_id=10**40), 422, "domain_id"),
@@ -75,9 +110,24 @@ MALFORMED = [
     ("steps huge", with_(steps=10**9), 422, "steps"),
     ("steps text", with_(steps="ten"), 422, "steps"),
     ("steps unicode digit", with_(steps="\u00b2"), 422, "steps"),
-    ("instruction lone surrogate", json.dumps(with_(language_instruction="\ud800")).encode(), 422, "language_instruction"),
-    ("image dtype as structured string", with_(image0=json.dumps({"__numpy__": "", "dtype": "i4,i4", "shape": [0]})), 422, "image0"),
-    ("image 0 x huge", with_(image0=json.dumps({"__numpy__": "", "dtype": "|u1", "shape": [0, 10**12, 3]})), 422, "image0"),
+    (
+        "instruction lone surrogate",
+        json.dumps(with_(language_instruction="\ud800")).encode(),
+        422,
+        "language_instruction",
+    ),
+    (
+        "image dtype as structured string",
+        with_(image0=json.dumps({"__numpy__": "", "dtype": "i4,i4", "shape": [0]})),
+        422,
+        "image0",
+    ),
+    (
+        "image 0 x huge",
+        with_(image0=json.dumps({"__numpy__": "", "dtype": "|u1", "shape": [0, 10**12, 3]})),
+        422,
+        "image0",
+    ),
 ]
 
 
@@ -135,7 +185,12 @@ def test_wrong_method_and_path(http):
 def test_api_key(serve_checkpoint):
     with running_server(serve_checkpoint, api_key="s3cret") as srv, httpx.Client(base_url=srv.url) as client:
         assert client.get("/health").status_code == 200  # liveness stays open
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "s3cre"}, {"Authorization": "s3cret"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"X-API-Key": "s3cre"},
+            {"Authorization": "s3cret"},
+        ):
             response = client.post("/act", json=GOOD, headers=headers)
             assert response.status_code == 401 and "API key" in response.json()["detail"]
         assert client.get("/info").status_code == 401
@@ -207,7 +262,9 @@ def test_non_finite_actions_fail_only_their_own_sample(serve_checkpoint):
             with httpx.Client(base_url=srv.url, timeout=30) as client:
                 obs = {"observation.images.a": frame(RNG).tolist(), "observation.state": [0.5], "task": "x"}
                 good = {"observations": [{**obs, "domain_id": 1}]}
-                response = client.post("/v1/act", json={"observations": [{**obs, "domain_id": 1}, {**obs, "domain_id": 5}]})
+                response = client.post(
+                    "/v1/act", json={"observations": [{**obs, "domain_id": 1}, {**obs, "domain_id": 5}]}
+                )
                 assert response.status_code == 422 and "NaN" in response.json()["detail"]
                 assert client.post("/v1/act", json=good).status_code == 200
                 assert srv.app.state.batcher.stats.failures == 0
@@ -216,8 +273,11 @@ def test_non_finite_actions_fail_only_their_own_sample(serve_checkpoint):
 
 
 def test_routing_errors_have_the_documented_body(http):
-    for method, path, status, field in (("GET", "/nope", 404, "path"), ("GET", "/act", 405, "method"),
-                                        ("DELETE", "/info", 405, "method")):  # fmt: skip
+    for method, path, status, field in (
+        ("GET", "/nope", 404, "path"),
+        ("GET", "/act", 405, "method"),
+        ("DELETE", "/info", 405, "method"),
+    ):
         answer = http.request(method, path)
         body = answer.json()
         assert answer.status_code == status and body["field"] == field, (method, path, body)

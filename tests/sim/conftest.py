@@ -20,9 +20,22 @@ def tiny_sim_policy(tokenizer, **overrides):
     from xvla.config import tiny_florence_config
 
     fields = dict(
-        hidden_size=32, depth=1, num_heads=4, num_domains=24, len_soft_prompts=2, dim_time=8, max_len_seq=200,
-        chunk_size=4, n_action_steps=2, action_mode="auto", real_action_dim=4, max_action_dim=6, max_state_dim=8,
-        florence_config=tiny_florence_config(width=24, vocab_size=300), tokenizer_max_length=12,
-        image_size=(32, 32), image_keys=["observation.images.main", "observation.images.wrist"],
-    )  # fmt: skip
+        hidden_size=32,
+        depth=1,
+        num_heads=4,
+        num_domains=24,
+        len_soft_prompts=2,
+        dim_time=8,
+        max_len_seq=200,
+        chunk_size=4,
+        n_action_steps=2,
+        action_mode="auto",
+        real_action_dim=4,
+        max_action_dim=6,
+        max_state_dim=8,
+        florence_config=tiny_florence_config(width=24, vocab_size=300),
+        tokenizer_max_length=12,
+        image_size=(32, 32),
+        image_keys=["observation.images.main", "observation.images.wrist"],
+    )
     return XVLAPolicy(XVLAConfig(**{**fields, **overrides}), tokenizer=tokenizer)

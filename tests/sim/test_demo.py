@@ -11,11 +11,26 @@ def micro_settings(tmp_path, **overrides):
     from xvla.sim.demo import DemoSettings
 
     base = dict(
-        output=str(tmp_path / "demo"), tasks="reach", train_variants="sawyer,sawyer-rot90",
-        heldout_variant="sawyer-joint7", episodes_per_task=2, steps_phase1=3, steps_phase2=3, eval_episodes=1,
-        image_size=32, workers=1, batch_size=4, eval_max_steps=12, vlm_width=24, hidden_size=32, depth=1,
-        chunk_size=4, n_action_steps=2, denoising_steps=2, progress=False,
-    )  # fmt: skip
+        output=str(tmp_path / "demo"),
+        tasks="reach",
+        train_variants="sawyer,sawyer-rot90",
+        heldout_variant="sawyer-joint7",
+        episodes_per_task=2,
+        steps_phase1=3,
+        steps_phase2=3,
+        eval_episodes=1,
+        image_size=32,
+        workers=1,
+        batch_size=4,
+        eval_max_steps=12,
+        vlm_width=24,
+        hidden_size=32,
+        depth=1,
+        chunk_size=4,
+        n_action_steps=2,
+        denoising_steps=2,
+        progress=False,
+    )
     base.update(overrides)
     return DemoSettings(**base)
 
@@ -29,8 +44,12 @@ def test_demo_pipeline_micro(metaworld, tmp_path):
         assert (report / name).is_file(), name
     assert len(list(report.glob("rollout_*.mp4"))) == 2
     stages = [(r["stage"], r["variant"]) for r in info["rows"]]
-    assert stages == [("phase1", "sawyer"), ("phase1", "sawyer-rot90"), ("before", "sawyer-joint7"),
-                      ("after", "sawyer-joint7")]  # fmt: skip
+    assert stages == [
+        ("phase1", "sawyer"),
+        ("phase1", "sawyer-rot90"),
+        ("before", "sawyer-joint7"),
+        ("after", "sawyer-joint7"),
+    ]
     assert all(r["episodes"] == 1 and r["expert"][0] == 2 for r in info["rows"])
     p1_train, p1_total = info["params"]["phase1"]
     p2_train, p2_total = info["params"]["phase2"]
@@ -74,8 +93,11 @@ def test_eval_offline_tiny(tmp_path, tokenizer):
     ckpt = XVLAPolicy(tiny_train_config(image_keys=[FRONT], real_action_dim=5), tokenizer=tokenizer)
     ckpt_dir = ckpt.save_pretrained(tmp_path / "ckpt")
     out = tmp_path / "off"
-    report = evaluate_offline(OfflineEvalConfig(policy=str(ckpt_dir), dataset=str(root), output=str(out),
-                                                episodes=[1, 2], plot_episodes=1))  # fmt: skip
+    report = evaluate_offline(
+        OfflineEvalConfig(
+            policy=str(ckpt_dir), dataset=str(root), output=str(out), episodes=[1, 2], plot_episodes=1
+        )
+    )
     assert report["episodes"] == [1, 2]
     assert report["predictions"] == 3 + 3  # frames 0, 4, 8 of each 9- and 10-frame episode
     assert [r["dim"] for r in report["per_dim"]] == [0, 1, 2, 3, 4]

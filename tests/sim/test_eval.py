@@ -17,9 +17,17 @@ def test_expert_eval_writes_report(metaworld, tmp_path):
 
     out = tmp_path / "eval"
     config = EvalConfig(
-        policy="expert", tasks="reach-v3", variant="sawyer-rot90", episodes_per_task=2, num_envs=1, videos=1,
-        image_size=32, max_steps=120, output=str(out), progress=False,
-    )  # fmt: skip
+        policy="expert",
+        tasks="reach-v3",
+        variant="sawyer-rot90",
+        episodes_per_task=2,
+        num_envs=1,
+        videos=1,
+        image_size=32,
+        max_steps=120,
+        output=str(out),
+        progress=False,
+    )
     report = evaluate(config)
     task = report["per_task"]["reach-v3"]
     assert task["successes"] == 2 and task["success_rate"] == 1.0
@@ -100,15 +108,27 @@ def test_a_rollout_through_a_server_gets_the_noise_of_a_local_one(
         return noises
 
     specs = episode_specs(["reach-v3"], 2, seed=5, videos=0)
-    kwargs = dict(
-        variant="sawyer", num_envs=2, max_steps=4, noise_seed=3, domain_id=0, progress=False
-    )
+    kwargs = dict(variant="sawyer", num_envs=2, max_steps=4, noise_seed=3, domain_id=0, progress=False)
     tiny_policy.save_pretrained(tmp_path / "ckpt")
-    server = BackgroundServer(ServeConfig(policy_path=str(tmp_path / "ckpt"), port=0, device="cpu", threads=1,
-                                          seed=0, log_level="warning", batch_timeout_ms=5.0)).start()  # fmt: skip
+    server = BackgroundServer(
+        ServeConfig(
+            policy_path=str(tmp_path / "ckpt"),
+            port=0,
+            device="cpu",
+            threads=1,
+            seed=0,
+            log_level="warning",
+            batch_timeout_ms=5.0,
+        )
+    ).start()
     try:
         with RemotePolicy(server.url) as remote:
-            assert remote.n_action_steps == tiny_policy.config.n_action_steps == 2 < tiny_policy.config.chunk_size
+            assert (
+                remote.n_action_steps
+                == tiny_policy.config.n_action_steps
+                == 2
+                < tiny_policy.config.chunk_size
+            )
             sent = recording(remote)
             through_server, _ = run_rollouts(remote, specs, **kwargs)
     finally:
@@ -134,16 +154,27 @@ def test_a_server_that_does_not_report_n_action_steps_is_refused():
             raise AssertionError("never asked")
 
     with pytest.raises(ValueError, match="does not report n_action_steps: pass n_action_steps="):
-        run_rollouts(SilentServer(), episode_specs(["reach-v3"], 1, seed=5, videos=0), "sawyer", progress=False)
+        run_rollouts(
+            SilentServer(), episode_specs(["reach-v3"], 1, seed=5, videos=0), "sawyer", progress=False
+        )
 
 
 def test_eval_with_a_policy_object(metaworld, tiny_policy, tmp_path):
     from xvla.sim.evaluate import EvalConfig, evaluate
 
     config = EvalConfig(
-        policy="tiny", tasks="reach-v3", variant="sawyer", episodes_per_task=1, num_envs=1, videos=1,
-        image_size=32, max_steps=3, output=str(tmp_path), progress=False, domain_id=0,
-    )  # fmt: skip
+        policy="tiny",
+        tasks="reach-v3",
+        variant="sawyer",
+        episodes_per_task=1,
+        num_envs=1,
+        videos=1,
+        image_size=32,
+        max_steps=3,
+        output=str(tmp_path),
+        progress=False,
+        domain_id=0,
+    )
     report = evaluate(config, policy=tiny_policy)
     assert report["settings"]["domain_id"] == 0 and report["settings"]["domain_reason"] == "--domain-id"
     assert report["overall"]["episodes"] == 1 and report["overall"]["success_rate"] == 0.0
@@ -180,9 +211,19 @@ def test_rollout_key_map_goes_model_key_to_simulator_key(metaworld, tiny_policy,
         return real({**batch, "observation.images.main": batch["observation.images.front"]}, **kwargs)
 
     monkeypatch.setattr(tiny_policy, "predict_action_chunk", spy)
-    config = EvalConfig(policy="tiny", tasks="reach-v3", episodes_per_task=1, num_envs=1, videos=0, image_size=32,
-                        max_steps=2, output=str(tmp_path), progress=False, domain_id=0,
-                        key_map={"observation.images.front": "observation.images.main"})  # fmt: skip
+    config = EvalConfig(
+        policy="tiny",
+        tasks="reach-v3",
+        episodes_per_task=1,
+        num_envs=1,
+        videos=0,
+        image_size=32,
+        max_steps=2,
+        output=str(tmp_path),
+        progress=False,
+        domain_id=0,
+        key_map={"observation.images.front": "observation.images.main"},
+    )
     evaluate(config, policy=tiny_policy)
     assert seen[0] == ["observation.images.front", "observation.images.wrist"]
     config.key_map = {"observation.images.front": "observation.images.nope"}
@@ -190,8 +231,9 @@ def test_rollout_key_map_goes_model_key_to_simulator_key(metaworld, tiny_policy,
         evaluate(config, policy=tiny_policy)
 
 
-def test_a_rollout_step_feeds_the_policy_the_same_inputs_as_the_python_api(metaworld, tiny_policy, tmp_path,
-                                                                         monkeypatch):
+def test_a_rollout_step_feeds_the_policy_the_same_inputs_as_the_python_api(
+    metaworld, tiny_policy, tmp_path, monkeypatch
+):
     """One observation path: the rollout hands the raw simulator observation to the policy's processor,
     so its model inputs equal those of the same frames given to ``prepare_inputs`` by hand."""
     import numpy as np
@@ -209,8 +251,21 @@ def test_a_rollout_step_feeds_the_policy_the_same_inputs_as_the_python_api(metaw
         return real(batch, **kwargs)
 
     monkeypatch.setattr(tiny_policy, "predict_action_chunk", spy)
-    evaluate(EvalConfig(policy="tiny", tasks="reach-v3", episodes_per_task=1, num_envs=1, videos=0, image_size=48,
-                        max_steps=1, output=str(tmp_path), progress=False, domain_id=3), policy=tiny_policy)  # fmt: skip
+    evaluate(
+        EvalConfig(
+            policy="tiny",
+            tasks="reach-v3",
+            episodes_per_task=1,
+            num_envs=1,
+            videos=0,
+            image_size=48,
+            max_steps=1,
+            output=str(tmp_path),
+            progress=False,
+            domain_id=3,
+        ),
+        policy=tiny_policy,
+    )
     env = MetaWorldEnv("reach-v3", "sawyer", image_size=48, max_episode_steps=1)
     obs, _ = env.reset(seed=episode_specs(["reach-v3"], 1, seed=1000, videos=0)[0].seed)
     env.close()

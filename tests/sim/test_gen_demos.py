@@ -21,9 +21,16 @@ def demos(metaworld, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("demos")
     config = DemoConfig(
-        output=str(out), tasks="reach-v3", variants="sawyer,sawyer-joint7", episodes_per_task=2, seed=0,
-        workers=1, image_size=32, max_steps=120, progress=False,
-    )  # fmt: skip
+        output=str(out),
+        tasks="reach-v3",
+        variants="sawyer,sawyer-joint7",
+        episodes_per_task=2,
+        seed=0,
+        workers=1,
+        image_size=32,
+        max_steps=120,
+        progress=False,
+    )
     return out, generate_demonstrations(config)
 
 
@@ -61,13 +68,22 @@ def test_parallel_generation_is_deterministic(demos, tmp_path):
 
     out, _ = demos
     config = DemoConfig(
-        output=str(tmp_path), tasks="reach-v3", variants="sawyer", episodes_per_task=2, seed=0, workers=2,
-        image_size=32, max_steps=120, progress=False,
-    )  # fmt: skip
+        output=str(tmp_path),
+        tasks="reach-v3",
+        variants="sawyer",
+        episodes_per_task=2,
+        seed=0,
+        workers=2,
+        image_size=32,
+        max_steps=120,
+        progress=False,
+    )
     generate_demonstrations(config)
     np.testing.assert_array_equal(_actions(tmp_path / "sawyer"), _actions(out / "sawyer"))
     videos = sorted(p.relative_to(out).as_posix() for p in (out / "sawyer").rglob("*.mp4"))
-    assert videos and videos == sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "sawyer").rglob("*.mp4"))
+    assert videos and videos == sorted(
+        p.relative_to(tmp_path).as_posix() for p in (tmp_path / "sawyer").rglob("*.mp4")
+    )
     for name in videos:  # byte for byte: the encoder is deterministic too
         assert (out / name).read_bytes() == (tmp_path / name).read_bytes(), name
 
@@ -76,9 +92,16 @@ def test_failed_episodes_are_dropped(metaworld, tmp_path, caplog):
     from xvla.sim.gen_demos import DemoConfig, generate_demonstrations
 
     config = DemoConfig(
-        output=str(tmp_path), tasks="reach-v3", variants="sawyer", episodes_per_task=1, workers=1,
-        image_size=32, max_steps=3, max_attempts_factor=2, progress=False,
-    )  # fmt: skip
+        output=str(tmp_path),
+        tasks="reach-v3",
+        variants="sawyer",
+        episodes_per_task=1,
+        workers=1,
+        image_size=32,
+        max_steps=3,
+        max_attempts_factor=2,
+        progress=False,
+    )
     summary = generate_demonstrations(config)
     task = summary["variants"]["sawyer"]["tasks"]["reach-v3"]
     assert task == {"episodes": 0, "attempts": 2, "expert_success_rate": 0.0, "mean_length": None}

@@ -47,8 +47,15 @@ def test_identity_pose_and_gripper_threshold():
     assert out[:, 6].tolist() == [-1, -1, -1, 1, 1]  # +1 closes only strictly above 0.5
 
 
-BACKENDS = ["numpy", pytest.param("robosuite", marks=pytest.mark.skipif(
-    not __import__("importlib").util.find_spec("robosuite"), reason="robosuite is not installed"))]  # fmt: skip
+BACKENDS = [
+    "numpy",
+    pytest.param(
+        "robosuite",
+        marks=pytest.mark.skipif(
+            not __import__("importlib").util.find_spec("robosuite"), reason="robosuite is not installed"
+        ),
+    ),
+]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -103,7 +110,9 @@ def test_matches_robosuite_math():
     """Random, skewed and near-180-degree rot6d against robosuite's own mat2quat / quat2axisangle."""
     T = pytest.importorskip("robosuite.utils.transform_utils")
     rng = np.random.default_rng(1)
-    near = [rot6d_of(rotation(rng.normal(size=3), math.pi - eps)) for eps in (0.0, 1e-6, 1e-4) for _ in range(20)]
+    near = [
+        rot6d_of(rotation(rng.normal(size=3), math.pi - eps)) for eps in (0.0, 1e-6, 1e-4) for _ in range(20)
+    ]
     rot6d = np.concatenate([rng.normal(size=(300, 6)), near])
     a1, a2 = rot6d[:, :3], rot6d[:, 3:]
     b1 = a1 / (np.linalg.norm(a1, axis=-1, keepdims=True) + 1e-6)
@@ -116,7 +125,9 @@ def test_matches_robosuite_math():
     ours = rot6d_to_axis_angle(rot6d, "numpy")
     same_vector = np.abs(ours - ref).max(-1) < 1e-5
     assert same_vector[:300].all()  # away from 180 degrees: the same numbers
-    for mine, theirs in zip(ours[~same_vector], ref[~same_vector], strict=True):  # at 180: q or -q, one rotation
+    for mine, theirs in zip(
+        ours[~same_vector], ref[~same_vector], strict=True
+    ):  # at 180: q or -q, one rotation
         np.testing.assert_allclose(axis_angle_to_matrix(mine), axis_angle_to_matrix(theirs), atol=1e-5)
     np.testing.assert_allclose(matrix_to_quat_xyzw(np.eye(3)), [0, 0, 0, 1], atol=1e-7)
 
@@ -159,10 +170,13 @@ def test_libero_observation_numpy_frames():
     frame = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
     wrist = frame.copy()
     rot = rotation((1, 0, 0), math.pi)
-    out = libero_observation({
-        "observation.images.image": frame, "observation.images.image2": wrist,
-        "observation.robot_state": {"eef": {"pos": np.array([0.1, 0.2, 0.3]), "mat": rot}},
-    })  # fmt: skip
+    out = libero_observation(
+        {
+            "observation.images.image": frame,
+            "observation.images.image2": wrist,
+            "observation.robot_state": {"eef": {"pos": np.array([0.1, 0.2, 0.3]), "mat": rot}},
+        }
+    )
     img = out["observation.images.image"]
     assert isinstance(img, np.ndarray) and img.shape == (4, 5, 3)
     assert img[0, 0].tolist() == frame[3, 4].tolist()  # turned by 180 degrees, channels untouched
@@ -204,7 +218,9 @@ def test_episode_specs_and_noise_seeds():
     assert {(s.task_id, s.episode) for s in specs if s.record} == {(2, 0), (5, 0), (2, 1)}
     seeds = {chunk_seed(0, t, e, c) for t in range(3) for e in range(3) for c in range(3)}
     assert len(seeds) == 27 and chunk_seed(0, 1, 2, 3) == chunk_seed(0, 1, 2, 3)
-    assert chunk_seed(7, 1, 2, 3) == int(np.random.SeedSequence([7, 1, 2, 3]).generate_state(1)[0])  # (seed, task, episode, chunk)
+    assert chunk_seed(7, 1, 2, 3) == int(
+        np.random.SeedSequence([7, 1, 2, 3]).generate_state(1)[0]
+    )  # (seed, task, episode, chunk)
 
 
 def parse_eval(*argv: str):
@@ -221,16 +237,35 @@ def test_cli_defaults_follow_the_protocol():
     from xvla.sim.cli import libero_config_from_args as config_from_args
 
     cfg = config_from_args(parse_eval("--env", "libero", "--policy.path", "ckpt"))
-    assert (cfg.policy, cfg.suite, cfg.tasks, cfg.episodes_per_task, cfg.max_steps) == ("ckpt", "libero_spatial", None, 50, 800)
-    assert (cfg.state_source, cfg.domain_id, cfg.seed, cfg.output) == ("open_loop", None, 0, "outputs/libero/libero_spatial")
+    assert (cfg.policy, cfg.suite, cfg.tasks, cfg.episodes_per_task, cfg.max_steps) == (
+        "ckpt",
+        "libero_spatial",
+        None,
+        50,
+        800,
+    )
+    assert (cfg.state_source, cfg.domain_id, cfg.seed, cfg.output) == (
+        "open_loop",
+        None,
+        0,
+        "outputs/libero/libero_spatial",
+    )
     assert (cfg.num_envs, cfg.videos, cfg.progress, cfg.overwrite) == (4, 3, True, False)
     cfg = config_from_args(parse_eval(
         "--env", "libero", "--suite", "libero_10", "--policy.url", "http://h:1", "--tasks", "0,3", "--episodes-per-task",
         "10", "--max-steps", "100", "--state-source", "measured", "--domain-id", "0", "--no-progress", "--overwrite"))  # fmt: skip
     assert (cfg.policy, cfg.policy_url, cfg.tasks, cfg.episodes_per_task) == (None, "http://h:1", [0, 3], 10)
-    assert (cfg.max_steps, cfg.state_source, cfg.domain_id, cfg.progress, cfg.overwrite) == (100, "measured", 0, False, True)
-    assert (cfg.output, config_from_args(parse_eval("--env", "libero", "--suite", "libero_10", "c")).max_steps) == (
-        "outputs/libero/libero_10", 900)  # fmt: skip
+    assert (cfg.max_steps, cfg.state_source, cfg.domain_id, cfg.progress, cfg.overwrite) == (
+        100,
+        "measured",
+        0,
+        False,
+        True,
+    )
+    assert (
+        cfg.output,
+        config_from_args(parse_eval("--env", "libero", "--suite", "libero_10", "c")).max_steps,
+    ) == ("outputs/libero/libero_10", 900)
     assert config_from_args(parse_eval("--env", "libero", "c", "--tasks", "7")).tasks == [7]
     with pytest.raises(ValueError, match="no policy"):
         config_from_args(parse_eval("--env", "libero"))

@@ -45,7 +45,10 @@ def test_reset_follows_the_protocol(env):
     assert set(obs) == {IMAGE_KEY, WRIST_KEY, "observation.state"}
     assert env.observation_space.contains(obs)
     assert info["episode"] == 0 and info["steps"] == 0 and not info["success"]
-    assert env.instruction == "pick up the black bowl between the plate and the ramekin and place it on the plate"
+    assert (
+        env.instruction
+        == "pick up the black bowl between the plate and the ramekin and place it on the plate"
+    )
     assert env.controller.use_delta is False  # settled in delta mode, then switched to absolute targets
     assert env.max_episode_steps == 60
 
@@ -72,7 +75,9 @@ def test_state_is_the_grip_site_pose_not_the_hand_body(env):
     ctrl = env.controller
     raw = env.sim_env.env._get_observations(force_update=True)
     np.testing.assert_allclose(state[:3], raw["robot0_eef_pos"], atol=1e-4)
-    np.testing.assert_allclose(state[3:9], np.concatenate([ctrl.ee_ori_mat[:, 0], ctrl.ee_ori_mat[:, 1]]), atol=1e-6)
+    np.testing.assert_allclose(
+        state[3:9], np.concatenate([ctrl.ee_ori_mat[:, 0], ctrl.ee_ori_mat[:, 1]]), atol=1e-6
+    )
     body = T.quat2mat(raw["robot0_eef_quat"])
     assert np.abs(state[3:9] - np.concatenate([body[:, 0], body[:, 1]])).max() > 0.5  # 90 degrees apart
     assert not state[9:].any()

@@ -22,17 +22,36 @@ pytestmark = pytest.mark.slow
 def checkpoint(tmp_path_factory, tokenizer):
     path = tmp_path_factory.mktemp("libero_ckpt")
     config = XVLAConfig(
-        hidden_size=32, depth=2, num_heads=4, num_domains=6, len_soft_prompts=4, dim_time=8, max_len_seq=160,
-        chunk_size=10, n_action_steps=10, max_state_dim=20, num_denoising_steps=2, tokenizer_max_length=12,
-        florence_config=tiny_florence_config(width=24, vocab_size=300), image_size=(32, 32),
-    )  # fmt: skip
+        hidden_size=32,
+        depth=2,
+        num_heads=4,
+        num_domains=6,
+        len_soft_prompts=4,
+        dim_time=8,
+        max_len_seq=160,
+        chunk_size=10,
+        n_action_steps=10,
+        max_state_dim=20,
+        num_denoising_steps=2,
+        tokenizer_max_length=12,
+        florence_config=tiny_florence_config(width=24, vocab_size=300),
+        image_size=(32, 32),
+    )
     XVLAPolicy(config, tokenizer=tokenizer).save_pretrained(path)
     return path
 
 
 def capped(tmp_path, name: str, **overrides) -> LiberoEvalConfig:
-    base = dict(suite="libero_spatial", tasks=[0], episodes_per_task=2, num_envs=1, max_steps=20, videos=1,
-                output=str(tmp_path / name), progress=False)  # fmt: skip
+    base = dict(
+        suite="libero_spatial",
+        tasks=[0],
+        episodes_per_task=2,
+        num_envs=1,
+        max_steps=20,
+        videos=1,
+        output=str(tmp_path / name),
+        progress=False,
+    )
     base.update(overrides)
     return LiberoEvalConfig(**base)
 
@@ -46,8 +65,9 @@ def first_run(checkpoint, tmp_path_factory):
 def test_in_process_run_writes_the_report(first_run):
     cfg, report = first_run
     assert [(e["task_id"], e["episode"], e["length"], e["chunks"]) for e in report["episodes"]] == [
-        (0, 0, 20, 2), (0, 1, 20, 2)
-    ]  # fmt: skip
+        (0, 0, 20, 2),
+        (0, 1, 20, 2),
+    ]
     assert report["overall"]["episodes"] == 2 and report["per_task"]["0"]["instruction"].startswith("pick up")
     assert report["settings"]["max_steps"] == 20 and report["settings"]["domain_id"] == 3
     first, second = (np.array(e["final_state"]) for e in report["episodes"])
@@ -78,8 +98,20 @@ def test_a_killed_run_resumes_with_identical_results(first_run, checkpoint):
 
 
 def capped_like(cfg: LiberoEvalConfig, **overrides) -> LiberoEvalConfig:
-    fields = {k: getattr(cfg, k) for k in ("policy", "suite", "tasks", "episodes_per_task", "num_envs", "max_steps",
-                                           "videos", "output", "progress")}  # fmt: skip
+    fields = {
+        k: getattr(cfg, k)
+        for k in (
+            "policy",
+            "suite",
+            "tasks",
+            "episodes_per_task",
+            "num_envs",
+            "max_steps",
+            "videos",
+            "output",
+            "progress",
+        )
+    }
     fields.update(overrides)
     return LiberoEvalConfig(**fields)
 
@@ -90,10 +122,21 @@ def test_through_the_server_matches_in_process(first_run, checkpoint, tmp_path):
     from xvla.serve.server import BackgroundServer, ServeConfig
 
     _, report = first_run
-    server = BackgroundServer(ServeConfig(policy_path=str(checkpoint), port=0, device="cpu", threads=1, seed=0,
-                                          log_level="warning", batch_timeout_ms=5.0)).start()  # fmt: skip
+    server = BackgroundServer(
+        ServeConfig(
+            policy_path=str(checkpoint),
+            port=0,
+            device="cpu",
+            threads=1,
+            seed=0,
+            log_level="warning",
+            batch_timeout_ms=5.0,
+        )
+    ).start()
     try:
-        remote = evaluate_libero(capped(tmp_path, "server", policy_url=server.url, episodes_per_task=1, videos=0))
+        remote = evaluate_libero(
+            capped(tmp_path, "server", policy_url=server.url, episodes_per_task=1, videos=0)
+        )
     finally:
         server.stop()
     ours, theirs = report["episodes"][0], remote["episodes"][0]
@@ -105,5 +148,9 @@ def test_worker_processes_give_the_same_episodes(first_run, checkpoint, tmp_path
     _, report = first_run
     parallel = evaluate_libero(capped(tmp_path, "pool", policy=str(checkpoint), num_envs=2, videos=0))
     for ours, theirs in zip(report["episodes"], parallel["episodes"], strict=True):
-        assert (theirs["task_id"], theirs["episode"], theirs["length"]) == (ours["task_id"], ours["episode"], ours["length"])
+        assert (theirs["task_id"], theirs["episode"], theirs["length"]) == (
+            ours["task_id"],
+            ours["episode"],
+            ours["length"],
+        )
         np.testing.assert_allclose(theirs["final_state"], ours["final_state"], atol=1e-5)

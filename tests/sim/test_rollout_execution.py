@@ -18,15 +18,29 @@ def rollout(policy, execution, delay, steps=12):
     from xvla.sim.rollout import run_rollouts
 
     specs = episode_specs(["reach-v3"], 1, seed=5, videos=0)
-    results, timings = run_rollouts(policy, specs, "sawyer", num_envs=1, max_steps=steps, noise_seed=3,
-                                    progress=False, execution=execution, delay_steps=delay)  # fmt: skip
+    results, timings = run_rollouts(
+        policy,
+        specs,
+        "sawyer",
+        num_envs=1,
+        max_steps=steps,
+        noise_seed=3,
+        progress=False,
+        execution=execution,
+        delay_steps=delay,
+    )
     return results[0], timings
 
 
 @pytest.mark.parametrize("execution", ["sync", "replace", "blend", "ensemble", "rtc"])
 def test_every_strategy_runs_with_a_delay(metaworld, policy, execution):
     result, timings = rollout(policy, execution, 2)
-    assert result.length == 12 and set(result.motion) >= {"mean_jerk", "max_jerk", "max_switch_jump", "idle_steps"}
+    assert result.length == 12 and set(result.motion) >= {
+        "mean_jerk",
+        "max_jerk",
+        "max_switch_jump",
+        "idle_steps",
+    }
     # sync waits 2 steps for every chunk of 3 actions; the others only for the first chunk
     assert result.motion["idle_steps"] == (6 if execution == "sync" else 2)
     assert timings["env_steps"] == 12
@@ -43,15 +57,28 @@ def test_rtc_sends_the_committed_prefix_to_the_policy(metaworld, policy, monkeyp
     calls = []
     original = policy.predict_action_chunk
 
-    def recording(batch, noise=None, generator=None, steps=None, prefix=None, prefix_weights=None, guidance="inpaint"):
-        calls.append((None if prefix is None else tuple(prefix.shape), None if prefix_weights is None else
-                      prefix_weights[0, :2].tolist(), guidance))  # fmt: skip
-        return original(batch, noise=noise, steps=steps, prefix=prefix, prefix_weights=prefix_weights, guidance=guidance)
+    def recording(
+        batch, noise=None, generator=None, steps=None, prefix=None, prefix_weights=None, guidance="inpaint"
+    ):
+        calls.append(
+            (
+                None if prefix is None else tuple(prefix.shape),
+                None if prefix_weights is None else prefix_weights[0, :2].tolist(),
+                guidance,
+            )
+        )
+        return original(
+            batch, noise=noise, steps=steps, prefix=prefix, prefix_weights=prefix_weights, guidance=guidance
+        )
 
     monkeypatch.setattr(policy, "predict_action_chunk", recording)
     rollout(policy, "rtc", 2)
     assert calls[0][0] is None  # the first chunk has nothing committed
-    assert calls[1] == ((1, 3, 4), [1.0, 1.0], "inpaint")  # 6 - 3 actions left, the first 2 executed during the delay
+    assert calls[1] == (
+        (1, 3, 4),
+        [1.0, 1.0],
+        "inpaint",
+    )  # 6 - 3 actions left, the first 2 executed during the delay
 
 
 def test_execution_errors(metaworld, policy):

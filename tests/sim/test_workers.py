@@ -28,7 +28,9 @@ def test_a_failing_worker_is_one_line(inline):
         conn.send(("reset", 7))
         assert receive(conn) == ("ok", 7)
         conn.send(("step", 1))
-        with pytest.raises(UserFacingError, match="a simulator worker failed: RuntimeError: the renderer lost") as err:
+        with pytest.raises(
+            UserFacingError, match="a simulator worker failed: RuntimeError: the renderer lost"
+        ) as err:
             receive(conn)
         assert "\n" not in str(err.value)
 

@@ -22,8 +22,13 @@ def dataset_a(tmp_path_factory):
 @pytest.fixture(scope="session")
 def dataset_b(tmp_path_factory):
     """Another robot: its camera is named differently and its state is narrower."""
-    return write_dataset(tmp_path_factory.mktemp("ds") / "b", ds=1, lengths=(8, 11), camera="observation.images.top",
-                         state_dim=4)  # fmt: skip
+    return write_dataset(
+        tmp_path_factory.mktemp("ds") / "b",
+        ds=1,
+        lengths=(8, 11),
+        camera="observation.images.top",
+        state_dim=4,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -20,11 +20,24 @@ TASKS = ("pick up the red block", "open the drawer", "stack the cubes")
 def tiny_policy_fields(**overrides) -> dict:
     """XVLAConfig fields of a tiny model (trained from scratch in tests)."""
     base = dict(
-        hidden_size=32, depth=2, num_heads=4, num_domains=6, len_soft_prompts=4, dim_time=8, max_len_seq=160,
-        chunk_size=4, n_action_steps=4, max_state_dim=8, action_mode="auto", max_action_dim=8,
-        florence_config=tiny_florence_config(width=24, vocab_size=300), tokenizer_max_length=12,
-        image_size=(32, 32), image_keys=[FRONT], domain_id=1,
-    )  # fmt: skip
+        hidden_size=32,
+        depth=2,
+        num_heads=4,
+        num_domains=6,
+        len_soft_prompts=4,
+        dim_time=8,
+        max_len_seq=160,
+        chunk_size=4,
+        n_action_steps=4,
+        max_state_dim=8,
+        action_mode="auto",
+        max_action_dim=8,
+        florence_config=tiny_florence_config(width=24, vocab_size=300),
+        tokenizer_max_length=12,
+        image_size=(32, 32),
+        image_keys=[FRONT],
+        domain_id=1,
+    )
     base.update(overrides)
     return base
 
@@ -48,9 +61,15 @@ def frame_of_action(value: float) -> tuple[int, int, int]:
 
 
 def write_dataset(
-    root, ds: int = 0, lengths=(12, 9, 10), camera: str = FRONT, wrist: bool = False, state_dim: int = 6,
-    action_dim: int = 7, size=(32, 32),
-):  # fmt: skip
+    root,
+    ds: int = 0,
+    lengths=(12, 9, 10),
+    camera: str = FRONT,
+    wrist: bool = False,
+    state_dim: int = 6,
+    action_dim: int = 7,
+    size=(32, 32),
+):
     """A v3.0 dataset: one mp4 camera (+ an optional wrist video), state and action per frame."""
     from xvla.data import LeRobotDatasetWriter
 
@@ -67,8 +86,11 @@ def write_dataset(
         for i in range(n):
             img = np.empty((h, w, 3), np.uint8)
             img[:] = np.array([(10 + 20 * i) % 256, (200 - 15 * ep) % 256, 40 + 60 * ds], np.uint8)
-            frame = {camera: img, "observation.state": state_value(ds, ep, i, state_dim),
-                     "action": action_value(ds, ep, i, action_dim)}  # fmt: skip
+            frame = {
+                camera: img,
+                "observation.state": state_value(ds, ep, i, state_dim),
+                "action": action_value(ds, ep, i, action_dim),
+            }
             if wrist:
                 frame[WRIST] = 255 - img
             writer.add_frame(frame)

@@ -23,17 +23,44 @@ def _free_port() -> int:
 
 def _torchrun(tmp_path, dataset, checkpoint, name, *extra):
     config = tmp_path / f"{name}.json"
-    config.write_text(json.dumps({
-        "recipe": "official", "dataset": {"root": str(dataset)}, "policy": {"path": str(checkpoint)},
-        "steps": 4, "batch_size": 3, "num_workers": 0, "log_freq": 1, "save_freq": 4, "seed": 5,
-        "scheduler": {"freeze_steps": 2, "warmup_steps": 1}, "diagnostics": True, "tensorboard": False,
-        "plot": False, "device": "cpu",
-    }))  # fmt: skip
+    config.write_text(
+        json.dumps(
+            {
+                "recipe": "official",
+                "dataset": {"root": str(dataset)},
+                "policy": {"path": str(checkpoint)},
+                "steps": 4,
+                "batch_size": 3,
+                "num_workers": 0,
+                "log_freq": 1,
+                "save_freq": 4,
+                "seed": 5,
+                "scheduler": {"freeze_steps": 2, "warmup_steps": 1},
+                "diagnostics": True,
+                "tensorboard": False,
+                "plot": False,
+                "device": "cpu",
+            }
+        )
+    )
     out = tmp_path / name
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", "-m", "xvla.cli", "train", "--config", str(config),
-           "--output_dir", str(out), *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        "-m",
+        "xvla.cli",
+        "train",
+        "--config",
+        str(config),
+        "--output_dir",
+        str(out),
+        *extra,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [json.loads((out / f"diagnostics_rank{r}.json").read_text()) for r in (0, 1)]
@@ -77,4 +104,6 @@ def test_fsdp_matches_ddp(tmp_path, ddp_run, dataset_a, tiny_checkpoint):
     moved = max((ddp[k].float() - start[k].float()).abs().max().item() for k in ddp if k in start)
     gap = max((ddp[k].float() - fsdp[k].float()).abs().max().item() for k in ddp)
     assert moved > 0
-    assert gap <= 1e-3 * moved, f"FSDP and DDP weights differ by {gap:.3g}; training moved them by up to {moved:.3g}"
+    assert gap <= 1e-3 * moved, (
+        f"FSDP and DDP weights differ by {gap:.3g}; training moved them by up to {moved:.3g}"
+    )

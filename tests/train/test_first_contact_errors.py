@@ -25,17 +25,36 @@ def one_line_error(capsys, argv) -> str:
     return err
 
 
-def test_cli_names_the_flag_for_each_first_contact_mistake(tmp_path, dataset_a, tokenizer_dir, tiny_checkpoint, capsys):
-    err = one_line_error(capsys, ["train", f"--dataset.root={tmp_path / 'nope'}", f"--output_dir={tmp_path / 'o'}"])
+def test_cli_names_the_flag_for_each_first_contact_mistake(
+    tmp_path, dataset_a, tokenizer_dir, tiny_checkpoint, capsys
+):
+    err = one_line_error(
+        capsys, ["train", f"--dataset.root={tmp_path / 'nope'}", f"--output_dir={tmp_path / 'o'}"]
+    )
     assert "--dataset.root" in err and "does not exist" in err
     err = one_line_error(capsys, ["train", f"--output_dir={tmp_path / 'empty'}", "--resume"])
     assert "--resume" in err and "no training run" in err
-    err = one_line_error(capsys, ["train", f"--dataset.root={dataset_a}", f"--output_dir={tmp_path / 'w'}",
-                                  f"--tokenizer={tokenizer_dir}", "--policy.action_mode=ee6d"])
+    err = one_line_error(
+        capsys,
+        [
+            "train",
+            f"--dataset.root={dataset_a}",
+            f"--output_dir={tmp_path / 'w'}",
+            f"--tokenizer={tokenizer_dir}",
+            "--policy.action_mode=ee6d",
+        ],
+    )
     assert "7-dim actions" in err and "--policy.action_mode=auto" in err
-    err = one_line_error(capsys, ["train", f"--dataset.root={dataset_a}", f"--output_dir={tmp_path / 'k'}",
-                                  f"--policy.path={tiny_checkpoint}",
-                                  '--dataset.keys={"observation.images.nope": "observation.images.front"}'])
+    err = one_line_error(
+        capsys,
+        [
+            "train",
+            f"--dataset.root={dataset_a}",
+            f"--output_dir={tmp_path / 'k'}",
+            f"--policy.path={tiny_checkpoint}",
+            '--dataset.keys={"observation.images.nope": "observation.images.front"}',
+        ],
+    )
     assert "observation.images.nope" in err and "model key" in err
     err = one_line_error(capsys, ["convert", str(tmp_path / "missing"), str(tmp_path / "out")])
     assert "does not exist" in err
@@ -50,9 +69,20 @@ def test_a_corrupt_weights_file_is_one_line(tmp_path, tiny_checkpoint, capsys):
     assert "model.safetensors" in err and "truncated or corrupt" in err
 
 
-def test_interrupted_training_says_how_to_resume_and_final_copies(tmp_path, dataset_a, tokenizer, monkeypatch):
-    cfg = {"dataset": {"root": str(dataset_a)}, "policy": tiny_policy_fields(), "steps": 3, "batch_size": 2,
-           "num_workers": 0, "save_freq": 3, "tensorboard": False, "plot": False, "output_dir": str(tmp_path / "r")}
+def test_interrupted_training_says_how_to_resume_and_final_copies(
+    tmp_path, dataset_a, tokenizer, monkeypatch
+):
+    cfg = {
+        "dataset": {"root": str(dataset_a)},
+        "policy": tiny_policy_fields(),
+        "steps": 3,
+        "batch_size": 2,
+        "num_workers": 0,
+        "save_freq": 3,
+        "tensorboard": False,
+        "plot": False,
+        "output_dir": str(tmp_path / "r"),
+    }
     Trainer(build_train_config(cfg), tokenizer=tokenizer).train()
     # `final` is a real folder: `cp -r` gives a loadable copy, not a dangling relative link
     subprocess.run(["cp", "-r", str(tmp_path / "r" / "final"), str(tmp_path / "copy")], check=True)
@@ -67,7 +97,9 @@ def test_interrupted_training_says_how_to_resume_and_final_copies(tmp_path, data
         trainer.train()
 
 
-def test_a_nan_loss_stops_training_before_anything_is_saved(tmp_path, dataset_a, tokenizer_dir, monkeypatch, capsys):
+def test_a_nan_loss_stops_training_before_anything_is_saved(
+    tmp_path, dataset_a, tokenizer_dir, monkeypatch, capsys
+):
     from xvla.model.xvla import XVLAModel
 
     real_forward = XVLAModel.forward
@@ -80,8 +112,19 @@ def test_a_nan_loss_stops_training_before_anything_is_saved(tmp_path, dataset_a,
     out = tmp_path / "nan"
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({"policy": tiny_policy_fields(), "dataset": {"root": str(dataset_a)}}))
-    err = one_line_error(capsys, ["train", f"--config={config}", f"--output_dir={out}", "--steps=3", "--save_freq=1",
-                                  "--num_workers=0", "--batch_size=2", f"--tokenizer={tokenizer_dir}"])
+    err = one_line_error(
+        capsys,
+        [
+            "train",
+            f"--config={config}",
+            f"--output_dir={out}",
+            "--steps=3",
+            "--save_freq=1",
+            "--num_workers=0",
+            "--batch_size=2",
+            f"--tokenizer={tokenizer_dir}",
+        ],
+    )
     assert "the loss is nan at step 1" in err and "--optimizer.lr" in err
     assert not list(out.glob("checkpoints/0*"))  # stopped before the first checkpoint
 
@@ -89,8 +132,16 @@ def test_a_nan_loss_stops_training_before_anything_is_saved(tmp_path, dataset_a,
 def _train_argv(tmp_path, dataset_a, tokenizer_dir, out, steps=6):
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({"policy": tiny_policy_fields(), "dataset": {"root": str(dataset_a)}}))
-    return ["train", f"--config={config}", f"--output_dir={out}", f"--steps={steps}", "--save_freq=100",
-            "--num_workers=0", "--batch_size=2", f"--tokenizer={tokenizer_dir}"]  # fmt: skip
+    return [
+        "train",
+        f"--config={config}",
+        f"--output_dir={out}",
+        f"--steps={steps}",
+        "--save_freq=100",
+        "--num_workers=0",
+        "--batch_size=2",
+        f"--tokenizer={tokenizer_dir}",
+    ]
 
 
 def test_sigterm_saves_the_step_and_exits_as_ctrl_c(tmp_path, dataset_a, tokenizer_dir, monkeypatch, capsys):
@@ -118,7 +169,9 @@ def test_sigterm_saves_the_step_and_exits_as_ctrl_c(tmp_path, dataset_a, tokeniz
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is put back after the run
 
 
-def test_ctrl_c_exits_130_and_names_the_last_checkpoint(tmp_path, dataset_a, tokenizer_dir, monkeypatch, capsys):
+def test_ctrl_c_exits_130_and_names_the_last_checkpoint(
+    tmp_path, dataset_a, tokenizer_dir, monkeypatch, capsys
+):
     def interrupt(*_args, **_kwargs):
         raise KeyboardInterrupt
 
@@ -127,8 +180,9 @@ def test_ctrl_c_exits_130_and_names_the_last_checkpoint(tmp_path, dataset_a, tok
     assert "interrupted before the first checkpoint" in capsys.readouterr().err
 
 
-def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, dataset_a, tokenizer_dir, monkeypatch,
-                                                                 capsys):  # fmt: skip
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(
+    tmp_path, dataset_a, tokenizer_dir, monkeypatch, capsys
+):
     import errno
 
     from xvla.train import state
@@ -148,11 +202,16 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, datase
     err = one_line_error(capsys, argv)
     assert "could not write the checkpoint of step 4: the disk is full (No space left on device" in err
     assert "000002" in err and "is intact" in err and f"xvla train --output_dir={out} --resume" in err
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["000002", "last"]  # no half-written folder
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "000002",
+        "last",
+    ]  # no half-written folder
     assert XVLAPolicy.from_pretrained(out / "checkpoints" / "last" / "pretrained_model").config.domains
 
 
-def test_a_corrupt_video_names_episode_frame_and_file_or_is_skipped(tmp_path, dataset_a, tokenizer_dir, capsys):
+def test_a_corrupt_video_names_episode_frame_and_file_or_is_skipped(
+    tmp_path, dataset_a, tokenizer_dir, capsys
+):
     data = tmp_path / "data"
     shutil.copytree(dataset_a, data)
     video = data / "videos" / "observation.images.front" / "chunk-000" / "file-001.mp4"
@@ -181,8 +240,13 @@ def test_sigterm_to_the_process_group_with_loader_workers(tmp_path, dataset_a, t
     argv[argv.index("--save_freq=100")] = "--save_freq=3"
     log = tmp_path / "train.log"
     with open(log, "w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "xvla.cli", *argv], stdout=sink, stderr=subprocess.STDOUT,
-                                start_new_session=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "xvla.cli", *argv],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+        )
         try:
             deadline = time.monotonic() + 300
             while not (out / "checkpoints" / "000003").is_dir():  # a few steps in, with the workers running

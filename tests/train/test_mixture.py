@@ -83,12 +83,27 @@ def test_sampler_restarts_at_any_batch():
 # ---------------------------------------------------------------------------------------------- datasets
 def _mixture(dataset_a, dataset_b, **overrides):
     config = tiny_train_config(image_keys=[FRONT, WRIST], **overrides.pop("policy", {}))
-    cfg = build_train_config({"mixture": {"datasets": [
-        {"root": str(dataset_a), "weight": 1.0, "domain_id": 2},
-        {"root": str(dataset_b), "weight": 1.0, "domain_id": 4, "keys": {FRONT: TOP}, "task": "do the thing"},
-    ], **overrides}})  # fmt: skip
+    cfg = build_train_config(
+        {
+            "mixture": {
+                "datasets": [
+                    {"root": str(dataset_a), "weight": 1.0, "domain_id": 2},
+                    {
+                        "root": str(dataset_b),
+                        "weight": 1.0,
+                        "domain_id": 4,
+                        "keys": {FRONT: TOP},
+                        "task": "do the thing",
+                    },
+                ],
+                **overrides,
+            }
+        }
+    )
     sources = open_sources(cfg, config, list(config.image_keys))
-    ds = MixtureDataset(sources, list(config.image_keys), config.chunk_size, cfg.mixture.color_jitter, seed=cfg.seed)
+    ds = MixtureDataset(
+        sources, list(config.image_keys), config.chunk_size, cfg.mixture.color_jitter, seed=cfg.seed
+    )
     return ds, sources
 
 
@@ -154,7 +169,9 @@ def test_resample_chunk_identity_and_interpolation():
 
 def test_loader_workers_do_not_change_the_data(dataset_a, dataset_b, tokenizer):
     ds, _ = _mixture(dataset_a, dataset_b, color_jitter={"enable": True})
-    collate = Collator(XVLAPolicy(tiny_train_config(image_keys=[FRONT, WRIST]), tokenizer=tokenizer).processor)
+    collate = Collator(
+        XVLAPolicy(tiny_train_config(image_keys=[FRONT, WRIST]), tokenizer=tokenizer).processor
+    )
 
     def batches(workers):
         sampler = MixtureBatchSampler(ds.sizes, [1.0, 1.0], batch_size=3, seed=11)

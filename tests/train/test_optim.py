@@ -34,8 +34,14 @@ def test_group_names():
 
 
 def test_official_lr_per_group_per_step():
-    cfg = build_train_config({**DS, "recipe": "official", "steps": 20,
-                              "scheduler": {"freeze_steps": 4, "warmup_steps": 2, "soft_prompt_warmup_steps": 3}})  # fmt: skip
+    cfg = build_train_config(
+        {
+            **DS,
+            "recipe": "official",
+            "steps": 20,
+            "scheduler": {"freeze_steps": 4, "warmup_steps": 2, "soft_prompt_warmup_steps": 3},
+        }
+    )
     sched = build_schedules(cfg.optimizer, cfg.scheduler, cfg.steps)
     base = 1e-4
     for step in range(21):

@@ -15,8 +15,16 @@ from .support import FRONT, tiny_train_config
 
 
 def run(out, dataset, tokenizer, **overrides):
-    base = {"dataset": {"root": str(dataset)}, "steps": 2, "batch_size": 2, "num_workers": 0, "save_freq": 2,
-            "tensorboard": False, "plot": False, "output_dir": str(out)}  # fmt: skip
+    base = {
+        "dataset": {"root": str(dataset)},
+        "steps": 2,
+        "batch_size": 2,
+        "num_workers": 0,
+        "save_freq": 2,
+        "tensorboard": False,
+        "plot": False,
+        "output_dir": str(out),
+    }
     return train(build_train_config(deep_merge(base, overrides)), tokenizer=tokenizer)
 
 
@@ -51,13 +59,26 @@ def test_phase2_in_a_fixed_action_mode_refuses_before_the_first_step(tmp_path, d
 def test_init_from_an_untrained_domain_is_refused(tmp_path, dataset_a, tokenizer, tiny_checkpoint):
     # tiny_checkpoint trained domain 1 only: domain 3's rows are its random initialisation
     with pytest.raises(ValueError, match=r"init_from=3: domain 3 was never trained.*trained: 1 "):
-        run(tmp_path / "u", dataset_a, tokenizer, recipe="prompt", policy={"path": str(tiny_checkpoint)},
-            new_domain={"init_from": 3})  # fmt: skip
+        run(
+            tmp_path / "u",
+            dataset_a,
+            tokenizer,
+            recipe="prompt",
+            policy={"path": str(tiny_checkpoint)},
+            new_domain={"init_from": 3},
+        )
 
 
 def test_init_from_a_released_domain_is_allowed_on_the_released_base(tmp_path, dataset_a, tokenizer):
     # A 30-domain checkpoint without a domain table is (or descends from) the released base: 3 is libero.
     base = checkpoint(tmp_path / "base", tokenizer, num_domains=30)
-    res = run(tmp_path / "r", dataset_a, tokenizer, recipe="prompt", policy={"path": str(base)},
-              new_domain={"init_from": 3}, dry_run=True)  # fmt: skip
+    res = run(
+        tmp_path / "r",
+        dataset_a,
+        tokenizer,
+        recipe="prompt",
+        policy={"path": str(base)},
+        new_domain={"init_from": 3},
+        dry_run=True,
+    )
     assert res.final_model_dir is None  # a dry run: set-up only, it got past the domain check

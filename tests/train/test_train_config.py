@@ -35,10 +35,23 @@ def test_recipes_set_their_defaults():
 
 def test_precedence_recipe_file_flags(tmp_path):
     path = tmp_path / "cfg.yaml"
-    path.write_text("recipe: lerobot\nsteps: 50\noptimizer:\n  lr: 3.0e-5\n  grad_clip_norm: 2.0\n"
-                    "dataset:\n  root: /data/x\n  keys: {observation.images.front: observation.images.top}\n")  # fmt: skip
-    args = parse(["--config", str(path), "--optimizer.lr=1e-3", "--steps", "70", "--policy.path=ckpt",
-                  "--policy.freeze_vision_encoder", "--policy.image_size=[64, 64]", "--resume=false"])  # fmt: skip
+    path.write_text(
+        "recipe: lerobot\nsteps: 50\noptimizer:\n  lr: 3.0e-5\n  grad_clip_norm: 2.0\n"
+        "dataset:\n  root: /data/x\n  keys: {observation.images.front: observation.images.top}\n"
+    )
+    args = parse(
+        [
+            "--config",
+            str(path),
+            "--optimizer.lr=1e-3",
+            "--steps",
+            "70",
+            "--policy.path=ckpt",
+            "--policy.freeze_vision_encoder",
+            "--policy.image_size=[64, 64]",
+            "--resume=false",
+        ]
+    )
     cfg = resolve_config(args.config, cli_values(args))
     assert cfg.recipe == "lerobot"
     assert cfg.optimizer.lr == 1e-3  # flag beats file
@@ -50,9 +63,18 @@ def test_precedence_recipe_file_flags(tmp_path):
 
 
 def test_flag_types_and_json_values():
-    args = parse(["--dataset.root=/d", "--optimizer.betas=[0.8, 0.9]", "--dataset.episodes=0,2",
-                  "--dataset.keys={\"action\": \"act\"}", "--new_domain.id=auto", "--scheduler.decay_steps=none",
-                  "--policy.action_mode=auto", "--policy.real_action_dim=7"])  # fmt: skip
+    args = parse(
+        [
+            "--dataset.root=/d",
+            "--optimizer.betas=[0.8, 0.9]",
+            "--dataset.episodes=0,2",
+            '--dataset.keys={"action": "act"}',
+            "--new_domain.id=auto",
+            "--scheduler.decay_steps=none",
+            "--policy.action_mode=auto",
+            "--policy.real_action_dim=7",
+        ]
+    )
     cfg = resolve_config(None, cli_values(args))
     assert cfg.optimizer.betas == (0.8, 0.9)
     assert cfg.dataset.episodes == [0, 2]
@@ -101,8 +123,17 @@ def test_help_lists_recipes_and_policy_flags(capsys):
     with pytest.raises(SystemExit):
         parse(["--help"])
     text = capsys.readouterr().out
-    for word in ("official", "lerobot", "prompt", "lora", "--policy.path", "--policy.action_mode",
-                 "--policy.freeze_language_encoder", "--dataset.repo_id", "--resume"):  # fmt: skip
+    for word in (
+        "official",
+        "lerobot",
+        "prompt",
+        "lora",
+        "--policy.path",
+        "--policy.action_mode",
+        "--policy.freeze_language_encoder",
+        "--dataset.repo_id",
+        "--resume",
+    ):
         assert word in text
 
 

@@ -24,9 +24,19 @@ def weights(folder) -> dict[str, torch.Tensor]:
 
 
 def run(out, dataset, tokenizer=None, stop_at=None, **overrides):
-    base = {"dataset": {"root": str(dataset)}, "policy": tiny_policy_fields(), "steps": 6, "batch_size": 3,
-            "num_workers": 0, "log_freq": 1, "save_freq": 3, "tensorboard": False, "plot": False, "seed": 3,
-            "output_dir": str(out)}  # fmt: skip
+    base = {
+        "dataset": {"root": str(dataset)},
+        "policy": tiny_policy_fields(),
+        "steps": 6,
+        "batch_size": 3,
+        "num_workers": 0,
+        "log_freq": 1,
+        "save_freq": 3,
+        "tensorboard": False,
+        "plot": False,
+        "seed": 3,
+        "output_dir": str(out),
+    }
     cfg = build_train_config(deep_merge(base, overrides))
     return train(cfg, tokenizer=tokenizer, stop_at=stop_at)
 
@@ -57,9 +67,16 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, dataset_a, tokenizer):
 
 
 def test_official_freeze_then_unfreeze(tmp_path, dataset_a, tiny_checkpoint, tokenizer):
-    res = run(tmp_path / "o", dataset_a, tokenizer, recipe="official", steps=5, keep_last=0,
-              policy={"path": str(tiny_checkpoint), "freeze_vision_encoder": True},
-              scheduler={"freeze_steps": 3, "warmup_steps": 1, "soft_prompt_warmup_steps": 2})  # fmt: skip
+    res = run(
+        tmp_path / "o",
+        dataset_a,
+        tokenizer,
+        recipe="official",
+        steps=5,
+        keep_last=0,
+        policy={"path": str(tiny_checkpoint), "freeze_vision_encoder": True},
+        scheduler={"freeze_steps": 3, "warmup_steps": 1, "soft_prompt_warmup_steps": 2},
+    )
     init = weights(tiny_checkpoint)
     at3 = weights(tmp_path / "o" / "checkpoints" / "000003" / "pretrained_model")
     at5 = weights(res.final_model_dir)
@@ -83,9 +100,16 @@ def test_official_freeze_then_unfreeze(tmp_path, dataset_a, tiny_checkpoint, tok
 
 def test_prompt_recipe_trains_only_the_new_domain_rows(tmp_path, dataset_a, tiny_checkpoint, tokenizer):
     # Weight decay on purpose: other domains' rows must stay bit-identical anyway.
-    res = run(tmp_path / "p", dataset_a, tokenizer, recipe="prompt", steps=4,
-              policy={"path": str(tiny_checkpoint)}, new_domain={"init_from": 1},
-              optimizer={"weight_decay": 0.1, "lr": 1e-2})  # fmt: skip
+    res = run(
+        tmp_path / "p",
+        dataset_a,
+        tokenizer,
+        recipe="prompt",
+        steps=4,
+        policy={"path": str(tiny_checkpoint)},
+        new_domain={"init_from": 1},
+        optimizer={"weight_decay": 0.1, "lr": 1e-2},
+    )
     init, final = weights(tiny_checkpoint), weights(res.final_model_dir)
     policy = XVLAPolicy.from_pretrained(res.final_model_dir)
     new = policy.config.domain_id
@@ -109,8 +133,16 @@ def test_prompt_recipe_trains_only_the_new_domain_rows(tmp_path, dataset_a, tiny
 
 
 def test_lora_recipe(tmp_path, dataset_a, tiny_checkpoint, tokenizer):
-    full = run(tmp_path / "l", dataset_a, tokenizer, recipe="lora", steps=4, save_freq=2,
-               policy={"path": str(tiny_checkpoint)}, optimizer={"lr": 1e-2})  # fmt: skip
+    full = run(
+        tmp_path / "l",
+        dataset_a,
+        tokenizer,
+        recipe="lora",
+        steps=4,
+        save_freq=2,
+        policy={"path": str(tiny_checkpoint)},
+        optimizer={"lr": 1e-2},
+    )
     trainable, total = parameter_totals(full.trainable)
     assert 0 < trainable < 0.5 * total  # tiny model: adapters are relatively large; ~1% at 0.9B
     init, final = weights(tiny_checkpoint), weights(full.final_model_dir)
@@ -127,10 +159,28 @@ def test_lora_recipe(tmp_path, dataset_a, tiny_checkpoint, tokenizer):
     with pytest.raises(ValueError, match="changed this policy's backbone"):
         base.load_adapter(full.output_dir / "adapter.safetensors", name="again")
     # Resume: base checkpoint + adapters from the training state.
-    run(tmp_path / "l2", dataset_a, tokenizer, recipe="lora", steps=4, save_freq=2, stop_at=2,
-        policy={"path": str(tiny_checkpoint)}, optimizer={"lr": 1e-2})  # fmt: skip
-    rest = run(tmp_path / "l2", dataset_a, tokenizer, recipe="lora", steps=4, save_freq=2, resume=True,
-               policy={"path": str(tiny_checkpoint)}, optimizer={"lr": 1e-2})  # fmt: skip
+    run(
+        tmp_path / "l2",
+        dataset_a,
+        tokenizer,
+        recipe="lora",
+        steps=4,
+        save_freq=2,
+        stop_at=2,
+        policy={"path": str(tiny_checkpoint)},
+        optimizer={"lr": 1e-2},
+    )
+    rest = run(
+        tmp_path / "l2",
+        dataset_a,
+        tokenizer,
+        recipe="lora",
+        steps=4,
+        save_freq=2,
+        resume=True,
+        policy={"path": str(tiny_checkpoint)},
+        optimizer={"lr": 1e-2},
+    )
     assert [h["loss"] for h in rest.history] == pytest.approx([h["loss"] for h in full.history[2:]], abs=1e-6)
 
 
@@ -138,8 +188,15 @@ def test_gradient_checkpointing_and_bf16(tmp_path, dataset_a, tokenizer):
     plain = run(tmp_path / "a", dataset_a, tokenizer, steps=2, recipe="lerobot")
     ckpt = run(tmp_path / "b", dataset_a, tokenizer, steps=2, recipe="lerobot", gradient_checkpointing=True)
     assert [h["loss"] for h in ckpt.history] == pytest.approx([h["loss"] for h in plain.history], abs=1e-6)
-    bf16 = run(tmp_path / "c", dataset_a, tokenizer, steps=2, recipe="lerobot", grad_accum_steps=2,
-               policy={"dtype": "bfloat16"})  # fmt: skip
+    bf16 = run(
+        tmp_path / "c",
+        dataset_a,
+        tokenizer,
+        steps=2,
+        recipe="lerobot",
+        grad_accum_steps=2,
+        policy={"dtype": "bfloat16"},
+    )
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in bf16.history)
     policy = XVLAPolicy.from_pretrained(bf16.final_model_dir)
     assert policy.config.dtype == "bfloat16" and next(policy.parameters()).dtype == torch.bfloat16
@@ -149,15 +206,28 @@ def test_gradient_checkpointing_and_bf16(tmp_path, dataset_a, tokenizer):
 def test_cli_mixture_train_resume_and_outputs(tmp_path, dataset_a, dataset_b, tiny_checkpoint, capsys):
     config = tmp_path / "mix.yaml"
     policy = tiny_policy_fields(image_keys=[FRONT, WRIST])
-    config.write_text(json.dumps({
-        "recipe": "lerobot",
-        "policy": policy,
-        "tokenizer": str(tiny_checkpoint),
-        "mixture": {"datasets": [
-            {"root": str(dataset_a), "weight": 2.0, "domain_id": 2},
-            {"root": str(dataset_b), "weight": 1.0, "domain_id": 3, "keys": {FRONT: "observation.images.top"}},
-        ], "color_jitter": {"enable": True}, "action_horizon_s": 0.6},
-    }))  # fmt: skip
+    config.write_text(
+        json.dumps(
+            {
+                "recipe": "lerobot",
+                "policy": policy,
+                "tokenizer": str(tiny_checkpoint),
+                "mixture": {
+                    "datasets": [
+                        {"root": str(dataset_a), "weight": 2.0, "domain_id": 2},
+                        {
+                            "root": str(dataset_b),
+                            "weight": 1.0,
+                            "domain_id": 3,
+                            "keys": {FRONT: "observation.images.top"},
+                        },
+                    ],
+                    "color_jitter": {"enable": True},
+                    "action_horizon_s": 0.6,
+                },
+            }
+        )
+    )
     out = tmp_path / "run"
     args = ["train", "--config", str(config), "--output_dir", str(out), "--steps", "4", "--save_freq", "2",
             "--batch_size", "2", "--num_workers", "0", "--keep_last", "1", "--log_freq", "1"]  # fmt: skip
@@ -176,8 +246,14 @@ def test_cli_mixture_train_resume_and_outputs(tmp_path, dataset_a, dataset_b, ti
     assert loaded.config.image_keys == [FRONT, WRIST]
     training_state = out / "checkpoints" / "last" / "training_state"
     assert {p.name for p in training_state.iterdir()} >= {
-        "optimizer.safetensors", "optimizer.json", "scheduler.json", "sampler.json", "trainer_state.json",
-        "rng_state_rank0.safetensors", "rng_state_rank0.json"}  # fmt: skip
+        "optimizer.safetensors",
+        "optimizer.json",
+        "scheduler.json",
+        "sampler.json",
+        "trainer_state.json",
+        "rng_state_rank0.safetensors",
+        "rng_state_rank0.json",
+    }
     sampler = json.loads((training_state / "sampler.json").read_text())
     assert sampler["next_batch"] == 6 and sum(sampler["draws_per_dataset"]) == 12
 

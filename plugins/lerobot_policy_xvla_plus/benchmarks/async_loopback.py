@@ -43,14 +43,30 @@ def build_checkpoint(folder: Path, chunk: int) -> Path:
     from xvla.tokenizer import train_bpe_tokenizer
 
     tokenizer = folder / "tokenizer"
-    train_bpe_tokenizer(["reach the goal move the arm to the target"], vocab_size=300).save_pretrained(str(tokenizer))
+    train_bpe_tokenizer(["reach the goal move the arm to the target"], vocab_size=300).save_pretrained(
+        str(tokenizer)
+    )
     torch.manual_seed(0)
     config = XVLAConfig(
-        hidden_size=32, depth=2, num_heads=4, num_domains=4, len_soft_prompts=4, dim_time=8, max_len_seq=200,
-        chunk_size=chunk, n_action_steps=chunk, max_state_dim=8, action_mode="auto", max_action_dim=8,
-        real_action_dim=4, image_keys=CAMERAS, image_size=(32, 32), tokenizer_max_length=12,
-        tokenizer_name=str(tokenizer), florence_config=tiny_florence_config(width=24, vocab_size=300),
-    )  # fmt: skip
+        hidden_size=32,
+        depth=2,
+        num_heads=4,
+        num_domains=4,
+        len_soft_prompts=4,
+        dim_time=8,
+        max_len_seq=200,
+        chunk_size=chunk,
+        n_action_steps=chunk,
+        max_state_dim=8,
+        action_mode="auto",
+        max_action_dim=8,
+        real_action_dim=4,
+        image_keys=CAMERAS,
+        image_size=(32, 32),
+        tokenizer_max_length=12,
+        tokenizer_name=str(tokenizer),
+        florence_config=tiny_florence_config(width=24, vocab_size=300),
+    )
     path = folder / "checkpoint"
     XVLAPolicy(config).save_pretrained(path)
     return path
@@ -66,27 +82,57 @@ def run(strategy: str, checkpoint: Path, folder: Path, args: argparse.Namespace)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
     port, trace, log = free_port(), folder / f"trace_{strategy}", folder / f"robot_{strategy}.jsonl"
     server = subprocess.Popen(
-        [str(BIN / "xvla-lerobot-server"), f"--port={port}", f"--strategy={strategy}", "--seed=0",
-         f"--fps={args.fps}", f"--execute_steps={args.execute_steps}", f"--inference_latency_s={args.latency}",
-         f"--trace_dir={trace}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
+        [
+            str(BIN / "xvla-lerobot-server"),
+            f"--port={port}",
+            f"--strategy={strategy}",
+            "--seed=0",
+            f"--fps={args.fps}",
+            f"--execute_steps={args.execute_steps}",
+            f"--inference_latency_s={args.latency}",
+            f"--trace_dir={trace}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     for line in server.stdout:
         if line.startswith("READY"):
             break
     threshold = 0.0 if strategy == "sync" else 0.5
+    # robot_client writes logs/ into its working directory, hence cwd=folder.
     client = subprocess.Popen(
-        [sys.executable, "-m", "lerobot.async_inference.robot_client", "--robot.type=xvla_metaworld",
-         "--robot.id=bench", f"--robot.log_path={log}", "--robot.image_size=32",
-         f"--server_address=127.0.0.1:{port}", "--policy_type=xvla_plus", f"--pretrained_name_or_path={checkpoint}",
-         "--policy_device=cpu", f"--actions_per_chunk={args.chunk}", f"--chunk_size_threshold={threshold}",
-         f"--fps={args.fps}", "--aggregate_fn_name=latest_only", "--task=reach the goal"],
-        stdout=(folder / f"client_{strategy}.txt").open("w"), stderr=subprocess.STDOUT, env=env, cwd=folder,
-    )  # fmt: skip  (robot_client writes logs/ into its working directory)
+        [
+            sys.executable,
+            "-m",
+            "lerobot.async_inference.robot_client",
+            "--robot.type=xvla_metaworld",
+            "--robot.id=bench",
+            f"--robot.log_path={log}",
+            "--robot.image_size=32",
+            f"--server_address=127.0.0.1:{port}",
+            "--policy_type=xvla_plus",
+            f"--pretrained_name_or_path={checkpoint}",
+            "--policy_device=cpu",
+            f"--actions_per_chunk={args.chunk}",
+            f"--chunk_size_threshold={threshold}",
+            f"--fps={args.fps}",
+            "--aggregate_fn_name=latest_only",
+            "--task=reach the goal",
+        ],
+        stdout=(folder / f"client_{strategy}.txt").open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=folder,
+    )
     try:
         while not log.exists() or len(log.read_text().splitlines()) < args.ticks:
             if client.poll() is not None:
-                raise RuntimeError(f"robot_client exited with {client.returncode}: "
-                                   + (folder / f"client_{strategy}.txt").read_text()[-2000:])
+                raise RuntimeError(
+                    f"robot_client exited with {client.returncode}: "
+                    + (folder / f"client_{strategy}.txt").read_text()[-2000:]
+                )
             time.sleep(0.2)
     finally:
         for p in (client, server):
@@ -108,15 +154,26 @@ def metrics(log: Path, trace: Path, args: argparse.Namespace) -> dict:
         plans.append((json.loads(str(data["meta"]))["position"], data["plan"].astype(np.float64)))
 
     def source(step: int, action: np.ndarray) -> int:
-        found = [n for n, (p, plan) in enumerate(plans)
-                 if p <= step < p + len(plan) and np.allclose(plan[step - p], action, atol=1e-6)]  # fmt: skip
+        found = [
+            n
+            for n, (p, plan) in enumerate(plans)
+            if p <= step < p + len(plan) and np.allclose(plan[step - p], action, atol=1e-6)
+        ]
         return max(found) if found else -1
 
     sources = [source(s, a) for s, a in enumerate(actions)]
     xyz = np.clip(actions[:, :3], -1, 1)
-    jumps = [float(np.linalg.norm(xyz[s] - xyz[s - 1])) for s in range(1, len(xyz)) if sources[s] != sources[s - 1]]
-    return {"ticks": len(executed), "chunks": len(plans), "idle": idle, "switches": len(jumps),
-            "mean_jump": float(np.mean(jumps)) if jumps else 0.0, "max_jump": max(jumps, default=0.0)}  # fmt: skip
+    jumps = [
+        float(np.linalg.norm(xyz[s] - xyz[s - 1])) for s in range(1, len(xyz)) if sources[s] != sources[s - 1]
+    ]
+    return {
+        "ticks": len(executed),
+        "chunks": len(plans),
+        "idle": idle,
+        "switches": len(jumps),
+        "mean_jump": float(np.mean(jumps)) if jumps else 0.0,
+        "max_jump": max(jumps, default=0.0),
+    }
 
 
 def main() -> None:
@@ -136,8 +193,10 @@ def main() -> None:
         print("|---|---|---|---|---|---|")
         for strategy in args.strategies:
             m = run(strategy, checkpoint, folder, args)
-            print(f"| {strategy} | {m['chunks']} | {m['idle']} | {m['switches']} | {m['mean_jump']:.3f} | {m['max_jump']:.3f} |",
-                  flush=True)  # fmt: skip
+            print(
+                f"| {strategy} | {m['chunks']} | {m['idle']} | {m['switches']} | {m['mean_jump']:.3f} | {m['max_jump']:.3f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

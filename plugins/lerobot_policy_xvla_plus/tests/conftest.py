@@ -14,7 +14,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[3]
-FIXTURE_DATASET = REPO / "tests" / "fixtures" / "lerobot_v30_small"  # cameras front + wrist, state 4, action 3
+FIXTURE_DATASET = (
+    REPO / "tests" / "fixtures" / "lerobot_v30_small"
+)  # cameras front + wrist, state 4, action 3
+
 
 def _main_suite_conftest():
     """The main suite's tests/conftest.py (tiny_config, WORDS), loaded under its own module name."""

@@ -33,8 +33,13 @@ def free_port() -> int:
 
 
 def env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1",
-            "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}  # fmt: skip
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "OMP_NUM_THREADS": "1",
+        "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +48,31 @@ def checkpoint(tmp_path_factory, tokenizer_dir) -> Path:
     from transformers import AutoTokenizer
 
     torch.manual_seed(1)
-    config = tiny_config(action_mode="auto", max_action_dim=8, real_action_dim=4, chunk_size=8, n_action_steps=8,
-                         image_keys=CAMERAS, tokenizer_name=str(tokenizer_dir))  # fmt: skip
+    config = tiny_config(
+        action_mode="auto",
+        max_action_dim=8,
+        real_action_dim=4,
+        chunk_size=8,
+        n_action_steps=8,
+        image_keys=CAMERAS,
+        tokenizer_name=str(tokenizer_dir),
+    )
     path = tmp_path_factory.mktemp("async") / "checkpoint"
     xvla.XVLAPolicy(config, tokenizer=AutoTokenizer.from_pretrained(str(tokenizer_dir))).save_pretrained(path)
     return path
 
 
 def start_server(port: int, trace: Path, strategy: str) -> subprocess.Popen:
-    args = [str(BIN / "xvla-lerobot-server"), f"--port={port}", f"--strategy={strategy}", "--seed=0",
-            "--delay_steps=2", "--fps=10", "--execute_steps=4", f"--trace_dir={trace}"]  # fmt: skip
+    args = [
+        str(BIN / "xvla-lerobot-server"),
+        f"--port={port}",
+        f"--strategy={strategy}",
+        "--seed=0",
+        "--delay_steps=2",
+        "--fps=10",
+        "--execute_steps=4",
+        f"--trace_dir={trace}",
+    ]
     server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
     for line in server.stdout:  # the server prints READY once it listens
         if line.startswith("READY"):
@@ -61,14 +81,28 @@ def start_server(port: int, trace: Path, strategy: str) -> subprocess.Popen:
 
 
 def start_client(port: int, checkpoint: Path, log: Path, output: Path) -> subprocess.Popen:
-    args = [sys.executable, "-m", "lerobot.async_inference.robot_client", "--robot.type=xvla_metaworld",
-            "--robot.id=sim", f"--robot.log_path={log}", "--robot.image_size=32", f"--server_address=127.0.0.1:{port}",
-            "--policy_type=xvla_plus", f"--pretrained_name_or_path={checkpoint}", "--policy_device=cpu",
-            "--actions_per_chunk=8", "--chunk_size_threshold=0.5", "--fps=10", "--aggregate_fn_name=latest_only",
-            "--task=reach the goal"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "lerobot.async_inference.robot_client",
+        "--robot.type=xvla_metaworld",
+        "--robot.id=sim",
+        f"--robot.log_path={log}",
+        "--robot.image_size=32",
+        f"--server_address=127.0.0.1:{port}",
+        "--policy_type=xvla_plus",
+        f"--pretrained_name_or_path={checkpoint}",
+        "--policy_device=cpu",
+        "--actions_per_chunk=8",
+        "--chunk_size_threshold=0.5",
+        "--fps=10",
+        "--aggregate_fn_name=latest_only",
+        "--task=reach the goal",
+    ]
     # robot_client writes logs/ into its working directory
-    return subprocess.Popen(args, stdout=output.open("w"), stderr=subprocess.STDOUT, text=True, env=env(),
-                            cwd=output.parent)
+    return subprocess.Popen(
+        args, stdout=output.open("w"), stderr=subprocess.STDOUT, text=True, env=env(), cwd=output.parent
+    )
 
 
 def wait_for(condition, process: subprocess.Popen, what: str, limit_s: float = 300.0) -> None:
@@ -129,8 +163,14 @@ def test_robot_client_executes_the_plans_xvla_computes(checkpoint, tmp_path, str
     source = PolicySource(policy, seed=0)
     for c in chunks:
         meta = c["meta"]
-        request = ChunkRequest(meta["number"], meta["position"], meta["position"], meta["delay"],
-                               c.get("prefix"), c.get("prefix_weights"))  # fmt: skip
+        request = ChunkRequest(
+            meta["number"],
+            meta["position"],
+            meta["position"],
+            meta["delay"],
+            c.get("prefix"),
+            c.get("prefix_weights"),
+        )
         observation = {k: c[k] for k in c if k.startswith("observation.")}
         observation["task"] = meta["task"]
         assert set(observation) >= {*CAMERAS, "observation.state"}
@@ -144,7 +184,9 @@ def test_robot_client_executes_the_plans_xvla_computes(checkpoint, tmp_path, str
             plans.setdefault(position + i, []).append(np.asarray(action, dtype=np.float32))
     for e in executed:
         candidates = plans.get(e["step"], [])
-        assert any(np.array_equal(np.asarray(e["action"], dtype=np.float32), a) for a in candidates), e["step"]
+        assert any(np.array_equal(np.asarray(e["action"], dtype=np.float32), a) for a in candidates), e[
+            "step"
+        ]
 
 
 def test_a_client_without_the_policys_camera_gets_a_grpc_error_and_others_keep_running(
@@ -160,7 +202,9 @@ def test_a_client_without_the_policys_camera_gets_a_grpc_error_and_others_keep_r
     bad = start_client(port, top, bad_log, bad_out)
     good = start_client(port, checkpoint, good_log, tmp_path / "good.txt")
     try:
-        wait_for(lambda: "lacks camera 'observation.images.top'" in bad_out.read_text(), bad, "the camera error")
+        wait_for(
+            lambda: "lacks camera 'observation.images.top'" in bad_out.read_text(), bad, "the camera error"
+        )
         wait_for(lambda: len(lines(good_log)) >= 8, good, "the other client's actions")
     finally:
         stop(bad, good, server)

@@ -24,16 +24,30 @@ BIN = Path(sys.executable).parent
 
 def run_lerobot(command: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([str(BIN / command), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [str(BIN / command), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def train_args(init_from: Path, output: Path, *extra: str) -> list[str]:
     return [
-        "--policy.type=xvla_plus", f"--policy.init_from={init_from}", "--policy.device=cpu",
-        "--policy.push_to_hub=false", "--dataset.repo_id=local/lerobot_v30_small", f"--dataset.root={FIXTURE_DATASET}",
-        "--dataset.video_backend=pyav", "--steps=2", "--batch_size=2", "--save_freq=2", "--log_freq=1",
-        "--num_workers=0", "--wandb.enable=false", "--eval_freq=0", f"--output_dir={output}", *extra,
-    ]  # fmt: skip
+        "--policy.type=xvla_plus",
+        f"--policy.init_from={init_from}",
+        "--policy.device=cpu",
+        "--policy.push_to_hub=false",
+        "--dataset.repo_id=local/lerobot_v30_small",
+        f"--dataset.root={FIXTURE_DATASET}",
+        "--dataset.video_backend=pyav",
+        "--steps=2",
+        "--batch_size=2",
+        "--save_freq=2",
+        "--log_freq=1",
+        "--num_workers=0",
+        "--wandb.enable=false",
+        "--eval_freq=0",
+        f"--output_dir={output}",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +75,11 @@ def test_lerobot_train_saves_a_checkpoint_xvla_loads_with_identical_actions(trai
     assert a.shape == (1, 4, 3)
     assert torch.equal(a, b)
     # the weights did change in training (a checkpoint equal to the start would pass the test above too)
-    start = xvla.XVLAPolicy.from_pretrained(tiny_checkpoint, real_action_dim=3,
-                                            image_keys=["observation.images.front", "observation.images.wrist"])  # fmt: skip
+    start = xvla.XVLAPolicy.from_pretrained(
+        tiny_checkpoint,
+        real_action_dim=3,
+        image_keys=["observation.images.front", "observation.images.wrist"],
+    )
     assert not torch.equal(same_noise_actions([start], fixture_batch())[0], a)
 
 
@@ -112,14 +129,17 @@ def build_lerobot_xvla(folder: Path, tokenizer_dir: Path):
     small = tiny_config_kwargs()
     config = LeRobotXVLAConfig(
         florence_config=florence_config_to_remote(small.pop("florence_config")),
-        tokenizer_name=str(tokenizer_dir), device="cpu", action_mode="auto", max_action_dim=8,
+        tokenizer_name=str(tokenizer_dir),
+        device="cpu",
+        action_mode="auto",
+        max_action_dim=8,
         input_features={
             "observation.images.front": PolicyFeature(FeatureType.VISUAL, (3, 32, 32)),
             "observation.state": PolicyFeature(FeatureType.STATE, (8,)),
         },
         output_features={"action": PolicyFeature(FeatureType.ACTION, (3,))},
         **small,
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     policy = LeRobotXVLAPolicy(config)
     with torch.no_grad():  # LeRobot leaves image_projection uninitialised: give every weight a defined value
@@ -135,8 +155,20 @@ def build_lerobot_xvla(folder: Path, tokenizer_dir: Path):
 def tiny_config_kwargs() -> dict:
     """The main suite's tiny architecture, in LeRobot xvla's field names (the same names)."""
     base = tiny_config().to_dict()
-    keys = ("hidden_size", "depth", "num_heads", "num_domains", "len_soft_prompts", "dim_time", "max_len_seq",
-            "chunk_size", "n_action_steps", "max_state_dim", "tokenizer_max_length", "florence_config")  # fmt: skip
+    keys = (
+        "hidden_size",
+        "depth",
+        "num_heads",
+        "num_domains",
+        "len_soft_prompts",
+        "dim_time",
+        "max_len_seq",
+        "chunk_size",
+        "n_action_steps",
+        "max_state_dim",
+        "tokenizer_max_length",
+        "florence_config",
+    )
     return {k: base[k] for k in keys}
 
 
@@ -150,8 +182,11 @@ def test_a_lerobot_xvla_checkpoint_runs_under_xvla_plus_with_lerobots_actions(tm
     ours = XVLAPlusPolicy(config)
     pre, post = make_pre_post_processors(config)
 
-    raw = {"observation.images.front": torch.rand(3, 32, 32), "observation.state": torch.randn(8),
-           "task": "pick up the red block"}  # fmt: skip
+    raw = {
+        "observation.images.front": torch.rand(3, 32, 32),
+        "observation.state": torch.randn(8),
+        "task": "pick up the red block",
+    }
     noise = torch.randn(1, 4, 8)
     real_randn = torch.randn
     torch.randn = lambda *a, **k: noise.clone()  # LeRobot's xvla draws its noise with one torch.randn call
@@ -175,7 +210,9 @@ def policy_on_fixture_dataset(tiny_checkpoint, **fields):
 
 def test_a_state_wider_than_the_policy_names_the_feature_and_the_flag(tmp_path, tokenizer_dir):
     narrow = tmp_path / "narrow"
-    xvla.XVLAPolicy(tiny_config(max_state_dim=2, action_mode="auto", max_action_dim=8)).save_pretrained(narrow)
+    xvla.XVLAPolicy(tiny_config(max_state_dim=2, action_mode="auto", max_action_dim=8)).save_pretrained(
+        narrow
+    )
     with pytest.raises(ValueError) as info:
         policy_on_fixture_dataset(narrow)
     message = str(info.value)
@@ -186,19 +223,25 @@ def test_a_state_wider_than_the_policy_names_the_feature_and_the_flag(tmp_path, 
 def test_an_action_wider_than_the_action_space_names_the_feature_and_the_flag(tmp_path):
     joint = tmp_path / "joint"
     xvla.XVLAPolicy(tiny_config(action_mode="franka_joint7")).save_pretrained(joint)
-    with pytest.raises(ValueError, match=r"dataset feature 'action' has 3-dim actions.*--policy.action_mode=auto"):
+    with pytest.raises(
+        ValueError, match=r"dataset feature 'action' has 3-dim actions.*--policy.action_mode=auto"
+    ):
         policy_on_fixture_dataset(joint)
 
 
 def test_a_camera_the_policy_needs_names_the_feature_and_the_rename_flag(tiny_checkpoint):
     policy = policy_on_fixture_dataset(tiny_checkpoint, image_keys=["observation.images.top"])
-    with pytest.raises(ValueError, match=r"camera feature 'observation.images.top' is missing.*--rename_map="):
+    with pytest.raises(
+        ValueError, match=r"camera feature 'observation.images.top' is missing.*--rename_map="
+    ):
         policy.predict_action_chunk(fixture_batch())
 
 
 def test_lerobot_train_reports_a_mismatch_in_one_line(tmp_path, tokenizer_dir):
     narrow = tmp_path / "narrow"
-    xvla.XVLAPolicy(tiny_config(max_state_dim=2, action_mode="auto", max_action_dim=8)).save_pretrained(narrow)
+    xvla.XVLAPolicy(tiny_config(max_state_dim=2, action_mode="auto", max_action_dim=8)).save_pretrained(
+        narrow
+    )
     result = run_lerobot("lerobot-train", *train_args(narrow, tmp_path / "run"), cwd=tmp_path)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
@@ -216,7 +259,11 @@ def test_an_unsupported_lerobot_version_is_refused_at_import(monkeypatch):
 
 
 def test_lerobot_discovers_the_plugin_by_its_distribution_name():
-    code = ("from lerobot.utils.import_utils import register_third_party_plugins as r; r(); "
-            "from lerobot.policies.factory import get_policy_class as g; print(g('xvla_plus').__name__)")  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    code = (
+        "from lerobot.utils.import_utils import register_third_party_plugins as r; r(); "
+        "from lerobot.policies.factory import get_policy_class as g; print(g('xvla_plus').__name__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
     assert result.stdout.strip() == "XVLAPlusPolicy", result.stderr[-2000:]

@@ -55,9 +55,13 @@ if TYPE_CHECKING:
 CONFIG_NAME = "config.json"
 FORMATS = ("xvla", "lerobot", "official")
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
     "added_tokens.json",
-)  # fmt: skip
+)
 
 __all__ = [
     "CONFIG_NAME",
@@ -109,11 +113,15 @@ __all__ = [
 def read_config_json(folder: Path) -> dict[str, Any]:
     path = Path(folder) / CONFIG_NAME
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: an X-VLA checkpoint folder needs config.json and {WEIGHTS_NAME}")
+        raise FileNotFoundError(
+            f"{path} not found: an X-VLA checkpoint folder needs config.json and {WEIGHTS_NAME}"
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); the checkpoint is corrupt or incomplete") from exc
+        raise ValueError(
+            f"{path} is not valid JSON ({exc}); the checkpoint is corrupt or incomplete"
+        ) from exc
 
 
 def detect_format(config: dict[str, Any]) -> str:
@@ -161,7 +169,7 @@ def write_config(data: dict[str, Any], folder: Path) -> None:
 def to_internal_state_dict(state_dict: dict[str, torch.Tensor], fmt: str) -> dict[str, torch.Tensor]:
     """Any supported file layout -> our module's keys (native Florence, no ``model.`` prefix)."""
     if fmt == "lerobot" or all(k.startswith("model.") for k in state_dict):
-        state_dict = {k[len("model."):] if k.startswith("model.") else k: v for k, v in state_dict.items()}
+        state_dict = {k[len("model.") :] if k.startswith("model.") else k: v for k, v in state_dict.items()}
     state_dict = {k: v for k, v in state_dict.items() if not UNUSED_KEY_PATTERN.match(k)}
     if is_remote_layout(state_dict):
         state_dict = remote_to_native(state_dict)

@@ -39,7 +39,9 @@ def florence_config_to_native(florence: dict[str, Any]) -> dict[str, Any]:
         "window_size": vision.get("window_size", 12),
         "projection_dim": vision.get("projection_dim", florence.get("projection_dim", 1024)),
         "max_position_embeddings": (vision.get("image_pos_embed") or {}).get("max_pos_embeddings", 50),
-        "max_temporal_embeddings": (vision.get("visual_temporal_embedding") or {}).get("max_temporal_embeddings", 100),
+        "max_temporal_embeddings": (vision.get("visual_temporal_embedding") or {}).get(
+            "max_temporal_embeddings", 100
+        ),
         "drop_path_rate": vision.get("drop_path_rate", 0.1),
     }
     sources = vision.get("image_feature_source", ["spatial_avg_pool", "temporal_avg_pool"])
@@ -50,13 +52,30 @@ def florence_config_to_native(florence: dict[str, Any]) -> dict[str, Any]:
         )
     # Defaults of the remote-code Florence2LanguageConfig where the file leaves them out.
     text_defaults = {
-        "vocab_size": florence.get("vocab_size", 51289), "max_position_embeddings": 1024, "encoder_layers": 12,
-        "encoder_ffn_dim": 4096, "encoder_attention_heads": 16, "decoder_layers": 12, "decoder_ffn_dim": 4096,
-        "decoder_attention_heads": 16, "activation_function": "gelu", "d_model": 1024, "dropout": 0.1,
-        "attention_dropout": 0.0, "activation_dropout": 0.0, "scale_embedding": False, "pad_token_id": 1,
-        "bos_token_id": 0, "eos_token_id": 2,
-    }  # fmt: skip
-    keep = set(text_defaults) | {"init_std", "encoder_layerdrop", "decoder_layerdrop", "decoder_start_token_id"}
+        "vocab_size": florence.get("vocab_size", 51289),
+        "max_position_embeddings": 1024,
+        "encoder_layers": 12,
+        "encoder_ffn_dim": 4096,
+        "encoder_attention_heads": 16,
+        "decoder_layers": 12,
+        "decoder_ffn_dim": 4096,
+        "decoder_attention_heads": 16,
+        "activation_function": "gelu",
+        "d_model": 1024,
+        "dropout": 0.1,
+        "attention_dropout": 0.0,
+        "activation_dropout": 0.0,
+        "scale_embedding": False,
+        "pad_token_id": 1,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+    }
+    keep = set(text_defaults) | {
+        "init_std",
+        "encoder_layerdrop",
+        "decoder_layerdrop",
+        "decoder_start_token_id",
+    }
     native_text = {**text_defaults, **{k: v for k, v in text.items() if k in keep}}
     return {"vision_config": native_vision, "text_config": native_text}
 
@@ -79,8 +98,14 @@ def florence_config_to_remote(florence: dict[str, Any]) -> dict[str, Any]:
         "depths": list(v.get("depths", [1, 1, 9, 1])),
         "window_size": v.get("window_size", 12),
         "projection_dim": proj,
-        "visual_temporal_embedding": {"type": "COSINE", "max_temporal_embeddings": v.get("max_temporal_embeddings", 100)},
-        "image_pos_embed": {"type": "learned_abs_2d", "max_pos_embeddings": v.get("max_position_embeddings", 50)},
+        "visual_temporal_embedding": {
+            "type": "COSINE",
+            "max_temporal_embeddings": v.get("max_temporal_embeddings", 100),
+        },
+        "image_pos_embed": {
+            "type": "learned_abs_2d",
+            "max_pos_embeddings": v.get("max_position_embeddings", 50),
+        },
         "image_feature_source": ["spatial_avg_pool", "temporal_avg_pool"],
     }
     text = {"model_type": "florence2_language", **t}
@@ -99,11 +124,32 @@ def florence_config_to_remote(florence: dict[str, Any]) -> dict[str, Any]:
 
 _REMOTE_TO_NATIVE_RULES = [
     (re.compile(r"^vlm\.vision_tower\.convs\.(\d+)\.proj\."), r"vlm.vision_tower.convs.\1.conv."),
-    (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)conv([12])\.fn\.dw\."), r"\1conv\2."),
-    (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)(?:window|channel)_attn\.norm\."), r"\1norm1."),
-    (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)(window|channel)_attn\.fn\."), r"\1\2_attn."),
-    (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)ffn\.norm\."), r"\1norm2."),
-    (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)ffn\.fn\.net\."), r"\1ffn."),
+    (
+        re.compile(
+            r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)conv([12])\.fn\.dw\."
+        ),
+        r"\1conv\2.",
+    ),
+    (
+        re.compile(
+            r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)(?:window|channel)_attn\.norm\."
+        ),
+        r"\1norm1.",
+    ),
+    (
+        re.compile(
+            r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)(window|channel)_attn\.fn\."
+        ),
+        r"\1\2_attn.",
+    ),
+    (
+        re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)ffn\.norm\."),
+        r"\1norm2.",
+    ),
+    (
+        re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)ffn\.fn\.net\."),
+        r"\1ffn.",
+    ),
     (re.compile(r"^vlm\.image_proj_norm\."), "vlm.multi_modal_projector.image_proj_norm."),
     (re.compile(r"^vlm\.image_pos_embed\."), "vlm.multi_modal_projector.image_position_embed."),
     (re.compile(r"^vlm\.visual_temporal_embed\."), "vlm.multi_modal_projector.visual_temporal_embed."),
@@ -111,12 +157,26 @@ _REMOTE_TO_NATIVE_RULES = [
 ]
 _NATIVE_TO_REMOTE_RULES = [
     (re.compile(r"^vlm\.vision_tower\.convs\.(\d+)\.conv\."), r"vlm.vision_tower.convs.\1.proj."),
-    (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)conv([12])\."), r"\1conv\2.fn.dw."),
+    (
+        re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)conv([12])\."),
+        r"\1conv\2.fn.dw.",
+    ),
     (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.spatial_block\.)norm1\."), r"\1window_attn.norm."),
     (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.channel_block\.)norm1\."), r"\1channel_attn.norm."),
-    (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)(window|channel)_attn\."), r"\1\2_attn.fn."),
-    (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)norm2\."), r"\1ffn.norm."),
-    (re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)ffn\."), r"\1ffn.fn.net."),
+    (
+        re.compile(
+            r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)(window|channel)_attn\."
+        ),
+        r"\1\2_attn.fn.",
+    ),
+    (
+        re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)norm2\."),
+        r"\1ffn.norm.",
+    ),
+    (
+        re.compile(r"^(vlm\.vision_tower\.blocks\.\d+\.\d+\.(?:spatial|channel)_block\.)ffn\."),
+        r"\1ffn.fn.net.",
+    ),
     (re.compile(r"^vlm\.multi_modal_projector\.image_proj_norm\."), "vlm.image_proj_norm."),
     (re.compile(r"^vlm\.multi_modal_projector\.image_position_embed\."), "vlm.image_pos_embed."),
     (re.compile(r"^vlm\.multi_modal_projector\.visual_temporal_embed\."), "vlm.visual_temporal_embed."),

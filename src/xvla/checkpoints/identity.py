@@ -13,11 +13,25 @@ from ..config import XVLAConfig
 
 IDENTITY_NAME = "xvla.json"
 IDENTITY_FIELDS = (
-    "domains", "domain_id", "image_keys", "image_size", "resize_imgs_with_padding", "empty_cameras",
-    "num_image_views", "use_proprio", "max_state_dim", "action_mode", "real_action_dim", "max_action_dim",
-    "chunk_size", "n_action_steps", "num_denoising_steps", "tokenizer_name", "tokenizer_max_length",
+    "domains",
+    "domain_id",
+    "image_keys",
+    "image_size",
+    "resize_imgs_with_padding",
+    "empty_cameras",
+    "num_image_views",
+    "use_proprio",
+    "max_state_dim",
+    "action_mode",
+    "real_action_dim",
+    "max_action_dim",
+    "chunk_size",
+    "n_action_steps",
+    "num_denoising_steps",
+    "tokenizer_name",
+    "tokenizer_max_length",
     "auto_loss_weight",
-)  # fmt: skip
+)
 SIDE_FIELDS = {
     "xvla": (),
     "lerobot": ("domains", "domain_id", "auto_loss_weight"),

@@ -23,9 +23,10 @@ def _features_to_image_keys(input_features: dict[str, Any] | None) -> list[str] 
     if not input_features:
         return None
     keys = [
-        k for k, f in input_features.items()
+        k
+        for k, f in input_features.items()
         if (f or {}).get("type") == "VISUAL" and not k.startswith(EMPTY_CAMERA_PREFIX)
-    ]  # fmt: skip
+    ]
     return keys or None
 
 
@@ -66,12 +67,17 @@ def config_from_lerobot(data: dict[str, Any], folder: Path | None = None) -> XVL
 
 def _features_image_size(features: dict[str, Any] | None, keys: list[str] | None) -> tuple[int, int] | None:
     """LeRobot declares the frame size per camera in ``input_features`` ([3, H, W]); the first camera's wins."""
-    shapes = [tuple(features[k]["shape"][-2:]) for k in keys or [] if len(features[k].get("shape") or []) == 3]
+    shapes = [
+        tuple(features[k]["shape"][-2:]) for k in keys or [] if len(features[k].get("shape") or []) == 3
+    ]
     if not shapes:
         return None
     if len(set(shapes)) > 1:
-        logger.warning("input_features declare cameras of different sizes %s: all frames are resized to %s",
-                       sorted(set(shapes)), shapes[0])  # fmt: skip
+        logger.warning(
+            "input_features declare cameras of different sizes %s: all frames are resized to %s",
+            sorted(set(shapes)),
+            shapes[0],
+        )
     return shapes[0]
 
 

@@ -105,8 +105,15 @@ def write_preprocessor_config(config: XVLAConfig, directory: Path, source_dir: P
     source = Path(source_dir) / PREPROCESSOR_NAME if source_dir is not None else None
     if source is not None and source.is_file():
         data = json.loads(source.read_text())
-    data.update({
-        "do_resize": True, "size": {"height": height, "width": width}, "crop_size": {"height": height, "width": width},
-        "resample": 3, "do_normalize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
-    })  # fmt: skip
+    data.update(
+        {
+            "do_resize": True,
+            "size": {"height": height, "width": width},
+            "crop_size": {"height": height, "width": width},
+            "resample": 3,
+            "do_normalize": True,
+            "image_mean": [0.485, 0.456, 0.406],
+            "image_std": [0.229, 0.224, 0.225],
+        }
+    )
     write_json(directory / PREPROCESSOR_NAME, data)

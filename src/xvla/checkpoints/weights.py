@@ -59,8 +59,10 @@ def verify_weights(folder: Path) -> dict[str, Any]:
 
 def _damaged(path: Path, exc: Exception) -> str:
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return (f"{path} is damaged: truncated or corrupt ({reason}, {path.stat().st_size} bytes): download or copy "
-            "the checkpoint again")  # fmt: skip
+    return (
+        f"{path} is damaged: truncated or corrupt ({reason}, {path.stat().st_size} bytes): download or copy "
+        "the checkpoint again"
+    )
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -72,7 +74,9 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(_damaged(path, exc)) from exc
 
 
-def save_weights_file(state_dict: dict[str, torch.Tensor], folder: Path, metadata: dict[str, str] | None = None) -> None:
+def save_weights_file(
+    state_dict: dict[str, torch.Tensor], folder: Path, metadata: dict[str, str] | None = None
+) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     # safetensors refuses shared storage; each tensor gets its own copy.
     seen: set[int] = set()

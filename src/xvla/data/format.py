@@ -93,7 +93,9 @@ def read_json(path: Path, what: str):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{what} {path} is not valid JSON ({e}): the file is damaged; download it again") from e
+        raise ValueError(
+            f"{what} {path} is not valid JSON ({e}): the file is damaged; download it again"
+        ) from e
 
 
 def read_jsonl(path: Path, what: str) -> list[dict]:

@@ -179,11 +179,17 @@ class LeRobotDatasetMeta:
     def _load_tasks_v3(self) -> list[str]:
         path = self.root / TASKS_PATH
         if not path.is_file():
-            raise FileNotFoundError(f"task list not found: {path}. The dataset is incomplete: download it again")
+            raise FileNotFoundError(
+                f"task list not found: {path}. The dataset is incomplete: download it again"
+            )
         table = _read_parquet(path)
-        text_cols = [n for n in table.column_names if n != "task_index" and "string" in str(table.schema.field(n).type)]
+        text_cols = [
+            n for n in table.column_names if n != "task_index" and "string" in str(table.schema.field(n).type)
+        ]
         if "task_index" not in table.column_names or not text_cols:
-            raise ValueError(f"{path} needs a 'task_index' column and a task string column; found {table.column_names}")
+            raise ValueError(
+                f"{path} needs a 'task_index' column and a task string column; found {table.column_names}"
+            )
         name = "task" if "task" in text_cols else text_cols[0]
         return _indexed_list(table.column("task_index").to_pylist(), table.column(name).to_pylist(), path)
 
@@ -222,7 +228,9 @@ class LeRobotDatasetMeta:
                             row.get(f"videos/{key}/to_timestamp"),
                         )
                 except KeyError as e:
-                    raise ValueError(f"{path}: episode rows lack the column {e.args[0]!r}; the file is damaged") from None
+                    raise ValueError(
+                        f"{path}: episode rows lack the column {e.args[0]!r}; the file is damaged"
+                    ) from None
                 episodes.append(ep)
         episodes.sort(key=lambda e: e.episode_index)
         return episodes
@@ -234,7 +242,9 @@ class LeRobotDatasetMeta:
         return _indexed_list([r["task_index"] for r in rows], [r["task"] for r in rows], path)
 
     def _load_episodes_v2(self) -> list[EpisodeInfo]:
-        rows = sorted(read_jsonl(self.root / LEGACY_EPISODES_PATH, "episode list"), key=lambda r: r["episode_index"])
+        rows = sorted(
+            read_jsonl(self.root / LEGACY_EPISODES_PATH, "episode list"), key=lambda r: r["episode_index"]
+        )
         chunks_size = int(self.info.get("chunks_size", 1000))
         episodes, start = [], 0
         for row in rows:
@@ -259,7 +269,9 @@ class LeRobotDatasetMeta:
         path = self.root / STATS_PATH
         if path.is_file():
             raw = read_json(path, "dataset stats")
-            return {k: {s: np.asarray(v) for s, v in d.items()} for k, d in raw.items() if isinstance(d, dict)}
+            return {
+                k: {s: np.asarray(v) for s, v in d.items()} for k, d in raw.items() if isinstance(d, dict)
+            }
         legacy = self.root / LEGACY_EPISODES_STATS_PATH
         if legacy.is_file():
             from .stats import aggregate_stats
@@ -307,7 +319,9 @@ def resolve_dataset_root(root_or_repo_id: str | Path, *, revision: str | None = 
     lerobot_home = Path(os.environ.get("HF_LEROBOT_HOME", Path.home() / ".cache/huggingface/lerobot"))
     if looks_like_hub_id(repo_id) and (lerobot_home / repo_id / INFO_PATH).is_file():  # fetched by LeRobot
         return lerobot_home / repo_id
-    return resolve_folder(root_or_repo_id, what="dataset", repo_type="dataset", revision=revision, cache_dir=cache_dir)
+    return resolve_folder(
+        root_or_repo_id, what="dataset", repo_type="dataset", revision=revision, cache_dir=cache_dir
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -324,7 +338,11 @@ def _column_to_numpy(column, key: str, shape: tuple[int, ...], dtype: str, path:
     rows = len(arr)
     depth = 0
     values = arr
-    while pa.types.is_list(values.type) or pa.types.is_large_list(values.type) or pa.types.is_fixed_size_list(values.type):
+    while (
+        pa.types.is_list(values.type)
+        or pa.types.is_large_list(values.type)
+        or pa.types.is_fixed_size_list(values.type)
+    ):
         if depth < len(shape) and not pa.types.is_fixed_size_list(values.type):
             lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
             if values.null_count or (lengths != shape[depth]).any():
@@ -398,7 +416,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size={chunk_size} is invalid: it must be at least 1")
         if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
-            raise ValueError(f"image_size={image_size!r} is invalid: pass (height, width) with positive sizes")
+            raise ValueError(
+                f"image_size={image_size!r} is invalid: pass (height, width) with positive sizes"
+            )
         self.root = resolve_dataset_root(root_or_repo_id, revision=revision, cache_dir=cache_dir)
         self.meta = LeRobotDatasetMeta(self.root)
         self.chunk_size = int(chunk_size)
@@ -466,8 +486,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
     def _load_frames(self) -> None:
         features = self.meta.features
         numeric = [
-            k for k, ft in features.items()
-            if ft["dtype"] not in CAMERA_DTYPES and ft["dtype"] != "string"
+            k for k, ft in features.items() if ft["dtype"] not in CAMERA_DTYPES and ft["dtype"] != "string"
         ]
         image_keys = [k for k in self.camera_keys if features[k]["dtype"] == "image"]
         by_file: dict[str, list[EpisodeInfo]] = {}
@@ -498,7 +517,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 ep_rows[ep.episode_index] = (offset + local_starts[ep.episode_index], ep.length)
             for k in numeric:
                 ft = features[k]
-                parts[k].append(_column_to_numpy(table.column(k), k, tuple(ft["shape"]), ft["dtype"], path)[take_idx])
+                parts[k].append(
+                    _column_to_numpy(table.column(k), k, tuple(ft["shape"]), ft["dtype"], path)[take_idx]
+                )
             for k in image_keys:
                 parts[k].append(_image_column(table.column(k), take_idx, k, path))
             offset += len(take_idx)
@@ -544,7 +565,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
     def episode_column(self, slot: int, key: str) -> np.ndarray:
         """A numeric column of the ``slot``-th selected episode, one row per frame (e.g. its recorded actions)."""
         if key not in self._arrays:
-            raise KeyError(f"{key!r} is not a numeric column of {self.root} (columns: {sorted(self._arrays)})")
+            raise KeyError(
+                f"{key!r} is not a numeric column of {self.root} (columns: {sorted(self._arrays)})"
+            )
         row, length = int(self._ep_start[slot]), int(self._ep_length[slot])
         return np.asarray(self._arrays[key][row : row + length])
 
@@ -569,7 +592,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
             value = torch.from_numpy(np.asarray(self._arrays[key][row]).copy())
             item[key] = value
         steps = np.arange(frame, frame + self.chunk_size)
-        item[self.action_key] = torch.from_numpy(self._arrays[self.action_key][start + np.minimum(steps, length - 1)])
+        item[self.action_key] = torch.from_numpy(
+            self._arrays[self.action_key][start + np.minimum(steps, length - 1)]
+        )
         item[f"{self.action_key}_is_pad"] = torch.from_numpy(steps >= length)
         task_index = int(self._arrays["task_index"][row])
         try:
@@ -663,7 +688,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
         except FileNotFoundError as e:
             raise FileNotFoundError(f"image for {key} (frame {row}) not found: {e.filename}") from e
         except Exception as e:
-            raise ValueError(f"image for {key} (frame {row}) in {self.root} cannot be decoded ({e}): the data is damaged") from e
+            raise ValueError(
+                f"image for {key} (frame {row}) in {self.root} cannot be decoded ({e}): the data is damaged"
+            ) from e
 
     # -- pickling for DataLoader workers --------------------------------------------------------------
     def __getstate__(self):
@@ -678,12 +705,16 @@ class LeRobotDataset(torch.utils.data.Dataset):
         )
 
 
-def _image_column(column, take_idx: np.ndarray, key: str, path: Path) -> list[tuple[bytes | None, str | None]]:
+def _image_column(
+    column, take_idx: np.ndarray, key: str, path: Path
+) -> list[tuple[bytes | None, str | None]]:
     """An image column (struct of PNG bytes and path) as (bytes, path) pairs for the rows in ``take_idx``."""
     pa, _, _ = _pa()
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if not pa.types.is_struct(arr.type):
-        raise ValueError(f"{path}: image feature {key!r} is stored as {arr.type}, expected a struct of bytes and path")
+        raise ValueError(
+            f"{path}: image feature {key!r} is stored as {arr.type}, expected a struct of bytes and path"
+        )
     arr = arr.take(pa.array(take_idx))
     names = [arr.type.field(i).name for i in range(arr.type.num_fields)]
     data = arr.field("bytes").to_pylist() if "bytes" in names else [None] * len(arr)

@@ -76,7 +76,9 @@ def aggregate_stats(per_episode: list[dict[str, dict[str, np.ndarray]]]) -> dict
         }
         for q in QUANTILE_KEYS:
             if all(q in s for s in items):
-                agg[q] = (np.stack([np.asarray(s[q], dtype=np.float64) for s in items]) * w).sum(axis=0) / total
+                agg[q] = (np.stack([np.asarray(s[q], dtype=np.float64) for s in items]) * w).sum(
+                    axis=0
+                ) / total
         out[key] = agg
     return out
 

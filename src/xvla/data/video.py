@@ -193,7 +193,11 @@ def probe_video(path: str | Path) -> dict:
                 "video.pix_fmt": pix_fmt,
                 "video.is_depth_map": False,
                 "video.fps": int(round(float(stream.average_rate or stream.base_rate))),
-                "video.channels": 1 if pix_fmt.startswith("gray") else 4 if "a" in pix_fmt.replace("yuv", "") else 3,
+                "video.channels": 1
+                if pix_fmt.startswith("gray")
+                else 4
+                if "a" in pix_fmt.replace("yuv", "")
+                else 3,
                 "has_audio": bool(container.streams.audio),
             }
     except av.error.FFmpegError as e:
@@ -224,7 +228,9 @@ class VideoDecoder:
         except av.error.FFmpegError as e:
             raise self._corrupt(e) from e
         self._time_base = float(self._stream.time_base)
-        self._start = float(self._stream.start_time * self._stream.time_base) if self._stream.start_time else 0.0
+        self._start = (
+            float(self._stream.start_time * self._stream.time_base) if self._stream.start_time else 0.0
+        )
 
     def _corrupt(self, err: Exception) -> VideoDecodeError:
         return VideoDecodeError(

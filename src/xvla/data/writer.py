@@ -115,11 +115,21 @@ def _hf_feature(ft: dict) -> dict:
         return {"_type": "Image"}
     if ft["shape"] == [1]:
         return {"dtype": ft["dtype"], "_type": "Value"}
-    return {"feature": {"dtype": ft["dtype"], "_type": "Value"}, "length": ft["shape"][0], "_type": "Sequence"}
+    return {
+        "feature": {"dtype": ft["dtype"], "_type": "Value"},
+        "length": ft["shape"][0],
+        "_type": "Sequence",
+    }
 
 
 def _arrow_type(pa, dtype: str):
-    return {"float32": pa.float32(), "float64": pa.float64(), "int64": pa.int64(), "int32": pa.int32(), "bool": pa.bool_()}[dtype]
+    return {
+        "float32": pa.float32(),
+        "float64": pa.float64(),
+        "int64": pa.int64(),
+        "int32": pa.int32(),
+        "bool": pa.bool_(),
+    }[dtype]
 
 
 def _to_numpy(value):
@@ -166,17 +176,38 @@ def _tasks_table(pa, tasks: list[str]):
     pandas_meta = {
         "index_columns": ["__index_level_0__"],
         "column_indexes": [
-            {"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object", "metadata": {"encoding": "UTF-8"}}
+            {
+                "name": None,
+                "field_name": None,
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": {"encoding": "UTF-8"},
+            }
         ],
         "columns": [
-            {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64", "metadata": None},
-            {"name": None, "field_name": "__index_level_0__", "pandas_type": "unicode", "numpy_type": "object", "metadata": None},
+            {
+                "name": "task_index",
+                "field_name": "task_index",
+                "pandas_type": "int64",
+                "numpy_type": "int64",
+                "metadata": None,
+            },
+            {
+                "name": None,
+                "field_name": "__index_level_0__",
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": None,
+            },
         ],
         "creator": {"library": "pyarrow", "version": pa.__version__},
         "pandas_version": "2.2.0",
     }
     table = pa.table(
-        {"task_index": pa.array(range(len(tasks)), pa.int64()), "__index_level_0__": pa.array(tasks, pa.string())}
+        {
+            "task_index": pa.array(range(len(tasks)), pa.int64()),
+            "__index_level_0__": pa.array(tasks, pa.string()),
+        }
     )
     return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
 
@@ -201,8 +232,19 @@ def _clear_for_new_dataset(root: Path, overwrite: bool) -> None:
 class LeRobotDatasetWriter:
     """Create (or continue) a LeRobot v3.0 dataset episode by episode. Use ``create`` or ``resume``."""
 
-    def __init__(self, root: Path, info: dict, tasks: list[str], episode_rows: list[dict], stats: dict | None, *,
-                 video_codec: str = DEFAULT_CODEC, crf: int | None = 23, gop: int | None = 2, preset: str | None = None):
+    def __init__(
+        self,
+        root: Path,
+        info: dict,
+        tasks: list[str],
+        episode_rows: list[dict],
+        stats: dict | None,
+        *,
+        video_codec: str = DEFAULT_CODEC,
+        crf: int | None = 23,
+        gop: int | None = 2,
+        preset: str | None = None,
+    ):
         self.root = Path(root)
         self.info = info
         self.tasks = list(tasks)
@@ -262,7 +304,9 @@ class LeRobotDatasetWriter:
             "fps": int(fps),
             "splits": {},
             "data_path": DATA_PATH,
-            "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4" if has_video else None,
+            "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+            if has_video
+            else None,
             "features": norm,
         }
         root.mkdir(parents=True, exist_ok=True)
@@ -295,12 +339,17 @@ class LeRobotDatasetWriter:
         rows.sort(key=lambda r: r["episode_index"])
         stats = None
         if (root / STATS_PATH).is_file():
-            stats = {k: {s: np.asarray(v) for s, v in d.items()} for k, d in read_json(root / STATS_PATH, "stats").items()}
+            stats = {
+                k: {s: np.asarray(v) for s, v in d.items()}
+                for k, d in read_json(root / STATS_PATH, "stats").items()
+            }
         writer = cls(root, info, tasks, rows, stats, **video_options)
         if info["total_episodes"] != len(rows):
             logger.warning(
                 "%s: info.json counts %d episodes but the episode metadata has %d; continuing from the metadata",
-                root, info["total_episodes"], len(rows),
+                root,
+                info["total_episodes"],
+                len(rows),
             )
         return writer
 
@@ -346,7 +395,9 @@ class LeRobotDatasetWriter:
         fails validation is rejected whole and the episode stays as it was.
         """
         if self._closed:
-            raise RuntimeError("this writer is finalized: use LeRobotDatasetWriter.resume(root) to add episodes")
+            raise RuntimeError(
+                "this writer is finalized: use LeRobotDatasetWriter.resume(root) to add episodes"
+            )
         self._check_frame_keys(frame)
         converted = {key: self._numeric_value(frame, key) for key in self._numeric_keys}
         for key in self._video_keys + self._image_keys:
@@ -382,7 +433,9 @@ class LeRobotDatasetWriter:
         try:
             converted = value.astype(ft["dtype"], casting="same_kind" if ft["dtype"] != "bool" else "unsafe")
         except TypeError as e:
-            raise ValueError(f"frame[{key!r}] of dtype {value.dtype} cannot be stored as {ft['dtype']}") from e
+            raise ValueError(
+                f"frame[{key!r}] of dtype {value.dtype} cannot be stored as {ft['dtype']}"
+            ) from e
         if np.issubdtype(converted.dtype, np.floating) and not np.isfinite(converted).all():
             raise ValueError(f"frame[{key!r}] contains NaN or inf: {converted}")
         return converted
@@ -408,9 +461,17 @@ class LeRobotDatasetWriter:
             if key not in self._encoders:
                 number = self._next_file_number(f"videos/{key}")
                 chunk, file = chunk_and_file(number, self.info["chunks_size"])
-                path = self.root / self.info["video_path"].format(video_key=key, chunk_index=chunk, file_index=file)
+                path = self.root / self.info["video_path"].format(
+                    video_key=key, chunk_index=chunk, file_index=file
+                )
                 self._encoders[key] = VideoEncoder(
-                    path, self.fps, codec=self.video_codec, crf=self.crf, gop=self.gop, preset=self.preset, name=key
+                    path,
+                    self.fps,
+                    codec=self.video_codec,
+                    crf=self.crf,
+                    gop=self.gop,
+                    preset=self.preset,
+                    name=key,
                 )
             self._encoders[key].add(converted[key])
         for key in self._numeric_keys:
@@ -436,7 +497,9 @@ class LeRobotDatasetWriter:
         as it was after the previous save.
         """
         if self._closed:
-            raise RuntimeError("this writer is finalized: use LeRobotDatasetWriter.resume(root) to add episodes")
+            raise RuntimeError(
+                "this writer is finalized: use LeRobotDatasetWriter.resume(root) to add episodes"
+            )
         n = self.episode_length
         if n == 0:
             raise ValueError("save_episode() with no frames: call add_frame() first")
@@ -476,7 +539,9 @@ class LeRobotDatasetWriter:
         self._reset_buffer()
         return int(row["episode_index"])
 
-    def _write_episode(self, tasks: list[str], created: list[Path], backups: dict[Path, bytes | None]) -> dict:
+    def _write_episode(
+        self, tasks: list[str], created: list[Path], backups: dict[Path, bytes | None]
+    ) -> dict:
         """Frames -> a data file, videos, stats, then the metadata (info.json last)."""
         ep_index, n, start = self.num_episodes, self.episode_length, self.num_frames
         new_tasks = [t for t in dict.fromkeys(tasks) if t not in self._task_index]
@@ -491,10 +556,14 @@ class LeRobotDatasetWriter:
         columns["task_index"] = np.array([self._task_index[t] for t in tasks], dtype=np.int64)
         data_chunk, data_file = self._write_data_file(columns, created)
         row: dict = {
-            "episode_index": ep_index, "tasks": list(dict.fromkeys(tasks)), "length": n,
-            "data/chunk_index": data_chunk, "data/file_index": data_file,
-            "dataset_from_index": start, "dataset_to_index": start + n,
-        }  # fmt: skip
+            "episode_index": ep_index,
+            "tasks": list(dict.fromkeys(tasks)),
+            "length": n,
+            "data/chunk_index": data_chunk,
+            "data/file_index": data_file,
+            "dataset_from_index": start,
+            "dataset_to_index": start + n,
+        }
         self._close_videos(row, created)
         stats = self._add_stats(row, columns)
         self._write_metadata(row, new_tasks, stats, backups)
@@ -533,7 +602,9 @@ class LeRobotDatasetWriter:
     def _close_videos(self, row: dict, created: list[Path]) -> None:
         for key in self._video_keys:
             created.append(self._encoders[key].close())
-            v_chunk, v_file = chunk_and_file(self._next_file_number(f"videos/{key}"), self.info["chunks_size"])
+            v_chunk, v_file = chunk_and_file(
+                self._next_file_number(f"videos/{key}"), self.info["chunks_size"]
+            )
             row[f"videos/{key}/chunk_index"] = v_chunk
             row[f"videos/{key}/file_index"] = v_file
             row[f"videos/{key}/from_timestamp"] = 0.0
@@ -549,12 +620,16 @@ class LeRobotDatasetWriter:
         for key, st in ep_stats.items():
             for name, value in st.items():
                 row[f"stats/{key}/{name}"] = np.asarray(value).tolist()
-        meta_chunk, meta_file = chunk_and_file(row["episode_index"] // EPISODES_PER_META_FILE, self.info["chunks_size"])
+        meta_chunk, meta_file = chunk_and_file(
+            row["episode_index"] // EPISODES_PER_META_FILE, self.info["chunks_size"]
+        )
         row["meta/episodes/chunk_index"] = meta_chunk
         row["meta/episodes/file_index"] = meta_file
         return aggregate_stats([self._stats, ep_stats]) if self._stats else ep_stats
 
-    def _write_metadata(self, row: dict, new_tasks: list[str], stats: dict, backups: dict[Path, bytes | None]) -> None:
+    def _write_metadata(
+        self, row: dict, new_tasks: list[str], stats: dict, backups: dict[Path, bytes | None]
+    ) -> None:
         """tasks, episodes, stats, then info.json last (a reader trusts it only once everything it names exists)."""
         pa, pq = _pa()
         ep_index = row["episode_index"]
@@ -569,19 +644,33 @@ class LeRobotDatasetWriter:
         group = ep_index // EPISODES_PER_META_FILE
         same_file = [r for r in self._episode_rows if r["episode_index"] // EPISODES_PER_META_FILE == group]
         meta_table = pa.Table.from_pylist(same_file + [row])
-        meta_path = self.root / EPISODES_PATH.format(chunk_index=row["meta/episodes/chunk_index"],
-                                                     file_index=row["meta/episodes/file_index"])  # fmt: skip
+        meta_path = self.root / EPISODES_PATH.format(
+            chunk_index=row["meta/episodes/chunk_index"], file_index=row["meta/episodes/file_index"]
+        )
         replace(meta_path, lambda tmp: pq.write_table(meta_table, tmp, compression="snappy"))
-        replace(self.root / STATS_PATH, lambda tmp: tmp.write_text(json.dumps(_jsonable_stats(stats), indent=4)))
+        replace(
+            self.root / STATS_PATH, lambda tmp: tmp.write_text(json.dumps(_jsonable_stats(stats), indent=4))
+        )
         info = json.loads(json.dumps(self.info))
-        info.update(total_episodes=ep_index + 1, total_frames=row["dataset_to_index"], total_tasks=len(self.tasks),
-                    splits={"train": f"0:{ep_index + 1}"})  # fmt: skip
+        info.update(
+            total_episodes=ep_index + 1,
+            total_frames=row["dataset_to_index"],
+            total_tasks=len(self.tasks),
+            splits={"train": f"0:{ep_index + 1}"},
+        )
         for key in self._video_keys:
             if "info" not in info["features"][key]:
-                info["features"][key]["info"] = probe_video(self.root / info["video_path"].format(
-                    video_key=key, chunk_index=row[f"videos/{key}/chunk_index"], file_index=row[f"videos/{key}/file_index"]
-                ))
-        replace(self.root / INFO_PATH, lambda tmp: tmp.write_text(json.dumps(info, indent=4, ensure_ascii=False)))
+                info["features"][key]["info"] = probe_video(
+                    self.root
+                    / info["video_path"].format(
+                        video_key=key,
+                        chunk_index=row[f"videos/{key}/chunk_index"],
+                        file_index=row[f"videos/{key}/file_index"],
+                    )
+                )
+        replace(
+            self.root / INFO_PATH, lambda tmp: tmp.write_text(json.dumps(info, indent=4, ensure_ascii=False))
+        )
         self.info, self.features, self._stats = info, info["features"], stats
 
     # -- closing ------------------------------------------------------------------------------------

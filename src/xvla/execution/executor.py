@@ -56,10 +56,19 @@ class ActionExecutor:
     ``seed`` / ``steps`` / ``config.guidance`` are passed to the built-in policy adapters.
     """
 
-    def __init__(self, policy: Any, config: ExecutionConfig | str = "sync", *, delay_steps: int | None = None,
-                 control_dt: float | None = None, hold: Callable[[np.ndarray | None], Any] | None = None,
-                 seed: int | None = None, steps: int | None = None, initial_latency_s: float = 0.0,
-                 clock: Callable[[], float] = time.perf_counter):  # fmt: skip
+    def __init__(
+        self,
+        policy: Any,
+        config: ExecutionConfig | str = "sync",
+        *,
+        delay_steps: int | None = None,
+        control_dt: float | None = None,
+        hold: Callable[[np.ndarray | None], Any] | None = None,
+        seed: int | None = None,
+        steps: int | None = None,
+        initial_latency_s: float = 0.0,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         self.config = ExecutionConfig(config) if isinstance(config, str) else config
         if (delay_steps is None) == (control_dt is None):
             raise ValueError(
@@ -125,10 +134,14 @@ class ActionExecutor:
     # ------------------------------------------------------------------ background inference
     def _launch(self, observation: Mapping[str, Any], request: ChunkRequest) -> None:
         # The caller may reuse its buffers after this tick: the thread works on a copy.
-        frozen = {k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v) for k, v in observation.items()}
+        frozen = {
+            k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v) for k, v in observation.items()
+        }
         self._future = self._pool.submit(self._infer, frozen, request)
 
-    def _infer(self, observation: Mapping[str, Any], request: ChunkRequest) -> tuple[ChunkRequest, np.ndarray, float]:
+    def _infer(
+        self, observation: Mapping[str, Any], request: ChunkRequest
+    ) -> tuple[ChunkRequest, np.ndarray, float]:
         start = self.clock()
         chunk = self.source(observation, request)
         return request, np.asarray(chunk), self.clock() - start
@@ -146,7 +159,9 @@ class ActionExecutor:
             return  # real time: never wait for the thread
         self._future = None
         try:
-            done_request, chunk, seconds = future.result()  # a failed inference raises here, in the control loop
+            done_request, chunk, seconds = (
+                future.result()
+            )  # a failed inference raises here, in the control loop
         except BaseException:
             self.scheduler.cancel()  # the next tick asks again
             raise

@@ -9,8 +9,13 @@ import numpy as np
 from .scheduler import StepRecord
 
 
-def motion_metrics(actions: np.ndarray, idle: Sequence[bool], switch: Sequence[bool],
-                   dims: Sequence[int] | None = None, jerk_order: int = 2) -> dict[str, float]:  # fmt: skip
+def motion_metrics(
+    actions: np.ndarray,
+    idle: Sequence[bool],
+    switch: Sequence[bool],
+    dims: Sequence[int] | None = None,
+    jerk_order: int = 2,
+) -> dict[str, float]:
     """Metrics of one episode's executed actions [N, A] (the hold actions included, as the robot got them).
 
     ``jerk_order`` finite differences of the actions give the jerk: 2 for velocity-like actions (an
@@ -39,12 +44,18 @@ def motion_metrics(actions: np.ndarray, idle: Sequence[bool], switch: Sequence[b
     }
 
 
-def trace_metrics(trace: Sequence[StepRecord], dims: Sequence[int] | None = None, jerk_order: int = 2,
-                  hold: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
+def trace_metrics(
+    trace: Sequence[StepRecord],
+    dims: Sequence[int] | None = None,
+    jerk_order: int = 2,
+    hold: np.ndarray | None = None,
+) -> dict[str, float]:
     """:func:`motion_metrics` of an executor's trace; idle ticks without an action count as ``hold``."""
     known = [r.action for r in trace if r.action is not None]
     if not known:
         return motion_metrics(np.zeros((0, 1)), [], [], None, jerk_order)
     fill = np.zeros_like(np.asarray(known[0], dtype=np.float64)) if hold is None else hold
-    actions = np.stack([np.asarray(r.action if r.action is not None else fill, dtype=np.float64) for r in trace])
+    actions = np.stack(
+        [np.asarray(r.action if r.action is not None else fill, dtype=np.float64) for r in trace]
+    )
     return motion_metrics(actions, [r.idle for r in trace], [r.switch for r in trace], dims, jerk_order)

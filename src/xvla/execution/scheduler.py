@@ -41,7 +41,9 @@ class ExecutionConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "strategy", st.check_strategy(self.strategy))
         if self.guidance not in st.GUIDANCE_MODES:
-            raise ValueError(f"guidance={self.guidance!r} is unknown: choose one of {list(st.GUIDANCE_MODES)}")
+            raise ValueError(
+                f"guidance={self.guidance!r} is unknown: choose one of {list(st.GUIDANCE_MODES)}"
+            )
         for name in ("execute_steps", "blend_steps"):
             value = getattr(self, name)
             if value is not None and int(value) < 1:
@@ -83,7 +85,9 @@ class _Plan:
 class ChunkScheduler:
     """Plans the actions of one robot from a stream of chunks (see the module docstring)."""
 
-    def __init__(self, config: ExecutionConfig, hold: Callable[[np.ndarray | None], np.ndarray | None] | None = None):
+    def __init__(
+        self, config: ExecutionConfig, hold: Callable[[np.ndarray | None], np.ndarray | None] | None = None
+    ):
         self.config = config
         self.hold = hold or (lambda last: None if last is None else np.array(last, copy=True))
         self.reset()
@@ -151,7 +155,9 @@ class ChunkScheduler:
         sampling instead.
         """
         if self.in_flight is not request:
-            raise ValueError(f"chunk {request.number} was not the request in flight; ask with request() first")
+            raise ValueError(
+                f"chunk {request.number} was not the request in flight; ask with request() first"
+            )
         self.in_flight = None
         chunk = np.asarray(chunk, dtype=np.float64)
         if chunk.ndim != 2 or len(chunk) == 0:
@@ -179,7 +185,9 @@ class ChunkScheduler:
             return new[: max(1, horizon - (len(chunk) - len(new)))]
         if strategy == "blend":
             # By default the fade ends when the next chunk is due, so every chunk fully takes over once.
-            steps = self.config.blend_steps if self.config.blend_steps is not None else self.config.execute_steps
+            steps = (
+                self.config.blend_steps if self.config.blend_steps is not None else self.config.execute_steps
+            )
             return st.blend(old, new, steps)
         if strategy == "ensemble":
             self._chunks = [(s, c) for s, c in self._chunks if s + len(c) > self.position]
@@ -193,7 +201,9 @@ class ChunkScheduler:
         if self.remaining:
             i = self.position - self._plan.start
             action = self._plan.actions[i]
-            record = StepRecord(self.tick, action, False, self._switch, int(self._plan.chunk[i]), int(self._plan.index[i]))
+            record = StepRecord(
+                self.tick, action, False, self._switch, int(self._plan.chunk[i]), int(self._plan.index[i])
+            )
             self._switch = False
             self.position += 1
             self._last = action

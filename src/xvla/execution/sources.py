@@ -65,7 +65,9 @@ class PolicySource:
     ``observation`` is one unbatched LeRobot-style observation (HxWx3 frames, a 1-D state, ``task``).
     """
 
-    def __init__(self, policy: Any, *, seed: int | None = None, steps: int | None = None, guidance: str = "inpaint"):
+    def __init__(
+        self, policy: Any, *, seed: int | None = None, steps: int | None = None, guidance: str = "inpaint"
+    ):
         self.policy = policy
         self.seed = seed
         self.steps = steps
@@ -105,7 +107,9 @@ def noise_shape(policy: Any) -> tuple[int, int] | None:
 def as_source(policy: Any, **kwargs: Any) -> ChunkFn:
     """A chunk function for ``policy``: an ``XVLAPolicy``-like object, a ``Client``, or a callable
     ``(observation, request) -> chunk`` (or ``observation -> chunk``)."""
-    if callable(getattr(policy, "as_policy", None)):  # a serve Client; asked by duck type: no HTTP code in here
+    if callable(
+        getattr(policy, "as_policy", None)
+    ):  # a serve Client; asked by duck type: no HTTP code in here
         policy = policy.as_policy()
     if hasattr(policy, "predict_action_chunk"):
         return PolicySource(policy, **kwargs)

@@ -2,4 +2,10 @@ from .transformer import DomainAwareLinear, SoftPromptedTransformer, timestep_em
 from .vlm import FlorenceEncoder
 from .xvla import XVLAModel
 
-__all__ = ["DomainAwareLinear", "FlorenceEncoder", "SoftPromptedTransformer", "XVLAModel", "timestep_embedding"]
+__all__ = [
+    "DomainAwareLinear",
+    "FlorenceEncoder",
+    "SoftPromptedTransformer",
+    "XVLAModel",
+    "timestep_embedding",
+]

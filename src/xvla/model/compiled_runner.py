@@ -119,7 +119,9 @@ def static_encode(
     features = model.vlm.encode_images(image_input.flatten(0, 1).to(model.dtype))
     features = features * image_mask.reshape(-1, 1, 1).to(features.dtype)
     enc = model.vlm.fuse(features.view(batch, views, *features.shape[1:]), input_ids)
-    context = model.transformer.encode_context(enc["vlm_features"], enc["aux_visual_inputs"], domain_id, num_actions)
+    context = model.transformer.encode_context(
+        enc["vlm_features"], enc["aux_visual_inputs"], domain_id, num_actions
+    )
     return context.tokens
 
 

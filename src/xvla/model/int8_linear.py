@@ -109,9 +109,20 @@ class Int8Linear(nn.Module):
             self._packed = torch.ops.onednn.qlinear_prepack(self.qweight, None)
         qx, scale, zero_point = self._quantize_input(x.reshape(-1, self.in_features))
         out = torch.ops.onednn.qlinear_pointwise.tensor(
-            qx, scale, zero_point, self._packed, self.weight_scale, self.weight_zero_point, self.bias,
-            1.0, 0, x.dtype, "none", [], "",
-        )  # fmt: skip
+            qx,
+            scale,
+            zero_point,
+            self._packed,
+            self.weight_scale,
+            self.weight_zero_point,
+            self.bias,
+            1.0,
+            0,
+            x.dtype,
+            "none",
+            [],
+            "",
+        )
         return out.reshape(*x.shape[:-1], self.out_features)
 
 

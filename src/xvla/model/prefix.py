@@ -39,7 +39,9 @@ class PrefixConstraint:
     def inpaint(self, action: torch.Tensor) -> torch.Tensor:
         return action + self.weights * (self.target - action)
 
-    def guide(self, denoise: Callable[[torch.Tensor], torch.Tensor], x_t: torch.Tensor, t: float) -> torch.Tensor:
+    def guide(
+        self, denoise: Callable[[torch.Tensor], torch.Tensor], x_t: torch.Tensor, t: float
+    ) -> torch.Tensor:
         """The guided clean estimate at noise level ``t`` (1 = pure noise)."""
         # The server samples under inference_mode; autograd needs ordinary tensors, hence the clone.
         with torch.inference_mode(False), torch.enable_grad():

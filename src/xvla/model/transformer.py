@@ -187,7 +187,11 @@ class SoftPromptedTransformer(nn.Module):
         return layer(x, domain_id) if self.use_hetero_proj else layer(x)
 
     def encode_context(
-        self, vlm_features: torch.Tensor, aux_visual_inputs: torch.Tensor, domain_id: torch.Tensor, num_actions: int
+        self,
+        vlm_features: torch.Tensor,
+        aux_visual_inputs: torch.Tensor,
+        domain_id: torch.Tensor,
+        num_actions: int,
     ) -> Context:
         context = torch.cat(
             [

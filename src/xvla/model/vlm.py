@@ -55,7 +55,9 @@ class FlorenceEncoder(nn.Module):
     def _init_buffers(self) -> None:
         # The temporal cosine table is a buffer that transformers fills in its own init hook.
         module = self.multi_modal_projector.visual_temporal_embed
-        sine, cosine = module.get_sinusoid_embeddings(max_positions=module.max_seq_len, embed_dim=module.embed_dim)
+        sine, cosine = module.get_sinusoid_embeddings(
+            max_positions=module.max_seq_len, embed_dim=module.embed_dim
+        )
         table = torch.empty(module.max_seq_len, module.embed_dim)
         table[:, 0::2] = sine
         table[:, 1::2] = cosine
@@ -78,7 +80,9 @@ class FlorenceEncoder(nn.Module):
         # A plain lookup (no embed_scale), as the released checkpoints were trained.
         return F.embedding(input_ids, self.language_model.shared.weight)
 
-    def forward(self, input_ids: torch.Tensor, image_input: torch.Tensor, image_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, input_ids: torch.Tensor, image_input: torch.Tensor, image_mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Encode all cameras and the instruction (once per chunk).
 
         Returns ``vlm_features`` [B, T_img + L, D] (view 0 + text through the BART encoder, all tokens
@@ -87,7 +91,9 @@ class FlorenceEncoder(nn.Module):
         batch, views = image_input.shape[:2]
         mask = image_mask.reshape(-1).to(torch.bool)
         if not bool(image_mask[:, 0].all()):
-            raise ValueError("image_mask[:, 0] must be True: view 0 (the main camera) is required for every sample")
+            raise ValueError(
+                "image_mask[:, 0] must be True: view 0 (the main camera) is required for every sample"
+            )
         valid = self.encode_images(image_input.flatten(0, 1)[mask])
         tokens, dim = valid.shape[1:]
         image_features = valid.new_zeros(batch * views, tokens, dim)

@@ -284,7 +284,9 @@ class XVLAModel(nn.Module):
             x1 = self._start_noise(noise, shape, generator)
             constraint = None
             if prefix is not None:
-                constraint = self._prefix_constraint(domain_id, prefix, prefix_weights, shape, guidance, max_guidance)
+                constraint = self._prefix_constraint(
+                    domain_id, prefix, prefix_weights, shape, guidance, max_guidance
+                )
             context = self.encode(input_ids, image_input, image_mask, domain_id)
             steps = max(1, int(steps if steps is not None else self.config.num_denoising_steps))
             action = torch.zeros_like(x1)
@@ -323,17 +325,30 @@ class XVLAModel(nn.Module):
         """rtc's committed prefix as a sampling constraint; the batch must share one action space."""
         groups = self.space_groups(domain_id)
         if len(groups) > 1:
-            raise ValueError("a committed prefix needs one action space per batch: these samples' robots "
-                             "use different ones; constrain them in separate calls")  # fmt: skip
+            raise ValueError(
+                "a committed prefix needs one action space per batch: these samples' robots "
+                "use different ones; constrain them in separate calls"
+            )
         return build_prefix_constraint(
-            groups[0][0], prefix, prefix_weights, shape, mode=guidance, max_guidance=max_guidance,
-            dtype=self.dtype, device=self.device,
-        )  # fmt: skip
+            groups[0][0],
+            prefix,
+            prefix_weights,
+            shape,
+            mode=guidance,
+            max_guidance=max_guidance,
+            dtype=self.dtype,
+            device=self.device,
+        )
 
     def _constrained_step(
-        self, context: Context, x_t: torch.Tensor, proprio: torch.Tensor, t: torch.Tensor, level: float,
+        self,
+        context: Context,
+        x_t: torch.Tensor,
+        proprio: torch.Tensor,
+        t: torch.Tensor,
+        level: float,
         constraint: PrefixConstraint,
-    ) -> torch.Tensor:  # fmt: skip
+    ) -> torch.Tensor:
         """One denoising step whose clean estimate is pulled towards the committed prefix."""
         if constraint.mode == "inpaint":
             return constraint.inpaint(self.denoise_step(context, x_t, proprio, t))

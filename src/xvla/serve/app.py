@@ -46,7 +46,9 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 class AppSettings:
     api_key: str | None = None
     max_body_bytes: int = 20 * 1024 * 1024
-    body_timeout_s: float = 10.0  # a body that trickles in longer is answered 408 (it has no sample queued yet)
+    body_timeout_s: float = (
+        10.0  # a body that trickles in longer is answered 408 (it has no sample queued yet)
+    )
     max_batch_size: int = 8
     batch_timeout_ms: float = 5.0
     max_queue: int = 256
@@ -84,8 +86,9 @@ def request_id(request: Request) -> str:
     return getattr(request.state, "request_id", None) or uuid.uuid4().hex[:16]
 
 
-def error_response(status: int, detail: str, rid: str, field: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
+def error_response(
+    status: int, detail: str, rid: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body: dict[str, Any] = {"detail": detail, "request_id": rid}
     if field:
         body["field"] = field
@@ -120,9 +123,13 @@ class _Routes:
         declared = request.headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
-                raise RequestError("content-length", f"invalid Content-Length header {declared[:20]!r}", status=400)
+                raise RequestError(
+                    "content-length", f"invalid Content-Length header {declared[:20]!r}", status=400
+                )
             if int(declared) > limit:
-                raise RequestError("body", f"the body is {int(declared)} bytes, at most {limit} bytes are allowed", 413)
+                raise RequestError(
+                    "body", f"the body is {int(declared)} bytes, at most {limit} bytes are allowed", 413
+                )
         body = bytearray()
         timeout = self.settings.body_timeout_s
         try:
@@ -130,11 +137,16 @@ class _Routes:
                 async for chunk in request.stream():
                     body += chunk
                     if len(body) > limit:
-                        raise RequestError("body", f"the body is over {limit} bytes, at most {limit} bytes are allowed",
-                                           413)  # fmt: skip
+                        raise RequestError(
+                            "body", f"the body is over {limit} bytes, at most {limit} bytes are allowed", 413
+                        )
         except TimeoutError:
-            raise RequestError("body", f"the body did not arrive within {timeout:g} s ({len(body)} bytes came): send "
-                               "it at once (the server's --body-timeout-s)", 408) from None  # fmt: skip
+            raise RequestError(
+                "body",
+                f"the body did not arrive within {timeout:g} s ({len(body)} bytes came): send "
+                "it at once (the server's --body-timeout-s)",
+                408,
+            ) from None
         return bytes(body)
 
     def decode(self, body: bytes, parse: Callable[[dict], Any]) -> list[Sample]:
@@ -180,7 +192,9 @@ class _Routes:
             return error_response(exc.status, str(exc), rid, exc.field, headers)
         except QueueFullError as exc:
             logger.warning("%s %s -> 503 busy (%s)", rid, request.url.path, exc)
-            return error_response(503, f"the server is busy ({exc}); retry shortly", rid, headers={"Retry-After": "1"})
+            return error_response(
+                503, f"the server is busy ({exc}); retry shortly", rid, headers={"Retry-After": "1"}
+            )
         except ShuttingDownError as exc:
             return error_response(503, str(exc), rid)
         except ClientDisconnect:
@@ -196,13 +210,19 @@ class _Routes:
 
         async def work(rid: str) -> JSONResponse:
             if self.key is None:
-                raise RequestError("authorization", "adapters can be added at run time only on a server started with "
-                                   "--api-key (or XVLA_API_KEY); start one, or pass --adapters at start", status=403)  # fmt: skip
+                raise RequestError(
+                    "authorization",
+                    "adapters can be added at run time only on a server started with "
+                    "--api-key (or XVLA_API_KEY); start one, or pass --adapters at start",
+                    status=403,
+                )
             self.check_key(request)
             body = parse_json_body(await self.read_body(request))
             path, name = body.get("path"), body.get("name")
             if not isinstance(path, str) or not (name is None or isinstance(name, str)):
-                raise RequestError("path", "send {'path': '<adapter file on the server>', 'name': '<robot name>'}")
+                raise RequestError(
+                    "path", "send {'path': '<adapter file on the server>', 'name': '<robot name>'}"
+                )
             try:
                 info = await anyio.to_thread.run_sync(self.engine.load_adapter, path, name)
             except (ValueError, OSError) as exc:
@@ -213,8 +233,12 @@ class _Routes:
 
     async def health(self) -> JSONResponse:
         running = self.batcher.running
-        body = {"status": "ok" if running else "stopping", "pending": self.batcher.pending,
-                "uptime_s": round(time.time() - self.started, 3), "stats": self.batcher.stats.as_dict()}  # fmt: skip
+        body = {
+            "status": "ok" if running else "stopping",
+            "pending": self.batcher.pending,
+            "uptime_s": round(time.time() - self.started, 3),
+            "stats": self.batcher.stats.as_dict(),
+        }
         return JSONResponse(body, status_code=200 if running else 503)
 
     async def info(self, request: Request) -> JSONResponse:
@@ -223,14 +247,21 @@ class _Routes:
             s, lim = self.settings, self.engine.limits
             body = self.engine.describe()
             body.update(
-                batching={"max_batch_size": s.max_batch_size, "batch_timeout_ms": s.batch_timeout_ms,
-                          "max_queue": s.max_queue},
-                limits={"max_body_bytes": s.max_body_bytes, "max_image_side": lim.max_image_side,
-                        "max_image_pixels": lim.max_image_pixels, "max_observations": lim.max_observations,
-                        "max_instruction_chars": lim.max_instruction_chars},
+                batching={
+                    "max_batch_size": s.max_batch_size,
+                    "batch_timeout_ms": s.batch_timeout_ms,
+                    "max_queue": s.max_queue,
+                },
+                limits={
+                    "max_body_bytes": s.max_body_bytes,
+                    "max_image_side": lim.max_image_side,
+                    "max_image_pixels": lim.max_image_pixels,
+                    "max_observations": lim.max_observations,
+                    "max_instruction_chars": lim.max_instruction_chars,
+                },
                 auth=self.key is not None,
                 endpoints=["POST /act", "POST /v1/act", "POST /v1/adapters", "GET /health", "GET /info"],
-            )  # fmt: skip
+            )
             return JSONResponse(body)
 
         return await self.handle(request, work)
@@ -238,7 +269,9 @@ class _Routes:
     async def act(self, request: Request) -> JSONResponse:
         async def work(rid: str) -> JSONResponse:
             self.check_key(request)
-            results, _ = await self.infer(await self.read_body(request), lambda p: parse_official(p, self.engine.spec))
+            results, _ = await self.infer(
+                await self.read_body(request), lambda p: parse_official(p, self.engine.spec)
+            )
             return JSONResponse({"action": results[0].value.tolist()})
 
         return await self.handle(request, work)
@@ -247,38 +280,61 @@ class _Routes:
         async def work(rid: str) -> JSONResponse:
             start = time.perf_counter()
             self.check_key(request)
-            results, decode_s = await self.infer(await self.read_body(request), lambda p: parse_native(p, self.engine.spec))
+            results, decode_s = await self.infer(
+                await self.read_body(request), lambda p: parse_native(p, self.engine.spec)
+            )
             timing = {
-                "total_ms": round(1000 * (time.perf_counter() - start), 3), "decode_ms": round(1000 * decode_s, 3),
+                "total_ms": round(1000 * (time.perf_counter() - start), 3),
+                "decode_ms": round(1000 * decode_s, 3),
                 "queue_ms": [round(1000 * r.queue_s, 3) for r in results],
                 "inference_ms": [round(1000 * r.run_s, 3) for r in results],
                 "batch_sizes": [r.batch_size for r in results],
-            }  # fmt: skip
-            return JSONResponse({"actions": [r.value.tolist() for r in results], "request_id": rid, "timing": timing})
+            }
+            return JSONResponse(
+                {"actions": [r.value.tolist() for r in results], "request_id": rid, "timing": timing}
+            )
 
         return await self.handle(request, work)
 
 
 def create_app(engine: ServeEngine, settings: AppSettings | None = None) -> FastAPI:
     settings = settings or AppSettings()
-    batcher = DynamicBatcher(engine.run, max_batch_size=settings.max_batch_size,
-                             timeout_s=settings.batch_timeout_ms / 1000.0, max_queue=settings.max_queue)  # fmt: skip
+    batcher = DynamicBatcher(
+        engine.run,
+        max_batch_size=settings.max_batch_size,
+        timeout_s=settings.batch_timeout_ms / 1000.0,
+        max_queue=settings.max_queue,
+    )
     routes = _Routes(engine, settings, batcher)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher.start()
-        logger.info("serving %s on %s (%s), batches of up to %d gathered for %.1f ms", engine.checkpoint,
-                    engine.device, engine.config.dtype, settings.max_batch_size, settings.batch_timeout_ms)  # fmt: skip
+        logger.info(
+            "serving %s on %s (%s), batches of up to %d gathered for %.1f ms",
+            engine.checkpoint,
+            engine.device,
+            engine.config.dtype,
+            settings.max_batch_size,
+            settings.batch_timeout_ms,
+        )
         try:
             yield
         finally:
             # uvicorn has let in-flight requests finish by now; drain whatever they queued.
             batcher.stop()
-            logger.info("batcher stopped after %d samples in %d batches", batcher.stats.samples, batcher.stats.batches)
+            logger.info(
+                "batcher stopped after %d samples in %d batches", batcher.stats.samples, batcher.stats.batches
+            )
 
-    app = FastAPI(title="xvla policy server", version=engine.describe()["version"], lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)  # fmt: skip
+    app = FastAPI(
+        title="xvla policy server",
+        version=engine.describe()["version"],
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.add_middleware(RequestIdMiddleware)
     app.state.engine, app.state.batcher, app.state.settings = engine, batcher, settings
     app.add_api_route("/health", routes.health, methods=["GET"])
@@ -295,17 +351,31 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     """404 / 405 and other routing errors get the same body as every other error."""
     rid = request_id(request)
     if exc.status_code == 404:
-        detail = (f"no route {request.url.path}: the endpoints are POST /act, POST /v1/act, POST /v1/adapters, "
-                  "GET /health, GET /info")  # fmt: skip
+        detail = (
+            f"no route {request.url.path}: the endpoints are POST /act, POST /v1/act, POST /v1/adapters, "
+            "GET /health, GET /info"
+        )
         return error_response(404, detail, rid, "path")
     if exc.status_code == 405:
-        return error_response(405, f"{request.method} is not allowed on {request.url.path}", rid, "method",
-                              headers=dict(exc.headers or {}))  # fmt: skip
+        return error_response(
+            405,
+            f"{request.method} is not allowed on {request.url.path}",
+            rid,
+            "method",
+            headers=dict(exc.headers or {}),
+        )
     return error_response(exc.status_code, str(exc.detail), rid, headers=dict(exc.headers or {}) or None)
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     rid = request_id(request)
-    logger.error("%s %s %s -> 500 unhandled %s: %s", rid, request.method, request.url.path,
-                 type(exc).__name__, exc, exc_info=exc)  # fmt: skip
+    logger.error(
+        "%s %s %s -> 500 unhandled %s: %s",
+        rid,
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+    )
     return error_response(500, f"internal server error (request id {rid}; see the server log)", rid)

@@ -137,7 +137,9 @@ class DynamicBatcher:
             if not self._accepting:
                 raise ShuttingDownError("the server is shutting down and accepts no new requests")
             if self._pending >= self.max_queue:
-                raise QueueFullError(f"{self._pending} samples are already waiting (max_queue={self.max_queue})")
+                raise QueueFullError(
+                    f"{self._pending} samples are already waiting (max_queue={self.max_queue})"
+                )
             self._pending += 1
             self._queue.put(_Item(payload, key, future))  # under the lock: never after _STOP
         return future
@@ -189,8 +191,12 @@ class DynamicBatcher:
                 raise RuntimeError(f"run_batch returned {len(values)} results for {len(group)} samples")
         except Exception as exc:  # noqa: BLE001 - isolated below, then reported per sample
             if len(group) > 1:
-                logger.warning("a batch of %d failed (%s: %s); retrying its samples one by one",
-                               len(group), type(exc).__name__, exc)  # fmt: skip
+                logger.warning(
+                    "a batch of %d failed (%s: %s); retrying its samples one by one",
+                    len(group),
+                    type(exc).__name__,
+                    exc,
+                )
                 for item in group:
                     self._run_group([item])
                 return
@@ -198,8 +204,13 @@ class DynamicBatcher:
             return
         self._finish(group, values=values, start=start)
 
-    def _finish(self, group: list[_Item], start: float, values: list[Any] | None = None,
-                error: BaseException | None = None) -> None:  # fmt: skip
+    def _finish(
+        self,
+        group: list[_Item],
+        start: float,
+        values: list[Any] | None = None,
+        error: BaseException | None = None,
+    ) -> None:
         end = time.perf_counter()
         with self._lock:
             self._pending -= len(group)
@@ -212,4 +223,6 @@ class DynamicBatcher:
             if error is not None:
                 item.future.set_exception(error)
             else:
-                item.future.set_result(BatchResult(values[i], len(group), start - item.submitted, end - start))
+                item.future.set_result(
+                    BatchResult(values[i], len(group), start - item.submitted, end - start)
+                )

@@ -18,7 +18,12 @@ def register(sub) -> None:
         help="serve a policy over HTTP (official POST /act API, native POST /v1/act, dynamic batching)",
         description="Serve an X-VLA checkpoint over HTTP. Binds to 127.0.0.1 unless --host says otherwise.",
     )
-    add_dataclass_flags(p, ServeConfig, skip=("limits.max_steps",), aliases={"policy_path": ["--policy.path"], "adapters": ["--adapter"]})
+    add_dataclass_flags(
+        p,
+        ServeConfig,
+        skip=("limits.max_steps",),
+        aliases={"policy_path": ["--policy.path"], "adapters": ["--adapter"]},
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -27,12 +32,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ModuleNotFoundError as exc:
-        raise OSError(f"xvla serve needs the 'serve' extra ({exc.name} is missing): pip install 'xvla[serve]'") from None
+        raise OSError(
+            f"xvla serve needs the 'serve' extra ({exc.name} is missing): pip install 'xvla[serve]'"
+        ) from None
     from .server import ServeConfig, serve
 
     if not hasattr(args, "policy_path"):
-        raise ValueError("xvla serve needs the checkpoint: pass --policy.path=DIR (a folder in any format, or a Hub id)")
-    cfg = dataclass_from_args(ServeConfig, args, api_key=getattr(args, "api_key", None) or os.environ.get("XVLA_API_KEY"))
+        raise ValueError(
+            "xvla serve needs the checkpoint: pass --policy.path=DIR (a folder in any format, or a Hub id)"
+        )
+    cfg = dataclass_from_args(
+        ServeConfig, args, api_key=getattr(args, "api_key", None) or os.environ.get("XVLA_API_KEY")
+    )
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(cfg)
     return 0

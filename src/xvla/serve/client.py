@@ -96,8 +96,12 @@ def encode_image(image: Any, image_format: str = "raw", jpeg_quality: int = 95) 
     return encode_array(np.frombuffer(buf.getvalue(), dtype=np.uint8))
 
 
-def observation_to_wire(observation: Mapping[str, Any], image_format: str = "raw", jpeg_quality: int = 95,
-                        pass_unknown_keys: bool = False) -> dict:  # fmt: skip
+def observation_to_wire(
+    observation: Mapping[str, Any],
+    image_format: str = "raw",
+    jpeg_quality: int = 95,
+    pass_unknown_keys: bool = False,
+) -> dict:
     """One LeRobot-style observation (unbatched, or batch of 1) -> the /v1/act JSON form.
 
     Keys follow the server's schema (:data:`xvla.serve.protocol.OBSERVATION_KEYS`); any other key is
@@ -139,25 +143,50 @@ def _encode_value(key: str, kind: str | None, value: Any, image_format: str, jpe
     return encode_array(value) if hasattr(value, "shape") else value
 
 
-def with_prefix(observation: Mapping[str, Any], prefix: Any = None, delay: int | None = None,
-                prefix_weights: Any = None, guidance: str | None = None) -> Mapping[str, Any]:  # fmt: skip
+def with_prefix(
+    observation: Mapping[str, Any],
+    prefix: Any = None,
+    delay: int | None = None,
+    prefix_weights: Any = None,
+    guidance: str | None = None,
+) -> Mapping[str, Any]:
     """Attach a committed action prefix (real-time chunking) to one observation for /v1/act.
 
     ``prefix`` [d, action_dim]: the actions the robot will execute from this observation on;
     ``delay``: control steps until the new chunk arrives (those actions get weight 1, the rest of the
     prefix a decaying weight), or explicit ``prefix_weights`` [d]; ``guidance``: "inpaint" or "guided".
     """
-    extra = {k: v for k, v in (("prefix", prefix), ("delay", delay), ("prefix_weights", prefix_weights),
-                               ("guidance", guidance)) if v is not None}  # fmt: skip
+    extra = {
+        k: v
+        for k, v in (
+            ("prefix", prefix),
+            ("delay", delay),
+            ("prefix_weights", prefix_weights),
+            ("guidance", guidance),
+        )
+        if v is not None
+    }
     if extra and prefix is None:
-        raise ValueError("delay, prefix_weights and guidance only apply to a prefix: pass prefix=the committed actions")
+        raise ValueError(
+            "delay, prefix_weights and guidance only apply to a prefix: pass prefix=the committed actions"
+        )
     return {**observation, **extra} if extra else observation
 
 
-def _act_body(observations: Sequence[Mapping[str, Any]], seed: int | None, noise: Any, steps: int | None,
-              image_format: str, jpeg_quality: int, pass_unknown_keys: bool = False) -> dict[str, Any]:  # fmt: skip
-    body: dict[str, Any] = {"observations": [observation_to_wire(o, image_format, jpeg_quality, pass_unknown_keys)
-                                             for o in observations]}  # fmt: skip
+def _act_body(
+    observations: Sequence[Mapping[str, Any]],
+    seed: int | None,
+    noise: Any,
+    steps: int | None,
+    image_format: str,
+    jpeg_quality: int,
+    pass_unknown_keys: bool = False,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "observations": [
+            observation_to_wire(o, image_format, jpeg_quality, pass_unknown_keys) for o in observations
+        ]
+    }
     if seed is not None:
         body["seed"] = int(seed)
     if noise is not None:
@@ -167,8 +196,15 @@ def _act_body(observations: Sequence[Mapping[str, Any]], seed: int | None, noise
     return body
 
 
-def _official_body(images: Sequence[Any], proprio: Any, instruction: str, domain_id: int,
-                   steps: int | None, seed: int | None = None, noise: Any = None) -> dict[str, Any]:  # fmt: skip
+def _official_body(
+    images: Sequence[Any],
+    proprio: Any,
+    instruction: str,
+    domain_id: int,
+    steps: int | None,
+    seed: int | None = None,
+    noise: Any = None,
+) -> dict[str, Any]:
     import json
 
     body: dict[str, Any] = {
@@ -180,7 +216,9 @@ def _official_body(images: Sequence[Any], proprio: Any, instruction: str, domain
         body[f"image{i}"] = json.dumps(encode_array(frame_to_uint8_hwc(image)))
     if steps is not None:
         body["steps"] = int(steps)
-    if seed is not None:  # extensions of the official API (reproducible sampling); official servers ignore them
+    if (
+        seed is not None
+    ):  # extensions of the official API (reproducible sampling); official servers ignore them
         body["seed"] = int(seed)
     if noise is not None:
         body["noise"] = encode_array(_to_numpy(noise).astype(np.float32))
@@ -194,8 +232,12 @@ def _check(response) -> dict[str, Any]:
         body = {"detail": response.text[:500]}
     if response.status_code >= 400:
         body = body if isinstance(body, dict) else {"detail": str(body)}
-        raise ServerError(response.status_code, str(body.get("detail", body)), body.get("field"),
-                          body.get("request_id") or response.headers.get("x-request-id"))  # fmt: skip
+        raise ServerError(
+            response.status_code,
+            str(body.get("detail", body)),
+            body.get("field"),
+            body.get("request_id") or response.headers.get("x-request-id"),
+        )
     return body
 
 
@@ -209,38 +251,75 @@ class Client:
 
     An observation key outside the /v1/act schema raises ValueError; ``pass_unknown_keys=True`` sends it as is."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float = 30.0,
-                 image_format: str = "raw", jpeg_quality: int = 95, pass_unknown_keys: bool = False,
-                 **httpx_kwargs: Any):  # fmt: skip
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        image_format: str = "raw",
+        jpeg_quality: int = 95,
+        pass_unknown_keys: bool = False,
+        **httpx_kwargs: Any,
+    ):
         import httpx
 
         self.url = url.rstrip("/")
-        self.pass_unknown_keys = pass_unknown_keys  # send keys outside the /v1/act schema instead of refusing them
+        self.pass_unknown_keys = (
+            pass_unknown_keys  # send keys outside the /v1/act schema instead of refusing them
+        )
         self.image_format = image_format
         self.jpeg_quality = jpeg_quality
         self.last_timing: dict[str, Any] | None = None
         httpx_kwargs.setdefault("transport", httpx.HTTPTransport(socket_options=NODELAY))
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=_headers(api_key), **httpx_kwargs)
+        self._http = httpx.Client(
+            base_url=self.url, timeout=timeout, headers=_headers(api_key), **httpx_kwargs
+        )
 
-    def act(self, observation: Mapping[str, Any], *, seed: int | None = None, noise: Any = None,
-            steps: int | None = None, prefix: Any = None, delay: int | None = None, prefix_weights: Any = None,
-            guidance: str | None = None) -> np.ndarray:  # fmt: skip
+    def act(
+        self,
+        observation: Mapping[str, Any],
+        *,
+        seed: int | None = None,
+        noise: Any = None,
+        steps: int | None = None,
+        prefix: Any = None,
+        delay: int | None = None,
+        prefix_weights: Any = None,
+        guidance: str | None = None,
+    ) -> np.ndarray:
         """One chunk; ``prefix``/``delay``/``prefix_weights``/``guidance``: see :func:`with_prefix`."""
         noise = None if noise is None else _to_numpy(noise).reshape(1, *_to_numpy(noise).shape[-2:])
         observation = with_prefix(observation, prefix, delay, prefix_weights, guidance)
         return self.act_batch([observation], seed=seed, noise=noise, steps=steps)[0]
 
-    def act_batch(self, observations: Sequence[Mapping[str, Any]], *, seed: int | None = None, noise: Any = None,
-                  steps: int | None = None) -> np.ndarray:  # fmt: skip
+    def act_batch(
+        self,
+        observations: Sequence[Mapping[str, Any]],
+        *,
+        seed: int | None = None,
+        noise: Any = None,
+        steps: int | None = None,
+    ) -> np.ndarray:
         """Several observations (each its own robot / domain) in one request -> [B, chunk, action_dim]."""
-        body = _act_body(observations, seed, noise, steps, self.image_format, self.jpeg_quality,
-                         self.pass_unknown_keys)  # fmt: skip
+        body = _act_body(
+            observations, seed, noise, steps, self.image_format, self.jpeg_quality, self.pass_unknown_keys
+        )
         out = _check(self._http.post("/v1/act", json=body))
         self.last_timing = out.get("timing")
         return np.asarray(out["actions"], dtype=np.float32)
 
-    def act_official(self, images: Sequence[Any], proprio: Any, instruction: str, domain_id: int,
-                     steps: int | None = None, *, seed: int | None = None, noise: Any = None) -> np.ndarray:  # fmt: skip
+    def act_official(
+        self,
+        images: Sequence[Any],
+        proprio: Any,
+        instruction: str,
+        domain_id: int,
+        steps: int | None = None,
+        *,
+        seed: int | None = None,
+        noise: Any = None,
+    ) -> np.ndarray:
         """The official ``/act`` call (image0..2, proprio, language_instruction, domain_id) -> [chunk, dim].
 
         ``seed`` / ``noise`` ([chunk, model action dim]) make the sampling reproducible (xvla servers only)."""
@@ -271,36 +350,73 @@ class Client:
 class AsyncClient:
     """The asyncio twin of :class:`Client` (``await client.act(...)``)."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float = 30.0,
-                 image_format: str = "raw", jpeg_quality: int = 95, pass_unknown_keys: bool = False,
-                 **httpx_kwargs: Any):  # fmt: skip
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        image_format: str = "raw",
+        jpeg_quality: int = 95,
+        pass_unknown_keys: bool = False,
+        **httpx_kwargs: Any,
+    ):
         import httpx
 
         self.url = url.rstrip("/")
-        self.pass_unknown_keys = pass_unknown_keys  # send keys outside the /v1/act schema instead of refusing them
+        self.pass_unknown_keys = (
+            pass_unknown_keys  # send keys outside the /v1/act schema instead of refusing them
+        )
         self.image_format = image_format
         self.jpeg_quality = jpeg_quality
         self.last_timing: dict[str, Any] | None = None
         httpx_kwargs.setdefault("transport", httpx.AsyncHTTPTransport(socket_options=NODELAY))
-        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=_headers(api_key), **httpx_kwargs)
+        self._http = httpx.AsyncClient(
+            base_url=self.url, timeout=timeout, headers=_headers(api_key), **httpx_kwargs
+        )
 
-    async def act(self, observation: Mapping[str, Any], *, seed: int | None = None, noise: Any = None,
-                  steps: int | None = None, prefix: Any = None, delay: int | None = None,
-                  prefix_weights: Any = None, guidance: str | None = None) -> np.ndarray:  # fmt: skip
+    async def act(
+        self,
+        observation: Mapping[str, Any],
+        *,
+        seed: int | None = None,
+        noise: Any = None,
+        steps: int | None = None,
+        prefix: Any = None,
+        delay: int | None = None,
+        prefix_weights: Any = None,
+        guidance: str | None = None,
+    ) -> np.ndarray:
         noise = None if noise is None else _to_numpy(noise).reshape(1, *_to_numpy(noise).shape[-2:])
         observation = with_prefix(observation, prefix, delay, prefix_weights, guidance)
         return (await self.act_batch([observation], seed=seed, noise=noise, steps=steps))[0]
 
-    async def act_batch(self, observations: Sequence[Mapping[str, Any]], *, seed: int | None = None,
-                        noise: Any = None, steps: int | None = None) -> np.ndarray:  # fmt: skip
-        body = _act_body(observations, seed, noise, steps, self.image_format, self.jpeg_quality,
-                         self.pass_unknown_keys)  # fmt: skip
+    async def act_batch(
+        self,
+        observations: Sequence[Mapping[str, Any]],
+        *,
+        seed: int | None = None,
+        noise: Any = None,
+        steps: int | None = None,
+    ) -> np.ndarray:
+        body = _act_body(
+            observations, seed, noise, steps, self.image_format, self.jpeg_quality, self.pass_unknown_keys
+        )
         out = _check(await self._http.post("/v1/act", json=body))
         self.last_timing = out.get("timing")
         return np.asarray(out["actions"], dtype=np.float32)
 
-    async def act_official(self, images: Sequence[Any], proprio: Any, instruction: str, domain_id: int,
-                           steps: int | None = None, *, seed: int | None = None, noise: Any = None) -> np.ndarray:  # fmt: skip
+    async def act_official(
+        self,
+        images: Sequence[Any],
+        proprio: Any,
+        instruction: str,
+        domain_id: int,
+        steps: int | None = None,
+        *,
+        seed: int | None = None,
+        noise: Any = None,
+    ) -> np.ndarray:
         body = _official_body(images, proprio, instruction, domain_id, steps, seed, noise)
         out = _check(await self._http.post("/act", json=body))
         return np.asarray(out["action"], dtype=np.float32)
@@ -335,8 +451,14 @@ class RemotePolicy:
     the form every X-VLA server takes, whatever its checkpoint names its cameras.
     """
 
-    def __init__(self, server: str | Client, *, cameras: Sequence[str] | None = None, timeout: float = 120.0,
-                 max_workers: int = 16):  # fmt: skip
+    def __init__(
+        self,
+        server: str | Client,
+        *,
+        cameras: Sequence[str] | None = None,
+        timeout: float = 120.0,
+        max_workers: int = 16,
+    ):
         from concurrent.futures import ThreadPoolExecutor
 
         self._owns_client = not isinstance(server, Client)
@@ -349,24 +471,52 @@ class RemotePolicy:
         self.n_action_steps = self.info.get("n_action_steps")
         self._pool = ThreadPoolExecutor(max_workers=max_workers)
 
-    def predict_action_chunk(self, batch: Mapping[str, Any], noise: Any = None, steps: int | None = None,
-                             prefix: Any = None, prefix_weights: Any = None,
-                             guidance: str = "inpaint") -> np.ndarray:  # fmt: skip
+    def predict_action_chunk(
+        self,
+        batch: Mapping[str, Any],
+        noise: Any = None,
+        steps: int | None = None,
+        prefix: Any = None,
+        prefix_weights: Any = None,
+        guidance: str = "inpaint",
+    ) -> np.ndarray:
         """[B, chunk_size, action_dim] float32; ``noise`` [B, chunk_size, model action dim]; ``prefix``
         [B, d, action_dim] with ``prefix_weights`` [B, d] (real-time chunking, ``/v1/act`` only)."""
         if prefix is not None and self.cameras:
             raise ValueError("the official /act takes no prefix: build RemotePolicy without cameras= for rtc")
         n = _batch_size(batch)
-        futures = [self._pool.submit(self._act, {k: _sample(v, i, n) for k, v in batch.items()},
-                                     _sample(noise, i, n), steps, _sample(prefix, i, n), _sample(prefix_weights, i, n),
-                                     guidance) for i in range(n)]  # fmt: skip
+        futures = [
+            self._pool.submit(
+                self._act,
+                {k: _sample(v, i, n) for k, v in batch.items()},
+                _sample(noise, i, n),
+                steps,
+                _sample(prefix, i, n),
+                _sample(prefix_weights, i, n),
+                guidance,
+            )
+            for i in range(n)
+        ]
         return np.stack([f.result() for f in futures])
 
-    def _act(self, sample: dict[str, Any], noise: Any, steps: int | None, prefix: Any, prefix_weights: Any,
-             guidance: str) -> np.ndarray:  # fmt: skip
+    def _act(
+        self,
+        sample: dict[str, Any],
+        noise: Any,
+        steps: int | None,
+        prefix: Any,
+        prefix_weights: Any,
+        guidance: str,
+    ) -> np.ndarray:
         if not self.cameras:
-            return self.client.act(sample, noise=noise, steps=steps, prefix=prefix, prefix_weights=prefix_weights,
-                                   guidance=None if prefix is None else guidance)  # fmt: skip
+            return self.client.act(
+                sample,
+                noise=noise,
+                steps=steps,
+                prefix=prefix,
+                prefix_weights=prefix_weights,
+                guidance=None if prefix is None else guidance,
+            )
         if sample.get("domain_id") is None:
             raise ValueError("the official /act needs a domain_id: add 'domain_id' to the batch")
         images = [sample[key] for key in self.cameras]

@@ -146,7 +146,12 @@ class ServeEngine:
         dev = resolve_device(device)
         overrides = {"dtype": dtype} if dtype else {}
         policy = XVLAPolicy.from_pretrained(
-            path, device=dev, compile=compile, compile_batch_sizes=compile_batch_sizes, quantize=quantize, fast=fast,
+            path,
+            device=dev,
+            compile=compile,
+            compile_batch_sizes=compile_batch_sizes,
+            quantize=quantize,
+            fast=fast,
             **overrides,
         )
         return cls(policy, checkpoint=str(path), **kwargs)
@@ -158,10 +163,15 @@ class ServeEngine:
         with self._model_lock:
             info = self.policy.load_adapter(path, name=name)
             widths = tuple(
-                (a.domain_id, self.model.action_widths([a.domain_id])[0]) for a in self.policy.adapters.values()
+                (a.domain_id, self.model.action_widths([a.domain_id])[0])
+                for a in self.policy.adapters.values()
             )
-            self.spec = dataclasses.replace(self.spec, allowed_domains=self.spec.allowed_domains | {info.domain_id},
-                                            robots=robot_table(self.config), domain_action_dims=widths)  # fmt: skip
+            self.spec = dataclasses.replace(
+                self.spec,
+                allowed_domains=self.spec.allowed_domains | {info.domain_id},
+                robots=robot_table(self.config),
+                domain_action_dims=widths,
+            )
             logger.info("adapter %r (%s) serves as domain %d", info.name, path, info.domain_id)
             if self.model.runner is not None:  # the new weights need new frozen graphs: build them now
                 self.warmup()
@@ -190,14 +200,17 @@ class ServeEngine:
         """Validated observation -> model inputs (CPU tensors) through the policy's processor."""
         inputs = self.processor(self.observation_dict(obs))
         space = self.model.space_for(obs.domain_id)
-        return Sample(**inputs, noise=self.draw_noise(obs), steps=obs.steps, **self.prefix_fields(obs),
-                      action_space=f"{space.name}/{space.real_dim}")  # fmt: skip
+        return Sample(
+            **inputs,
+            noise=self.draw_noise(obs),
+            steps=obs.steps,
+            **self.prefix_fields(obs),
+            action_space=f"{space.name}/{space.real_dim}",
+        )
 
     def observation_dict(self, obs: Observation) -> dict[str, Any]:
         """The request as the LeRobot-form observation the processor reads (views in the order sent)."""
-        keys = list(
-            self.config.image_keys or [f"{IMAGE_PREFIX}view{i}" for i in range(len(obs.images))]
-        )
+        keys = list(self.config.image_keys or [f"{IMAGE_PREFIX}view{i}" for i in range(len(obs.images))])
         frames: list[Any] = list(obs.images) + [None] * (len(keys) - len(obs.images))
         out: dict[str, Any] = dict(zip(keys, frames, strict=True))
         out.update({"task": obs.task, "domain_id": obs.domain_id})
@@ -247,9 +260,15 @@ class ServeEngine:
 
         with self._model_lock, torch.inference_mode():
             inputs = {name: cat(name) for name in MODEL_INPUTS}
-            constraint = {} if samples[0].prefix is None else {
-                "prefix": cat("prefix"), "prefix_weights": cat("prefix_weights"), "guidance": samples[0].guidance,
-            }  # fmt: skip
+            constraint = (
+                {}
+                if samples[0].prefix is None
+                else {
+                    "prefix": cat("prefix"),
+                    "prefix_weights": cat("prefix_weights"),
+                    "guidance": samples[0].guidance,
+                }
+            )
             actions = self.policy.generate(inputs, noise=cat("noise"), steps=samples[0].steps, **constraint)
         widths = self.model.action_widths(cat("domain_id"))  # robots of different widths share the pass
         out = [a[:, :w] for a, w in zip(actions.cpu().numpy(), widths, strict=True)]
@@ -320,7 +339,7 @@ class ServeEngine:
                     "action_dim": self.spec.action_dim_for(a.domain_id),
                 }
                 for a in self.policy.adapters.values()
-            ],  # fmt: skip
+            ],
             "views": {
                 "configured": cfg.total_image_views,
                 "max_images": self.spec.max_views,

@@ -41,9 +41,17 @@ STATE_KEY = "observation.state"
 # The /v1/act observation schema, in one place: the server's parser refuses any other key, and the
 # client encodes each key by its kind ("array", "int" or "text"). Cameras are IMAGE_PREFIX + a name.
 OBSERVATION_KEYS: dict[str, str] = {
-    STATE_KEY: "array", "task": "text", "domain_id": "int", "robot": "text", "seed": "int", "noise": "array",
-    "prefix": "array", "prefix_weights": "array", "delay": "int", "guidance": "text",
-}  # fmt: skip
+    STATE_KEY: "array",
+    "task": "text",
+    "domain_id": "int",
+    "robot": "text",
+    "seed": "int",
+    "noise": "array",
+    "prefix": "array",
+    "prefix_weights": "array",
+    "delay": "int",
+    "guidance": "text",
+}
 OFFICIAL_IMAGE_KEYS = ("image0", "image1", "image2")
 _EXTRA_IMAGE_KEY = re.compile(r"^image[0-9]+$")
 _DECIMAL = re.compile(r"^\s*[+-]?[0-9]{1,19}\s*$")
@@ -108,7 +116,9 @@ class Observation:
     steps: int
     seed: int | None = None
     noise: np.ndarray | None = None  # [chunk, model action dim] float32
-    prefix: np.ndarray | None = None  # [d, action dim] float32: actions the robot committed to (real-time chunking)
+    prefix: np.ndarray | None = (
+        None  # [d, action dim] float32: actions the robot committed to (real-time chunking)
+    )
     prefix_weights: np.ndarray | None = None  # [d] float32 in [0, 1]
     guidance: str = "inpaint"
 
@@ -121,7 +131,9 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise RequestError("body", f"the request body is not UTF-8 text ({exc.reason} at byte {exc.start})", 400) from None
+        raise RequestError(
+            "body", f"the request body is not UTF-8 text ({exc.reason} at byte {exc.start})", 400
+        ) from None
     payload = _loads(text, "body", status=400)
     if not isinstance(payload, dict):
         raise RequestError("body", f"expected a JSON object at the top level, got {_json_type(payload)}")
@@ -168,8 +180,9 @@ def _json_type(value: Any) -> str:
 _KIND_NAMES = {"u": "unsigned integer", "i": "integer", "f": "float", "b": "boolean"}
 
 
-def decode_array(value: Any, field: str, kinds: str, max_elements: int, max_ndim: int = 4,
-                 expected: str | None = None) -> np.ndarray:  # fmt: skip
+def decode_array(
+    value: Any, field: str, kinds: str, max_elements: int, max_ndim: int = 4, expected: str | None = None
+) -> np.ndarray:
     """A json_numpy string/dict or a JSON list of numbers -> a numpy array (validated, not yet shaped).
 
     ``kinds`` is the set of allowed numpy dtype kinds ("u", "i", "f"); ``expected`` describes the
@@ -178,19 +191,23 @@ def decode_array(value: Any, field: str, kinds: str, max_elements: int, max_ndim
     expected = expected or f"{_describe_kinds(kinds)} values"
     if isinstance(value, str):
         if len(value) > 8 * max_elements + 4096:  # base64 of 8-byte items plus the header, generously
-            raise RequestError(field, f"the encoded array is too large (more than {max_elements} elements)", 413)
+            raise RequestError(
+                field, f"the encoded array is too large (more than {max_elements} elements)", 413
+            )
         value = _loads(value, field)
     if isinstance(value, dict):
         return _decode_numpy_dict(value, field, kinds, max_elements, max_ndim, expected)
     if isinstance(value, list):
         return _decode_list(value, field, kinds, max_elements, max_ndim, expected)
     raise RequestError(
-        field, f"expected an array (a json_numpy-encoded string or a list of numbers), got {_json_type(value)}"
+        field,
+        f"expected an array (a json_numpy-encoded string or a list of numbers), got {_json_type(value)}",
     )
 
 
-def _decode_numpy_dict(value: dict, field: str, kinds: str, max_elements: int, max_ndim: int,
-                       expected: str) -> np.ndarray:  # fmt: skip
+def _decode_numpy_dict(
+    value: dict, field: str, kinds: str, max_elements: int, max_ndim: int, expected: str
+) -> np.ndarray:
     missing = [k for k in ("__numpy__", "dtype", "shape") if k not in value]
     if missing:
         raise RequestError(
@@ -198,12 +215,19 @@ def _decode_numpy_dict(value: dict, field: str, kinds: str, max_elements: int, m
         )
     data, descr, shape = value["__numpy__"], value["dtype"], value["shape"]
     if not isinstance(descr, str) or len(descr) > 16:
-        raise RequestError(field, f"json_numpy 'dtype' must be a simple numpy type string like '|u1', got {descr!r:.40}")
+        raise RequestError(
+            field, f"json_numpy 'dtype' must be a simple numpy type string like '|u1', got {descr!r:.40}"
+        )
     try:
         dtype = np.dtype(descr)
     except Exception:  # noqa: BLE001 - numpy raises several types for junk type strings
         raise RequestError(field, f"json_numpy 'dtype' {descr!r} is not a numpy dtype") from None
-    if dtype.kind not in kinds or dtype.itemsize > 8 or dtype.fields is not None or dtype.subdtype is not None:
+    if (
+        dtype.kind not in kinds
+        or dtype.itemsize > 8
+        or dtype.fields is not None
+        or dtype.subdtype is not None
+    ):
         raise RequestError(field, f"dtype {descr!r} is not allowed: expected {expected}")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
         raise RequestError(field, f"json_numpy 'shape' must be a list of integers, got {shape!r:.60}")
@@ -213,7 +237,9 @@ def _decode_numpy_dict(value: dict, field: str, kinds: str, max_elements: int, m
         raise RequestError(field, f"json_numpy 'shape' {shape} has a negative dimension")
     count = math.prod(shape)
     if count > max_elements:
-        raise RequestError(field, f"the array shape {shape} has {count} elements, at most {max_elements} are allowed", 413)
+        raise RequestError(
+            field, f"the array shape {shape} has {count} elements, at most {max_elements} are allowed", 413
+        )
     if not isinstance(data, str):
         raise RequestError(field, f"json_numpy '__numpy__' must be a base64 string, got {_json_type(data)}")
     nbytes = count * dtype.itemsize
@@ -234,7 +260,9 @@ def _decode_numpy_dict(value: dict, field: str, kinds: str, max_elements: int, m
     return array.astype(dtype.newbyteorder("="), copy=True)
 
 
-def _decode_list(value: list, field: str, kinds: str, max_elements: int, max_ndim: int, expected: str) -> np.ndarray:
+def _decode_list(
+    value: list, field: str, kinds: str, max_elements: int, max_ndim: int, expected: str
+) -> np.ndarray:
     count, depth = _count_list(value, max_elements, max_ndim)
     if count > max_elements:
         raise RequestError(field, f"the list has more than {max_elements} elements", 413)
@@ -245,7 +273,9 @@ def _decode_list(value: list, field: str, kinds: str, max_elements: int, max_ndi
             warnings.simplefilter("ignore")
             array = np.array(value)
     except (ValueError, TypeError, OverflowError):
-        raise RequestError(field, "the list is ragged or holds non-numbers: expected a rectangular array of numbers") from None
+        raise RequestError(
+            field, "the list is ragged or holds non-numbers: expected a rectangular array of numbers"
+        ) from None
     if array.dtype.kind not in kinds:
         got = _KIND_NAMES.get(array.dtype.kind, "non-numeric")
         raise RequestError(field, f"the list holds {got} values: expected {expected}")
@@ -285,15 +315,27 @@ def decode_image(value: Any, field: str, spec: ModelSpec, allow_chw: bool = Fals
     """
     lim = spec.limits
     max_elements = max(lim.max_image_pixels * 3, 1)
-    expected = "an HxWx3 uint8 image" + (" (or 3xHxW)" if allow_chw else "") + " or a 1-D uint8 array of JPEG/PNG bytes"
+    expected = (
+        "an HxWx3 uint8 image"
+        + (" (or 3xHxW)" if allow_chw else "")
+        + " or a 1-D uint8 array of JPEG/PNG bytes"
+    )
     array = decode_array(value, field, kinds="uif", max_elements=max_elements, max_ndim=3, expected=expected)
     if array.dtype.kind != "u" or array.dtype.itemsize != 1:
-        if array.dtype.kind in "iu" and array.size and array.min() >= 0 and array.max() <= 255 and _from_list(value):
+        if (
+            array.dtype.kind in "iu"
+            and array.size
+            and array.min() >= 0
+            and array.max() <= 255
+            and _from_list(value)
+        ):
             array = array.astype(np.uint8)  # a JSON list of small integers
         elif array.dtype.kind in "iu" and not array.size and _from_list(value):
             array = array.astype(np.uint8)
         else:
-            raise RequestError(field, f"expected {expected}; got dtype {array.dtype} with shape {list(array.shape)}")
+            raise RequestError(
+                field, f"expected {expected}; got dtype {array.dtype} with shape {list(array.shape)}"
+            )
     if array.ndim == 1:
         return _decode_encoded_image(array, field, spec)
     if array.ndim == 3 and array.shape[-1] != 3 and allow_chw and array.shape[0] == 3:
@@ -338,7 +380,8 @@ def _decode_encoded_image(data: np.ndarray, field: str, spec: ModelSpec) -> np.n
         raise
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt files
         raise RequestError(
-            field, f"the 1-D uint8 array is not a decodable JPEG or PNG file ({type(exc).__name__}: {str(exc)[:120]})"
+            field,
+            f"the 1-D uint8 array is not a decodable JPEG or PNG file ({type(exc).__name__}: {str(exc)[:120]})",
         ) from None
     if spec.encoded_channel_order == "bgr":
         rgb = np.ascontiguousarray(rgb[..., ::-1])
@@ -371,9 +414,10 @@ def parse_domain_id(value: Any, field: str, spec: ModelSpec) -> int:
             raise RequestError(field, str(exc)) from None
     if domain not in spec.allowed_domains:
         raise RequestError(
-            field, f"domain_id {domain} is not one this checkpoint was trained for; this server accepts "
-            f"{sorted(spec.allowed_domains)} (start it with --domain-ids to serve other ids on purpose)"
-        )  # fmt: skip
+            field,
+            f"domain_id {domain} is not one this checkpoint was trained for; this server accepts "
+            f"{sorted(spec.allowed_domains)} (start it with --domain-ids to serve other ids on purpose)",
+        )
     return domain
 
 
@@ -406,7 +450,9 @@ def parse_text(value: Any, field: str, spec: ModelSpec) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates ("\ud800") are valid JSON but not text a tokenizer takes
-        raise RequestError(field, "the instruction holds invalid Unicode (a lone surrogate); send UTF-8 text") from None
+        raise RequestError(
+            field, "the instruction holds invalid Unicode (a lone surrogate); send UTF-8 text"
+        ) from None
     return value
 
 
@@ -417,14 +463,17 @@ def parse_state(value: Any, field: str, spec: ModelSpec) -> np.ndarray:
     if array.ndim == 2 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 1:
-        raise RequestError(field, f"expected a 1-D array of at most {width} numbers, got shape {list(array.shape)}")
+        raise RequestError(
+            field, f"expected a 1-D array of at most {width} numbers, got shape {list(array.shape)}"
+        )
     if array.shape[0] == 0:
         raise RequestError(field, f"the state is empty: expected 1 to {width} numbers")
     if array.shape[0] > width:
         raise RequestError(
-            field, f"has {array.shape[0]} values but this checkpoint expects at most {width} (max_state_dim={width}); "
-            "shorter states are zero-padded"
-        )  # fmt: skip
+            field,
+            f"has {array.shape[0]} values but this checkpoint expects at most {width} (max_state_dim={width}); "
+            "shorter states are zero-padded",
+        )
     state = array.astype(np.float64)
     if not np.isfinite(state).all():
         raise RequestError(field, "contains NaN or infinite values; expected finite numbers")
@@ -435,15 +484,24 @@ def parse_state(value: Any, field: str, spec: ModelSpec) -> np.ndarray:
 def _check_magnitude(array: np.ndarray, field: str, spec: ModelSpec) -> None:
     top = spec.limits.max_abs_value
     if array.size and float(np.abs(array).max()) > top:
-        raise RequestError(field, f"has a value of magnitude {float(np.abs(array).max()):.3g}; expected values within +-{top:g}")
+        raise RequestError(
+            field,
+            f"has a value of magnitude {float(np.abs(array).max()):.3g}; expected values within +-{top:g}",
+        )
 
 
 def parse_noise(value: Any, field: str, spec: ModelSpec, batch: int | None = None) -> np.ndarray:
     """Explicit initial noise: [chunk, model action dim] (or [B, chunk, dim] when ``batch`` is given)."""
-    shape = [spec.chunk_size, spec.model_action_dim] if batch is None else [batch, spec.chunk_size, spec.model_action_dim]
+    shape = (
+        [spec.chunk_size, spec.model_action_dim]
+        if batch is None
+        else [batch, spec.chunk_size, spec.model_action_dim]
+    )
     array = decode_array(value, field, kinds="uif", max_elements=math.prod(shape), max_ndim=len(shape))
     if list(array.shape) != shape:
-        raise RequestError(field, f"expected noise of shape {shape} (chunk_size x model action dim), got {list(array.shape)}")
+        raise RequestError(
+            field, f"expected noise of shape {shape} (chunk_size x model action dim), got {list(array.shape)}"
+        )
     noise = array.astype(np.float64)
     if not np.isfinite(noise).all():
         raise RequestError(field, "contains NaN or infinite values; expected finite numbers")
@@ -457,11 +515,14 @@ def parse_official(payload: dict[str, Any], spec: ModelSpec) -> Observation:
     images = []
     extra = sorted(k for k in payload if _EXTRA_IMAGE_KEY.match(k) and k not in OFFICIAL_IMAGE_KEYS)
     if extra:
-        raise RequestError(extra[0], f"too many images: the /act API takes at most 3 ({list(OFFICIAL_IMAGE_KEYS)})")
+        raise RequestError(
+            extra[0], f"too many images: the /act API takes at most 3 ({list(OFFICIAL_IMAGE_KEYS)})"
+        )
     present = [k for k in OFFICIAL_IMAGE_KEYS if payload.get(k) is not None]
     if not present:
         raise RequestError(
-            "image0", "no image: send at least 'image0' (a json_numpy-encoded HxWx3 uint8 array or JPEG/PNG bytes)"
+            "image0",
+            "no image: send at least 'image0' (a json_numpy-encoded HxWx3 uint8 array or JPEG/PNG bytes)",
         )
     if len(present) > spec.max_views:
         raise RequestError(
@@ -476,14 +537,18 @@ def parse_official(payload: dict[str, Any], spec: ModelSpec) -> Observation:
     state = None
     if spec.use_proprio:
         if payload.get("proprio") is None:
-            raise RequestError("proprio", f"missing: send the robot state (1 to {spec.proprio_dim} numbers, json_numpy)")
+            raise RequestError(
+                "proprio", f"missing: send the robot state (1 to {spec.proprio_dim} numbers, json_numpy)"
+            )
         state = parse_state(payload["proprio"], "proprio", spec)
     domain = _domain_or_default(payload.get("domain_id"), "domain_id", spec)
     steps = parse_steps(payload.get("steps"), "steps", spec)
     # Extensions (not sent by official clients): reproducible sampling.
     seed = parse_seed(payload.get("seed"), "seed")
     noise = parse_noise(payload["noise"], "noise", spec) if payload.get("noise") is not None else None
-    return Observation(images=images, state=state, task=task, domain_id=domain, steps=steps, seed=seed, noise=noise)
+    return Observation(
+        images=images, state=state, task=task, domain_id=domain, steps=steps, seed=seed, noise=noise
+    )
 
 
 def parse_native(payload: dict[str, Any], spec: ModelSpec) -> list[Observation]:
@@ -493,16 +558,22 @@ def parse_native(payload: dict[str, Any], spec: ModelSpec) -> list[Observation]:
     if "observations" in payload:
         raw = payload["observations"]
         if not isinstance(raw, list):
-            raise RequestError("observations", f"expected a list of observation objects, got {_json_type(raw)}")
+            raise RequestError(
+                "observations", f"expected a list of observation objects, got {_json_type(raw)}"
+            )
     elif "observation" in payload:
         raw = [payload["observation"]]
     else:
-        raise RequestError("observations", "missing: send 'observations' (a list of LeRobot-style observation objects)")
+        raise RequestError(
+            "observations", "missing: send 'observations' (a list of LeRobot-style observation objects)"
+        )
     if not raw:
         raise RequestError("observations", "the list is empty; send at least one observation")
     top = spec.limits.max_observations
     if len(raw) > top:
-        raise RequestError("observations", f"{len(raw)} observations in one request, at most {top} are allowed", 413)
+        raise RequestError(
+            "observations", f"{len(raw)} observations in one request, at most {top} are allowed", 413
+        )
     steps = parse_steps(payload.get("steps"), "steps", spec)
     seed = parse_seed(payload.get("seed"), "seed")
     batch_noise = None
@@ -530,8 +601,11 @@ def unknown_observation_keys(keys: Any) -> list[str]:
 def _parse_native_observation(obs: dict[str, Any], name: str, spec: ModelSpec, steps: int) -> Observation:
     unknown = unknown_observation_keys(obs)
     if unknown:  # a dropped key would answer for something the client did not ask (e.g. another robot)
-        raise RequestError(f"{name}.{unknown[0]:.64}", f"unknown key(s) {[k[:64] for k in unknown[:5]]}: an "
-                           f"observation takes '{IMAGE_PREFIX}<camera>' and {list(OBSERVATION_KEYS)}")  # fmt: skip
+        raise RequestError(
+            f"{name}.{unknown[0]:.64}",
+            f"unknown key(s) {[k[:64] for k in unknown[:5]]}: an "
+            f"observation takes '{IMAGE_PREFIX}<camera>' and {list(OBSERVATION_KEYS)}",
+        )
     keys = _camera_keys(obs, name, spec)
     images = [decode_image(obs[k], f"{name}.{k}", spec, allow_chw=True) for k in keys]
     if "task" not in obs:
@@ -540,17 +614,24 @@ def _parse_native_observation(obs: dict[str, Any], name: str, spec: ModelSpec, s
     state = None
     if spec.use_proprio:
         if obs.get(STATE_KEY) is None:
-            raise RequestError(f"{name}.{STATE_KEY}", f"missing: send the robot state (1 to {spec.proprio_dim} numbers)")
+            raise RequestError(
+                f"{name}.{STATE_KEY}", f"missing: send the robot state (1 to {spec.proprio_dim} numbers)"
+            )
         state = parse_state(obs[STATE_KEY], f"{name}.{STATE_KEY}", spec)
     domain = _observation_domain(obs, name, spec)
     seed = parse_seed(obs.get("seed"), f"{name}.seed")
     noise = parse_noise(obs["noise"], f"{name}.noise", spec) if obs.get("noise") is not None else None
-    item = Observation(images=images, state=state, task=task, domain_id=domain, steps=steps, seed=seed, noise=noise)
+    item = Observation(
+        images=images, state=state, task=task, domain_id=domain, steps=steps, seed=seed, noise=noise
+    )
     if obs.get("prefix") is not None:
         item.prefix, item.prefix_weights, item.guidance = parse_prefix(obs, name, spec, domain)
     elif any(obs.get(k) is not None for k in PREFIX_OPTIONS):
-        raise RequestError(f"{name}.prefix", f"missing: {[k for k in PREFIX_OPTIONS if obs.get(k) is not None]} "
-                           "only apply to a committed 'prefix' of actions")  # fmt: skip
+        raise RequestError(
+            f"{name}.prefix",
+            f"missing: {[k for k in PREFIX_OPTIONS if obs.get(k) is not None]} "
+            "only apply to a committed 'prefix' of actions",
+        )
     return item
 
 
@@ -570,31 +651,52 @@ def parse_prefix(
     from ..execution.strategies import rtc_prefix_weights
 
     width = spec.action_dim_for(domain)
-    array = decode_array(obs["prefix"], f"{name}.prefix", kinds="uif", max_elements=spec.chunk_size * width, max_ndim=2)
+    array = decode_array(
+        obs["prefix"], f"{name}.prefix", kinds="uif", max_elements=spec.chunk_size * width, max_ndim=2
+    )
     if array.ndim != 2 or not 1 <= array.shape[0] <= spec.chunk_size or array.shape[1] != width:
-        raise RequestError(f"{name}.prefix", f"expected [d, {width}] committed actions with 1 <= d <= "
-                           f"chunk_size={spec.chunk_size}, got shape {list(array.shape)}")  # fmt: skip
+        raise RequestError(
+            f"{name}.prefix",
+            f"expected [d, {width}] committed actions with 1 <= d <= "
+            f"chunk_size={spec.chunk_size}, got shape {list(array.shape)}",
+        )
     prefix = array.astype(np.float64)
     if not np.isfinite(prefix).all():
         raise RequestError(f"{name}.prefix", "contains NaN or infinite values; expected finite numbers")
     _check_magnitude(prefix, f"{name}.prefix", spec)
     length = prefix.shape[0]
     if obs.get("prefix_weights") is not None:
-        weights = decode_array(obs["prefix_weights"], f"{name}.prefix_weights", kinds="uif", max_elements=length,
-                               max_ndim=1).astype(np.float64)  # fmt: skip
-        if weights.shape != (length,) or not np.isfinite(weights).all() or weights.min() < 0 or weights.max() > 1:
-            raise RequestError(f"{name}.prefix_weights", f"expected {length} numbers in [0, 1], one per prefix action")
+        weights = decode_array(
+            obs["prefix_weights"], f"{name}.prefix_weights", kinds="uif", max_elements=length, max_ndim=1
+        ).astype(np.float64)
+        if (
+            weights.shape != (length,)
+            or not np.isfinite(weights).all()
+            or weights.min() < 0
+            or weights.max() > 1
+        ):
+            raise RequestError(
+                f"{name}.prefix_weights", f"expected {length} numbers in [0, 1], one per prefix action"
+            )
     elif obs.get("delay") is not None:
-        delay = parse_int(obs["delay"], f"{name}.delay", f"an integer number of control steps in [0, {length}]")
+        delay = parse_int(
+            obs["delay"], f"{name}.delay", f"an integer number of control steps in [0, {length}]"
+        )
         if not 0 <= delay <= length:
-            raise RequestError(f"{name}.delay", f"delay={delay} is out of range: expected [0, {length}] (the prefix length)")
+            raise RequestError(
+                f"{name}.delay", f"delay={delay} is out of range: expected [0, {length}] (the prefix length)"
+            )
         weights = rtc_prefix_weights(delay, length)
     else:
-        raise RequestError(f"{name}.delay", "missing: a prefix needs the inference delay in control steps "
-                           "(or explicit prefix_weights)")  # fmt: skip
+        raise RequestError(
+            f"{name}.delay",
+            "missing: a prefix needs the inference delay in control steps (or explicit prefix_weights)",
+        )
     guidance = obs.get("guidance", "inpaint")
     if guidance not in GUIDANCE_MODES:
-        raise RequestError(f"{name}.guidance", f"{guidance!r:.40} is unknown: choose one of {list(GUIDANCE_MODES)}")
+        raise RequestError(
+            f"{name}.guidance", f"{guidance!r:.40} is unknown: choose one of {list(GUIDANCE_MODES)}"
+        )
     return prefix.astype(np.float32), weights.astype(np.float32), guidance
 
 
@@ -606,8 +708,11 @@ def _observation_domain(obs: dict[str, Any], name: str, spec: ModelSpec) -> int:
     if obs.get("domain_id") is not None:
         given = parse_int(obs["domain_id"], f"{name}.domain_id", "an integer domain id")
         if given != domain:
-            raise RequestError(f"{name}.domain_id", f"domain_id {given} disagrees with robot {obs['robot']!r} "
-                               f"(domain {domain}): send one of the two")  # fmt: skip
+            raise RequestError(
+                f"{name}.domain_id",
+                f"domain_id {given} disagrees with robot {obs['robot']!r} "
+                f"(domain {domain}): send one of the two",
+            )
     return domain
 
 
@@ -632,17 +737,21 @@ def _camera_keys(obs: dict[str, Any], name: str, spec: ModelSpec) -> Sequence[st
         missing = [k for k in spec.image_keys if obs.get(k) is None]
         if missing:
             raise RequestError(
-                f"{name}.{missing[0]}", f"missing camera: this checkpoint expects the cameras {list(spec.image_keys)}"
+                f"{name}.{missing[0]}",
+                f"missing camera: this checkpoint expects the cameras {list(spec.image_keys)}",
             )
         keys = list(spec.image_keys)
         extra = sorted(k for k in obs if k.startswith(IMAGE_PREFIX) and k not in keys and obs[k] is not None)
         if extra:
-            raise RequestError(f"{name}.{extra[0]}", f"unknown camera: this checkpoint takes {list(spec.image_keys)}")
+            raise RequestError(
+                f"{name}.{extra[0]}", f"unknown camera: this checkpoint takes {list(spec.image_keys)}"
+            )
     else:
         keys = sorted(k for k in obs if k.startswith(IMAGE_PREFIX) and obs[k] is not None)
     if not keys:
         raise RequestError(
-            f"{name}.observation.images", "no camera image: add at least one 'observation.images.<camera>' entry"
+            f"{name}.observation.images",
+            "no camera image: add at least one 'observation.images.<camera>' entry",
         )
     if len(keys) > spec.max_views:
         raise RequestError(

@@ -29,42 +29,88 @@ class ServeConfig:
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind (loopback only by default)"})
     port: int = field(default=8010, metadata={"help": "TCP port to listen on"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto (cuda when available)"})
-    dtype: str | None = field(default=None, metadata={"help": "float32 or bfloat16 (default: the checkpoint's)"})
-    fast: bool = field(default=False, metadata={
-        "help": "the fastest correct setting for this machine (see `xvla info --hardware`); explicit --dtype, "
-                "--quantize and --compile win"})
-    compile: bool | None = field(default=None, metadata={
-        "help": "the fast path: compiled graphs, warmed at start for every batch size (default: off, or --fast's choice)"})
-    compile_batch_sizes: list[int] | None = field(default=None, metadata={
-        "help": "batch sizes warmed at start (default 1,2,4,8); larger batches run in slices of the largest"})
-    quantize: str | None = field(default=None, metadata={
-        "help": "int8: int8 linear layers (CPU only; with --compile, oneDNN's int8 kernels); none: full precision"})
-    api_key: str | None = field(default=None, metadata={
-        "help": "require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (default: env XVLA_API_KEY)"})
+    dtype: str | None = field(
+        default=None, metadata={"help": "float32 or bfloat16 (default: the checkpoint's)"}
+    )
+    fast: bool = field(
+        default=False,
+        metadata={
+            "help": "the fastest correct setting for this machine (see `xvla info --hardware`); explicit --dtype, "
+            "--quantize and --compile win"
+        },
+    )
+    compile: bool | None = field(
+        default=None,
+        metadata={
+            "help": "the fast path: compiled graphs, warmed at start for every batch size (default: off, or --fast's choice)"
+        },
+    )
+    compile_batch_sizes: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "batch sizes warmed at start (default 1,2,4,8); larger batches run in slices of the largest"
+        },
+    )
+    quantize: str | None = field(
+        default=None,
+        metadata={
+            "help": "int8: int8 linear layers (CPU only; with --compile, oneDNN's int8 kernels); none: full precision"
+        },
+    )
+    api_key: str | None = field(
+        default=None,
+        metadata={
+            "help": "require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (default: env XVLA_API_KEY)"
+        },
+    )
     max_batch_size: int = field(default=8, metadata={"help": "most samples in one forward pass"})
-    batch_timeout_ms: float = field(default=5.0, metadata={"help": "how long a sample waits for others to join"})
+    batch_timeout_ms: float = field(
+        default=5.0, metadata={"help": "how long a sample waits for others to join"}
+    )
     max_body_mb: float = field(default=20.0, metadata={"help": "request size limit (413 above it)"})
-    body_timeout_s: float = field(default=10.0, metadata={
-        "help": "seconds a request body may take to arrive (408 after it; a slow sender holds no batch)"})
+    body_timeout_s: float = field(
+        default=10.0,
+        metadata={
+            "help": "seconds a request body may take to arrive (408 after it; a slow sender holds no batch)"
+        },
+    )
     max_queue: int = field(default=256, metadata={"help": "waiting samples before answering 503"})
-    steps: int | None = field(default=None, metadata={"help": "default denoising steps (default: the checkpoint's)"})
+    steps: int | None = field(
+        default=None, metadata={"help": "default denoising steps (default: the checkpoint's)"}
+    )
     max_steps: int = field(default=100, metadata={"help": "largest 'steps' a request may ask for"})
     seed: int | None = field(default=None, metadata={"help": "seed of the noise of unseeded requests"})
-    domain_ids: list[int] | None = field(default=None, metadata={
-        "help": "serve these domain ids, e.g. 0,3 (default: the ones the checkpoint trained)"})
-    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
-    encoded_channel_order: str = field(default="rgb", metadata={
-        "help": "channel order of decoded JPEG/PNG images; 'bgr' reproduces the official (OpenCV) server"})
+    domain_ids: list[int] | None = field(
+        default=None,
+        metadata={"help": "serve these domain ids, e.g. 0,3 (default: the ones the checkpoint trained)"},
+    )
+    threads: int | None = field(
+        default=None, metadata={"help": "torch CPU threads (default: torch's choice)"}
+    )
+    encoded_channel_order: str = field(
+        default="rgb",
+        metadata={
+            "help": "channel order of decoded JPEG/PNG images; 'bgr' reproduces the official (OpenCV) server"
+        },
+    )
     limits: Limits = field(default_factory=Limits)
-    graceful_timeout_s: float = field(default=30.0, metadata={"help": "seconds in-flight requests get to finish on shutdown"})
-    adapters: list[str] | None = field(default=None, metadata={
-        "help": "robot adapters to serve on this backbone, NAME=PATH,NAME=PATH (xvla adapter export)"})
+    graceful_timeout_s: float = field(
+        default=30.0, metadata={"help": "seconds in-flight requests get to finish on shutdown"}
+    )
+    adapters: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "robot adapters to serve on this backbone, NAME=PATH,NAME=PATH (xvla adapter export)"
+        },
+    )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
     access_log: bool = field(default=False, metadata={"help": "log every request line"})
 
     def __post_init__(self) -> None:
         if self.log_level not in ("debug", "info", "warning", "error"):
-            raise ValueError(f"--log-level {self.log_level!r} is invalid: choose debug, info, warning or error")
+            raise ValueError(
+                f"--log-level {self.log_level!r} is invalid: choose debug, info, warning or error"
+            )
         if self.dtype not in (None, "float32", "bfloat16"):
             raise ValueError(f"--dtype {self.dtype!r} is invalid: choose float32 or bfloat16")
 
@@ -141,13 +187,23 @@ def serve(cfg: ServeConfig) -> None:
     import uvicorn
 
     if not is_loopback(cfg.host) and not cfg.api_key:
-        logger.warning("binding to %s without an API key: anyone who can reach this address can drive the "
-                       "policy; set --api-key (or XVLA_API_KEY)", cfg.host)  # fmt: skip
+        logger.warning(
+            "binding to %s without an API key: anyone who can reach this address can drive the "
+            "policy; set --api-key (or XVLA_API_KEY)",
+            cfg.host,
+        )
     engine = build_engine(cfg)
     seconds = engine.warmup()
-    logger.info("loaded %s: %s, chunk %d x %d, %d domains, up to %d views; warmed up in %.1fs",
-                cfg.policy_path, engine.config.action_mode, engine.config.chunk_size, engine.model.real_action_dim,
-                engine.config.num_domains, engine.spec.max_views, seconds)  # fmt: skip
+    logger.info(
+        "loaded %s: %s, chunk %d x %d, %d domains, up to %d views; warmed up in %.1fs",
+        cfg.policy_path,
+        engine.config.action_mode,
+        engine.config.chunk_size,
+        engine.model.real_action_dim,
+        engine.config.num_domains,
+        engine.spec.max_views,
+        seconds,
+    )
     logger.info(chunk_time_report(engine, cfg.max_batch_size))
     uvicorn.Server(_uvicorn_config(build_app(cfg, engine), cfg)).run()
 
@@ -169,8 +225,8 @@ def chunk_time_report(engine: ServeEngine, max_batch_size: int) -> str:
 class BackgroundServer:
     """A real uvicorn server on a free loopback port, in a daemon thread of this process.
 
-        with BackgroundServer(ServeConfig(policy_path=...)) as server:
-            requests.post(server.url + "/act", json=...)
+    with BackgroundServer(ServeConfig(policy_path=...)) as server:
+        requests.post(server.url + "/act", json=...)
     """
 
     def __init__(self, cfg: ServeConfig, engine: ServeEngine | None = None, warmup: bool = True):

@@ -34,15 +34,38 @@ def tiny_checkpoint(directory: str | Path, *, size: str = "tiny", seed: int = 0,
     from ..policy import XVLAPolicy
 
     if size == "tiny":
-        base = dict(hidden_size=32, depth=2, num_heads=4, dim_time=8, florence_config=tiny_florence_config(width=24,
-                    vocab_size=300), image_size=(32, 32), max_len_seq=200)  # fmt: skip
+        base = dict(
+            hidden_size=32,
+            depth=2,
+            num_heads=4,
+            dim_time=8,
+            florence_config=tiny_florence_config(width=24, vocab_size=300),
+            image_size=(32, 32),
+            max_len_seq=200,
+        )
     elif size == "small":
-        base = dict(hidden_size=128, depth=4, num_heads=4, dim_time=16, florence_config=tiny_florence_config(width=64,
-                    vocab_size=300), image_size=(64, 64), max_len_seq=400)  # fmt: skip
+        base = dict(
+            hidden_size=128,
+            depth=4,
+            num_heads=4,
+            dim_time=16,
+            florence_config=tiny_florence_config(width=64, vocab_size=300),
+            image_size=(64, 64),
+            max_len_seq=400,
+        )
     else:
         raise ValueError(f"size={size!r} is invalid: choose 'tiny' or 'small'")
-    base.update(num_domains=8, len_soft_prompts=4, chunk_size=8, n_action_steps=8, max_state_dim=20,
-                action_mode="ee6d", num_image_views=3, tokenizer_max_length=16, num_denoising_steps=4)  # fmt: skip
+    base.update(
+        num_domains=8,
+        len_soft_prompts=4,
+        chunk_size=8,
+        n_action_steps=8,
+        max_state_dim=20,
+        action_mode="ee6d",
+        num_image_views=3,
+        tokenizer_max_length=16,
+        num_denoising_steps=4,
+    )
     base.update(overrides)
     torch.manual_seed(seed)
     policy = XVLAPolicy(XVLAConfig(**base), tokenizer=build_tokenizer())

@@ -23,7 +23,9 @@ def cmd_gen_demos(args: argparse.Namespace) -> int:
     for name, v in summary["variants"].items():
         tried = sum(t["attempts"] for t in v["tasks"].values())
         rate = f"{v['episodes']}/{tried}" if tried else "-"
-        print(f"{name:16s} {v['domain_id']:6d} {v['episodes']:8d} {v['frames']:7d} {rate:>14s}  {v['dataset']}")
+        print(
+            f"{name:16s} {v['domain_id']:6d} {v['episodes']:8d} {v['frames']:7d} {rate:>14s}  {v['dataset']}"
+        )
     print(f"done in {summary['seconds']:.1f}s; summary: {config.output}/summary.json")
     return 0
 
@@ -45,8 +47,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 # Flags of `xvla eval` that only Meta-World understands: an error with --env libero, not silently ignored.
-METAWORLD_ONLY = ("variant", "image_size", "key_map", "privileged_state", "action_horizon_s", "execution", "delay_steps",
-                  "dtype", "compile")  # fmt: skip
+METAWORLD_ONLY = (
+    "variant",
+    "image_size",
+    "key_map",
+    "privileged_state",
+    "action_horizon_s",
+    "execution",
+    "delay_steps",
+    "dtype",
+    "compile",
+)
 
 
 def cmd_eval_libero(args: argparse.Namespace) -> int:
@@ -126,11 +137,21 @@ def register(sub) -> None:
         "one embodiment variant, in parallel simulators, with deterministic seeds.",
     )
     # One parser, two settings dataclasses: EvalConfig (Meta-World), then LIBERO's own fields.
-    add_dataclass_flags(p, EvalConfig, positional=("policy",), skip=("start_method",), aliases={"output": ["-o"]},
-                        optional_positional=True)  # fmt: skip
+    add_dataclass_flags(
+        p,
+        EvalConfig,
+        positional=("policy",),
+        skip=("start_method",),
+        aliases={"output": ["-o"]},
+        optional_positional=True,
+    )
     shared = (*flat_fields(EvalConfig), "start_method")
     add_dataclass_flags(p, LiberoEvalConfig, skip=shared, aliases={"policy_url": ["--policy.url"]})
-    p.add_argument("--policy.path", dest="policy", default=argparse.SUPPRESS, help="checkpoint folder or Hub id")
-    p.add_argument("--env", choices=("metaworld", "libero"), default="metaworld", help="simulator (default: metaworld)")
+    p.add_argument(
+        "--policy.path", dest="policy", default=argparse.SUPPRESS, help="checkpoint folder or Hub id"
+    )
+    p.add_argument(
+        "--env", choices=("metaworld", "libero"), default="metaworld", help="simulator (default: metaworld)"
+    )
     p.add_argument("--json", action="store_true", help="also print the overall numbers as JSON")
     p.set_defaults(func=cmd_eval)

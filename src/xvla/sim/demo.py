@@ -33,17 +33,27 @@ DEFAULT_HELDOUT = "sawyer-topdown"
 
 @dataclass
 class DemoSettings:
-    output: str = documented("outputs/demo", "folder for everything the demo writes; the report goes to OUTPUT/report")
+    output: str = documented(
+        "outputs/demo", "folder for everything the demo writes; the report goes to OUTPUT/report"
+    )
     tasks: str = documented(DEFAULT_TASKS, "comma-separated Meta-World tasks")
-    train_variants: str = documented(DEFAULT_TRAIN_VARIANTS, "embodiment variants Phase I trains on, one domain id each")
-    heldout_variant: str = documented(DEFAULT_HELDOUT, "the variant Phase II adapts to with soft prompts only")
+    train_variants: str = documented(
+        DEFAULT_TRAIN_VARIANTS, "embodiment variants Phase I trains on, one domain id each"
+    )
+    heldout_variant: str = documented(
+        DEFAULT_HELDOUT, "the variant Phase II adapts to with soft prompts only"
+    )
     episodes_per_task: int = documented(20, "scripted demonstrations per task and training variant")
-    heldout_episodes_per_task: int | None = documented(None, "demonstrations per task on the held-out variant (default: as above)")
+    heldout_episodes_per_task: int | None = documented(
+        None, "demonstrations per task on the held-out variant (default: as above)"
+    )
     steps_phase1: int = documented(1200, "Phase I (pretraining) optimizer steps")
     steps_phase2: int = documented(300, "Phase II (soft-prompt adaptation) optimizer steps")
     eval_episodes: int = documented(5, "closed-loop evaluation episodes per task and variant")
     image_size: int = documented(64, "camera size in pixels (square)")
-    seed: int = documented(0, "seed of the demonstrations' layouts and of training (evaluation layouts are fixed: seed 1000)")
+    seed: int = documented(
+        0, "seed of the demonstrations' layouts and of training (evaluation layouts are fixed: seed 1000)"
+    )
     workers: int = documented(2, "simulator processes for demonstrations and evaluation")
     batch_size: int = documented(32, "training batch size (both phases)")
     lr_phase1: float = documented(5e-4, "Phase I peak learning rate")
@@ -61,8 +71,17 @@ class DemoSettings:
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
-        for name in ("episodes_per_task", "steps_phase1", "steps_phase2", "eval_episodes", "workers",
-                     "batch_size", "eval_max_steps", "chunk_size", "n_action_steps"):  # fmt: skip
+        for name in (
+            "episodes_per_task",
+            "steps_phase1",
+            "steps_phase2",
+            "eval_episodes",
+            "workers",
+            "batch_size",
+            "eval_max_steps",
+            "chunk_size",
+            "n_action_steps",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} is invalid: it must be >= 1")
         if self.n_action_steps > self.chunk_size:
@@ -81,13 +100,26 @@ def model_fields(s: DemoSettings, num_domains: int, action_dim: int, domain_id: 
     from ..config import tiny_florence_config
 
     fields = dict(
-        hidden_size=s.hidden_size, depth=s.depth, num_heads=4, num_domains=num_domains, len_soft_prompts=8,
-        dim_time=32, max_len_seq=512, chunk_size=s.chunk_size, n_action_steps=s.n_action_steps,
-        action_mode="auto", real_action_dim=action_dim, max_action_dim=max(8, action_dim), max_state_dim=8,
-        florence_config=tiny_florence_config(width=s.vlm_width, vocab_size=300), image_size=(s.image_size,) * 2,
-        tokenizer_max_length=16, num_denoising_steps=s.denoising_steps, domain_id=domain_id,
+        hidden_size=s.hidden_size,
+        depth=s.depth,
+        num_heads=4,
+        num_domains=num_domains,
+        len_soft_prompts=8,
+        dim_time=32,
+        max_len_seq=512,
+        chunk_size=s.chunk_size,
+        n_action_steps=s.n_action_steps,
+        action_mode="auto",
+        real_action_dim=action_dim,
+        max_action_dim=max(8, action_dim),
+        max_state_dim=8,
+        florence_config=tiny_florence_config(width=s.vlm_width, vocab_size=300),
+        image_size=(s.image_size,) * 2,
+        tokenizer_max_length=16,
+        num_denoising_steps=s.denoising_steps,
+        domain_id=domain_id,
         image_keys=["observation.images.main", "observation.images.wrist"],
-    )  # fmt: skip
+    )
     fields.update(s.model_overrides)
     return fields
 
@@ -111,10 +143,19 @@ def _eval(s: DemoSettings, policy, tasks, variant, out: Path, domain_id=None, vi
     from .evaluate import EvalConfig, evaluate
 
     cfg = EvalConfig(
-        policy=str(out), tasks=tasks, variant=variant, episodes_per_task=s.eval_episodes, seed=1000,
-        num_envs=s.workers, max_steps=s.eval_max_steps, videos=videos, output=str(out), domain_id=domain_id,
-        image_size=s.image_size, progress=s.progress,
-    )  # fmt: skip
+        policy=str(out),
+        tasks=tasks,
+        variant=variant,
+        episodes_per_task=s.eval_episodes,
+        seed=1000,
+        num_envs=s.workers,
+        max_steps=s.eval_max_steps,
+        videos=videos,
+        output=str(out),
+        domain_id=domain_id,
+        image_size=s.image_size,
+        progress=s.progress,
+    )
     return evaluate(cfg, policy=policy)
 
 
@@ -138,7 +179,9 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     summary = _make_demos(s, out / "demos", tasks, train_vs, held, timings)
     tokenizer = build_tokenizer(sorted(set(INSTRUCTIONS.values())))
     ids = [v.domain_id for v in [*train_vs, held]]
-    fields = model_fields(s, max(ids) + 1, max(v.action.action_dim for v in [*train_vs, held]), train_vs[0].domain_id)
+    fields = model_fields(
+        s, max(ids) + 1, max(v.action.action_dim for v in [*train_vs, held]), train_vs[0].domain_id
+    )
     p1, p2 = _train_phases(s, out, fields, train_vs, held, tokenizer, timings)
     results = _evaluate_phases(s, out / "eval", tasks, train_vs, held, p1, p2, tokenizer, timings)
 
@@ -148,14 +191,18 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     rows = _rows(results, train_vs, held, summary, tasks)
     timings["total_s"] = time.perf_counter() - t_all
     info = {
-        "settings": asdict(s), "tasks": tasks, "train_variants": [v.name for v in train_vs], "heldout": held.name,
-        "timings_s": {k: round(v, 1) for k, v in timings.items()}, "rows": rows,
+        "settings": asdict(s),
+        "tasks": tasks,
+        "train_variants": [v.name for v in train_vs],
+        "heldout": held.name,
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "rows": rows,
         "params": {"phase1": parameter_totals(p1.trainable), "phase2": parameter_totals(p2.trainable)},
         "frames": {name: v["frames"] for name, v in summary["variants"].items()},
         "episodes": {name: v["episodes"] for name, v in summary["variants"].items()},
         "final_loss": {"phase1": _last_loss(p1), "phase2": _last_loss(p2)},
         "threads": torch.get_num_threads(),
-    }  # fmt: skip
+    }
     _write_report(report_dir, info, p1, p2, results, fields)
     write_json((report_dir / "results.json"), info)
     info["table"] = results_table(rows)
@@ -181,9 +228,18 @@ def _make_demos(s: DemoSettings, demos_dir: Path, tasks, train_vs, held, timings
 
     _log("1/5 scripted demonstrations")
     t = time.perf_counter()
-    common = dict(output=str(demos_dir), tasks=tasks, seed=s.seed, workers=s.workers, image_size=s.image_size,
-                  overwrite=True, progress=s.progress)  # fmt: skip
-    summary = generate_demonstrations(DemoConfig(variants=train_vs, episodes_per_task=s.episodes_per_task, **common))
+    common = dict(
+        output=str(demos_dir),
+        tasks=tasks,
+        seed=s.seed,
+        workers=s.workers,
+        image_size=s.image_size,
+        overwrite=True,
+        progress=s.progress,
+    )
+    summary = generate_demonstrations(
+        DemoConfig(variants=train_vs, episodes_per_task=s.episodes_per_task, **common)
+    )
     held_eps = s.heldout_episodes_per_task or s.episodes_per_task
     held_summary = generate_demonstrations(DemoConfig(variants=[held], episodes_per_task=held_eps, **common))
     summary["variants"].update(held_summary["variants"])
@@ -195,32 +251,59 @@ def _make_demos(s: DemoSettings, demos_dir: Path, tasks, train_vs, held, timings
 def _train_phases(s: DemoSettings, out: Path, fields: dict, train_vs, held, tokenizer, timings: dict):
     """Phase I on the training variants (one domain each); Phase II: prompts only, on the held-out variant."""
     demos_dir = out / "demos"
-    common_train = dict(batch_size=s.batch_size, num_workers=0, log_freq=25, tensorboard=False, device="cpu",
-                        seed=s.seed, keep_last=1)  # fmt: skip
+    common_train = dict(
+        batch_size=s.batch_size,
+        num_workers=0,
+        log_freq=25,
+        tensorboard=False,
+        device="cpu",
+        seed=s.seed,
+        keep_last=1,
+    )
     _log(f"2/5 Phase I: {s.steps_phase1} steps on {[v.name for v in train_vs]}")
-    p1, timings["phase1_s"] = _train({
-        "recipe": "lerobot", "policy": fields, "output_dir": str(_fresh(out / "phase1")), "steps": s.steps_phase1,
-        "save_freq": s.steps_phase1,
-        "mixture": {"datasets": [{"root": str(demos_dir / v.name), "domain_id": v.domain_id} for v in train_vs]},
-        "optimizer": {"lr": s.lr_phase1, "vlm_lr_scale": 1.0},
-        "scheduler": {"warmup_steps": min(100, s.steps_phase1), "decay_steps": s.steps_phase1, "auto_scale": False,
-                      "min_lr_ratio": 0.1},
-        **common_train,
-    }, tokenizer)  # fmt: skip
+    p1, timings["phase1_s"] = _train(
+        {
+            "recipe": "lerobot",
+            "policy": fields,
+            "output_dir": str(_fresh(out / "phase1")),
+            "steps": s.steps_phase1,
+            "save_freq": s.steps_phase1,
+            "mixture": {
+                "datasets": [{"root": str(demos_dir / v.name), "domain_id": v.domain_id} for v in train_vs]
+            },
+            "optimizer": {"lr": s.lr_phase1, "vlm_lr_scale": 1.0},
+            "scheduler": {
+                "warmup_steps": min(100, s.steps_phase1),
+                "decay_steps": s.steps_phase1,
+                "auto_scale": False,
+                "min_lr_ratio": 0.1,
+            },
+            **common_train,
+        },
+        tokenizer,
+    )
     _log(f"3/5 Phase II: {s.steps_phase2} steps of the prompt recipe on {held.name}")
-    p2, timings["phase2_s"] = _train({
-        "recipe": "prompt", "policy": {"path": str(p1.final_model_dir)}, "output_dir": str(_fresh(out / "phase2")),
-        "steps": s.steps_phase2, "save_freq": s.steps_phase2,
-        "dataset": {"root": str(demos_dir / held.name), "domain_id": held.domain_id},
-        "new_domain": {"id": held.domain_id},
-        "optimizer": {"lr": s.lr_phase2},
-        "scheduler": {"warmup_steps": min(50, s.steps_phase2)},
-        **common_train,
-    }, tokenizer)  # fmt: skip
+    p2, timings["phase2_s"] = _train(
+        {
+            "recipe": "prompt",
+            "policy": {"path": str(p1.final_model_dir)},
+            "output_dir": str(_fresh(out / "phase2")),
+            "steps": s.steps_phase2,
+            "save_freq": s.steps_phase2,
+            "dataset": {"root": str(demos_dir / held.name), "domain_id": held.domain_id},
+            "new_domain": {"id": held.domain_id},
+            "optimizer": {"lr": s.lr_phase2},
+            "scheduler": {"warmup_steps": min(50, s.steps_phase2)},
+            **common_train,
+        },
+        tokenizer,
+    )
     return p1, p2
 
 
-def _evaluate_phases(s: DemoSettings, eval_dir: Path, tasks, train_vs, held, p1, p2, tokenizer, timings) -> dict:
+def _evaluate_phases(
+    s: DemoSettings, eval_dir: Path, tasks, train_vs, held, p1, p2, tokenizer, timings
+) -> dict:
     """Phase I on its variants; the held-out variant before (a training domain's prompt) and after Phase II."""
     from ..policy import XVLAPolicy
 
@@ -231,9 +314,12 @@ def _evaluate_phases(s: DemoSettings, eval_dir: Path, tasks, train_vs, held, p1,
     adapted = XVLAPolicy.from_pretrained(p2.final_model_dir, tokenizer=tokenizer)
     results: dict[str, dict] = {}
     for i, v in enumerate(train_vs):
-        results[f"phase1/{v.name}"] = _eval(s, phase1, tasks, v, eval_dir / f"phase1_{v.name}", videos=int(i == 0))
-    results[f"before/{held.name}"] = _eval(s, phase1, tasks, held, eval_dir / f"before_{held.name}",
-                                           domain_id=train_vs[0].domain_id)  # fmt: skip
+        results[f"phase1/{v.name}"] = _eval(
+            s, phase1, tasks, v, eval_dir / f"phase1_{v.name}", videos=int(i == 0)
+        )
+    results[f"before/{held.name}"] = _eval(
+        s, phase1, tasks, held, eval_dir / f"before_{held.name}", domain_id=train_vs[0].domain_id
+    )
     results[f"after/{held.name}"] = _eval(s, adapted, tasks, held, eval_dir / f"after_{held.name}", videos=1)
     timings["eval_s"] = time.perf_counter() - t
     return results
@@ -252,24 +338,36 @@ def _rows(results: dict, train_vs, held, summary, tasks) -> list[dict]:
     rows = []
     for key, rep in results.items():
         stage, variant = key.split("/", 1)
-        label = {"phase1": "Phase I policy (training variant)",
-                 "before": "Phase I policy, before adaptation (held-out; first training variant's prompt)",
-                 "after": "after Phase II prompt adaptation (held-out)"}[stage]  # fmt: skip
+        label = {
+            "phase1": "Phase I policy (training variant)",
+            "before": "Phase I policy, before adaptation (held-out; first training variant's prompt)",
+            "after": "after Phase II prompt adaptation (held-out)",
+        }[stage]
         o = rep["overall"]
         expert = summary["variants"].get(variant, {}).get("tasks", {})
         tried = sum(t["attempts"] for t in expert.values())
         kept = sum(t["episodes"] for t in expert.values())
-        rows.append({
-            "stage": stage, "label": label, "variant": variant, "successes": o["successes"], "episodes": o["episodes"],
-            "success_rate": o["success_rate"], "ci95": o["ci95"],
-            "per_task": {t: rep["per_task"][t]["successes"] for t in tasks},
-            "expert": [kept, tried],
-        })  # fmt: skip
+        rows.append(
+            {
+                "stage": stage,
+                "label": label,
+                "variant": variant,
+                "successes": o["successes"],
+                "episodes": o["episodes"],
+                "success_rate": o["success_rate"],
+                "ci95": o["ci95"],
+                "per_task": {t: rep["per_task"][t]["successes"] for t in tasks},
+                "expert": [kept, tried],
+            }
+        )
     return rows
 
 
 def results_table(rows: list[dict]) -> str:
-    lines = ["| stage | variant | success | 95% CI | per task | expert (demos) |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| stage | variant | success | 95% CI | per task | expert (demos) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lo, hi = r["ci95"]
         per = ", ".join(f"{t.removesuffix('-v3')} {k}" for t, k in r["per_task"].items())
@@ -412,8 +510,18 @@ def after_domain(info: dict) -> int:
 
 
 def _flags(s: dict) -> list[str]:
-    names = ("output", "tasks", "train_variants", "heldout_variant", "episodes_per_task", "steps_phase1",
-             "steps_phase2", "eval_episodes", "image_size", "seed")  # fmt: skip
+    names = (
+        "output",
+        "tasks",
+        "train_variants",
+        "heldout_variant",
+        "episodes_per_task",
+        "steps_phase1",
+        "steps_phase2",
+        "eval_episodes",
+        "image_size",
+        "seed",
+    )
     return [f"--{n.replace('_', '-')} {s[n]}" for n in names]
 
 

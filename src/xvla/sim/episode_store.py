@@ -22,8 +22,13 @@ class EpisodeStore:
     ``settings`` are the values that change an episode's outcome; ``overwrite`` starts again, deleting
     the episodes and the ``derived`` files made from them (the reports)."""
 
-    def __init__(self, folder: str | Path, settings: Mapping[str, Any], overwrite: bool = False,
-                 derived: Iterable[str] = ()):  # fmt: skip
+    def __init__(
+        self,
+        folder: str | Path,
+        settings: Mapping[str, Any],
+        overwrite: bool = False,
+        derived: Iterable[str] = (),
+    ):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / EPISODES_FILE

@@ -40,9 +40,15 @@ EXPERT = "expert"
 
 @dataclass
 class EvalConfig:
-    policy: str = field(metadata={"help": "checkpoint folder or Hub id, or 'expert' (Meta-World's scripted policies)"})
-    tasks: str | list[str] = field(default="mt10", metadata={"help": "task set (mt10, mt50, easy) or comma-separated names"})
-    variant: str | EmbodimentVariant = field(default="sawyer", metadata={"help": "embodiment variant name or JSON file"})
+    policy: str = field(
+        metadata={"help": "checkpoint folder or Hub id, or 'expert' (Meta-World's scripted policies)"}
+    )
+    tasks: str | list[str] = field(
+        default="mt10", metadata={"help": "task set (mt10, mt50, easy) or comma-separated names"}
+    )
+    variant: str | EmbodimentVariant = field(
+        default="sawyer", metadata={"help": "embodiment variant name or JSON file"}
+    )
     episodes_per_task: int = field(default=10, metadata={"help": "episodes per task"})
     seed: int = field(default=1000, metadata={"help": "base seed of the layouts and noise"})
     num_envs: int = field(default=2, metadata={"help": "parallel simulator processes"})
@@ -50,21 +56,50 @@ class EvalConfig:
     videos: int = field(default=3, metadata={"help": "episodes saved as mp4"})
     output: str = field(default="outputs/eval", metadata={"help": "results folder (JSON, markdown, videos)"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
-    dtype: str | None = field(default=None, metadata={"help": "float32 or bfloat16 (default: the checkpoint's)"})
-    fast: bool = field(default=False, metadata={"help": "the fastest correct setting for this machine (`xvla info --hardware`); explicit --dtype/--quantize/--compile win"})
-    compile: bool | None = field(default=None, metadata={"help": "the fast path (compiled graphs; default: off, or --fast's choice)"})
-    quantize: str | None = field(default=None, metadata={"help": "int8: int8 linear layers (CPU; use with --compile)"})
-    domain_id: int | None = field(default=None, metadata={"help": "default: the domain the checkpoint trained for this variant"})
-    n_action_steps: int | None = field(default=None, metadata={"help": "actions executed per chunk (default: the checkpoint's)"})
+    dtype: str | None = field(
+        default=None, metadata={"help": "float32 or bfloat16 (default: the checkpoint's)"}
+    )
+    fast: bool = field(
+        default=False,
+        metadata={
+            "help": "the fastest correct setting for this machine (`xvla info --hardware`); explicit --dtype/--quantize/--compile win"
+        },
+    )
+    compile: bool | None = field(
+        default=None, metadata={"help": "the fast path (compiled graphs; default: off, or --fast's choice)"}
+    )
+    quantize: str | None = field(
+        default=None, metadata={"help": "int8: int8 linear layers (CPU; use with --compile)"}
+    )
+    domain_id: int | None = field(
+        default=None, metadata={"help": "default: the domain the checkpoint trained for this variant"}
+    )
+    n_action_steps: int | None = field(
+        default=None, metadata={"help": "actions executed per chunk (default: the checkpoint's)"}
+    )
     denoising_steps: int | None = field(default=None, metadata={"help": "default: the checkpoint's"})
-    action_horizon_s: float | None = field(default=None, metadata={"help": "the chunk spans this many seconds (if trained so)"})
-    image_size: int | None = field(default=None, metadata={"help": "camera size in pixels (default: the variant's)"})
-    key_map: dict[str, str] = field(default_factory=dict, metadata={"help": "model key=simulator key pairs, comma-separated"})
-    privileged_state: bool = field(default=False, metadata={"help": "append object and goal positions to the state (for policies trained so)"})
+    action_horizon_s: float | None = field(
+        default=None, metadata={"help": "the chunk spans this many seconds (if trained so)"}
+    )
+    image_size: int | None = field(
+        default=None, metadata={"help": "camera size in pixels (default: the variant's)"}
+    )
+    key_map: dict[str, str] = field(
+        default_factory=dict, metadata={"help": "model key=simulator key pairs, comma-separated"}
+    )
+    privileged_state: bool = field(
+        default=False,
+        metadata={"help": "append object and goal positions to the state (for policies trained so)"},
+    )
     start_method: str | None = None
     progress: bool = field(default=True, metadata={"help": "progress bar"})
-    execution: str = field(default="sync", metadata={"help": "how chunks are executed while the next one is computed: "
-                                                    "sync, replace, blend, ensemble or rtc (docs/realtime.md)"})
+    execution: str = field(
+        default="sync",
+        metadata={
+            "help": "how chunks are executed while the next one is computed: "
+            "sync, replace, blend, ensemble or rtc (docs/realtime.md)"
+        },
+    )
     delay_steps: int = field(default=0, metadata={"help": "simulated inference delay, in control steps"})
 
     def __post_init__(self) -> None:
@@ -93,7 +128,11 @@ def load_policy(config: EvalConfig):
 
     overrides = {"dtype": config.dtype} if config.dtype else {}
     return XVLAPolicy.from_pretrained(
-        config.policy, device=config.device, compile=config.compile, quantize=config.quantize, fast=config.fast,
+        config.policy,
+        device=config.device,
+        compile=config.compile,
+        quantize=config.quantize,
+        fast=config.fast,
         **overrides,
     )
 
@@ -145,8 +184,10 @@ def save_videos(results: list[EpisodeResult], out: Path, fps: int) -> list[str]:
 def markdown_table(report: dict[str, Any]) -> str:
     s = report["settings"]
     title = f"Evaluation: {s['policy']} on variant `{s['variant']['name']}` (domain {s['domain_id']})"
-    caption = (f"{s['episodes_per_task']} episodes per task, seed {s['seed']}, at most {s['max_steps']} steps; "
-               "success rate with a 95% Wilson interval.")  # fmt: skip
+    caption = (
+        f"{s['episodes_per_task']} episodes per task, seed {s['seed']}, at most {s['max_steps']} steps; "
+        "success rate with a 95% Wilson interval."
+    )
     return report_table(title, caption, report, instructions=False, decimals=0)
 
 
@@ -155,7 +196,9 @@ def eval_domain(policy: Any, config: EvalConfig) -> tuple[int, str]:
     variant = config.variant
     if getattr(policy, "config", None) is None:  # the scripted experts take no domain
         return (variant.domain_id if config.domain_id is None else config.domain_id), "scripted expert"
-    return resolve_domain(policy.config, config.domain_id, variant.domain_id, f"variant {variant.name!r}", variant.name)
+    return resolve_domain(
+        policy.config, config.domain_id, variant.domain_id, f"variant {variant.name!r}", variant.name
+    )
 
 
 def evaluate(config: EvalConfig, policy: Any = None) -> dict[str, Any]:
@@ -167,13 +210,23 @@ def evaluate(config: EvalConfig, policy: Any = None) -> dict[str, Any]:
     logger.info("evaluating domain %d (%s)", domain, why)
     specs = episode_specs(config.tasks, config.episodes_per_task, config.seed, config.videos)
     results, timings = run_rollouts(
-        policy, specs, variant,
-        num_envs=config.num_envs, max_steps=config.max_steps, domain_id=domain,
-        n_action_steps=config.n_action_steps, denoising_steps=config.denoising_steps,
-        action_horizon_s=config.action_horizon_s, noise_seed=config.seed, privileged_state=config.privileged_state,
-        start_method=config.start_method, progress=config.progress, key_map=config.key_map,
-        execution=config.execution, delay_steps=config.delay_steps,
-    )  # fmt: skip
+        policy,
+        specs,
+        variant,
+        num_envs=config.num_envs,
+        max_steps=config.max_steps,
+        domain_id=domain,
+        n_action_steps=config.n_action_steps,
+        denoising_steps=config.denoising_steps,
+        action_horizon_s=config.action_horizon_s,
+        noise_seed=config.seed,
+        privileged_state=config.privileged_state,
+        start_method=config.start_method,
+        progress=config.progress,
+        key_map=config.key_map,
+        execution=config.execution,
+        delay_steps=config.delay_steps,
+    )
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     videos = save_videos(results, out, variant.fps)
@@ -185,10 +238,16 @@ def evaluate(config: EvalConfig, policy: Any = None) -> dict[str, Any]:
         "settings": settings,
         **summarize(outcomes, {task: instruction(task) for task in config.tasks}),
         "episodes": [
-            {"task": r.task, "index": r.index, "seed": r.seed, "success": r.success, "length": r.length,
-             "motion": r.motion}
+            {
+                "task": r.task,
+                "index": r.index,
+                "seed": r.seed,
+                "success": r.success,
+                "length": r.length,
+                "motion": r.motion,
+            }
             for r in results
-        ],  # fmt: skip
+        ],
         "videos": videos,
         "timing": {
             "wall_s": round(time.perf_counter() - start, 2),

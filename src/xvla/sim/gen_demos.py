@@ -39,17 +39,30 @@ PRIVILEGED_NAMES = STATE_NAMES + [f"object_{i}" for i in range(14)] + ["goal_x",
 
 @dataclass
 class DemoConfig:
-    output: str = field(default="outputs/demos", metadata={"help": "folder for the datasets (one per variant)"})
-    tasks: str | list[str] = field(default="mt10", metadata={"help": "task set (mt10, mt50, easy) or comma-separated names"})
+    output: str = field(
+        default="outputs/demos", metadata={"help": "folder for the datasets (one per variant)"}
+    )
+    tasks: str | list[str] = field(
+        default="mt10", metadata={"help": "task set (mt10, mt50, easy) or comma-separated names"}
+    )
     variants: str | list[EmbodimentVariant] = field(
-        default="sawyer", metadata={"help": "comma-separated variant names or JSON files, or 'all'"})
-    episodes_per_task: int = field(default=10, metadata={"help": "successful demonstrations kept per task and variant"})
+        default="sawyer", metadata={"help": "comma-separated variant names or JSON files, or 'all'"}
+    )
+    episodes_per_task: int = field(
+        default=10, metadata={"help": "successful demonstrations kept per task and variant"}
+    )
     seed: int = field(default=0, metadata={"help": "base seed of the layouts"})
     workers: int = field(default=2, metadata={"help": "parallel simulator processes"})
     max_steps: int = field(default=200, metadata={"help": "actions per episode before an episode is dropped"})
-    image_size: int | tuple[int, int] | None = field(default=None, metadata={"help": "camera size (default: the variant's)"})
-    max_attempts_factor: float = field(default=3.0, metadata={"help": "at most this many attempts per kept episode"})
-    privileged_state: bool = field(default=False, metadata={"help": "append object and goal positions to the state"})
+    image_size: int | tuple[int, int] | None = field(
+        default=None, metadata={"help": "camera size (default: the variant's)"}
+    )
+    max_attempts_factor: float = field(
+        default=3.0, metadata={"help": "at most this many attempts per kept episode"}
+    )
+    privileged_state: bool = field(
+        default=False, metadata={"help": "append object and goal positions to the state"}
+    )
     overwrite: bool = field(default=False, metadata={"help": "replace existing datasets"})
     start_method: str | None = None  # multiprocessing start method (default: fork where available)
     progress: bool = field(default=True, metadata={"help": "progress bar"})
@@ -253,11 +266,14 @@ class _Collection:
         self.config = config
         self.writers = {
             v.name: LeRobotDatasetWriter.create(
-                config.dataset_dir(v), fps=v.fps, features=dataset_features(v, config.privileged_state),
-                robot_type=f"metaworld-{v.name}", overwrite=config.overwrite,
+                config.dataset_dir(v),
+                fps=v.fps,
+                features=dataset_features(v, config.privileged_state),
+                robot_type=f"metaworld-{v.name}",
+                overwrite=config.overwrite,
             )
             for v in config.variants
-        }  # fmt: skip
+        }
         self.by_name = {v.name: v for v in config.variants}
         self.needed = {(v.name, t): config.episodes_per_task for v in config.variants for t in config.tasks}
         self.next_index = dict.fromkeys(self.needed, 0)
@@ -273,8 +289,17 @@ class _Collection:
         for (vname, task), missing in self.needed.items():
             room = self.budget - self.attempts[(vname, task)]
             for _ in range(min(missing, room)):
-                jobs.append((self.by_name[vname].to_dict(), task, self.next_index[(vname, task)], cfg.seed,
-                             cfg.max_steps, cfg.privileged_state, vname))  # fmt: skip
+                jobs.append(
+                    (
+                        self.by_name[vname].to_dict(),
+                        task,
+                        self.next_index[(vname, task)],
+                        cfg.seed,
+                        cfg.max_steps,
+                        cfg.privileged_state,
+                        vname,
+                    )
+                )
                 self.next_index[(vname, task)] += 1
                 self.attempts[(vname, task)] += 1
         return jobs
@@ -289,9 +314,14 @@ class _Collection:
         writer = self.writers[vname]
         _write_episode(writer, self.by_name[vname], result)
         self.records[vname].append(
-            {"episode_index": writer.num_episodes - 1, "task": task, "layout_index": result["index"],
-             "seed": result["seed"], "length": result["length"]}
-        )  # fmt: skip
+            {
+                "episode_index": writer.num_episodes - 1,
+                "task": task,
+                "layout_index": result["index"],
+                "seed": result["seed"],
+                "length": result["length"],
+            }
+        )
         self.needed[(vname, task)] -= 1
         self.saved += 1
         self.bar.update(1)

@@ -64,13 +64,21 @@ ALL_TASKS: tuple[str, ...] = tuple(INSTRUCTIONS)
 
 TASK_SETS: dict[str, tuple[str, ...]] = {
     "mt10": (
-        "reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-open-v3", "drawer-close-v3",
-        "button-press-topdown-v3", "peg-insert-side-v3", "window-open-v3", "window-close-v3",
+        "reach-v3",
+        "push-v3",
+        "pick-place-v3",
+        "door-open-v3",
+        "drawer-open-v3",
+        "drawer-close-v3",
+        "button-press-topdown-v3",
+        "peg-insert-side-v3",
+        "window-open-v3",
+        "window-close-v3",
     ),
     "mt50": ALL_TASKS,
     # Tasks the experts solve quickly (short episodes): what the CPU demo trains on.
     "easy": ("reach-v3", "button-press-topdown-v3", "drawer-close-v3", "door-open-v3", "window-open-v3"),
-}  # fmt: skip
+}
 
 
 def instruction(task: str) -> str:

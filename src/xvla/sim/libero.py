@@ -45,7 +45,13 @@ import numpy as np  # noqa: E402
 
 SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
 # Policy steps per episode (settle steps not counted), as in the official X-VLA client.
-MAX_STEPS = {"libero_spatial": 800, "libero_object": 800, "libero_goal": 800, "libero_10": 900, "libero_90": 800}
+MAX_STEPS = {
+    "libero_spatial": 800,
+    "libero_object": 800,
+    "libero_goal": 800,
+    "libero_10": 900,
+    "libero_90": 800,
+}
 SETTLE_STEPS = 10
 SETTLE_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
 SEED_OFFSET = 142  # env.seed(142 + episode): the official client's init_seed 42 + 100
@@ -132,8 +138,10 @@ class _DropMacroAdvice(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (message.startswith(("No private macro file", "It is recommended to use a private macro"))
-                    or "setup_macros.py" in message)  # fmt: skip
+        return not (
+            message.startswith(("No private macro file", "It is recommended to use a private macro"))
+            or "setup_macros.py" in message
+        )
 
 
 def quiet_robosuite() -> None:
@@ -228,7 +236,9 @@ def suite_tasks(suite: str) -> list[str]:
 
 def _check_state_source(value: str) -> str:
     if value not in STATE_SOURCES:
-        raise ValueError(f"state_source={value!r} is unknown; choose 'open_loop' (official) or 'measured' (LeRobot)")
+        raise ValueError(
+            f"state_source={value!r} is unknown; choose 'open_loop' (official) or 'measured' (LeRobot)"
+        )
     return value
 
 
@@ -250,7 +260,9 @@ def libero_env_observation(raw: dict[str, Any], ee_pos: Any, ee_ori_mat: Any) ->
     return out
 
 
-def libero_observation(observation: dict[str, Any], main_camera: str = "observation.images.image") -> dict[str, Any]:
+def libero_observation(
+    observation: dict[str, Any], main_camera: str = "observation.images.image"
+) -> dict[str, Any]:
     """LIBERO observation -> X-VLA inputs (the processor the released LIBERO checkpoints expect).
 
     - ``observation.robot_state`` = {"eef": {"pos": [B, 3], "mat": [B, 3, 3]}, ...} becomes
@@ -295,7 +307,9 @@ def _rotate_180(image: Any, key: str) -> Any:
 
     tensor = torch.as_tensor(image)
     if tensor.dim() not in (3, 4) or tensor.shape[-3] not in (1, 3):
-        raise ValueError(f"'{key}': an image tensor must be 3xHxW or Bx3xHxW, got shape {tuple(tensor.shape)}")
+        raise ValueError(
+            f"'{key}': an image tensor must be 3xHxW or Bx3xHxW, got shape {tuple(tensor.shape)}"
+        )
     return torch.flip(tensor, dims=[-2, -1])
 
 
@@ -319,7 +333,9 @@ class LiberoEnv(gym.Env):
         self.suite = check_suite(suite)
         self._bench = get_suite(suite)
         if not 0 <= int(task_id) < self._bench.n_tasks:
-            raise ValueError(f"task_id={task_id} is out of range: {suite} has tasks 0-{self._bench.n_tasks - 1}")
+            raise ValueError(
+                f"task_id={task_id} is out of range: {suite} has tasks 0-{self._bench.n_tasks - 1}"
+            )
         self.task_id = int(task_id)
         task = self._bench.get_task(self.task_id)
         self.task_name, self.instruction = task.name, task.language
@@ -331,11 +347,13 @@ class LiberoEnv(gym.Env):
         self.render_mode = render_mode
         self.init_states = np.asarray(self._bench.get_task_init_states(self.task_id))
         size = (self.camera_size, self.camera_size, 3)
-        self.observation_space = gym.spaces.Dict({
-            IMAGE_KEY: gym.spaces.Box(0, 255, size, np.uint8),
-            WRIST_KEY: gym.spaces.Box(0, 255, size, np.uint8),
-            "observation.state": gym.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
-        })  # fmt: skip
+        self.observation_space = gym.spaces.Dict(
+            {
+                IMAGE_KEY: gym.spaces.Box(0, 255, size, np.uint8),
+                WRIST_KEY: gym.spaces.Box(0, 255, size, np.uint8),
+                "observation.state": gym.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
+            }
+        )
         # A model row (>= 10 values) or a 7-D absolute env action; the box is the env action's.
         self.action_space = gym.spaces.Box(-np.inf, np.inf, (ENV_ACTION_DIM,), np.float64)
         self._env = None
@@ -418,8 +436,10 @@ class LiberoEnv(gym.Env):
 
         flip = IMAGE_CONVENTION_MAPPING[macros.IMAGE_CONVENTION]
         size = self.camera_size
-        frames = [env.sim.render(camera_name=c, width=size, height=size, depth=False)[::flip] for c in
-                  (MAIN_CAMERA, WRIST_CAMERA)]  # fmt: skip
+        frames = [
+            env.sim.render(camera_name=c, width=size, height=size, depth=False)[::flip]
+            for c in (MAIN_CAMERA, WRIST_CAMERA)
+        ]
         return np.ascontiguousarray(frames[0]), np.ascontiguousarray(frames[1])
 
     def state(self) -> np.ndarray:
@@ -437,8 +457,9 @@ class LiberoEnv(gym.Env):
             _, get_libero_path, offscreen_env = _import_libero()
             task = self._bench.get_task(self.task_id)
             bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
-            self._env = offscreen_env(bddl_file_name=bddl, camera_heights=self.camera_size,
-                                      camera_widths=self.camera_size)  # fmt: skip
+            self._env = offscreen_env(
+                bddl_file_name=bddl, camera_heights=self.camera_size, camera_widths=self.camera_size
+            )
             # Frames are rendered on demand (render_cameras): skip robosuite's per-step camera observables.
             for camera in (MAIN_CAMERA, WRIST_CAMERA):
                 self._env.env.modify_observable(f"{camera}_image", "enabled", False)
@@ -461,8 +482,14 @@ class LiberoEnv(gym.Env):
         return obs
 
     def _info(self, success: bool) -> dict[str, Any]:
-        return {"success": bool(success), "task": self.instruction, "task_id": self.task_id,
-                "suite": self.suite, "episode": self.episode, "steps": self._steps}  # fmt: skip
+        return {
+            "success": bool(success),
+            "task": self.instruction,
+            "task_id": self.task_id,
+            "suite": self.suite,
+            "episode": self.episode,
+            "steps": self._steps,
+        }
 
 
 def axis_angle_to_matrix(axis_angle: np.ndarray) -> np.ndarray:

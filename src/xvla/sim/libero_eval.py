@@ -41,40 +41,93 @@ from .report import markdown_table as report_table
 logger = logging.getLogger(__name__)
 
 # Settings that change the outcome of an episode: a resumed run must match them.
-PROTOCOL_FIELDS = ("policy", "policy_url", "suite", "max_steps", "state_source", "seed", "domain_id",
-                   "n_action_steps", "denoising_steps", "settle_steps", "camera_size")  # fmt: skip
+PROTOCOL_FIELDS = (
+    "policy",
+    "policy_url",
+    "suite",
+    "max_steps",
+    "state_source",
+    "seed",
+    "domain_id",
+    "n_action_steps",
+    "denoising_steps",
+    "settle_steps",
+    "camera_size",
+)
 
 
 @dataclass
 class LiberoEvalConfig:
-    policy: str | None = field(default=None, metadata={"help": "checkpoint folder or Hub id (in-process policy)"})
-    policy_url: str | None = field(default=None, metadata={"help": "or the URL of a running `xvla serve` (POST /act)"})
-    suite: str = field(default="libero_spatial", metadata={"help": "libero_spatial, libero_object, libero_goal or libero_10"})
-    tasks: list[int] | None = field(default=None, metadata={"help": "task ids, comma-separated (default: every task of the suite)"})
+    policy: str | None = field(
+        default=None, metadata={"help": "checkpoint folder or Hub id (in-process policy)"}
+    )
+    policy_url: str | None = field(
+        default=None, metadata={"help": "or the URL of a running `xvla serve` (POST /act)"}
+    )
+    suite: str = field(
+        default="libero_spatial", metadata={"help": "libero_spatial, libero_object, libero_goal or libero_10"}
+    )
+    tasks: list[int] | None = field(
+        default=None, metadata={"help": "task ids, comma-separated (default: every task of the suite)"}
+    )
     episodes_per_task: int = field(default=50, metadata={"help": "episodes per task (the protocol's 50)"})
     num_envs: int = field(default=4, metadata={"help": "parallel simulator processes"})
-    max_steps: int | None = field(default=None, metadata={"help": "actions per episode (default: the suite's, 800; libero_10 900)"})
-    state_source: str = field(default="open_loop", metadata={"help": "open_loop (the previous chunk's last action after the first query) or measured; see docs/libero.md"})
-    seed: int = field(default=0, metadata={"help": "flow-matching noise; scenes follow the protocol (init state i, env seed 142 + i)"})
-    domain_id: int | None = field(default=None, metadata={"help": "default: the checkpoint's LIBERO domain if its table names one, else 3"})
-    n_action_steps: int | None = field(default=None, metadata={"help": "actions executed per chunk (default: the whole chunk, 30 for the released checkpoints)"})
-    denoising_steps: int | None = field(default=None, metadata={"help": "default: the policy's (10 for the released checkpoints)"})
+    max_steps: int | None = field(
+        default=None, metadata={"help": "actions per episode (default: the suite's, 800; libero_10 900)"}
+    )
+    state_source: str = field(
+        default="open_loop",
+        metadata={
+            "help": "open_loop (the previous chunk's last action after the first query) or measured; see docs/libero.md"
+        },
+    )
+    seed: int = field(
+        default=0,
+        metadata={"help": "flow-matching noise; scenes follow the protocol (init state i, env seed 142 + i)"},
+    )
+    domain_id: int | None = field(
+        default=None,
+        metadata={"help": "default: the checkpoint's LIBERO domain if its table names one, else 3"},
+    )
+    n_action_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "actions executed per chunk (default: the whole chunk, 30 for the released checkpoints)"
+        },
+    )
+    denoising_steps: int | None = field(
+        default=None, metadata={"help": "default: the policy's (10 for the released checkpoints)"}
+    )
     settle_steps: int = field(default=10, metadata={"help": "no-op steps after a reset while objects settle"})
     camera_size: int = field(default=256, metadata={"help": "render size in pixels"})
     videos: int = field(default=3, metadata={"help": "episodes saved as mp4 (episode 0 of the first tasks)"})
-    output: str = field(default="outputs/libero", metadata={"help": "results folder (resumed if it holds a run)"})
+    output: str = field(
+        default="outputs/libero", metadata={"help": "results folder (resumed if it holds a run)"}
+    )
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
-    fast: bool = field(default=False, metadata={"help": "the fastest correct setting for this machine (`xvla info --hardware`)"})
+    fast: bool = field(
+        default=False,
+        metadata={"help": "the fastest correct setting for this machine (`xvla info --hardware`)"},
+    )
     overwrite: bool = field(default=False, metadata={"help": "start again instead of resuming"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
-    start_method: str = field(default="spawn", metadata={"help": "multiprocessing start method: workers never inherit this process's torch threads or GL state"})
+    start_method: str = field(
+        default="spawn",
+        metadata={
+            "help": "multiprocessing start method: workers never inherit this process's torch threads or GL state"
+        },
+    )
 
     def __post_init__(self) -> None:
         check_suite(self.suite)
         if self.policy is not None and self.policy_url is not None:
-            raise ValueError("give one of policy (a checkpoint path or Hub id) and policy_url (a running server), not both")
+            raise ValueError(
+                "give one of policy (a checkpoint path or Hub id) and policy_url (a running server), not both"
+            )
         if self.state_source not in STATE_SOURCES:
-            raise ValueError(f"state_source={self.state_source!r}: choose 'open_loop' (official) or 'measured' (LeRobot)")
+            raise ValueError(
+                f"state_source={self.state_source!r}: choose 'open_loop' (official) or 'measured' (LeRobot)"
+            )
         for name in ("episodes_per_task", "num_envs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
@@ -86,7 +139,9 @@ class LiberoEvalConfig:
             raise ValueError(f"max_steps={self.max_steps} must be >= 1")
 
 
-NO_POLICY = "no policy: give --policy.path (a checkpoint folder or Hub id) or --policy.url (a running `xvla serve`)"
+NO_POLICY = (
+    "no policy: give --policy.path (a checkpoint folder or Hub id) or --policy.url (a running `xvla serve`)"
+)
 
 
 def load_policy(cfg: LiberoEvalConfig) -> Any:
@@ -124,9 +179,11 @@ def check_domain_id(domain_id: int, description: str, expected: int = 3) -> str 
     if domain_id == expected or "libero" not in description.lower():
         return None
     name = released_domain_name(domain_id) or "unused by the released base"
-    message = (f"domain_id={domain_id} ({name}) on a checkpoint whose name or config mentions LIBERO: it was "
-               f"trained with domain id {expected} for LIBERO (the released base's table: 3); pass --domain-id "
-               f"{expected} unless you fine-tuned on another id")  # fmt: skip
+    message = (
+        f"domain_id={domain_id} ({name}) on a checkpoint whose name or config mentions LIBERO: it was "
+        f"trained with domain id {expected} for LIBERO (the released base's table: 3); pass --domain-id "
+        f"{expected} unless you fine-tuned on another id"
+    )
     warnings.warn(message, DomainIdWarning, stacklevel=2)
     return message
 
@@ -134,9 +191,11 @@ def check_domain_id(domain_id: int, description: str, expected: int = 3) -> str 
 def markdown_table(report: dict[str, Any]) -> str:
     s = report["settings"]
     who = s["policy"] or s["policy_url"] or "a policy object"
-    caption = (f"{s['episodes_per_task']} episodes per task (init states 0-{s['episodes_per_task'] - 1}, env seed 142 + "
-               f"episode), at most {s['max_steps']} steps, state `{s['state_source']}`, domain {s['domain_id']}; success "
-               "with a 95% Wilson interval.")  # fmt: skip
+    caption = (
+        f"{s['episodes_per_task']} episodes per task (init states 0-{s['episodes_per_task'] - 1}, env seed 142 + "
+        f"episode), at most {s['max_steps']} steps, state `{s['state_source']}`, domain {s['domain_id']}; success "
+        "with a 95% Wilson interval."
+    )
     return report_table(f"LIBERO `{s['suite']}`: {who}", caption, report, instructions=True, decimals=1)
 
 
@@ -152,7 +211,9 @@ def evaluate_libero(cfg: LiberoEvalConfig, policy: Any = None) -> dict[str, Any]
     try:
         expected = libero_domain(policy, None)
         cfg = replace(cfg, domain_id=libero_domain(policy, cfg.domain_id))
-        domain_warning = check_domain_id(cfg.domain_id, f"{cfg.policy or ''} {policy_description(policy)}", expected)
+        domain_warning = check_domain_id(
+            cfg.domain_id, f"{cfg.policy or ''} {policy_description(policy)}", expected
+        )
         settings = {k: getattr(cfg, k) for k in PROTOCOL_FIELDS}
         store = EpisodeStore(cfg.output, settings, cfg.overwrite, derived=(RESULTS_JSON, RESULTS_MD))
         specs = episode_specs(task_ids, cfg.episodes_per_task, cfg.videos)
@@ -169,8 +230,9 @@ def evaluate_libero(cfg: LiberoEvalConfig, policy: Any = None) -> dict[str, Any]
     return report
 
 
-def _run_missing(policy: Any, specs: list[EpisodeSpec], cfg: LiberoEvalConfig, instructions: list[str],
-                 store: EpisodeStore) -> tuple[dict[str, float], int]:  # fmt: skip
+def _run_missing(
+    policy: Any, specs: list[EpisodeSpec], cfg: LiberoEvalConfig, instructions: list[str], store: EpisodeStore
+) -> tuple[dict[str, float], int]:
     """The episodes not in the store yet, with a progress bar that counts the stored ones as done."""
     from .gen_demos import progress_bar
 
@@ -210,8 +272,15 @@ def _task_ids(tasks: list[int] | None, n_tasks: int, suite: str) -> list[int]:
     return ids
 
 
-def _report(cfg: LiberoEvalConfig, records: list[dict], task_ids: list[int], instructions: list[str],
-            timing: dict, wall_s: float, ran: int) -> dict[str, Any]:  # fmt: skip
+def _report(
+    cfg: LiberoEvalConfig,
+    records: list[dict],
+    task_ids: list[int],
+    instructions: list[str],
+    timing: dict,
+    wall_s: float,
+    ran: int,
+) -> dict[str, Any]:
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "overwrite")}
     settings["tasks"] = task_ids
     steps = max(int(timing["env_steps"]), 1)

@@ -60,13 +60,21 @@ class _Slot:
     chunks: int = 0
 
 
-def run_episodes(policy: Any, specs: list[EpisodeSpec], cfg: LiberoEvalConfig, instructions: list[str],
-                 store: EpisodeStore, bar: Any) -> dict[str, float]:  # fmt: skip
+def run_episodes(
+    policy: Any,
+    specs: list[EpisodeSpec],
+    cfg: LiberoEvalConfig,
+    instructions: list[str],
+    store: EpisodeStore,
+    bar: Any,
+) -> dict[str, float]:
     """Run ``specs`` in ``cfg.num_envs`` simulators, storing each result as it finishes; return timings."""
     pending = deque(specs)
     timing = {"policy_s": 0.0, "env_s": 0.0, "chunks": 0, "env_steps": 0}
     context = mp.get_context(cfg.start_method)
-    with WorkerPool(min(cfg.num_envs, len(specs)), LiberoWorker, _worker_kwargs(cfg), context=context) as pool:
+    with WorkerPool(
+        min(cfg.num_envs, len(specs)), LiberoWorker, _worker_kwargs(cfg), context=context
+    ) as pool:
         slots = [_Slot(conn) for conn in pool.conns]
         _start(slots, pending)
         while any(s.spec is not None for s in slots):
@@ -84,9 +92,14 @@ def run_episodes(policy: Any, specs: list[EpisodeSpec], cfg: LiberoEvalConfig, i
 
 
 def _worker_kwargs(cfg: LiberoEvalConfig) -> dict[str, Any]:
-    return dict(suite=cfg.suite, state_source=cfg.state_source, max_steps=cfg.max_steps,
-                settle_steps=cfg.settle_steps, camera_size=cfg.camera_size,
-                video_dir=str(Path(cfg.output) / "videos"))  # fmt: skip
+    return dict(
+        suite=cfg.suite,
+        state_source=cfg.state_source,
+        max_steps=cfg.max_steps,
+        settle_steps=cfg.settle_steps,
+        camera_size=cfg.camera_size,
+        video_dir=str(Path(cfg.output) / "videos"),
+    )
 
 
 def _batch(slots: list[_Slot], instructions: list[str], domain_id: int) -> dict[str, Any]:
@@ -99,8 +112,14 @@ def _batch(slots: list[_Slot], instructions: list[str], domain_id: int) -> dict[
     }
 
 
-def _execute(active: list[_Slot], chunk: np.ndarray, n_action_steps: int | None, store: EpisodeStore, bar: Any,
-             timing: dict) -> list[_Slot]:  # fmt: skip
+def _execute(
+    active: list[_Slot],
+    chunk: np.ndarray,
+    n_action_steps: int | None,
+    store: EpisodeStore,
+    bar: Any,
+    timing: dict,
+) -> list[_Slot]:
     """Every simulator runs its rows at once (sent before any reply is read); the slots whose episode ended."""
     for s, rows in zip(active, chunk, strict=True):
         s.conn.send(("chunk", rows[: n_action_steps or len(rows)]))
@@ -137,8 +156,17 @@ def _finish(slot: _Slot, success: bool, length: int, store: EpisodeStore, bar: A
     video = f"videos/{video_name(spec.task_id, spec.episode)}" if spec.record else None
     # The final state makes runs comparable beyond success (resume, server vs in-process).
     final = [round(float(v), 6) for v in slot.obs["observation.state"][:9]]
-    store.add({"task_id": spec.task_id, "episode": spec.episode, "success": bool(success), "length": int(length),
-               "chunks": slot.chunks, "final_state": final, "video": video})  # fmt: skip
+    store.add(
+        {
+            "task_id": spec.task_id,
+            "episode": spec.episode,
+            "success": bool(success),
+            "length": int(length),
+            "chunks": slot.chunks,
+            "final_state": final,
+            "video": video,
+        }
+    )
     timing["env_steps"] += int(length)
     done = list(store.records.values())
     wins = sum(r["success"] for r in done)

@@ -19,10 +19,22 @@ VIDEO_FPS = 20  # LIBERO's control frequency: videos play in real time
 class LiberoWorker:
     """Runs LIBERO episodes on command; one per process (or this process). Messages and replies are tuples."""
 
-    def __init__(self, suite: str, state_source: str, max_steps: int, settle_steps: int, camera_size: int,
-                 video_dir: str | None):  # fmt: skip
-        self.kwargs = dict(state_source=state_source, max_episode_steps=max_steps, settle_steps=settle_steps,
-                           camera_size=camera_size, render_images=False)  # fmt: skip
+    def __init__(
+        self,
+        suite: str,
+        state_source: str,
+        max_steps: int,
+        settle_steps: int,
+        camera_size: int,
+        video_dir: str | None,
+    ):
+        self.kwargs = dict(
+            state_source=state_source,
+            max_episode_steps=max_steps,
+            settle_steps=settle_steps,
+            camera_size=camera_size,
+            render_images=False,
+        )
         self.suite, self.video_dir = suite, video_dir
         self.env = None
         self.encoder = None

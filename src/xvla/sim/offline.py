@@ -33,11 +33,21 @@ logger = logging.getLogger(__name__)
 class OfflineEvalConfig:
     policy: str = field(metadata={"help": "checkpoint folder or Hub id"})
     dataset: str = field(metadata={"help": "LeRobot dataset folder or Hub id"})
-    output: str = field(default="outputs/eval_offline", metadata={"help": "results folder (metrics JSON and plots)"})
-    episodes: str | list[int] | None = field(default=None, metadata={"help": "e.g. 15-19 or 3,7,9 (default: all)"})
-    stride: int | None = field(default=None, metadata={"help": "frames between predictions (default: n_action_steps)"})
-    domain_id: int | None = field(default=None, metadata={"help": "default: the domain the checkpoint trained for this dataset"})
-    key_map: dict[str, str] = field(default_factory=dict, metadata={"help": "model key=dataset key pairs, comma-separated"})
+    output: str = field(
+        default="outputs/eval_offline", metadata={"help": "results folder (metrics JSON and plots)"}
+    )
+    episodes: str | list[int] | None = field(
+        default=None, metadata={"help": "e.g. 15-19 or 3,7,9 (default: all)"}
+    )
+    stride: int | None = field(
+        default=None, metadata={"help": "frames between predictions (default: n_action_steps)"}
+    )
+    domain_id: int | None = field(
+        default=None, metadata={"help": "default: the domain the checkpoint trained for this dataset"}
+    )
+    key_map: dict[str, str] = field(
+        default_factory=dict, metadata={"help": "model key=dataset key pairs, comma-separated"}
+    )
     plot_episodes: int = field(default=3, metadata={"help": "episodes to plot"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
     seed: int = field(default=0, metadata={"help": "seed of the flow-matching noise"})
@@ -56,17 +66,27 @@ def evaluate_offline(config: OfflineEvalConfig, policy: Any = None, tokenizer: A
         policy = XVLAPolicy.from_pretrained(config.policy, device=config.device, tokenizer=tokenizer)
     pcfg = policy.config
     root, ds, key, action_key = _open_dataset(config, pcfg)
-    domain, why = resolve_domain(pcfg, config.domain_id, dataset_domain(root), f"dataset {root.name!r}", root.name)
+    domain, why = resolve_domain(
+        pcfg, config.domain_id, dataset_domain(root), f"dataset {root.name!r}", root.name
+    )
     logger.info("domain %d: %s", domain, why)
     stride = config.stride or pcfg.n_action_steps
     width = int(math.prod(ds.meta.features[action_key]["shape"]))
     queries = _queries(ds, stride)
     pred, target, pad = _predict_along(policy, ds, queries, key, domain, config, action_key)
     if pred.shape[-1] < width:
-        raise ValueError(f"the policy predicts {pred.shape[-1]} action dims but the dataset's {action_key!r} has {width}")
+        raise ValueError(
+            f"the policy predicts {pred.shape[-1]} action dims but the dataset's {action_key!r} has {width}"
+        )
     report = {
-        "settings": {**asdict(config), "dataset_root": str(root), "domain_id": int(domain), "domain_reason": why, "stride": stride,
-                     "chunk_size": pcfg.chunk_size},  # fmt: skip
+        "settings": {
+            **asdict(config),
+            "dataset_root": str(root),
+            "domain_id": int(domain),
+            "domain_reason": why,
+            "stride": stride,
+            "chunk_size": pcfg.chunk_size,
+        },
         "predictions": len(queries),
         "episodes": [int(e) for e in ds.episodes],
         **_action_errors(pred, target, ~pad, width),
@@ -92,10 +112,17 @@ def _open_dataset(config: OfflineEvalConfig, pcfg: Any) -> tuple[Path, Any, dict
     known = {*model_cams, "observation.state", "action"}
     unknown = sorted(set(config.key_map) - known) if model_cams else []
     if unknown:
-        raise ValueError(f"--key-map names model keys {unknown} that this checkpoint does not have; its keys are "
-                         f"{sorted(known)} (a key map goes model key=dataset key)")  # fmt: skip
-    ds = LeRobotDataset(root, chunk_size=pcfg.chunk_size, episodes=config.episodes, action_key=action_key,
-                        camera_keys=cams or None)  # fmt: skip
+        raise ValueError(
+            f"--key-map names model keys {unknown} that this checkpoint does not have; its keys are "
+            f"{sorted(known)} (a key map goes model key=dataset key)"
+        )
+    ds = LeRobotDataset(
+        root,
+        chunk_size=pcfg.chunk_size,
+        episodes=config.episodes,
+        action_key=action_key,
+        camera_keys=cams or None,
+    )
     if not model_cams:
         model_cams = cams = list(ds.camera_keys)
     key.update({m: c for m, c in zip(model_cams, cams, strict=True) if m != c})
@@ -118,12 +145,20 @@ def _action_errors(pred: np.ndarray, target: np.ndarray, valid: np.ndarray, widt
     for d in range(width):
         e_all = err[..., d][valid]
         e_first = err[:, 0, d]
-        per_dim.append({
-            "dim": d, "mae": float(np.abs(e_all).mean()), "rmse": float(np.sqrt((e_all**2).mean())),
-            "mae_first_step": float(np.abs(e_first).mean()), "target_std": float(target[..., d][valid].std()),
-        })  # fmt: skip
+        per_dim.append(
+            {
+                "dim": d,
+                "mae": float(np.abs(e_all).mean()),
+                "rmse": float(np.sqrt((e_all**2).mean())),
+                "mae_first_step": float(np.abs(e_first).mean()),
+                "target_std": float(target[..., d][valid].std()),
+            }
+        )
     e = err[valid]
-    return {"per_dim": per_dim, "overall": {"mae": float(np.abs(e).mean()), "rmse": float(np.sqrt((e**2).mean()))}}
+    return {
+        "per_dim": per_dim,
+        "overall": {"mae": float(np.abs(e).mean()), "rmse": float(np.sqrt((e**2).mean()))},
+    }
 
 
 def _predict_along(policy, ds, queries, key_map, domain, config, action_key) -> tuple[np.ndarray, ...]:
@@ -162,12 +197,20 @@ def _plots(folder: Path, ds, queries, pred, target, stride: int, width: int, epi
             for n, i in enumerate(rows):
                 f0 = queries[i][1] - start
                 steps = min(pred.shape[1], len(recorded) - f0)
-                ax.plot(np.arange(f0, f0 + steps), pred[i, :steps, d], color="tab:orange", linewidth=0.8,
-                        alpha=0.7, label="predicted chunks" if n == 0 else None)  # fmt: skip
+                ax.plot(
+                    np.arange(f0, f0 + steps),
+                    pred[i, :steps, d],
+                    color="tab:orange",
+                    linewidth=0.8,
+                    alpha=0.7,
+                    label="predicted chunks" if n == 0 else None,
+                )
                 ax.scatter([f0], [pred[i, 0, d]], color="tab:orange", s=6)
             ax.set_xlabel("frame")
             ax.set_ylabel(f"action[{d}]")
-            ax.set_title(f"episode {ds.episodes[slot]}, action dim {d} (chunks every {stride} frames)", fontsize=9)
+            ax.set_title(
+                f"episode {ds.episodes[slot]}, action dim {d} (chunks every {stride} frames)", fontsize=9
+            )
             ax.legend(fontsize=7)
             fig.tight_layout()
             path = folder / f"episode_{ds.episodes[slot]}_dim_{d}.png"
@@ -195,7 +238,9 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for r in report["per_dim"]:
-        lines.append(f"| {r['dim']} | {r['mae']:.4f} | {r['rmse']:.4f} | {r['mae_first_step']:.4f} | {r['target_std']:.4f} |")
+        lines.append(
+            f"| {r['dim']} | {r['mae']:.4f} | {r['rmse']:.4f} | {r['mae_first_step']:.4f} | {r['target_std']:.4f} |"
+        )
     o = report["overall"]
     lines.append(f"| **all** | {o['mae']:.4f} | {o['rmse']:.4f} | | |")
     return "\n".join(lines) + "\n"
@@ -208,7 +253,9 @@ def _episodes(text: str) -> list[int]:
             a, _, b = part.partition("-")
             out += list(range(int(a), int(b or a) + 1))
     except ValueError:
-        raise ValueError(f"--episodes {text!r} is invalid: give episode indices like 15-19 or 3,7,9") from None
+        raise ValueError(
+            f"--episodes {text!r} is invalid: give episode indices like 15-19 or 3,7,9"
+        ) from None
     return out
 
 

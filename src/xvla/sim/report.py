@@ -62,13 +62,21 @@ def summarize(outcomes: Iterable[tuple[Any, bool, int]], tasks: Mapping[Any, str
     return {"per_task": per_task, "overall": overall}
 
 
-def markdown_table(title: str, caption: str, report: Mapping[str, Any], instructions: bool, decimals: int) -> str:
+def markdown_table(
+    title: str, caption: str, report: Mapping[str, Any], instructions: bool, decimals: int
+) -> str:
     """``# title``, the caption, one row per task and one for all, and links to the videos.
 
     ``decimals`` of the percentages: a LIBERO suite's 500 episodes move the rate in steps of 0.2%, a
     Meta-World task's 10 in steps of 10%."""
-    header = ["task", *(["instruction"] if instructions else []), "success", "95% CI", "mean length",
-              "mean length (success)"]  # fmt: skip
+    header = [
+        "task",
+        *(["instruction"] if instructions else []),
+        "success",
+        "95% CI",
+        "mean length",
+        "mean length (success)",
+    ]
     lines = [f"# {title}", "", caption, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for task, st in report["per_task"].items():
         lines.append(_row(task, st["instruction"] if instructions else None, st, decimals))
@@ -82,7 +90,12 @@ def _row(name: str, instruction: str | None, st: Mapping[str, Any], decimals: in
     lo, hi = st["ci95"]
     ml = f"{st['mean_length']:.1f}" if st["mean_length"] is not None else "-"
     mls = f"{st['mean_length_success']:.1f}" if st["mean_length_success"] is not None else "-"
-    cells = [name, *([instruction] if instruction is not None else []),
-             f"{st['successes']}/{st['episodes']} ({100 * st['success_rate']:.{decimals}f}%)",
-             f"{100 * lo:.{decimals}f}-{100 * hi:.{decimals}f}%", ml, mls]  # fmt: skip
+    cells = [
+        name,
+        *([instruction] if instruction is not None else []),
+        f"{st['successes']}/{st['episodes']} ({100 * st['success_rate']:.{decimals}f}%)",
+        f"{100 * lo:.{decimals}f}-{100 * hi:.{decimals}f}%",
+        ml,
+        mls,
+    ]
     return "| " + " | ".join(cells) + " |"

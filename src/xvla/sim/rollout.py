@@ -69,7 +69,9 @@ class EpisodeResult:
     reward: float
     frames: list[np.ndarray] | None = None  # cameras side by side, when recorded
     final_state: np.ndarray | None = None  # observation.state after the last action
-    motion: dict[str, float] | None = None  # jerk, jumps at chunk switches, idle steps (xvla.execution.motion_metrics)
+    motion: dict[str, float] | None = (
+        None  # jerk, jumps at chunk switches, idle steps (xvla.execution.motion_metrics)
+    )
 
 
 @dataclass
@@ -109,8 +111,9 @@ class MetaWorldWorker:
                 if task not in self.envs:
                     if len(self.envs) >= 4:  # bound memory and GL contexts on long task lists
                         self.envs.pop(next(iter(self.envs))).close()
-                    self.envs[task] = MetaWorldEnv(task, self.variant, privileged_state=self.privileged,
-                                                   max_episode_steps=self.max_steps)  # fmt: skip
+                    self.envs[task] = MetaWorldEnv(
+                        task, self.variant, privileged_state=self.privileged, max_episode_steps=self.max_steps
+                    )
                 self.env = self.envs[task]
                 obs, _ = self.env.reset(seed=seed)
                 return ("ok", obs, self.env.raw_observation, 0.0, False, False)
@@ -125,8 +128,14 @@ class MetaWorldWorker:
         self.envs.clear()
 
 
-def metaworld_pool(variant: EmbodimentVariant, num_envs: int, max_steps: int, privileged: bool = False,
-                   start_method: str | None = None, inline: bool | None = None) -> WorkerPool:  # fmt: skip
+def metaworld_pool(
+    variant: EmbodimentVariant,
+    num_envs: int,
+    max_steps: int,
+    privileged: bool = False,
+    start_method: str | None = None,
+    inline: bool | None = None,
+) -> WorkerPool:
     """``num_envs`` Meta-World simulators of one variant (fork or forkserver: see ``demos.mp_context``)."""
     from .gen_demos import mp_context
 
@@ -157,7 +166,9 @@ def chunk_to_control_rate(chunk: np.ndarray, fps: float, horizon_s: float | None
     return chunk[lo] * (1 - w) + chunk[hi] * w
 
 
-def _predict(policy: Any, batch: dict, seeds: list[int], steps: int | None, constraint: dict | None = None) -> np.ndarray:
+def _predict(
+    policy: Any, batch: dict, seeds: list[int], steps: int | None, constraint: dict | None = None
+) -> np.ndarray:
     """One chunk per robot, seeded as every evaluation seeds an in-process or a remote policy."""
     chunk = np.asarray(predict_seeded(policy, batch, seeds, steps, **(constraint or {})), dtype=np.float32)
     if chunk.ndim == 2:
@@ -187,7 +198,9 @@ def _hold_action(variant: EmbodimentVariant):
 
     def hold(last: np.ndarray | None) -> np.ndarray:
         out = np.zeros(transform.action_dim if last is None else len(last), dtype=np.float32)
-        out[transform.gripper_index] = transform.gripper_offset if last is None else last[transform.gripper_index]
+        out[transform.gripper_index] = (
+            transform.gripper_offset if last is None else last[transform.gripper_index]
+        )
         return out
 
     return hold
@@ -258,8 +271,19 @@ def run_rollouts(
         raise ValueError("no episodes to run")
     if n_action_steps is None:
         n_action_steps = _policy_execute_steps(policy)
-    settings = _settings(policy, variant, execution, delay_steps, n_action_steps, action_horizon_s, max_steps,
-                         domain_id, denoising_steps, noise_seed, key_map)  # fmt: skip
+    settings = _settings(
+        policy,
+        variant,
+        execution,
+        delay_steps,
+        n_action_steps,
+        action_horizon_s,
+        max_steps,
+        domain_id,
+        denoising_steps,
+        noise_seed,
+        key_map,
+    )
     episodes = [EpisodeSpec(canonical_task(e.task), e.index, e.seed, e.record) for e in episodes]
     _ready_for_evaluation(policy)
     from .gen_demos import progress_bar
@@ -300,8 +324,19 @@ def _ready_for_evaluation(policy: Any) -> None:
         policy.eval()
 
 
-def _settings(policy, variant, execution, delay_steps, n_action_steps, action_horizon_s, max_steps, domain_id,
-              denoising_steps, noise_seed, key_map) -> _Settings:  # fmt: skip
+def _settings(
+    policy,
+    variant,
+    execution,
+    delay_steps,
+    n_action_steps,
+    action_horizon_s,
+    max_steps,
+    domain_id,
+    denoising_steps,
+    noise_seed,
+    key_map,
+) -> _Settings:
     if isinstance(execution, str):
         execution = ExecutionConfig(execution, execute_steps=n_action_steps)
     if int(delay_steps) < 0:
@@ -314,11 +349,17 @@ def _settings(policy, variant, execution, delay_steps, n_action_steps, action_ho
     predict = getattr(policy, "predict_action_chunk", None)
     honours = predict is not None and "prefix" in inspect.signature(predict).parameters
     return _Settings(
-        max_steps=max_steps, domain_id=variant.domain_id if domain_id is None else int(domain_id),
-        denoising_steps=denoising_steps, action_horizon_s=action_horizon_s, noise_seed=noise_seed,
-        env_state=bool(getattr(policy, "uses_environment_state", False)), key_map=key_map, execution=execution,
-        delay_steps=int(delay_steps), honours_prefix=honours,
-    )  # fmt: skip
+        max_steps=max_steps,
+        domain_id=variant.domain_id if domain_id is None else int(domain_id),
+        denoising_steps=denoising_steps,
+        action_horizon_s=action_horizon_s,
+        noise_seed=noise_seed,
+        env_state=bool(getattr(policy, "uses_environment_state", False)),
+        key_map=key_map,
+        execution=execution,
+        delay_steps=int(delay_steps),
+        honours_prefix=honours,
+    )
 
 
 class _Rollout:
@@ -436,10 +477,18 @@ class _Rollout:
 
     def finish(self, s: _Slot, success: bool) -> None:
         trace = s.scheduler.trace
-        motion = motion_metrics(np.stack(s.env_actions)[:, :3], [r.idle for r in trace], [r.switch for r in trace])
+        motion = motion_metrics(
+            np.stack(s.env_actions)[:, :3], [r.idle for r in trace], [r.switch for r in trace]
+        )
         self.results[s.number] = EpisodeResult(
-            s.spec.task, s.spec.index, s.spec.seed, success, s.length, s.reward, s.frames,
-            np.asarray(s.obs["observation.state"]).copy(), motion,
-        )  # fmt: skip
+            s.spec.task,
+            s.spec.index,
+            s.spec.seed,
+            success,
+            s.length,
+            s.reward,
+            s.frames,
+            np.asarray(s.obs["observation.state"]).copy(),
+            motion,
+        )
         self.successes += success
-

@@ -71,7 +71,9 @@ class InlineConn:
 class WorkerPool:
     """``num_envs`` workers, each in its own process (``inline``: in this one)."""
 
-    def __init__(self, num_envs: int, worker_cls: type, kwargs: dict, context: Any = None, inline: bool | None = None):
+    def __init__(
+        self, num_envs: int, worker_cls: type, kwargs: dict, context: Any = None, inline: bool | None = None
+    ):
         self.procs: list = []
         self.conns: list = []
         if num_envs == 1 if inline is None else inline:

@@ -10,14 +10,29 @@ The command line is ``xvla train`` (see ``docs/training.md``).
 import importlib
 
 _EXPORTS = {
-    "PARAM_GROUPS": "config", "RECIPES": "config", "ColorJitterConfig": "config", "DatasetConfig": "config",
-    "LoraConfig": "config", "MixtureConfig": "config", "NewDomainConfig": "config", "OptimizerConfig": "config",
-    "SchedulerConfig": "config", "TrainConfig": "config", "build_train_config": "config",
-    "DrawStream": "mixture", "MixtureBatchSampler": "mixture", "MixtureDataset": "mixture",
-    "GroupLRScheduler": "optim", "GroupSchedule": "optim", "build_optimizer": "optim", "build_schedules": "optim",
-    "DomainRowKeeper": "params", "group_of": "params",
-    "TrainResult": "trainer", "train": "trainer",
-}  # fmt: skip
+    "PARAM_GROUPS": "config",
+    "RECIPES": "config",
+    "ColorJitterConfig": "config",
+    "DatasetConfig": "config",
+    "LoraConfig": "config",
+    "MixtureConfig": "config",
+    "NewDomainConfig": "config",
+    "OptimizerConfig": "config",
+    "SchedulerConfig": "config",
+    "TrainConfig": "config",
+    "build_train_config": "config",
+    "DrawStream": "mixture",
+    "MixtureBatchSampler": "mixture",
+    "MixtureDataset": "mixture",
+    "GroupLRScheduler": "optim",
+    "GroupSchedule": "optim",
+    "build_optimizer": "optim",
+    "build_schedules": "optim",
+    "DomainRowKeeper": "params",
+    "group_of": "params",
+    "TrainResult": "trainer",
+    "train": "trainer",
+}
 
 
 def __getattr__(name: str):

@@ -38,8 +38,14 @@ def _default_output_dir(recipe: str) -> Path:
 class Checkpointer:
     """Writes a run's checkpoints under ``out`` and reads back the one it resumes from (``resume_from``)."""
 
-    def __init__(self, cfg: TrainConfig, env: dist_utils.DistEnv, out: Path, resume_from: Path | None,
-                 log: Callable[[str], None]):  # fmt: skip
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        env: dist_utils.DistEnv,
+        out: Path,
+        resume_from: Path | None,
+        log: Callable[[str], None],
+    ):
         self.cfg, self.env, self.out, self.resume_from, self.log = cfg, env, out, resume_from, log
 
     @classmethod
@@ -99,7 +105,9 @@ class Checkpointer:
         named = dict(policy.model.named_parameters())
         missing = [n for n in tensors if n not in named]
         if missing:
-            raise ValueError(f"the checkpoint's LoRA state does not match the model: unknown tensors {missing[:5]}")
+            raise ValueError(
+                f"the checkpoint's LoRA state does not match the model: unknown tensors {missing[:5]}"
+            )
         with torch.no_grad():
             for n, t in tensors.items():
                 named[n].copy_(t)
@@ -133,8 +141,11 @@ class Checkpointer:
         ts, rank = self._training_state(), self.env.rank
         path = ts / f"rng_state_rank{rank}.safetensors"
         if not path.is_file():
-            logger.warning("no RNG state for rank %d in %s: the noise stream will differ from the interrupted run",
-                           rank, ts)  # fmt: skip
+            logger.warning(
+                "no RNG state for rank %d in %s: the noise stream will differ from the interrupted run",
+                rank,
+                ts,
+            )
             torch.manual_seed(self.cfg.seed + rank + 7919 * int(self.resume_from.name))
             return
         st.set_rng_state(st.load_tensors(path), st.read_json(ts / f"rng_state_rank{rank}.json"))
@@ -177,11 +188,16 @@ class Checkpointer:
         where = f" writing {exc.filename}" if exc.filename else ""
         last = st.latest_checkpoint(out)
         kept = f"the last complete checkpoint, {last}, is intact" if last else "no earlier checkpoint exists"
-        fix = "free some space (or lower --keep_last, or choose an --output_dir on a larger disk)" if full else (
-            "fix the file system")  # fmt: skip
+        fix = (
+            "free some space (or lower --keep_last, or choose an --output_dir on a larger disk)"
+            if full
+            else "fix the file system"
+        )
         resume = f"resume with: xvla train --output_dir={out} --resume" if last else "start the run again"
-        return (f"could not write the checkpoint of step {step}: {what} ({exc.strerror or exc}{where}). The "
-                f"half-written checkpoint was removed and {kept}; {fix}, then {resume}")
+        return (
+            f"could not write the checkpoint of step {step}: {what} ({exc.strerror or exc}{where}). The "
+            f"half-written checkpoint was removed and {kept}; {fix}, then {resume}"
+        )
 
     def _write(self, step: int, parts: RunParts, final: bool) -> Path:
         """Every rank gathers the state (collective under FSDP) and writes its RNG; rank 0 writes the rest."""
@@ -193,7 +209,9 @@ class Checkpointer:
             if tmp.exists():
                 shutil.rmtree(tmp)
             save_config = parts.policy.config.replace(dtype=parts.save_dtype, domains=parts.domains or None)
-            st.export_pretrained(tmp / st.PRETRAINED, model_state, save_config, parts.policy.tokenizer, parts.source)
+            st.export_pretrained(
+                tmp / st.PRETRAINED, model_state, save_config, parts.policy.tokenizer, parts.source
+            )
             self._write_training_state(tmp / st.TRAINING_STATE, step, parts, optim_state)
         dist_utils.barrier(env)
         tensors, meta = st.rng_state()
@@ -209,7 +227,9 @@ class Checkpointer:
         dist_utils.barrier(env)
         return dest / st.PRETRAINED
 
-    def _write_training_state(self, ts: Path, step: int, parts: RunParts, optim_state: dict[str, Any]) -> None:
+    def _write_training_state(
+        self, ts: Path, step: int, parts: RunParts, optim_state: dict[str, Any]
+    ) -> None:
         cfg = self.cfg
         ts.mkdir(parents=True, exist_ok=True)
         tensors, meta = st.flatten_optimizer_state(optim_state)
@@ -224,9 +244,15 @@ class Checkpointer:
             st.save_tensors(ts / "trainable.safetensors", trainable)
         write_json(
             ts / "trainer_state.json",
-            {"step": step, "consumed_batches": step * cfg.grad_accum_steps, "world_size": self.env.world_size,
-             "recipe": cfg.recipe, "save_dtype": parts.save_dtype, "time": datetime.datetime.now().isoformat()},
-        )  # fmt: skip
+            {
+                "step": step,
+                "consumed_batches": step * cfg.grad_accum_steps,
+                "world_size": self.env.world_size,
+                "recipe": cfg.recipe,
+                "save_dtype": parts.save_dtype,
+                "time": datetime.datetime.now().isoformat(),
+            },
+        )
 
 
 # ---------------------------------------------------------------------------------------------- interruptions

@@ -64,8 +64,13 @@ def register(subparsers) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", "--config_path", dest="config", default=None,
-                   help="training config file (YAML or JSON, nested like the flags)")  # fmt: skip
+    p.add_argument(
+        "--config",
+        "--config_path",
+        dest="config",
+        default=None,
+        help="training config file (YAML or JSON, nested like the flags)",
+    )
     for name, tp in flat_fields().items():
         if name in _TOP_LEVEL_ONLY:
             continue
@@ -74,9 +79,16 @@ def register(subparsers) -> None:
             kwargs.update(nargs="?", const="true", metavar="BOOL")
         text = flags.field_help(TrainConfig, name)
         said = "default" in text  # the help already says what the default means
-        p.add_argument(f"--{name}", help=text if said else f"{text} (default: {_default_text(name)})".lstrip(), **kwargs)
-    p.add_argument("--policy.path", dest="policy.path", default=argparse.SUPPRESS, metavar="PATH",
-                   help="checkpoint folder or Hub id to start from (any supported format)")  # fmt: skip
+        p.add_argument(
+            f"--{name}", help=text if said else f"{text} (default: {_default_text(name)})".lstrip(), **kwargs
+        )
+    p.add_argument(
+        "--policy.path",
+        dest="policy.path",
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help="checkpoint folder or Hub id to start from (any supported format)",
+    )
     p.add_argument("--policy.type", dest="policy.type", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--policy.device", dest="device", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     for name, tp in _xvla_config_fields().items():
@@ -84,7 +96,9 @@ def register(subparsers) -> None:
         if tp is bool:
             kwargs.update(nargs="?", const="true", metavar="BOOL")
         text = flags.field_help(XVLAConfig, name)
-        p.add_argument(f"--policy.{name}", help=f"{text} (overrides the checkpoint's value)".lstrip(), **kwargs)
+        p.add_argument(
+            f"--policy.{name}", help=f"{text} (overrides the checkpoint's value)".lstrip(), **kwargs
+        )
     p.set_defaults(func=cmd_train)
 
 

@@ -44,7 +44,9 @@ class DatasetConfig:
     repo_id: str | None = documented(None, "Hugging Face dataset id, fetched when root is not given")
     revision: str | None = documented(None, "Hub revision (branch, tag or commit) of repo_id")
     weight: float = documented(1.0, "relative sampling weight inside a mixture")
-    domain_id: int | None = documented(None, "domain id (soft prompt) this dataset trains (default: the policy's)")
+    domain_id: int | None = documented(
+        None, "domain id (soft prompt) this dataset trains (default: the policy's)"
+    )
     keys: dict[str, str] = documented(
         help="model key=dataset key pairs, e.g. observation.images.image=observation.images.front; keys not "
         "listed map to themselves",
@@ -67,19 +69,22 @@ class MixtureConfig:
     """Several datasets sampled by weight; settings here apply to every dataset (and to ``dataset``)."""
 
     datasets: list[DatasetConfig] = documented(
-        help="several datasets, each with dataset's fields (JSON list here, or a config file)", default_factory=list
+        help="several datasets, each with dataset's fields (JSON list here, or a config file)",
+        default_factory=list,
     )
     action_horizon_s: float | None = documented(
-        None, "resample each action chunk to chunk_size points over this many seconds (linear interpolation); "
-        "default: chunk_size consecutive frames"
-    )  # fmt: skip
+        None,
+        "resample each action chunk to chunk_size points over this many seconds (linear interpolation); "
+        "default: chunk_size consecutive frames",
+    )
     color_jitter: ColorJitterConfig = field(default_factory=ColorJitterConfig)
     # Frames decoded once instead of once per sample: takes video decoding off a small model's step.
     cache_frames: bool = documented(False, "keep decoded video frames in RAM (uint8, per loader process)")
     skip_bad_episodes: bool = documented(
-        False, "decode every video frame once before training and leave out the episodes that fail (the log "
-        "says which and how many); without it a corrupt frame stops the run and names episode, frame and file"
-    )  # fmt: skip
+        False,
+        "decode every video frame once before training and leave out the episodes that fail (the log "
+        "says which and how many); without it a corrupt frame stops the run and names episode, frame and file",
+    )
 
 
 @dataclass
@@ -90,7 +95,9 @@ class OptimizerConfig:
     betas: tuple[float, float] = documented((0.9, 0.95), "AdamW betas")
     eps: float = documented(1e-8, "AdamW epsilon")
     weight_decay: float = documented(0.0, "AdamW weight decay")
-    grad_clip_norm: float = documented(1.0, "clip the gradient norm to this (<= 0: no clipping; the norm is logged)")
+    grad_clip_norm: float = documented(
+        1.0, "clip the gradient norm to this (<= 0: no clipping; the norm is logged)"
+    )
     vlm_lr_scale: float = documented(0.1, "LR scale of the VLM (Florence-2 vision tower and text encoder)")
     soft_prompt_lr_scale: float = documented(0.1, "LR scale of the soft prompts")
     action_heads_lr_scale: float = documented(1.0, "LR scale of the domain-aware action heads")
@@ -111,15 +118,21 @@ class SchedulerConfig:
 
     type: str = documented("cosine", "cosine or constant after the warm-up")
     warmup_steps: int = documented(1000, "linear warm-up steps")
-    soft_prompt_warmup_steps: int | None = documented(None, "the soft prompts' own warm-up (default: warmup_steps)")
+    soft_prompt_warmup_steps: int | None = documented(
+        None, "the soft prompts' own warm-up (default: warmup_steps)"
+    )
     freeze_steps: int = documented(
-        0, "for this many first steps only the soft prompts and action heads train; the other groups then warm "
-        "up over warmup_steps"
-    )  # fmt: skip
-    decay_steps: int | None = documented(None, "the cosine reaches min_lr_ratio at this step (default: --steps)")
+        0,
+        "for this many first steps only the soft prompts and action heads train; the other groups then warm "
+        "up over warmup_steps",
+    )
+    decay_steps: int | None = documented(
+        None, "the cosine reaches min_lr_ratio at this step (default: --steps)"
+    )
     min_lr_ratio: float = documented(0.1, "final LR as a fraction of the peak")
     auto_scale: bool = documented(
-        False, "lerobot-train's rule: if --steps < decay_steps, shrink warm-up and decay by steps / decay_steps"
+        False,
+        "lerobot-train's rule: if --steps < decay_steps, shrink warm-up and decay by steps / decay_steps",
     )
 
 
@@ -131,16 +144,21 @@ class LoraConfig:
     r: int = documented(8, "LoRA rank")
     alpha: float = documented(16.0, "LoRA alpha (the update is scaled by alpha / r)")
     dropout: float = documented(0.0, "dropout on the LoRA path")
-    exclude: list[str] = documented(help="substrings of module names to leave without adapters", default_factory=list)
+    exclude: list[str] = documented(
+        help="substrings of module names to leave without adapters", default_factory=list
+    )
 
 
 @dataclass
 class NewDomainConfig:
     """Phase II: give the new robot its own domain id (fresh soft prompt and domain heads)."""
 
-    id: int | str | None = documented(None, "the new robot's domain id, or 'auto' (the first free id); default: "
-                                      "keep the policy's")  # fmt: skip
-    init_from: int | None = documented(None, "copy prompt + heads from this existing domain instead of fresh ones")
+    id: int | str | None = documented(
+        None, "the new robot's domain id, or 'auto' (the first free id); default: keep the policy's"
+    )
+    init_from: int | None = documented(
+        None, "copy prompt + heads from this existing domain instead of fresh ones"
+    )
 
 
 @dataclass
@@ -154,29 +172,39 @@ class TrainConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     new_domain: NewDomainConfig = field(default_factory=NewDomainConfig)
     train_domain_rows_only: bool = documented(
-        False, "only the trained domains' rows of the soft prompts and domain heads change; every other "
-        "domain's rows stay bit-identical"
-    )  # fmt: skip
+        False,
+        "only the trained domains' rows of the soft prompts and domain heads change; every other "
+        "domain's rows stay bit-identical",
+    )
     trainable: str = documented(
-        "config", "which parameters train: config (the policy's freeze switches), domain (soft prompts + "
-        "domain-aware layers) or lora (adapters + soft prompts + action heads)"
-    )  # fmt: skip
+        "config",
+        "which parameters train: config (the policy's freeze switches), domain (soft prompts + "
+        "domain-aware layers) or lora (adapters + soft prompts + action heads)",
+    )
 
     steps: int = documented(10_000, "optimizer steps")
     batch_size: int = documented(8, "samples per process per micro-step")
     grad_accum_steps: int = documented(1, "micro-steps per optimizer step")
-    num_workers: int | None = documented(None, "data loader processes (default: one per spare CPU core, at most 4)")
+    num_workers: int | None = documented(
+        None, "data loader processes (default: one per spare CPU core, at most 4)"
+    )
     prefetch_factor: int = documented(2, "batches each loader process prepares ahead")
     seed: int = documented(1000, "seed of the sampling, the noise, dropout and new weights")
-    output_dir: str | None = documented(None, "run folder: checkpoints, metrics, plots (default: outputs/train/<date>_<time>_<recipe>)")
+    output_dir: str | None = documented(
+        None, "run folder: checkpoints, metrics, plots (default: outputs/train/<date>_<time>_<recipe>)"
+    )
     resume: bool = documented(False, "continue from the last checkpoint in output_dir")
     save_freq: int = documented(1000, "steps between checkpoints")
     keep_last: int = documented(3, "checkpoints kept on disk (0: keep all)")
     save_final: bool = documented(True, "save a checkpoint after the last step")
     log_freq: int = documented(10, "steps between logged metrics")
-    mixed_precision: str = documented("auto", "auto (bf16 when policy.dtype is bfloat16 or on a bf16 GPU), no or bf16")
+    mixed_precision: str = documented(
+        "auto", "auto (bf16 when policy.dtype is bfloat16 or on a bf16 GPU), no or bf16"
+    )
     gradient_checkpointing: bool = documented(False, "recompute activations in the backward to save memory")
-    compile: bool = documented(False, "compile the vision tower, text encoder and action head (docs/training.md)")
+    compile: bool = documented(
+        False, "compile the vision tower, text encoder and action head (docs/training.md)"
+    )
     device: str = documented("auto", "auto, cpu or cuda")
     fsdp: bool = documented(False, "shard parameters, gradients and optimizer state (FSDP2) instead of DDP")
     tokenizer: str | None = documented(
@@ -184,8 +212,12 @@ class TrainConfig:
     )
     plot: bool = documented(True, "plot the logged metrics (loss, LR) into a PNG in output_dir")
     tensorboard: bool = documented(True, "write TensorBoard logs (when tensorboard is installed)")
-    dry_run: bool = documented(False, "build everything, print parameter counts and the LR schedule; do not train")
-    diagnostics: bool = documented(False, "write per-rank sample ids and parameter checksums (tests, debugging)")
+    dry_run: bool = documented(
+        False, "build everything, print parameter counts and the LR schedule; do not train"
+    )
+    diagnostics: bool = documented(
+        False, "write per-rank sample ids and parameter checksums (tests, debugging)"
+    )
 
     # ------------------------------------------------------------------ helpers
     def datasets(self) -> list[DatasetConfig]:

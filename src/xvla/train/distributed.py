@@ -51,8 +51,13 @@ def setup(preference: str = "auto") -> DistEnv:
         kwargs = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30), **kwargs)
         owns = True
-    return DistEnv(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, device=device,
-                   owns_group=owns)  # fmt: skip
+    return DistEnv(
+        rank=dist.get_rank(),
+        world_size=dist.get_world_size(),
+        local_rank=local_rank,
+        device=device,
+        owns_group=owns,
+    )
 
 
 def teardown(env: DistEnv) -> None:

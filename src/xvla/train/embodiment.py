@@ -21,6 +21,7 @@ from ..domains import canonical_name, check_domain_ids, is_domain_table, smalles
 
 logger = logging.getLogger(__name__)
 
+
 def pick_domain(requested: int | str | None, num_domains: int, used: dict[int, str]) -> int:
     """'auto' -> the smallest free id; an int is checked against the range (a used id is allowed, with a warning)."""
     if requested == "auto":
@@ -37,7 +38,10 @@ def pick_domain(requested: int | str | None, num_domains: int, used: dict[int, s
 def check_init_from(src: int, trained: dict[int, str]) -> None:
     """Copying an untrained domain starts the new robot from random rows while claiming a trained start."""
     if src not in trained:
-        have = ", ".join(f"{d} ({n})" for d, n in sorted(trained.items())) or "none: the model starts from scratch"
+        have = (
+            ", ".join(f"{d} ({n})" for d, n in sorted(trained.items()))
+            or "none: the model starts from scratch"
+        )
         raise ValueError(
             f"new_domain.init_from={src}: domain {src} was never trained in this checkpoint (trained: {have}); "
             "pass --new_domain.init_from=<a trained id> (`xvla info` lists them), or --new_domain.init_from=none for "

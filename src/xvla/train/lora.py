@@ -29,9 +29,10 @@ def _peft():
 def linear_module_names(model: nn.Module, exclude: list[str] | None = None) -> list[str]:
     exclude = exclude or []
     return [
-        name for name, module in model.named_modules()
+        name
+        for name, module in model.named_modules()
         if isinstance(module, nn.Linear) and not any(e in name for e in exclude)
-    ]  # fmt: skip
+    ]
 
 
 def apply_lora(model: nn.Module, cfg: LoraConfig) -> int:

@@ -114,12 +114,19 @@ def open_sources(train_cfg: TrainConfig, policy_config: XVLAConfig, camera_keys:
         meta = LeRobotDatasetMeta(root)
         camera_map = _camera_map(cfg, meta, camera_keys)
         action_key, state_key = _action_and_state_keys(cfg, meta.features, policy_config)
-        horizon = cfg.action_horizon_s if cfg.action_horizon_s is not None else train_cfg.mixture.action_horizon_s
+        horizon = (
+            cfg.action_horizon_s if cfg.action_horizon_s is not None else train_cfg.mixture.action_horizon_s
+        )
         chunk = policy_config.chunk_size
         frames = frames_for_horizon(horizon, meta.fps, chunk) if horizon else chunk
-        dataset = LeRobotDataset(root, chunk_size=frames, episodes=cfg.episodes,
-                                 camera_keys=sorted(set(camera_map.values())), action_key=action_key,
-                                 cache_frames=train_cfg.mixture.cache_frames)  # fmt: skip
+        dataset = LeRobotDataset(
+            root,
+            chunk_size=frames,
+            episodes=cfg.episodes,
+            camera_keys=sorted(set(camera_map.values())),
+            action_key=action_key,
+            cache_frames=train_cfg.mixture.cache_frames,
+        )
         skipped: dict[int, str] = {}
         if train_cfg.mixture.skip_bad_episodes:
             dataset, skipped = _without_bad_episodes(dataset, cfg.label)
@@ -127,8 +134,11 @@ def open_sources(train_cfg: TrainConfig, policy_config: XVLAConfig, camera_keys:
         check_domain_ids(domain, policy_config.num_domains, f"dataset {cfg.label}: domain_id")
         if len(dataset) == 0:
             raise ValueError(f"dataset {cfg.label} has no frames (episodes={cfg.episodes})")
-        sources.append(Source(dataset, cfg, int(domain), why, camera_map, state_key, action_key, horizon, cfg.label,
-                              skipped))  # fmt: skip
+        sources.append(
+            Source(
+                dataset, cfg, int(domain), why, camera_map, state_key, action_key, horizon, cfg.label, skipped
+            )
+        )
     return sources
 
 
@@ -140,9 +150,17 @@ def _without_bad_episodes(dataset: Any, label: str) -> tuple[Any, dict[int, str]
         return dataset, bad
     good = [e for e in dataset.episodes if e not in bad]
     if not good:
-        raise ValueError(f"dataset {label}: no episode has a readable video (first failure: {next(iter(bad.values()))})")
-    kept = LeRobotDataset(dataset.root, chunk_size=dataset.chunk_size, episodes=good, camera_keys=dataset.camera_keys,
-                          action_key=dataset.action_key, cache_frames=dataset.cache_frames)  # fmt: skip
+        raise ValueError(
+            f"dataset {label}: no episode has a readable video (first failure: {next(iter(bad.values()))})"
+        )
+    kept = LeRobotDataset(
+        dataset.root,
+        chunk_size=dataset.chunk_size,
+        episodes=good,
+        camera_keys=dataset.camera_keys,
+        action_key=dataset.action_key,
+        cache_frames=dataset.cache_frames,
+    )
     return kept, bad
 
 
@@ -173,8 +191,10 @@ def _camera_map(cfg: DatasetConfig, meta, camera_keys: list[str]) -> dict[str, s
         if src in meta.camera_keys:
             camera_map[cam] = src
         elif cam in cfg.keys:
-            raise ValueError(f"dataset {cfg.label}: keys maps {cam!r} to {src!r}, but the dataset's cameras are "
-                             f"{meta.camera_keys}")  # fmt: skip
+            raise ValueError(
+                f"dataset {cfg.label}: keys maps {cam!r} to {src!r}, but the dataset's cameras are "
+                f"{meta.camera_keys}"
+            )
     if camera_keys[0] not in camera_map:
         raise ValueError(
             f"dataset {cfg.label} has no camera for the model's main view {camera_keys[0]!r} (its cameras: "
@@ -183,13 +203,19 @@ def _camera_map(cfg: DatasetConfig, meta, camera_keys: list[str]) -> dict[str, s
     return camera_map
 
 
-def _action_and_state_keys(cfg: DatasetConfig, features: dict, policy_config: XVLAConfig) -> tuple[str, str | None]:
+def _action_and_state_keys(
+    cfg: DatasetConfig, features: dict, policy_config: XVLAConfig
+) -> tuple[str, str | None]:
     """The dataset's action and state keys, checked against the model's action space and state width."""
     action_key = cfg.keys.get(ACTION_KEY, ACTION_KEY)
     if action_key not in features:
-        raise ValueError(f"dataset {cfg.label} has no {action_key!r} feature (features: {sorted(features)}); map the "
-                         "action with keys: {'action': '<dataset key>'}")  # fmt: skip
-    check_action_width(policy_config, int(math.prod(features[action_key]["shape"])), where=f"dataset {cfg.label}")
+        raise ValueError(
+            f"dataset {cfg.label} has no {action_key!r} feature (features: {sorted(features)}); map the "
+            "action with keys: {'action': '<dataset key>'}"
+        )
+    check_action_width(
+        policy_config, int(math.prod(features[action_key]["shape"])), where=f"dataset {cfg.label}"
+    )
     if not policy_config.use_proprio:
         return action_key, None
     state_key = cfg.keys.get(STATE_KEY, STATE_KEY)
@@ -503,6 +529,8 @@ def describe(sources: list[Source], camera_keys: list[str]) -> str:
     for s in sources:
         if s.skipped:
             first, why = next(iter(s.skipped.items()))
-            lines.append(f"dataset {s.label}: skipped {len(s.skipped)} of {len(s.skipped) + s.dataset.num_episodes} "
-                         f"episodes whose video does not decode ({sorted(s.skipped)}; episode {first}: {why})")  # fmt: skip
+            lines.append(
+                f"dataset {s.label}: skipped {len(s.skipped)} of {len(s.skipped) + s.dataset.num_episodes} "
+                f"episodes whose video does not decode ({sorted(s.skipped)}; episode {first}: {why})"
+            )
     return "\n".join(lines)

@@ -77,7 +77,6 @@ class GroupLRScheduler:
         self.step_count += 1
         self.apply()
 
-
     def state_dict(self) -> dict:
         return {"step": self.step_count}
 

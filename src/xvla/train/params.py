@@ -67,9 +67,7 @@ def select_trainable(model: nn.Module, mode: str) -> dict[str, bool]:
             out[name] = is_domain_table(name)
         elif mode == "lora":
             canon = canonical_name(name)
-            out[name] = (
-                is_lora(name) or canon.startswith(SOFT_PROMPTS) or canon.startswith(ACTION_HEADS)
-            )
+            out[name] = is_lora(name) or canon.startswith(SOFT_PROMPTS) or canon.startswith(ACTION_HEADS)
         else:
             raise ValueError(f"trainable={mode!r} is invalid: use 'config', 'domain' or 'lora'")
     return out
@@ -113,8 +111,10 @@ def count_table(
                 if group in warmup_groups() or freeze_steps <= 0:
                     stats[group]["warmup"] += effective
     train, total = parameter_totals(stats)
-    lines = [f"{'group':<18}{'parameters':>14}{'trainable':>14}{'share':>9}{'lr scale':>10}"
-             + (f"{'first ' + str(freeze_steps) + ' steps':>20}" if freeze_steps > 0 else "")]  # fmt: skip
+    lines = [
+        f"{'group':<18}{'parameters':>14}{'trainable':>14}{'share':>9}{'lr scale':>10}"
+        + (f"{'first ' + str(freeze_steps) + ' steps':>20}" if freeze_steps > 0 else "")
+    ]
     for group in PARAM_GROUPS:
         s = stats[group]
         scale = f"{lr_scales[group]:g}x" if lr_scales else ""

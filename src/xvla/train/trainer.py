@@ -211,8 +211,14 @@ class Trainer:
         self._build_optimizer(parts)
         if self.cfg.dry_run:
             names = [g["name"] for g in parts.optimizer.param_groups]
-            self._log(lr_table(build_schedules(self.cfg.optimizer, self.cfg.scheduler, self.cfg.steps), self.cfg, names))
-            return TrainResult(self.checkpoints.out, None, parts.start_step, [], parts.counts, self.env.is_main)
+            self._log(
+                lr_table(
+                    build_schedules(self.cfg.optimizer, self.cfg.scheduler, self.cfg.steps), self.cfg, names
+                )
+            )
+            return TrainResult(
+                self.checkpoints.out, None, parts.start_step, [], parts.counts, self.env.is_main
+            )
         self._build_loader(parts)
         return self._train_and_write_outputs(parts)
 
@@ -224,7 +230,9 @@ class Trainer:
         resume_from = self.checkpoints.resume_from
         start_step = self.checkpoints.start_step()
         if start_step >= cfg.steps:
-            raise ValueError(f"the checkpoint is at step {start_step} >= --steps={cfg.steps}: raise --steps to go on")
+            raise ValueError(
+                f"the checkpoint is at step {start_step} >= --steps={cfg.steps}: raise --steps to go on"
+            )
         st.seed_everything(cfg.seed)
         metas = _read_metas(cfg)
         policy, save_dtype, source = self._build_policy(metas, resume_from)
@@ -288,8 +296,11 @@ class Trainer:
         if requested is None:
             return domains
         new_id = pick_domain(requested, config.num_domains, domains)
-        why = (f"--new_domain.id={requested}" if requested != "auto" else
-               f"the smallest id not in use (used: {sorted(domains)}); --new_domain.id=N picks another")  # fmt: skip
+        why = (
+            f"--new_domain.id={requested}"
+            if requested != "auto"
+            else f"the smallest id not in use (used: {sorted(domains)}); --new_domain.id=N picks another"
+        )
         if cfg.new_domain.init_from is not None:
             check_init_from(int(cfg.new_domain.init_from), domains)
             copied = copy_domain(policy.model, int(cfg.new_domain.init_from), new_id)
@@ -304,14 +315,23 @@ class Trainer:
 
     def _dataset_action_widths(self, metas) -> set[int]:
         keys = [d.keys.get("action", "action") for d in self.cfg.datasets()]
-        return {int(math.prod(m.features[k]["shape"])) for k, m in zip(keys, metas, strict=True) if k in m.features}
+        return {
+            int(math.prod(m.features[k]["shape"]))
+            for k, m in zip(keys, metas, strict=True)
+            if k in m.features
+        }
 
     def _fit_action_width(self, policy: XVLAPolicy, metas, source: Path | None) -> None:
         """Phase II on a robot whose actions differ in width from the checkpoint's: in ``auto`` mode the new
         domain trains the dataset's width (else the loss covers only part of it); fixed modes are refused later
         by ``check_action_width``, before the first step."""
         config, widths = policy.config, self._dataset_action_widths(metas)
-        if source is None or self.cfg.new_domain.id is None or not widths or str(config.action_mode).lower() != "auto":
+        if (
+            source is None
+            or self.cfg.new_domain.id is None
+            or not widths
+            or str(config.action_mode).lower() != "auto"
+        ):
             return
         width, current = max(widths), policy.model.real_action_dim
         if width == current:
@@ -323,8 +343,10 @@ class Trainer:
             )
         config.real_action_dim = width
         policy.model.action_space = build_action_space_for(config)
-        self._log(f"Phase II: the dataset has {width}-dim actions, the checkpoint {current} (real_action_dim): the new "
-                  f"domain {config.domain_id} trains and serves {width}-dim actions (real_action_dim={width})")  # fmt: skip
+        self._log(
+            f"Phase II: the dataset has {width}-dim actions, the checkpoint {current} (real_action_dim): the new "
+            f"domain {config.domain_id} trains and serves {width}-dim actions (real_action_dim={width})"
+        )
 
     def _warn_unset_real_action_dim(self, config: XVLAConfig, metas) -> None:
         if config.action_mode.lower() != "auto" or config.real_action_dim is not None:
@@ -408,19 +430,32 @@ class Trainer:
     def _build_loader(self, parts: RunParts) -> None:
         """The mixture, its sampler (resumed where the run stopped) and the loader; seeds each rank."""
         cfg, env, config = self.cfg, self.env, parts.policy.config
-        dataset = MixtureDataset(parts.sources, list(config.image_keys), chunk_size=config.chunk_size,
-                                 color_jitter_cfg=cfg.mixture.color_jitter, seed=cfg.seed)  # fmt: skip
+        dataset = MixtureDataset(
+            parts.sources,
+            list(config.image_keys),
+            chunk_size=config.chunk_size,
+            color_jitter_cfg=cfg.mixture.color_jitter,
+            seed=cfg.seed,
+        )
         sizes, weights = dataset.sizes, [s.config.weight for s in parts.sources]
         start_batch = parts.start_step * cfg.grad_accum_steps
         if self.checkpoints.resuming:
             start_batch = MixtureBatchSampler.start_batch_from_state(
                 self.checkpoints.sampler_state(), cfg.batch_size, env.world_size, sizes, weights, cfg.seed
             )
-        parts.sampler = MixtureBatchSampler(sizes, weights, cfg.batch_size, cfg.seed, env.rank, env.world_size,
-                                            start_batch)  # fmt: skip
+        parts.sampler = MixtureBatchSampler(
+            sizes, weights, cfg.batch_size, cfg.seed, env.rank, env.world_size, start_batch
+        )
         collate = Collator(parts.policy.processor)
-        parts.loader = build_loader(dataset, parts.sampler, collate, cfg.num_workers, cfg.prefetch_factor,
-                                    pin_memory=env.device.type == "cuda", seed=cfg.seed)  # fmt: skip
+        parts.loader = build_loader(
+            dataset,
+            parts.sampler,
+            collate,
+            cfg.num_workers,
+            cfg.prefetch_factor,
+            pin_memory=env.device.type == "cuda",
+            seed=cfg.seed,
+        )
         if self.checkpoints.resuming:
             self.checkpoints.restore_rng()
         else:
@@ -453,7 +488,9 @@ class Trainer:
 
         policy = XVLAPolicy.from_pretrained(model_dir, tokenizer=self.tokenizer)
         export_adapter(policy, policy.config.domain_id, path, lora_model=lora_model)
-        self._log(f"adapter for domain {policy.config.domain_id}: {path} ({path.stat().st_size / 1024:.1f} KiB)")
+        self._log(
+            f"adapter for domain {policy.config.domain_id}: {path} ({path.stat().st_size / 1024:.1f} KiB)"
+        )
 
     # -------------------------------------------------------------- loop
     def _loop(self, parts: RunParts, metrics: MetricsLogger) -> Path | None:
@@ -474,7 +511,9 @@ class Trainer:
             self._unfreeze_if_due(parts, step)
             lrs = {g["name"]: g["lr"] for g in parts.optimizer.param_groups}
             sums = self._accumulate(data_iter, parts.bf16)
-            if not bool(torch.isfinite(sums["loss"])):  # stop before a NaN reaches the weights or a checkpoint
+            if not bool(
+                torch.isfinite(sums["loss"])
+            ):  # stop before a NaN reaches the weights or a checkpoint
                 raise FloatingPointError(
                     f"the loss is {float(sums['loss'])} at step {step + 1}: lower --optimizer.lr, check the data for "
                     "NaNs, or use --mixed_precision=no"
@@ -484,8 +523,11 @@ class Trainer:
             progress.update(1)
             if step % cfg.log_freq == 0 or step == cfg.steps:
                 row = self._log_interval(interval, lrs, step, metrics)
-                progress.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{max(lrs.values()):.2e}",
-                                     sps=f"{row['samples_per_s']:.1f}")  # fmt: skip
+                progress.set_postfix(
+                    loss=f"{row['loss']:.4f}",
+                    lr=f"{max(lrs.values()):.2e}",
+                    sps=f"{row['samples_per_s']:.1f}",
+                )
                 interval = _Interval()
             last = step == cfg.steps
             if step % cfg.save_freq == 0 or (last and cfg.save_final) or self.sigterm.requested:
@@ -517,7 +559,9 @@ class Trainer:
         for micro in range(accum):
             batch = _next_batch(data_iter, stopping=lambda: self.sigterm.requested)
             if cfg.diagnostics:
-                self.samples_seen += list(zip(batch["mixture_index"].tolist(), batch["sample_index"].tolist(), strict=True))
+                self.samples_seen += list(
+                    zip(batch["mixture_index"].tolist(), batch["sample_index"].tolist(), strict=True)
+                )
             batch = _move(batch, env.device)
             with dist_utils.no_sync(self._wrapped, env.distributed and not fsdp and micro < accum - 1):
                 with _autocast(env.device, bf16):
@@ -534,8 +578,11 @@ class Trainer:
             parts.keeper.mask_gradients()
         with_grad = [p for p in params if p.grad is not None]
         clip = self.cfg.optimizer.grad_clip_norm
-        grad_norm = torch.nn.utils.clip_grad_norm_(with_grad, clip if clip > 0 else float("inf")) if with_grad else (
-            torch.zeros(()))  # fmt: skip
+        grad_norm = (
+            torch.nn.utils.clip_grad_norm_(with_grad, clip if clip > 0 else float("inf"))
+            if with_grad
+            else torch.zeros(())
+        )
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
         parts.optimizer.step()
@@ -545,13 +592,20 @@ class Trainer:
         parts.scheduler.step()
         return grad_norm
 
-    def _log_interval(self, interval: _Interval, lrs: dict[str, float], step: int, metrics: MetricsLogger) -> dict:
+    def _log_interval(
+        self, interval: _Interval, lrs: dict[str, float], step: int, metrics: MetricsLogger
+    ) -> dict:
         cfg, env = self.cfg, self.env
         keys = sorted(interval.sums)
-        values = torch.stack([torch.as_tensor(interval.sums[k], device=env.device).float() for k in keys]) / interval.steps
+        values = (
+            torch.stack([torch.as_tensor(interval.sums[k], device=env.device).float() for k in keys])
+            / interval.steps
+        )
         row = dict(zip(keys, dist_utils.all_reduce_mean(env, values).tolist(), strict=True))
         elapsed = time.perf_counter() - interval.start
-        row["samples_per_s"] = interval.steps * cfg.batch_size * cfg.grad_accum_steps * env.world_size / max(elapsed, 1e-9)
+        row["samples_per_s"] = (
+            interval.steps * cfg.batch_size * cfg.grad_accum_steps * env.world_size / max(elapsed, 1e-9)
+        )
         row.update({f"lr/{name}": lr for name, lr in lrs.items()})
         metrics.log(step, row)
         self.history.append({"step": step, **row})
@@ -587,8 +641,9 @@ def _next_batch(data_iter, stopping=lambda: False) -> dict[str, Any]:
             raise KeyboardInterrupt from None
         plain = unwrap_worker_error(exc)
         if isinstance(exc, (VideoDecodeError, FrameTimestampError)):
-            raise type(plain)(f"{plain}; --mixture.skip_bad_episodes leaves out the episodes whose video does not "
-                              "decode") from None  # fmt: skip
+            raise type(plain)(
+                f"{plain}; --mixture.skip_bad_episodes leaves out the episodes whose video does not decode"
+            ) from None
         if plain is exc:
             raise
         raise plain from None
@@ -609,9 +664,11 @@ def lr_table(schedules, cfg: TrainConfig, present: list[str]) -> str:
     for s in schedules.values():
         marks |= {s.start, s.start + s.warmup - 1, s.start + s.warmup}
     steps = sorted(m for m in marks if 0 <= m < cfg.steps)
-    lines = [f"learning rate per group (freeze_steps={sc.freeze_steps}, warm-up={sc.warmup_steps}, "
-             f"{sc.type} to {sc.min_lr_ratio:g}x); '-' = group has nothing to train",
-             f"{'step':>8}" + "".join(f"{g:>18}" for g in PARAM_GROUPS)]  # fmt: skip
+    lines = [
+        f"learning rate per group (freeze_steps={sc.freeze_steps}, warm-up={sc.warmup_steps}, "
+        f"{sc.type} to {sc.min_lr_ratio:g}x); '-' = group has nothing to train",
+        f"{'step':>8}" + "".join(f"{g:>18}" for g in PARAM_GROUPS),
+    ]
     for step in steps:
         cells = [f"{schedules[g].lr(step):>18.3e}" if g in present else f"{'-':>18}" for g in PARAM_GROUPS]
         lines.append(f"{step:>8}" + "".join(cells))

@@ -51,15 +51,21 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     strategy: str = "rtc"  # an xvla.execution strategy: sync, replace, blend, ensemble, rtc
-    execute_steps: int | None = None  # actions of each chunk executed before the next takes over (None: n_action_steps)
+    execute_steps: int | None = (
+        None  # actions of each chunk executed before the next takes over (None: n_action_steps)
+    )
     fps: float = 30.0  # the client's control rate: turns measured inference time into ticks of delay
     delay_steps: int | None = None  # a fixed expected delay in ticks (default: measured)
     guidance: str = "inpaint"
-    seed: int | None = None  # reproducible noise: chunk n of a client uses xvla.execution.chunk_seed(seed, 0, n)
+    seed: int | None = (
+        None  # reproducible noise: chunk n of a client uses xvla.execution.chunk_seed(seed, 0, n)
+    )
     device: str | None = None  # override the client's policy_device
     trace_dir: str | None = None  # write every chunk (observation, request, chunk, plan sent) as .npz
     obs_timeout_s: float = 2.0  # GetActions returns Empty after this long without an observation
-    inference_latency_s: float = 0.0  # benchmarks: pad every inference to this long (a slower model's latency)
+    inference_latency_s: float = (
+        0.0  # benchmarks: pad every inference to this long (a slower model's latency)
+    )
 
 
 @dataclass
@@ -92,27 +98,40 @@ class XVLAAsyncServicer(services_pb2_grpc.AsyncInferenceServicer):
     def SendPolicyInstructions(self, request, context):  # noqa: N802
         setup = pickle.loads(request.data)  # nosec
         if setup.policy_type != TYPE_NAME:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"this server runs X-VLA: pass --policy_type={TYPE_NAME} (got {setup.policy_type!r})")  # fmt: skip
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"this server runs X-VLA: pass --policy_type={TYPE_NAME} (got {setup.policy_type!r})",
+            )
         try:
             policy = self._policy(setup.pretrained_name_or_path, self.config.device or setup.device)
         except (OSError, ValueError) as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cannot load {setup.pretrained_name_or_path}: {exc}")
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"cannot load {setup.pretrained_name_or_path}: {exc}"
+            )
         steps = self.config.execute_steps or policy.config.n_action_steps
         # The client decides when to ask (its chunk_size_threshold): every observation it sends gets a chunk,
         # so the scheduler's own horizon is one step; sync still cuts each chunk at execute_steps.
         horizon = steps if self.config.strategy == "sync" else 1
-        execution = ExecutionConfig(self.config.strategy, execute_steps=horizon, blend_steps=steps,
-                                    guidance=self.config.guidance)  # fmt: skip
+        execution = ExecutionConfig(
+            self.config.strategy, execute_steps=horizon, blend_steps=steps, guidance=self.config.guidance
+        )
         state = ClientState(
-            policy=policy, features=setup.lerobot_features, rename_map=dict(getattr(setup, "rename_map", {}) or {}),
-            actions_per_chunk=int(setup.actions_per_chunk), scheduler=ChunkScheduler(execution),
+            policy=policy,
+            features=setup.lerobot_features,
+            rename_map=dict(getattr(setup, "rename_map", {}) or {}),
+            actions_per_chunk=int(setup.actions_per_chunk),
+            scheduler=ChunkScheduler(execution),
             source=PolicySource(policy, seed=self.config.seed, guidance=self.config.guidance),
-        )  # fmt: skip
+        )
         with self.lock:
             self.clients[context.peer()] = state
-        logger.info("client %s: %s, strategy %s, execute_steps %d", context.peer(), setup.pretrained_name_or_path,
-                    execution.strategy, steps)  # fmt: skip
+        logger.info(
+            "client %s: %s, strategy %s, execute_steps %d",
+            context.peer(),
+            setup.pretrained_name_or_path,
+            execution.strategy,
+            steps,
+        )
         return services_pb2.Empty()
 
     def SendObservations(self, request_iterator, context):  # noqa: N802
@@ -168,21 +187,34 @@ class XVLAAsyncServicer(services_pb2_grpc.AsyncInferenceServicer):
             self._trace(state, timed, observation, request, chunk, plan, position)
         dt = 1.0 / self.config.fps
         return [
-            TimedAction(timestamp=timed.get_timestamp() + (i + 1) * dt, timestep=position + i,
-                        action=torch.from_numpy(np.asarray(a, dtype=np.float32)))
+            TimedAction(
+                timestamp=timed.get_timestamp() + (i + 1) * dt,
+                timestep=position + i,
+                action=torch.from_numpy(np.asarray(a, dtype=np.float32)),
+            )
             for i, a in enumerate(plan)
-        ]  # fmt: skip
+        ]
 
     def to_policy_observation(self, state: ClientState, timed: TimedObservation) -> dict[str, Any]:
         """LeRobot's raw robot observation -> one LeRobot-keyed observation for xvla's processor."""
         raw = timed.get_observation()
         features = {k: v for k, v in state.features.items() if k.startswith("observation.")}
-        missing = [name for f in features.values() for name in (f.get("names") or [])
-                   if f["dtype"] in ("float32", "float64") and name not in raw]  # fmt: skip
-        cameras = [k.removeprefix("observation.images.") for k, f in features.items() if f["dtype"] in ("image", "video")]
+        missing = [
+            name
+            for f in features.values()
+            for name in (f.get("names") or [])
+            if f["dtype"] in ("float32", "float64") and name not in raw
+        ]
+        cameras = [
+            k.removeprefix("observation.images.")
+            for k, f in features.items()
+            if f["dtype"] in ("image", "video")
+        ]
         missing += [c for c in cameras if c not in raw]
         if missing:
-            raise ValueError(f"the observation lacks {missing}, which the client declared in its robot's features")
+            raise ValueError(
+                f"the observation lacks {missing}, which the client declared in its robot's features"
+            )
         frame = build_dataset_frame(features, raw, prefix="observation")
         frame = {state.rename_map.get(k, k): v for k, v in frame.items()}
         needed = state.policy.config.image_keys or []
@@ -208,7 +240,9 @@ class XVLAAsyncServicer(services_pb2_grpc.AsyncInferenceServicer):
     def _client(self, context) -> ClientState:
         state = self.clients.get(context.peer())
         if state is None:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "send the policy instructions first (RobotClient.start)")
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, "send the policy instructions first (RobotClient.start)"
+            )
         return state
 
     def _trace(self, state, timed, observation, request, chunk, plan, position) -> None:
@@ -218,8 +252,13 @@ class XVLAAsyncServicer(services_pb2_grpc.AsyncInferenceServicer):
         arrays.update(chunk=np.asarray(chunk), plan=np.asarray(plan))
         if request.prefix is not None:
             arrays.update(prefix=request.prefix, prefix_weights=request.prefix_weights)
-        meta = {"number": request.number, "position": position, "delay": request.delay, "task": observation["task"],
-                "observation_timestep": timed.get_timestep()}  # fmt: skip
+        meta = {
+            "number": request.number,
+            "position": position,
+            "delay": request.delay,
+            "task": observation["task"],
+            "observation_timestep": timed.get_timestep(),
+        }
         np.savez(folder / f"chunk_{request.number:05d}.npz", meta=json.dumps(meta), **arrays)
 
 
@@ -238,8 +277,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="xvla-lerobot-server", description=__doc__.split("\n\n")[0])
     for name, spec in ServerConfig.__dataclass_fields__.items():
         default = spec.default
-        kind = {"host": str, "strategy": str, "guidance": str, "device": str, "trace_dir": str,
-                "port": int, "execute_steps": int, "delay_steps": int, "seed": int}.get(name, float)  # fmt: skip
+        kind = {
+            "host": str,
+            "strategy": str,
+            "guidance": str,
+            "device": str,
+            "trace_dir": str,
+            "port": int,
+            "execute_steps": int,
+            "delay_steps": int,
+            "seed": int,
+        }.get(name, float)
         parser.add_argument(f"--{name}", type=kind, default=default)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

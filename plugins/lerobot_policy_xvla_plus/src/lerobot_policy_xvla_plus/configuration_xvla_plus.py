@@ -67,7 +67,9 @@ class _XVLAPlusBase(PreTrainedConfig):
                 f"{list(LEROBOT_RECIPES)} (the 'prompt' and 'lora' recipes run with `xvla train`)"
             )
         if self.format != "xvla":
-            raise ValueError(f"--policy.format={self.format!r} is invalid: it marks the checkpoint format, always 'xvla'")
+            raise ValueError(
+                f"--policy.format={self.format!r} is invalid: it marks the checkpoint format, always 'xvla'"
+            )
 
     # ------------------------------------------------------------------ X-VLA's config
     def xvla_overrides(self) -> dict[str, Any]:
@@ -104,8 +106,13 @@ class _XVLAPlusBase(PreTrainedConfig):
 
     def get_optimizer_preset(self) -> AdamWConfig:
         opt, _ = self._recipe()
-        return AdamWConfig(lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay,
-                           grad_clip_norm=opt.grad_clip_norm)  # fmt: skip
+        return AdamWConfig(
+            lr=opt.lr,
+            betas=tuple(opt.betas),
+            eps=opt.eps,
+            weight_decay=opt.weight_decay,
+            grad_clip_norm=opt.grad_clip_norm,
+        )
 
     def get_scheduler_preset(self) -> LRSchedulerConfig:
         from .schedule import XVLAGroupSchedulerConfig
@@ -122,19 +129,31 @@ _PLUGIN_FIELDS = [
     ("init_from", str | None, field(default=None)),
     ("recipe", str, field(default="lerobot")),
     ("format", str, field(default="xvla")),
-    ("normalization_mapping", dict[str, NormalizationMode], field(default_factory=lambda: {
-        "VISUAL": NormalizationMode.IDENTITY, "STATE": NormalizationMode.IDENTITY,
-        "ACTION": NormalizationMode.IDENTITY,
-    })),  # fmt: skip  X-VLA is trained on raw values; LeRobot's normalizer step stays an identity
+    # X-VLA is trained on raw values; LeRobot's normalizer step stays an identity.
+    (
+        "normalization_mapping",
+        dict[str, NormalizationMode],
+        field(
+            default_factory=lambda: {
+                "VISUAL": NormalizationMode.IDENTITY,
+                "STATE": NormalizationMode.IDENTITY,
+                "ACTION": NormalizationMode.IDENTITY,
+            }
+        ),
+    ),
 ]
 
 XVLAPlusConfig = dataclass(
-    type("XVLAPlusConfig", (_XVLAPlusBase,), {
-        "__module__": __name__,
-        "__doc__": "LeRobot config of the xvla_plus policy: the fields of xvla.XVLAConfig (None = from "
-                   "init_from or XVLAConfig's default) + init_from, recipe, format.",
-        "__annotations__": {name: kind for name, kind, _ in _PLUGIN_FIELDS + _optional_fields()},
-        **{name: default for name, _, default in _PLUGIN_FIELDS + _optional_fields()},
-    })  # fmt: skip
+    type(
+        "XVLAPlusConfig",
+        (_XVLAPlusBase,),
+        {
+            "__module__": __name__,
+            "__doc__": "LeRobot config of the xvla_plus policy: the fields of xvla.XVLAConfig (None = from "
+            "init_from or XVLAConfig's default) + init_from, recipe, format.",
+            "__annotations__": {name: kind for name, kind, _ in _PLUGIN_FIELDS + _optional_fields()},
+            **{name: default for name, _, default in _PLUGIN_FIELDS + _optional_fields()},
+        },
+    )
 )
 XVLAPlusConfig = PreTrainedConfig.register_subclass(TYPE_NAME)(XVLAPlusConfig)

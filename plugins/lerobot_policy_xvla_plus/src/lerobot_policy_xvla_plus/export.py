@@ -23,9 +23,13 @@ def export(source: str | Path, destination: str | Path) -> Path:
     config, cfg = policy.config, policy.xvla.config
     if not config.input_features:  # what LeRobot's robot_client / lerobot-record match the robot against
         size = tuple(cfg.image_size or cfg.resize_imgs_with_padding or (224, 224))
-        config.input_features = {k: PolicyFeature(FeatureType.VISUAL, (3, *size)) for k in cfg.image_keys or []}
+        config.input_features = {
+            k: PolicyFeature(FeatureType.VISUAL, (3, *size)) for k in cfg.image_keys or []
+        }
         if cfg.use_proprio:
-            config.input_features["observation.state"] = PolicyFeature(FeatureType.STATE, (cfg.max_state_dim,))
+            config.input_features["observation.state"] = PolicyFeature(
+                FeatureType.STATE, (cfg.max_state_dim,)
+            )
     if not config.output_features:
         width = cfg.real_action_dim or policy.xvla.model.real_action_dim
         config.output_features = {"action": PolicyFeature(FeatureType.ACTION, (width,))}
@@ -42,7 +46,9 @@ def export(source: str | Path, destination: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lerobot_policy_xvla_plus.export", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m lerobot_policy_xvla_plus.export", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("source")
     parser.add_argument("destination")
     args = parser.parse_args(argv)

@@ -36,15 +36,29 @@ STATE = "observation.state"
 ACTION = "action"
 IMAGE_PREFIX = "observation.images."
 # Keyword arguments of LeRobot's loaders that mean nothing for a local X-VLA folder.
-_HUB_KWARGS = ("force_download", "resume_download", "proxies", "token", "cache_dir", "local_files_only", "strict")
+_HUB_KWARGS = (
+    "force_download",
+    "resume_download",
+    "proxies",
+    "token",
+    "cache_dir",
+    "local_files_only",
+    "strict",
+)
 
 
 class XVLAPlusPolicy(PreTrainedPolicy):
     config_class = XVLAPlusConfig
     name = TYPE_NAME
 
-    def __init__(self, config: XVLAPlusConfig, dataset_stats: Any = None, dataset_meta: Any = None,
-                 xvla_policy: xvla.XVLAPolicy | None = None, **kwargs: Any):  # fmt: skip
+    def __init__(
+        self,
+        config: XVLAPlusConfig,
+        dataset_stats: Any = None,
+        dataset_meta: Any = None,
+        xvla_policy: xvla.XVLAPolicy | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(config)
         if xvla_policy is None:
             xvla_policy = build_xvla_policy(config)
@@ -55,8 +69,14 @@ class XVLAPlusPolicy(PreTrainedPolicy):
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
-    def from_pretrained(cls, pretrained_name_or_path: str | Path, *, config: XVLAPlusConfig | None = None,
-                        revision: str | None = None, **kwargs: Any) -> XVLAPlusPolicy:  # fmt: skip
+    def from_pretrained(
+        cls,
+        pretrained_name_or_path: str | Path,
+        *,
+        config: XVLAPlusConfig | None = None,
+        revision: str | None = None,
+        **kwargs: Any,
+    ) -> XVLAPlusPolicy:
         """Any X-VLA checkpoint folder or Hub id: one this plugin saved, or any format ``xvla`` reads."""
         for key in _HUB_KWARGS:
             kwargs.pop(key, None)
@@ -64,7 +84,9 @@ class XVLAPlusPolicy(PreTrainedPolicy):
         raw = ckpt.read_config_json(folder)
         if config is None:
             if raw.get("type") == TYPE_NAME:
-                config = PreTrainedConfig.from_pretrained(folder, cli_overrides=kwargs.pop("cli_overrides", []))
+                config = PreTrainedConfig.from_pretrained(
+                    folder, cli_overrides=kwargs.pop("cli_overrides", [])
+                )
             else:
                 config = XVLAPlusConfig()
         saved, _ = ckpt.config_from_json(raw, folder)
@@ -99,19 +121,25 @@ class XVLAPlusPolicy(PreTrainedPolicy):
             if chosen:
                 groups.append({"params": chosen, "name": name, "lr": opt.lr * opt.scale(name)})
         if not groups:
-            raise ValueError("nothing to train: every parameter is frozen (check --policy.freeze_* and train_* switches)")
+            raise ValueError(
+                "nothing to train: every parameter is frozen (check --policy.freeze_* and train_* switches)"
+            )
         assert {g["name"] for g in groups} <= set(PARAM_GROUPS)
         return groups
 
     def forward(self, batch: dict[str, Any], reduction: str = "mean") -> tuple[Tensor, dict[str, float]]:
         if reduction != "mean":
-            raise ValueError(f"reduction={reduction!r} is not supported by xvla_plus: X-VLA's loss is a batch mean "
-                             "(turn off per-sample weighting such as --use_rabc)")  # fmt: skip
+            raise ValueError(
+                f"reduction={reduction!r} is not supported by xvla_plus: X-VLA's loss is a batch mean "
+                "(turn off per-sample weighting such as --use_rabc)"
+            )
         self.check_cameras(batch)
         return self.xvla.forward(batch)
 
     @torch.no_grad()
-    def predict_action_chunk(self, batch: dict[str, Any], noise: Tensor | None = None, **kwargs: Any) -> Tensor:
+    def predict_action_chunk(
+        self, batch: dict[str, Any], noise: Tensor | None = None, **kwargs: Any
+    ) -> Tensor:
         """``xvla.XVLAPolicy.predict_action_chunk`` (``prefix``/``prefix_weights`` for real-time chunking)."""
         self.check_cameras(batch)
         return self.xvla.predict_action_chunk(batch, noise=noise, **kwargs)
@@ -156,14 +184,21 @@ def dataset_fields(xvla_config: xvla.XVLAConfig, config: XVLAPlusConfig) -> dict
     if xvla_config.image_keys is None and cameras:
         out["image_keys"] = cameras
     action = (config.output_features or {}).get(ACTION)
-    if action is not None and str(xvla_config.action_mode).lower() == "auto" and xvla_config.real_action_dim is None:
+    if (
+        action is not None
+        and str(xvla_config.action_mode).lower() == "auto"
+        and xvla_config.real_action_dim is None
+    ):
         out["real_action_dim"] = int(action.shape[-1])
     return out
 
 
 def feature_cameras(config: XVLAPlusConfig) -> list[str]:
-    return [k for k, f in (config.input_features or {}).items()
-            if f.type is FeatureType.VISUAL and not k.startswith(EMPTY_CAMERA_PREFIX)]  # fmt: skip
+    return [
+        k
+        for k, f in (config.input_features or {}).items()
+        if f.type is FeatureType.VISUAL and not k.startswith(EMPTY_CAMERA_PREFIX)
+    ]
 
 
 def check_features(xvla_config: xvla.XVLAConfig, config: XVLAPlusConfig) -> None:
@@ -174,8 +209,10 @@ def check_features(xvla_config: xvla.XVLAConfig, config: XVLAPlusConfig) -> None
     state = inputs.get(STATE)
     if xvla_config.use_proprio:
         if state is None:
-            raise ValueError(f"the dataset has no '{STATE}' feature but this policy reads the robot state: "
-                             "set --policy.use_proprio=false, or add the state feature")  # fmt: skip
+            raise ValueError(
+                f"the dataset has no '{STATE}' feature but this policy reads the robot state: "
+                "set --policy.use_proprio=false, or add the state feature"
+            )
         width = int(state.shape[-1])
         if width > xvla_config.max_state_dim:
             raise ValueError(
@@ -208,6 +245,8 @@ def changed_fields(saved: xvla.XVLAConfig, values: dict[str, Any]) -> dict[str, 
 
 
 def _as_json(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=list)) if not isinstance(value, dict) else {
-        str(k): _as_json(v) for k, v in value.items()
-    }
+    return (
+        json.loads(json.dumps(value, default=list))
+        if not isinstance(value, dict)
+        else {str(k): _as_json(v) for k, v in value.items()}
+    )

@@ -30,21 +30,28 @@ from .configuration_xvla_plus import XVLAPlusConfig
 
 def make_xvla_plus_pre_post_processors(
     config: XVLAPlusConfig, dataset_stats: dict[str, dict[str, torch.Tensor]] | None = None
-) -> tuple[PolicyProcessorPipeline[dict[str, Any], dict[str, Any]], PolicyProcessorPipeline[PolicyAction, PolicyAction]]:
+) -> tuple[
+    PolicyProcessorPipeline[dict[str, Any], dict[str, Any]],
+    PolicyProcessorPipeline[PolicyAction, PolicyAction],
+]:
     features = {**(config.input_features or {}), **(config.output_features or {})}
     pre = PolicyProcessorPipeline[dict[str, Any], dict[str, Any]](
         steps=[
             RenameObservationsProcessorStep(rename_map={}),
             AddBatchDimensionProcessorStep(),
             DeviceProcessorStep(device=config.device),
-            NormalizerProcessorStep(features=features, norm_map=config.normalization_mapping, stats=dataset_stats),
+            NormalizerProcessorStep(
+                features=features, norm_map=config.normalization_mapping, stats=dataset_stats
+            ),
         ],
         name=POLICY_PREPROCESSOR_DEFAULT_NAME,
     )
     post = PolicyProcessorPipeline[PolicyAction, PolicyAction](
         steps=[
             UnnormalizerProcessorStep(
-                features=config.output_features or {}, norm_map=config.normalization_mapping, stats=dataset_stats
+                features=config.output_features or {},
+                norm_map=config.normalization_mapping,
+                stats=dataset_stats,
             ),
             DeviceProcessorStep(device="cpu"),
         ],

@@ -26,10 +26,15 @@ class XVLAGroupSchedulerConfig(LRSchedulerConfig):
 
     def build(self, optimizer: Optimizer, num_training_steps: int) -> LambdaLR:
         if self.recipe not in RECIPE_DEFAULTS:
-            raise ValueError(f"--scheduler.recipe={self.recipe!r} is unknown: choose one of {sorted(RECIPE_DEFAULTS)}")
+            raise ValueError(
+                f"--scheduler.recipe={self.recipe!r} is unknown: choose one of {sorted(RECIPE_DEFAULTS)}"
+            )
         recipe = RECIPE_DEFAULTS[self.recipe]
-        schedules = build_schedules(XVLAOptimizerConfig(**recipe["optimizer"]), XVLASchedulerConfig(**recipe["scheduler"]),
-                                    num_training_steps)  # fmt: skip
+        schedules = build_schedules(
+            XVLAOptimizerConfig(**recipe["optimizer"]),
+            XVLASchedulerConfig(**recipe["scheduler"]),
+            num_training_steps,
+        )
         names = [group.get("name") for group in optimizer.param_groups]
         if any(name not in PARAM_GROUPS for name in names):
             raise ValueError(

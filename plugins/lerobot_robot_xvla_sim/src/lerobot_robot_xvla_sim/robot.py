@@ -23,7 +23,9 @@ class XVLASimMetaWorldConfig(RobotConfig):
     task: str = "reach-v3"
     image_size: int = 32
     seed: int = 0
-    log_path: str | None = None  # JSON lines: {"t": wall time, "step": n, "action": [...]} per executed action
+    log_path: str | None = (
+        None  # JSON lines: {"t": wall time, "step": n, "action": [...]} per executed action
+    )
 
 
 class XVLASimMetaWorld(Robot):
@@ -54,7 +56,9 @@ class XVLASimMetaWorld(Robot):
     def connect(self, calibrate: bool = True) -> None:
         from xvla.sim.metaworld_env import MetaWorldEnv, episode_seed
 
-        self.env = MetaWorldEnv(self.config.task, "sawyer", image_size=self.config.image_size, max_episode_steps=10**9)
+        self.env = MetaWorldEnv(
+            self.config.task, "sawyer", image_size=self.config.image_size, max_episode_steps=10**9
+        )
         self._obs, _ = self.env.reset(seed=episode_seed(self.config.seed, self.config.task, 0))
 
     @property
