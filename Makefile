@@ -30,8 +30,11 @@ test: $(VENV)/.installed-fast
 test-slow: $(VENV)/.installed-fast
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m slow
 
+# Lint and format check; `ruff format $(LINT_DIRS)` fixes what the second line reports.
+LINT_DIRS := src tests benchmarks scripts plugins examples
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks scripts plugins
+	$(VENV)/bin/ruff check $(LINT_DIRS)
+	$(VENV)/bin/ruff format --check $(LINT_DIRS)
 
 bench: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/inference.py
