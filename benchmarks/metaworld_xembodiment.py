@@ -202,17 +202,20 @@ def main(argv=None) -> int:
         f"{_cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
         f"{time.strftime('%Y-%m-%d')}"
     )
-    sections = {}
-    for study in args.studies:
-        t = time.perf_counter()
+    for study in args.studies:  # each section is written as soon as its study is done
         text = STUDY_FUNCTIONS[study](bench, args)
-        sections[study] = (
-            text + f"\n\nMachine: {machine}; this invocation {(time.perf_counter() - t) / 60:.0f} min."
-        )
+        minutes = study_minutes([r for r in bench.rows if r["study"] == study])
+        text += f"\n\nMachine: {machine}; training and evaluation {minutes:.0f} min (the sum of its stages)."
         bench.stages._write(out / "results.json", {"rows": bench.rows, "settings": fingerprint})
-    write_sections(Path(args.doc), sections)
-    print("\n\n".join(sections.values()))
+        write_sections(Path(args.doc), {study: text})
+        print(text, flush=True)
     return 0
+
+
+def study_minutes(rows: list[dict]) -> float:
+    """Wall-clock of a study's training runs (each once; a resumed run since its resume) and evaluations."""
+    runs = {(r["setting"], r["seed"], r.get("demos")): r["train_s"] for r in rows}
+    return (sum(runs.values()) + sum(r["eval_s"] for r in rows)) / 60
 
 
 def _cpu_name() -> str:
