@@ -533,8 +533,6 @@ def phase1_tables(rows: list[dict]) -> list[str]:
 def hidden_section(bench: Bench, args, variants, rows: list[dict]) -> str:
     runs = [d for key, d in bench.stages.data["done"].items() if key.startswith("train/hidden_")]
     lines = [
-        "### Hidden heterogeneity: identical observations, different action conventions",
-        "",
         _scale(bench, args),
         "- Variants (each rendered exactly as `sawyer`): "
         + "; ".join(f"`{v.name}` ({v.description})" for v in variants)
@@ -556,8 +554,6 @@ def visible_section(bench: Bench, args, variants, held, rows: list[dict]) -> str
     phase1 = [r for r in rows if "method" not in r]
     adapt = [r for r in rows if "method" in r]
     lines = [
-        "### Visible heterogeneity: different cameras, frames and widths",
-        "",
         _scale(bench, args),
         f"- Phase I variants: {', '.join(f'`{v.name}`' for v in variants)}, {bench.s.steps_phase1} steps, "
         f"seeds {args.seeds}; held-out `{held.name}`: {bench.s.heldout_episodes_per_task} demonstrations per "
@@ -593,8 +589,6 @@ def fewdemo_section(bench: Bench, args, variants, held, rows: list[dict]) -> str
     plot = Path(args.doc).with_name(Path(args.doc).stem + "_fewdemo.svg")
     success_plot(rows, plot)
     lines = [
-        "### Few demonstrations: adapting to a new robot from 1, 2 and 5 demonstrations",
-        "",
         _scale(bench, args),
         f"- Base: the visible study's soft-prompt Phase I model ({', '.join(f'`{v.name}`' for v in variants)}, "
         f"{bench.s.steps_phase1} steps, seed {_ints(args.seeds)[0]}); held-out `{held.name}` "
