@@ -400,6 +400,50 @@ class Bench:
             "domain_id": domain,
         }
 
+    def replay(self, key: str, data: Path, variant) -> dict:
+        """Each task's first demonstration replayed open loop on the evaluation layouts (see ``_replay``)."""
+        got = self.stages.run(f"eval/{key}/{variant.name}", lambda: self._replay(data, variant))
+        return {**got, "variant": variant.name, "trainable": 0, "total": 0, "train_s": 0.0}
+
+    def _replay(self, data: Path, variant) -> dict:
+        """The success of acting without looking: if one recorded action sequence solves most evaluation
+        layouts, the layouts vary too little for learning from more demonstrations to show."""
+        from xvla.sim.evaluate import episode_specs
+        from xvla.sim.metaworld_env import MetaWorldEnv
+        from xvla.sim.report import wilson_interval
+
+        t, plans = time.perf_counter(), first_demonstrations(data)
+        per_task = dict.fromkeys(self.tasks, 0)
+        for spec in episode_specs(self.tasks, self.s.eval_episodes, seed=1000, videos=0):
+            env = MetaWorldEnv(spec.task, variant, image_size=self.s.image_size)
+            env.reset(seed=spec.seed)
+            per_task[spec.task] += any(env.step(a)[2] for a in plans[spec.task][: self.s.eval_max_steps])
+            env.close()
+        k, n = sum(per_task.values()), self.s.eval_episodes * len(self.tasks)
+        return {"successes": k, "episodes": n, "per_task": per_task, "ci95": list(wilson_interval(k, n)),
+                "eval_s": round(time.perf_counter() - t, 1), "domain_id": None}  # fmt: skip
+
+
+def first_demonstrations(data: Path) -> dict:
+    """Task name -> the actions of its first recorded episode in the dataset at ``data``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from xvla.data.lerobot_dataset import LeRobotDatasetMeta
+    from xvla.sim.instructions import INSTRUCTIONS
+
+    by_text = {text: name for name, text in INSTRUCTIONS.items()}
+    task_names = [by_text[text] for text in LeRobotDatasetMeta(data).tasks]
+    frames = pa.concat_tables(
+        [pq.read_table(f) for f in sorted((data / "data").rglob("*.parquet"))]
+    ).to_pylist()
+    plans: dict[str, dict] = {}
+    for f in sorted(frames, key=lambda f: (f["episode_index"], f["frame_index"])):
+        episodes = plans.setdefault(task_names[f["task_index"]], {})
+        if not episodes or f["episode_index"] in episodes:
+            episodes.setdefault(f["episode_index"], []).append(f["action"])
+    return {task: next(iter(episodes.values())) for task, episodes in plans.items()}
+
 
 # ------------------------------------------------------------------------------------------------ studies
 def phase1_study(bench: Bench, args, study: str, variants, steps: int, fields: dict) -> list[dict]:
@@ -476,6 +520,14 @@ def study_fewdemo(bench: Bench, args) -> str:
     for seed in _ints(args.few_seeds):
         for k in _ints(args.few_demos):
             rows += adaptation_rows(bench, "fewdemo", base, variants, held, k, seed, args.steps_fewdemo)
+    data = bench.out / "demos" / f"{held.name}-{_ints(args.few_demos)[0]}" / held.name
+    replay = {
+        "study": "fewdemo",
+        "setting": "replay of one demonstration, open loop",
+        "method": "replay",
+        "seed": 0,
+    }
+    rows.append({**bench.replay("replay_first_demo", data, held), **replay, "demos": 1})
     return fewdemo_section(bench, args, variants, held, rows)
 
 
@@ -579,10 +631,14 @@ def adaptation_table(rows: list[dict]) -> list[str]:
     ]
     lines += [
         f"| {r['setting']} | {r.get('demos', '-')} | {r['seed']} | {_rate(r['successes'], r['episodes'])} | "
-        f"{_per_task(r)} | {r['trainable']:,} / {r['total']:,} | {r['train_s']:.0f} |"
+        f"{_per_task(r)} | {_params(r)} | {r['train_s']:.0f} |"
         for r in rows
     ]
     return lines
+
+
+def _params(row: dict) -> str:
+    return f"{row['trainable']:,} / {row['total']:,}" if row["total"] else "-"
 
 
 def fewdemo_section(bench: Bench, args, variants, held, rows: list[dict]) -> str:
@@ -631,6 +687,9 @@ def success_plot(rows: list[dict], path: Path) -> None:
             [100 * hi - r for r, (_, hi) in zip(rate, ci, strict=True)],
         ]
         ax.errorbar(xs, rate, yerr=err, marker="o", capsize=3, label=label)
+    for r in (r for r in rows if r.get("method") == "replay"):
+        rate = 100 * r["successes"] / r["episodes"]
+        ax.axhline(rate, linestyle="--", color="gray", label=r["setting"])
     ax.set_xscale("log")
     ax.set_xticks(sorted({r["demos"] for r in rows if r.get("demos")}))
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
