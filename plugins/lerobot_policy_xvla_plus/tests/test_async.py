@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -154,7 +155,8 @@ def test_robot_client_executes_the_plans_xvla_computes(checkpoint, tmp_path, str
 
     executed = lines(log)
     chunks = read_trace(trace)
-    # every action executed once, in order: no repeated or skipped timestep
+    # the robot logged every action it ran, in order (its own count: it does not know timesteps; a repeated
+    # or skipped timestep shows below, as an action that is not the plans' action for its step)
     assert [e["step"] for e in executed] == list(range(len(executed)))
     assert len(chunks) >= 3, "the client should have asked for several chunks"
 
@@ -210,3 +212,166 @@ def test_a_client_without_the_policys_camera_gets_a_grpc_error_and_others_keep_r
         stop(bad, good, server)
     assert "INVALID_ARGUMENT" in bad_out.read_text()
     assert not lines(bad_log)  # the bad client never got an action
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The same protocol in one process, LeRobot's RobotClient against the servicer, with the interleaving a
+# loaded machine produces spelled out step by step (no sockets, threads or timing).
+
+
+class StandInSawyer:
+    """The simulated Sawyer's features, without its simulator; it records what it executes."""
+
+    def __init__(self):
+        from lerobot_robot_xvla_sim.robot import ACTION_NAMES, CAMERAS, STATE_NAMES
+
+        self.state_names, self.action_names, self.cameras = STATE_NAMES, ACTION_NAMES, list(CAMERAS)
+        self.observation_features = {
+            **dict.fromkeys(STATE_NAMES, float),
+            **{c: (32, 32, 3) for c in self.cameras},
+        }
+        self.action_features = dict.fromkeys(ACTION_NAMES, float)
+        self.executed: list[np.ndarray] = []
+
+    def connect(self) -> None:
+        pass
+
+    def disconnect(self) -> None:
+        pass
+
+    def get_observation(self) -> dict:
+        rng = np.random.default_rng(len(self.executed))  # the world moves with every executed action
+        state = {n: float(v) for n, v in zip(self.state_names, rng.uniform(-0.5, 0.5, 4), strict=True)}
+        return {**state, **{c: rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for c in self.cameras}}
+
+    def send_action(self, action: dict) -> dict:
+        self.executed.append(np.array([action[n] for n in self.action_names], dtype=np.float32))
+        return action
+
+
+class Loopback:
+    """LeRobot's gRPC stub, answered in this process by the servicer, as one client (one peer)."""
+
+    def __init__(self, servicer):
+        self.servicer = servicer
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:1"
+
+    def abort(self, code, details):
+        raise AssertionError(f"{code}: {details}")
+
+    def __getattr__(self, method):
+        return lambda request: getattr(self.servicer, method)(request, self)
+
+
+def loopback_client(monkeypatch, checkpoint, trace: Path, actions_per_chunk: int, strategy: str = "rtc"):
+    """LeRobot's RobotClient (latest_only) on the stand-in robot, its stub served by an in-process server."""
+    monkeypatch.chdir(trace.parent)  # importing robot_client writes logs/ into the working directory
+    from lerobot.async_inference import robot_client
+    from lerobot.async_inference.configs import RobotClientConfig
+    from lerobot_policy_xvla_plus.async_server import ServerConfig, XVLAAsyncServicer
+    from lerobot_robot_xvla_sim.robot import XVLASimMetaWorldConfig
+
+    robot = StandInSawyer()
+    monkeypatch.setattr(robot_client, "make_robot_from_config", lambda config: robot)
+    config = RobotClientConfig(
+        policy_type="xvla_plus",
+        pretrained_name_or_path=str(checkpoint),
+        robot=XVLASimMetaWorldConfig(id="sim"),
+        actions_per_chunk=actions_per_chunk,
+        chunk_size_threshold=0.5,
+        fps=10,
+        aggregate_fn_name="latest_only",
+        task="reach the goal",
+    )
+    client = robot_client.RobotClient(config)
+    client.channel.close()  # never used: the stub below is the server itself
+    server = ServerConfig(
+        strategy=strategy, seed=0, delay_steps=2, fps=10, execute_steps=4, trace_dir=str(trace)
+    )
+    client.stub = Loopback(XVLAAsyncServicer(server))
+    assert client.start()
+    return client, robot
+
+
+def get_actions(client) -> list:
+    """One GetActions call of the client's receive_actions thread; the actions it got (none for Empty)."""
+    from lerobot.transport import services_pb2
+
+    reply = client.stub.GetActions(services_pb2.Empty())
+    reply = services_pb2.Actions.FromString(
+        reply.SerializeToString()
+    )  # as the wire gives it (Empty: no data)
+    return pickle.loads(reply.data) if reply.data else []  # nosec: the server's own reply
+
+
+def receive(client, actions: list) -> None:
+    """What receive_actions does with a reply: replace the queue from its actions, then set must_go."""
+    if actions:
+        client._aggregate_action_queues(actions, client.config.aggregate_fn)
+        client.must_go.set()
+
+
+def execute(client) -> int:
+    """One tick of the client's control loop that runs an action; the timestep it ran."""
+    client.control_loop_action()
+    return client.latest_action
+
+
+def planned_actions(trace: Path) -> dict[int, list[np.ndarray]]:
+    plans: dict[int, list[np.ndarray]] = {}
+    for c in read_trace(trace):
+        for i, action in enumerate(c["plan"]):
+            plans.setdefault(c["meta"]["position"] + i, []).append(np.asarray(action, dtype=np.float32))
+    return plans
+
+
+def test_an_observation_sent_while_the_first_chunk_is_computed_does_not_skip_step_0(
+    checkpoint, tmp_path, monkeypatch
+):
+    """On a loaded machine the first chunk takes longer than a tick, so the client (its queue still empty)
+    sends a second observation, stamped timestep 0 although it has executed nothing. The server answers it
+    right after the first chunk, and the client may receive that answer before its control loop executes
+    step 0. With latest_only the answer replaces the whole queue: if it starts at timestep 1, step 0 is gone
+    and the robot's first action is timestep 1's."""
+    trace = tmp_path / "trace"
+    client, robot = loopback_client(monkeypatch, checkpoint, trace, actions_per_chunk=8)
+    client.control_loop_observation("reach the goal")  # observation A: nothing executed, must_go
+    first = get_actions(client)  # chunk 0, computed from A ...
+    client.control_loop_observation("reach the goal")  # ... while the client sends B (timestep 0 again)
+    receive(client, first)
+    assert [a.get_timestep() for a in first] == list(range(8))
+    receive(client, get_actions(client))  # B's answer arrives before the control loop's next tick
+    timesteps = [execute(client) for _ in range(4)]
+    client.control_loop_observation("reach the goal")  # half the queue left: the next observation
+    receive(client, get_actions(client))
+    while client.actions_available():
+        timesteps.append(execute(client))
+
+    assert timesteps == list(range(len(timesteps))), "the client skipped or repeated a timestep"
+    plans = planned_actions(trace)
+    for step, action in zip(timesteps, robot.executed, strict=True):
+        assert any(np.array_equal(action, a) for a in plans.get(step, [])), f"step {step}: no traced plan"
+
+
+@pytest.mark.parametrize("overwritten", [False, True])
+def test_a_client_that_ran_step_0_and_has_nothing_left_gets_step_1(
+    checkpoint, tmp_path, monkeypatch, overwritten
+):
+    """The other timestep-0 observation: the client has executed step 0 and its queue is empty (a plan of one
+    action), so its observation is must_go. The server must plan from step 1, not send step 0 again or
+    nothing (the client would wait forever), also when a newer observation (not must_go, as the client
+    sends while it waits) has replaced that one before the server got to it."""
+    trace = tmp_path / "trace"
+    client, robot = loopback_client(monkeypatch, checkpoint, trace, actions_per_chunk=1)
+    client.control_loop_observation("reach the goal")
+    receive(client, get_actions(client))
+    assert execute(client) == 0 and not client.actions_available()
+    client.control_loop_observation("reach the goal")  # timestep 0 (max(latest_action, 0)), must_go
+    if overwritten:
+        client.control_loop_observation("reach the goal")  # timestep 0 again, not must_go
+    actions = get_actions(client)
+    assert [a.get_timestep() for a in actions] == [1]
+    receive(client, actions)
+    assert execute(client) == 1

@@ -15,7 +15,9 @@ With ``--aggregate_fn_name=latest_only`` the client executes exactly that plan: 
 the queued actions from its first timestep on.
 
 Timesteps: a chunk computed from an observation whose client has executed timestep ``t`` holds the
-actions of timesteps ``t+1, t+2, ...`` (the first chunk: ``0, 1, ...``).
+actions of timesteps ``t+1, t+2, ...``; from an observation taken before the client executed anything,
+``0, 1, ...``. LeRobot's client stamps an observation ``max(latest_action, 0)``, so timestep 0 means
+either; :func:`executed_through` tells them apart.
 """
 
 from __future__ import annotations
@@ -78,8 +80,28 @@ class ClientState:
     source: PolicySource
     latency: LatencyEstimate = field(default_factory=LatencyEstimate)
     observation: TimedObservation | None = None
+    position: int = 0  # the first timestep the client may not have executed when it took `observation`
+    executed: int = -1  # the last timestep the client is known to have executed (-1: none yet)
+    answered: bool = False  # the client has been sent actions
     ready: threading.Condition = field(default_factory=threading.Condition)
-    chunks: int = 0
+
+
+def executed_through(timed: TimedObservation, answered: bool) -> int:
+    """The last timestep a LeRobot 0.4.4 ``robot_client`` had executed when it took ``timed`` (-1: none).
+
+    The client stamps its observations ``max(latest_action, 0)``: timestep ``t > 0`` means it had executed
+    ``t``, but timestep 0 also comes before it has executed anything, for instance from an observation
+    it sent while the first chunk was computed. Planning that one from timestep 1 would make the client
+    drop step 0 (``latest_only`` keeps only the timesteps of the newest plan). Timestep 0 means step 0
+    ran only for a ``must_go`` observation once the client has been sent actions. ``must_go`` says the
+    client's queue was empty although it had received actions since its previous ``must_go``
+    observation, and with nothing executed (``latest_action`` -1) every action it receives stays queued.
+    The very first observation is ``must_go`` too, with nothing executed.
+    """
+    timestep = timed.get_timestep()
+    if timestep > 0:
+        return timestep
+    return 0 if timed.must_go and answered else -1
 
 
 class XVLAAsyncServicer(services_pb2_grpc.AsyncInferenceServicer):
@@ -143,6 +165,10 @@ class XVLAAsyncServicer(services_pb2_grpc.AsyncInferenceServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc).strip("'\""))
         with state.ready:
             state.observation = received  # the newest wins: an older one waiting is stale
+            # What the client has executed only grows: an observation that replaced an unanswered one
+            # keeps what that one showed (a must_go observation at timestep 0 followed by one that is not).
+            state.executed = max(state.executed, executed_through(received, state.answered))
+            state.position = state.executed + 1
             state.ready.notify_all()
         return services_pb2.Empty()
 
@@ -152,21 +178,28 @@ class XVLAAsyncServicer(services_pb2_grpc.AsyncInferenceServicer):
             if state.observation is None:
                 state.ready.wait(timeout=self.config.obs_timeout_s)
             observation, state.observation = state.observation, None
+            position = state.position
         if observation is None:
             return services_pb2.Empty()
         try:
-            actions = self.plan(state, observation)
+            actions = self.plan(state, observation, position)
         except (KeyError, ValueError) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc).strip("'\""))
         if not actions:
             return services_pb2.Empty()
+        with state.ready:
+            state.answered = True
         return services_pb2.Actions(data=pickle.dumps(actions))  # nosec
 
     # ------------------------------------------------------------------ the X-VLA side
-    def plan(self, state: ClientState, timed: TimedObservation) -> list[TimedAction]:
-        """One chunk through the client's scheduler; the plan from the client's next timestep, timed."""
+    def plan(self, state: ClientState, timed: TimedObservation, position: int) -> list[TimedAction]:
+        """One chunk through the client's scheduler; the plan from ``position``, timed.
+
+        ``position`` is the first timestep the client may still execute (from what its observations
+        showed it had executed). A plan may start earlier than the client's next step (the client skips
+        the timesteps it has run), never later: the client would skip the steps in between.
+        """
         scheduler = state.scheduler
-        position = 0 if state.chunks == 0 else timed.get_timestep() + 1
         scheduler.position = scheduler.tick = position
         delay = self.config.delay_steps
         if delay is None:
@@ -182,7 +215,6 @@ class XVLAAsyncServicer(services_pb2_grpc.AsyncInferenceServicer):
         state.latency.add(time.perf_counter() - start)
         scheduler.receive(request, chunk, honours_prefix=state.source.accepts_prefix)
         plan = scheduler.planned()[: state.actions_per_chunk]
-        state.chunks += 1
         if self.config.trace_dir:
             self._trace(state, timed, observation, request, chunk, plan, position)
         dt = 1.0 / self.config.fps
