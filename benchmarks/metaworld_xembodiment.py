@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -81,7 +82,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--threads", type=int, default=2, help="torch threads")
     a("--quick", action="store_true", help="tiny settings: checks the pipeline in a few minutes")
     a("--no-progress", action="store_true")
+    a(
+        "--label",
+        default="",
+        help="names a second section of a study run with other settings (e.g. other --tasks)",
+    )
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     studies = [x.strip() for x in args.study.split(",") if x.strip()]
     unknown = sorted(set(studies) - set(STUDIES))
     if unknown or not studies:
@@ -207,7 +214,7 @@ def main(argv=None) -> int:
         minutes = study_minutes([r for r in bench.rows if r["study"] == study])
         text += f"\n\nMachine: {machine}; training and evaluation {minutes:.0f} min (the sum of its stages)."
         bench.stages._write(out / "results.json", {"rows": bench.rows, "settings": fingerprint})
-        write_sections(Path(args.doc), {study: text})
+        write_sections(Path(args.doc), {f"{study}:{args.label}" if args.label else study: text})
         print(text, flush=True)
     return 0
 
@@ -593,9 +600,7 @@ def hidden_section(bench: Bench, args, variants, rows: list[dict]) -> str:
         if runs
         else "",
         "",
-        "Command: `python benchmarks/metaworld_xembodiment.py --study hidden"
-        + (" --quick" if args.quick else "")
-        + "`",
+        f"Command: `{command(args, 'hidden')}`",
         "",
         *phase1_tables(rows),
     ]
@@ -611,9 +616,7 @@ def visible_section(bench: Bench, args, variants, held, rows: list[dict]) -> str
         f"seeds {args.seeds}; held-out `{held.name}`: {bench.s.heldout_episodes_per_task} demonstrations per "
         f"task, {bench.s.steps_phase2} adaptation steps.",
         "",
-        "Command: `python benchmarks/metaworld_xembodiment.py --study visible"
-        + (" --quick" if args.quick else "")
-        + "`",
+        f"Command: `{command(args, 'visible')}`",
         "",
         *phase1_tables(phase1),
         "",
@@ -637,6 +640,18 @@ def adaptation_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def command(args, study: str) -> str:
+    """The command that reproduces ``study``'s section: the flags given, less where the files went."""
+    flags, skip = [], False
+    for item in args.argv:
+        name = item.split("=", 1)[0]
+        if skip or name in ("--study", "--output", "--doc", "--no-progress"):
+            skip = not skip and "=" not in item and name in ("--study", "--output", "--doc")
+            continue
+        flags.append(item)
+    return " ".join(["python benchmarks/metaworld_xembodiment.py", "--study", study, *flags])
+
+
 def _params(row: dict) -> str:
     return f"{row['trainable']:,} / {row['total']:,}" if row["total"] else "-"
 
@@ -652,9 +667,7 @@ def fewdemo_section(bench: Bench, args, variants, held, rows: list[dict]) -> str
         f"- Each method trains {args.steps_fewdemo} steps on {args.few_demos} demonstrations per task, seeds "
         f"{args.few_seeds}; 'from scratch' is the same architecture on the held-out data only.",
         "",
-        "Command: `python benchmarks/metaworld_xembodiment.py --study fewdemo"
-        + (" --quick" if args.quick else "")
-        + "`",
+        f"Command: `{command(args, 'fewdemo')}`",
         "",
         *adaptation_table(rows),
         "",

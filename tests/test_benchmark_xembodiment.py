@@ -46,3 +46,17 @@ def test_studies_and_quick_defaults(bench):
     assert args.output.endswith("_quick") and args.doc.startswith(args.output)  # docs/ stays untouched
     with pytest.raises(SystemExit):
         bench.parse_args(["--study", "hidden,nonsense"])
+    given = [
+        "--study",
+        "fewdemo",
+        "--tasks",
+        "reach",
+        "--output",
+        "/tmp/x",
+        "--label",
+        "hard",
+        "--no-progress",
+    ]
+    assert bench.command(bench.parse_args(given), "fewdemo") == (
+        "python benchmarks/metaworld_xembodiment.py --study fewdemo --tasks reach --label hard"
+    )
