@@ -1,6 +1,6 @@
 """X-VLA's soft-prompt claims at small scale, on Meta-World embodiment variants (2 CPU cores).
 
-Three studies (``--study``, comma-separated; default ``hidden,fewdemo``):
+Four studies (``--study``, comma-separated; default ``hidden,fewdemo``):
 
 * ``hidden``:  Phase I on variants that render *identically* (same cameras, image size and state) and
                differ only in their action convention (``sawyer`` and the ``sawyer-hid-*`` variants).
@@ -11,6 +11,8 @@ Three studies (``--study``, comma-separated; default ``hidden,fewdemo``):
                prompt-only, LoRA, full fine-tuning, and the same architecture from scratch.
 * ``visible``: Phase I on variants with different cameras, frames and widths (``prompts`` vs ``shared``),
                then adaptation to ``sawyer-topdown`` from ``--heldout-episodes-per-task`` demonstrations.
+* ``replay``:  per task, one demonstration on the held-out variant replayed open loop on the evaluation
+               layouts: how far the layouts vary (no training).
 
 Success rates with 95% Wilson intervals go to ``--doc`` (default docs/xembodiment.md): each study
 rewrites only its own section (between ``<!-- study:NAME -->`` markers), so the reading around them stays.
@@ -41,7 +43,7 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-STUDIES = ("hidden", "fewdemo", "visible")
+STUDIES = ("hidden", "fewdemo", "visible", "replay")
 METHODS = {  # adaptation method -> (label, training recipe, starts from the Phase I model)
     "prompt": ("prompts only (adapter file)", "prompt", True),
     "lora": ("LoRA r=8 + prompts", "lora", True),
@@ -538,7 +540,34 @@ def study_fewdemo(bench: Bench, args) -> str:
     return fewdemo_section(bench, args, variants, held, rows)
 
 
-STUDY_FUNCTIONS = {"hidden": study_hidden, "fewdemo": study_fewdemo, "visible": study_visible}
+def study_replay(bench: Bench, args) -> str:
+    """Per task, one demonstration on the held-out variant replayed open loop on the evaluation layouts."""
+    from xvla.sim.variants import get_variant
+
+    held = get_variant(bench.s.heldout_variant)
+    data = bench.demos(f"{held.name}-1", [held], 1) / held.name
+    row = {"study": "replay", "setting": "replay of one demonstration, open loop", "seed": 0}
+    got = {**bench.replay("replay_first_demo", data, held), **row}
+    bench.rows.append(got)
+    lines = [
+        _scale(bench, args),
+        "",
+        f"Command: `{command(args, 'replay')}`",
+        "",
+        "| task | open-loop replay of one demonstration | 95% CI |",
+        "|---|---|---|",
+    ]
+    n = bench.s.eval_episodes
+    lines += [f"| {task.removesuffix('-v3')} | {_rate(k, n)} |" for task, k in got["per_task"].items()]
+    return "\n".join(lines)
+
+
+STUDY_FUNCTIONS = {
+    "hidden": study_hidden,
+    "fewdemo": study_fewdemo,
+    "visible": study_visible,
+    "replay": study_replay,
+}
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -664,7 +693,7 @@ def fewdemo_section(bench: Bench, args, variants, held, rows: list[dict]) -> str
         f"- Base: the visible study's soft-prompt Phase I model ({', '.join(f'`{v.name}`' for v in variants)}, "
         f"{bench.s.steps_phase1} steps, seed {_ints(args.seeds)[0]}); held-out `{held.name}` "
         f"({held.description}).",
-        f"- Each method trains {args.steps_fewdemo} steps on {args.few_demos} demonstrations per task, seeds "
+        f"- Each method trains {args.steps_fewdemo} steps on {args.few_demos.replace(',', ', ')} demonstrations per task, seeds "
         f"{args.few_seeds}; 'from scratch' is the same architecture on the held-out data only.",
         "",
         f"Command: `{command(args, 'fewdemo')}`",
