@@ -549,8 +549,11 @@ def study_replay(bench: Bench, args) -> str:
     row = {"study": "replay", "setting": "replay of one demonstration, open loop", "seed": 0}
     got = {**bench.replay("replay_first_demo", data, held), **row}
     bench.rows.append(got)
+    s = bench.s
     lines = [
-        _scale(bench, args),
+        f"- Held-out `{held.name}`: one scripted demonstration per task, its actions replayed without looking "
+        f"on {s.eval_episodes} evaluation layouts per task (seed 1000), at most {s.eval_max_steps} actions; "
+        "95% Wilson intervals.",
         "",
         f"Command: `{command(args, 'replay')}`",
         "",
