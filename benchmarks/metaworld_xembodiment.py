@@ -689,7 +689,9 @@ def _params(row: dict) -> str:
 
 
 def fewdemo_section(bench: Bench, args, variants, held, rows: list[dict]) -> str:
-    plot = Path(args.doc).with_name(Path(args.doc).stem + "_fewdemo.svg")
+    plot = Path(args.doc).with_name(
+        f"{Path(args.doc).stem}_fewdemo{'_' + args.label if args.label else ''}.svg"
+    )
     success_plot(rows, plot)
     lines = [
         _scale(bench, args),
