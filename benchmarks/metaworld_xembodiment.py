@@ -21,7 +21,7 @@ Resumable: every finished stage (demonstrations, each training run, each evaluat
 ``OUTPUT/stages.json`` and skipped when the script is run again with the same settings; a training run
 interrupted mid-way resumes from its last checkpoint (every ``--save-every`` steps).
 
-    python benchmarks/metaworld_xembodiment.py                   # hidden + fewdemo, about 2 h on 2 cores
+    python benchmarks/metaworld_xembodiment.py                   # hidden + fewdemo, about 70 min on 2 cores
     python benchmarks/metaworld_xembodiment.py --quick           # tiny settings, a pipeline check (< 15 min)
     python benchmarks/metaworld_xembodiment.py --study visible   # the camera-visible study
 """
