@@ -537,6 +537,7 @@ def study_fewdemo(bench: Bench, args) -> str:
         "seed": 0,
     }
     rows.append({**bench.replay("replay_first_demo", data, held), **replay, "demos": 1})
+    bench.rows.append(rows[-1])
     return fewdemo_section(bench, args, variants, held, rows)
 
 
@@ -740,6 +741,7 @@ def success_plot(rows: list[dict], path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xticks(sorted({r["demos"] for r in rows if r.get("demos")}))
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set(xlabel="demonstrations per task", ylabel="success (%)", ylim=(-3, 103))
     ax.legend(fontsize=8)
     fig.tight_layout()
