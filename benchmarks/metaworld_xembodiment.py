@@ -162,7 +162,7 @@ class Stages:
     def __init__(self, out: Path, fingerprint: dict):
         from xvla.utils import write_json
 
-        self._write = write_json
+        self.write = write_json
         self.path = out / "stages.json"
         saved = json.loads(self.path.read_text()) if self.path.is_file() else {}
         if saved and saved.get("settings") != fingerprint:
@@ -176,11 +176,8 @@ class Stages:
         print(f"[bench] {key}", flush=True)
         value = fn()
         self.data["done"][key] = value
-        self._write(self.path, self.data)
+        self.write(self.path, self.data)
         return value
-
-    def seconds(self) -> float:
-        return sum(d.get("seconds", 0) + d.get("eval_s", 0) for d in self.data["done"].values())
 
 
 def main(argv=None) -> int:
@@ -215,7 +212,7 @@ def main(argv=None) -> int:
         text = STUDY_FUNCTIONS[study](bench, args)
         minutes = study_minutes([r for r in bench.rows if r["study"] == study])
         text += f"\n\nMachine: {machine}; training and evaluation {minutes:.0f} min (the sum of its stages)."
-        bench.stages._write(out / "results.json", {"rows": bench.rows, "settings": fingerprint})
+        bench.stages.write(out / "results.json", {"rows": bench.rows, "settings": fingerprint})
         write_sections(Path(args.doc), {f"{study}:{args.label}" if args.label else study: text})
         print(text, flush=True)
     return 0
